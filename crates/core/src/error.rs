@@ -1,0 +1,53 @@
+//! Errors of engine operations. Each names what it is about (entity, table,
+//! field, relation) so a caller can report it without more context.
+
+use crate::id::EntityId;
+
+/// An engine operation failed. The operation changed nothing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("entity {0} does not exist")]
+    NoSuchEntity(EntityId),
+    #[error("unknown table `{0}`")]
+    NoSuchTable(String),
+    #[error("unknown field `{field}` in table `{table}`")]
+    NoSuchField { table: String, field: String },
+    #[error("unknown relation `{0}`")]
+    NoSuchRelation(String),
+    #[error("entity {entity} already has component `{table}`")]
+    ComponentExists { entity: EntityId, table: String },
+    #[error("entity {entity} has no component `{table}`")]
+    ComponentMissing { entity: EntityId, table: String },
+    #[error("invalid value for `{table}.{field}`: {reason}")]
+    InvalidValue { table: String, field: String, reason: String },
+    #[error("`{table}.{field}` of entity {entity} references {target}, which {reason}")]
+    ForeignKey { entity: EntityId, table: String, field: String, target: EntityId, reason: String },
+    #[error("entity {entity} cannot be deleted: {count} foreign key value(s) still reference it")]
+    StillReferenced { entity: EntityId, count: u32 },
+    #[error("entity {entity} has component `{table}` but not its parent_table `{parent}`")]
+    ParentMissing { entity: EntityId, table: String, parent: String },
+    #[error("relation `{relation}`: {reason}")]
+    RelationEnd { relation: String, reason: String },
+    #[error("no edge `{relation}` from {from} to {to}")]
+    NoSuchEdge { relation: String, from: EntityId, to: EntityId },
+    #[error("commit refused: live data would take {used_bytes} bytes, over the memory ceiling of {limit_bytes} bytes ([memory] max_capacity_mb)")]
+    MemoryLimit { used_bytes: usize, limit_bytes: usize },
+    #[error("the entity id space is exhausted")]
+    IdSpaceExhausted,
+    #[error("`{table}.{field}`: {reason}")]
+    TypeMismatch { table: String, field: String, reason: String },
+    #[error("no transaction is active")]
+    NoTransaction,
+    #[error("a transaction is already active")]
+    TransactionActive,
+    #[error("invalid query: {0}")]
+    Query(String),
+    #[error("import failed: {0}")]
+    Import(String),
+    #[error("change set {seq} does not apply: {reason}")]
+    Apply { seq: u64, reason: String },
+}
+
+/// Engine result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

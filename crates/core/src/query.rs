@@ -1,0 +1,344 @@
+//! Dynamic queries: component sets, field filters, projection, ordering,
+//! limit/offset and relation traversal, described as data (JSON from the
+//! server, or built in Rust) and run against a [`World`].
+//!
+//! ```json
+//! {"with": ["player", "health"], "without": ["npc"],
+//!  "filters": [{"field": "health.hp", "op": "lt", "value": 10},
+//!              {"field": "player.level", "op": "between", "value": [5, 9]}],
+//!  "select": ["player.name", "health"],
+//!  "order_by": {"field": "player.level", "desc": true},
+//!  "related": {"relation": "follows", "entity": 42, "direction": "out", "depth": 1},
+//!  "limit": 10, "offset": 0}
+//! ```
+
+use std::cmp::Ordering;
+
+use rustc_hash::FxHashSet;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::id::EntityId;
+use crate::relation::Direction;
+use crate::schema::{FieldType, Scalar, TableId};
+use crate::value::{self, Value};
+use crate::world::{World, id_from_json, id_json};
+
+/// Most rows one query returns when it sets no limit.
+pub const DEFAULT_LIMIT: usize = 10_000;
+
+/// A comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// Inclusive range: `value` is `[low, high]`.
+    Between,
+    /// One of a list: `value` is an array.
+    In,
+}
+
+/// A filter on one field: `table.field op value`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub field: String,
+    pub op: CmpOp,
+    pub value: serde_json::Value,
+}
+
+/// Sort key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderBy {
+    pub field: String,
+    #[serde(default)]
+    pub desc: bool,
+}
+
+/// Restrict results to entities reachable from `entity` over a relation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Related {
+    /// Relation name; any relation when absent.
+    pub relation: Option<String>,
+    pub entity: serde_json::Value,
+    #[serde(default = "default_dir")]
+    pub direction: Direction,
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+}
+
+fn default_dir() -> Direction {
+    Direction::Out
+}
+fn default_depth() -> usize {
+    1
+}
+
+/// A query, as data.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    #[serde(default)]
+    pub with: Vec<String>,
+    #[serde(default)]
+    pub without: Vec<String>,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    /// `table` (all its fields) or `table.field`; default: every component in `with`.
+    pub select: Option<Vec<String>>,
+    pub order_by: Option<OrderBy>,
+    pub related: Option<Related>,
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub offset: usize,
+}
+
+/// One result row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: EntityId,
+    /// (table, declared field index, value), in selection order.
+    pub values: Vec<(TableId, usize, Value)>,
+}
+
+struct CompiledFilter {
+    table: TableId,
+    field: usize,
+    op: CmpOp,
+    values: Vec<Value>,
+}
+
+fn resolve_field(world: &World, path: &str) -> Result<(TableId, usize)> {
+    let (t, f) = path
+        .split_once('.')
+        .ok_or_else(|| Error::Query(format!("field `{path}` must be written as `table.field`")))?;
+    let tid = world.table_id(t)?;
+    let fi = world
+        .schema()
+        .table(tid)
+        .field_index(f)
+        .ok_or_else(|| Error::NoSuchField { table: t.to_string(), field: f.to_string() })?;
+    Ok((tid, fi))
+}
+
+/// Total order over values of one type (floats by IEEE total order).
+fn cmp_values(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::U64(x), Value::U64(y)) => x.cmp(y),
+        (Value::I64(x), Value::I64(y)) => x.cmp(y),
+        (Value::F32(x), Value::F32(y)) => x.total_cmp(y),
+        (Value::F64(x), Value::F64(y)) => x.total_cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Str(x), Value::Str(y)) => x.cmp(y),
+        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
+        (Value::Enum(x), Value::Enum(y)) => x.cmp(y),
+        (Value::Array(x), Value::Array(y)) | (Value::Struct(x), Value::Struct(y)) => {
+            for (p, q) in x.iter().zip(y) {
+                let o = cmp_values(p, q);
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            x.len().cmp(&y.len())
+        }
+        _ => Ordering::Equal,
+    }
+}
+
+fn orderable(ty: &FieldType) -> bool {
+    matches!(
+        ty,
+        FieldType::Scalar(_) | FieldType::FixedString(_) | FieldType::String | FieldType::Enum { .. } | FieldType::Bytes
+    )
+}
+
+impl CompiledFilter {
+    fn matches(&self, v: &Value) -> bool {
+        let c = |i: usize| cmp_values(v, &self.values[i]);
+        match self.op {
+            CmpOp::Eq => c(0) == Ordering::Equal,
+            CmpOp::Ne => c(0) != Ordering::Equal,
+            CmpOp::Lt => c(0) == Ordering::Less,
+            CmpOp::Le => c(0) != Ordering::Greater,
+            CmpOp::Gt => c(0) == Ordering::Greater,
+            CmpOp::Ge => c(0) != Ordering::Less,
+            CmpOp::Between => c(0) != Ordering::Less && c(1) != Ordering::Greater,
+            CmpOp::In => (0..self.values.len()).any(|i| c(i) == Ordering::Equal),
+        }
+    }
+}
+
+impl World {
+    fn compile_filter(&self, f: &Filter) -> Result<CompiledFilter> {
+        let (table, field) = resolve_field(self, &f.field)?;
+        let fd = &self.schema().table(table).fields[field];
+        let ty = if fd.slot().is_none() { FieldType::Scalar(Scalar::U64) } else { fd.ty.clone() };
+        let conv = |j: &serde_json::Value| {
+            value::from_json(&ty, j, self.schema()).map_err(|e| Error::Query(format!("filter on `{}`: {e}", f.field)))
+        };
+        let values = match f.op {
+            CmpOp::Between => match &f.value {
+                serde_json::Value::Array(a) if a.len() == 2 => vec![conv(&a[0])?, conv(&a[1])?],
+                _ => return Err(Error::Query(format!("filter on `{}`: between takes [low, high]", f.field))),
+            },
+            CmpOp::In => match &f.value {
+                serde_json::Value::Array(a) => a.iter().map(conv).collect::<Result<_>>()?,
+                _ => return Err(Error::Query(format!("filter on `{}`: in takes an array of values", f.field))),
+            },
+            _ => vec![conv(&f.value)?],
+        };
+        if !matches!(f.op, CmpOp::Eq | CmpOp::Ne | CmpOp::In) && !orderable(&ty) {
+            return Err(Error::Query(format!(
+                "filter on `{}`: type {} supports only eq, ne and in",
+                f.field, fd.type_text
+            )));
+        }
+        Ok(CompiledFilter { table, field, op: f.op, values })
+    }
+
+    /// Run a query.
+    pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
+        let mut with: Vec<TableId> = q.with.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
+        let without: Vec<TableId> = q.without.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
+        let filters: Vec<CompiledFilter> = q.filters.iter().map(|f| self.compile_filter(f)).collect::<Result<_>>()?;
+        for f in &filters {
+            with.push(f.table);
+        }
+        let order = match &q.order_by {
+            Some(o) => {
+                let (t, fi) = resolve_field(self, &o.field)?;
+                let fd = &self.schema().table(t).fields[fi];
+                if fd.slot().is_some() && !orderable(&fd.ty) {
+                    return Err(Error::Query(format!("cannot order by `{}` of type {}", o.field, fd.type_text)));
+                }
+                with.push(t);
+                Some((t, fi, o.desc))
+            }
+            None => None,
+        };
+        // Selection: (table, field) pairs.
+        let select: Vec<(TableId, usize)> = match &q.select {
+            Some(items) => {
+                let mut v = Vec::new();
+                for s in items {
+                    if s.contains('.') {
+                        let (t, fi) = resolve_field(self, s)?;
+                        with.push(t);
+                        v.push((t, fi));
+                    } else {
+                        let t = self.table_id(s)?;
+                        with.push(t);
+                        v.extend((0..self.schema().table(t).fields.len()).map(|i| (t, i)));
+                    }
+                }
+                v
+            }
+            None => {
+                let mut v = Vec::new();
+                for &t in &q.with.iter().map(|t| self.table_id(t)).collect::<Result<Vec<_>>>()? {
+                    v.extend((0..self.schema().table(t).fields.len()).map(|i| (t, i)));
+                }
+                v
+            }
+        };
+        with.sort_unstable();
+        with.dedup();
+        let allowed: Option<FxHashSet<EntityId>> = match &q.related {
+            Some(r) => {
+                let start = id_from_json(&r.entity)
+                    .ok_or_else(|| Error::Query("related.entity must be an entity id".into()))?;
+                let rel = match &r.relation {
+                    Some(name) => Some(self.schema().relation_id(name).ok_or_else(|| Error::NoSuchRelation(name.clone()))?),
+                    None => None,
+                };
+                if r.depth == 0 || r.depth > 64 {
+                    return Err(Error::Query("related.depth must be between 1 and 64".into()));
+                }
+                Some(self.relations().k_hop(start, rel, r.direction, r.depth).into_iter().map(|(e, _)| e).collect())
+            }
+            None => None,
+        };
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+        let stop_early = order.is_none();
+        let mut out: Vec<(Option<Value>, Row)> = Vec::new();
+        let mut skipped = 0;
+        'arch: for arch in self.archetypes() {
+            if arch.is_empty() || !arch.has_all(&with) || without.iter().any(|&t| arch.has(t)) {
+                continue;
+            }
+            for &id in &arch.entities {
+                if allowed.as_ref().is_some_and(|a| !a.contains(&id)) {
+                    continue;
+                }
+                let mut ok = true;
+                for f in &filters {
+                    if !f.matches(&self.field_value(id, f.table, f.field)?) {
+                        ok = false;
+                        break;
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                if stop_early && skipped < q.offset {
+                    skipped += 1;
+                    continue;
+                }
+                let key = match order {
+                    Some((t, fi, _)) => Some(self.field_value(id, t, fi)?),
+                    None => None,
+                };
+                let values = select
+                    .iter()
+                    .map(|&(t, fi)| Ok((t, fi, self.field_value(id, t, fi)?)))
+                    .collect::<Result<_>>()?;
+                out.push((key, Row { id, values }));
+                if stop_early && out.len() >= limit {
+                    break 'arch;
+                }
+            }
+        }
+        if let Some((_, _, desc)) = order {
+            out.sort_by(|a, b| {
+                let o = match (&a.0, &b.0) {
+                    (Some(x), Some(y)) => cmp_values(x, y),
+                    _ => Ordering::Equal,
+                };
+                let o = if desc { o.reverse() } else { o };
+                o.then(a.1.id.cmp(&b.1.id))
+            });
+            return Ok(out.into_iter().skip(q.offset).take(limit).map(|(_, r)| r).collect());
+        }
+        Ok(out.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// JSON of result rows: `[{"id", "<table>": {"<field>": value}}]`.
+    pub fn rows_json(&self, rows: &[Row]) -> serde_json::Value {
+        rows.iter()
+            .map(|r| {
+                let mut m = serde_json::Map::new();
+                m.insert("id".into(), id_json(r.id));
+                for (t, fi, v) in &r.values {
+                    let table = self.schema().table(*t);
+                    let f = &table.fields[*fi];
+                    let entry = m
+                        .entry(table.name.clone())
+                        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+                    if let serde_json::Value::Object(o) = entry {
+                        let ty = if f.slot().is_none() { FieldType::Scalar(Scalar::U64) } else { f.ty.clone() };
+                        o.insert(f.name.clone(), value::to_json(&ty, v, self.schema()));
+                    }
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect::<Vec<_>>()
+            .into()
+    }
+}

@@ -1,0 +1,631 @@
+//! Transactions: begin → operations → commit or rollback.
+//!
+//! Model: one writer at a time mutates the world in place (read-your-writes
+//! is free) and keeps an undo log; rollback replays the log backwards.
+//! Every operation is validated when issued and fails without changing
+//! anything. Constraints that depend on the final state (foreign keys,
+//! parent tables, relation end tables, the memory ceiling) are checked at
+//! commit; a failed check rolls the whole transaction back.
+//!
+//! In-place typed writes ([`ChunkMut::write`]) copy the column once (a column
+//! image) instead of logging each row; at commit, or before any row removal
+//! in that archetype, the image is diffed against the column to produce the
+//! change set's `SetField` operations and per-row undo entries.
+
+use rustc_hash::FxHashSet;
+
+use crate::archetype::{Archetype, ArchetypeId, Column};
+use crate::changeset::{ChangeSet, Op};
+use crate::error::{Error, Result};
+use crate::id::EntityId;
+use crate::relation::EdgeKey;
+use crate::schema::{RelationId, Schema, TableId};
+use crate::typed::{Element, FieldRef, cast_err, missing_table};
+use crate::value::{self, Value};
+use crate::world::{Removed, World, two_mut};
+
+#[derive(Debug)]
+enum Undo {
+    Spawn(EntityId),
+    Despawn(EntityId, Removed),
+    Add(EntityId, TableId),
+    Remove(EntityId, TableId, Vec<u8>),
+    Set(EntityId, TableId, usize, Vec<u8>),
+    Link(EdgeKey, Option<Box<[u8]>>),
+    Unlink(EdgeKey, Box<[u8]>),
+    ColumnImage { arch: ArchetypeId, col: usize, rows: usize, bytes: Vec<u8> },
+    Fields(Vec<(EntityId, TableId, usize, Vec<u8>)>),
+}
+
+/// State of the active transaction.
+#[derive(Debug)]
+pub(crate) struct TxnState {
+    undo: Vec<Undo>,
+    cs: ChangeSet,
+    touched: Vec<EntityId>,
+    deleted: Vec<EntityId>,
+    fk_writes: Vec<(EntityId, TableId, usize)>,
+    captured: FxHashSet<(ArchetypeId, usize)>,
+    /// (archetype, column, table, slot, undo index) of live column images.
+    captures: Vec<(ArchetypeId, usize, TableId, usize, usize)>,
+    start_bytes: usize,
+}
+
+/// A committed transaction.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// Sequence number of the commit (unchanged for an empty transaction).
+    pub seq: u64,
+    pub changes: ChangeSet,
+}
+
+impl World {
+    /// Start a transaction.
+    pub fn begin(&mut self) -> Result<()> {
+        if self.txn.is_some() {
+            return Err(Error::TransactionActive);
+        }
+        self.txn = Some(Box::new(TxnState {
+            undo: Vec::new(),
+            cs: ChangeSet::new(),
+            touched: Vec::new(),
+            deleted: Vec::new(),
+            fk_writes: Vec::new(),
+            captured: FxHashSet::default(),
+            captures: Vec::new(),
+            start_bytes: self.data_bytes(),
+        }));
+        Ok(())
+    }
+
+    /// Whether a transaction is active.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    fn st(&mut self) -> Result<&mut TxnState> {
+        self.txn.as_deref_mut().ok_or(Error::NoTransaction)
+    }
+
+    /// Convert live column images of archetype `a` into per-row undo entries
+    /// and change-set operations: rows are about to move.
+    fn flush_captures(&mut self, a: Option<ArchetypeId>) -> Result<()> {
+        let Some(st) = self.txn.as_deref_mut() else { return Ok(()) };
+        if st.captures.is_empty() {
+            return Ok(());
+        }
+        // Validate first, so a failure changes nothing.
+        for &(arch, col, t, slot, ui) in &st.captures {
+            if a.is_some_and(|x| x != arch) {
+                continue;
+            }
+            let Undo::ColumnImage { rows, bytes, .. } = &st.undo[ui] else { continue };
+            let archetype = &self.archetypes[arch as usize];
+            let Column::Fixed(c) = &archetype.columns[col] else { continue };
+            let size = c.elem_size();
+            let now = c.bytes();
+            for row in 0..*rows {
+                let (old, new) = (&bytes[row * size..(row + 1) * size], &now[row * size..(row + 1) * size]);
+                if old != new {
+                    let layout = &self.layouts[t as usize];
+                    layout.decode_slot(&self.schema, slot, new).map_err(|reason| Error::InvalidValue {
+                        table: self.schema.table(t).name.clone(),
+                        field: self.schema.table(t).stored_field(slot).name.clone(),
+                        reason: format!("entity {}: {reason}", archetype.entities[row]),
+                    })?;
+                }
+            }
+        }
+        let mut keep = Vec::new();
+        for (arch, col, t, slot, ui) in std::mem::take(&mut st.captures) {
+            if a.is_some_and(|x| x != arch) {
+                keep.push((arch, col, t, slot, ui));
+                continue;
+            }
+            st.captured.remove(&(arch, col));
+            let Undo::ColumnImage { rows, bytes, .. } = std::mem::replace(&mut st.undo[ui], Undo::Fields(Vec::new())) else {
+                continue;
+            };
+            let archetype = &self.archetypes[arch as usize];
+            let Column::Fixed(c) = &archetype.columns[col] else { continue };
+            let size = c.elem_size();
+            let now = c.bytes();
+            let mut fields = Vec::new();
+            for row in 0..rows {
+                let (old, new) = (&bytes[row * size..(row + 1) * size], &now[row * size..(row + 1) * size]);
+                if old != new {
+                    let id = archetype.entities[row];
+                    st.cs.push(Op::SetField { id, table: t, slot: slot as u16, bytes: new });
+                    fields.push((id, t, slot, old.to_vec()));
+                }
+            }
+            st.undo[ui] = Undo::Fields(fields);
+        }
+        st.captures = keep;
+        Ok(())
+    }
+
+    /// Flush images of the archetype `id` is in (its row is about to move).
+    fn flush_for(&mut self, id: EntityId) -> Result<()> {
+        let has = self.txn.as_ref().is_some_and(|s| !s.captures.is_empty());
+        if has {
+            let (a, _) = self.location(id)?;
+            self.flush_captures(Some(a))?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ operations
+
+    /// Create an entity with no components.
+    pub fn create_entity(&mut self) -> Result<EntityId> {
+        self.st()?;
+        let id = self.spawn()?;
+        let st = self.st()?;
+        st.undo.push(Undo::Spawn(id));
+        st.cs.push(Op::CreateEntity(id));
+        st.touched.push(id);
+        Ok(id)
+    }
+
+    /// Create an entity with a given id (import). Fails if the id is live or
+    /// was used by a deleted entity.
+    pub fn create_entity_with_id(&mut self, id: EntityId) -> Result<()> {
+        self.st()?;
+        self.spawn_at(id)?;
+        let st = self.st()?;
+        st.undo.push(Undo::Spawn(id));
+        st.cs.push(Op::CreateEntity(id));
+        st.touched.push(id);
+        Ok(())
+    }
+
+    /// Delete an entity, its components and its relations.
+    pub fn delete_entity(&mut self, id: EntityId) -> Result<()> {
+        self.st()?;
+        self.flush_for(id)?;
+        // Neighbours lose edges: their relation-end constraints are unaffected,
+        // but other rows' captures may sit in the same archetypes.
+        let removed = self.despawn(id)?;
+        let st = self.st()?;
+        st.undo.push(Undo::Despawn(id, removed));
+        st.cs.push(Op::DeleteEntity(id));
+        st.deleted.push(id);
+        Ok(())
+    }
+
+    /// Add component `t` from an encoded row (see [`crate::layout`]).
+    pub fn insert_row(&mut self, id: EntityId, t: TableId, row: &[u8]) -> Result<()> {
+        self.st()?;
+        self.table_exists(t)?;
+        if self.has(id, t) {
+            return Err(Error::ComponentExists { entity: id, table: self.table_name(t) });
+        }
+        self.flush_for(id)?;
+        self.add_component(id, t, row)?;
+        let fk: Vec<usize> = self.fk_slots[t as usize].clone();
+        let st = self.st()?;
+        st.undo.push(Undo::Add(id, t));
+        st.cs.push(Op::AddComponent { id, table: t, row });
+        st.touched.push(id);
+        for slot in fk {
+            st.fk_writes.push((id, t, slot));
+        }
+        Ok(())
+    }
+
+    /// Add component `t` with values for its stored fields, in slot order.
+    pub fn insert_values(&mut self, id: EntityId, t: TableId, values: &[Value]) -> Result<()> {
+        self.table_exists(t)?;
+        let table = self.schema.table(t);
+        if values.len() != table.stored_len() {
+            return Err(Error::InvalidValue {
+                table: table.name.clone(),
+                field: "*".into(),
+                reason: format!("expected {} values, got {}", table.stored_len(), values.len()),
+            });
+        }
+        for (slot, v) in values.iter().enumerate() {
+            let f = table.stored_field(slot);
+            value::check(&f.ty, v, &self.schema).map_err(|reason| Error::InvalidValue {
+                table: table.name.clone(),
+                field: f.name.clone(),
+                reason,
+            })?;
+        }
+        let row = self.encode_values(t, values);
+        self.insert_row(id, t, &row)
+    }
+
+    /// Add component `t` from a JSON object of fields (missing → defaults).
+    pub fn insert_json(&mut self, id: EntityId, t: TableId, obj: &serde_json::Value) -> Result<()> {
+        self.table_exists(t)?;
+        let row = self.row_from_json(t, obj, Some(id))?;
+        self.insert_row(id, t, &row)
+    }
+
+    /// Remove component `t`.
+    pub fn remove(&mut self, id: EntityId, t: TableId) -> Result<()> {
+        self.st()?;
+        self.table_exists(t)?;
+        if !self.has(id, t) {
+            self.location(id)?;
+            return Err(Error::ComponentMissing { entity: id, table: self.table_name(t) });
+        }
+        self.flush_for(id)?;
+        let old = self.remove_component(id, t)?;
+        let st = self.st()?;
+        st.undo.push(Undo::Remove(id, t, old));
+        st.cs.push(Op::RemoveComponent { id, table: t });
+        st.touched.push(id);
+        Ok(())
+    }
+
+    /// Set one stored field from its encoded bytes.
+    pub fn set_bytes(&mut self, id: EntityId, f: FieldRef, bytes: &[u8]) -> Result<()> {
+        self.st()?;
+        self.table_exists(f.table)?;
+        let old = self.set_field(id, f.table, f.slot, bytes)?;
+        let is_fk = self.schema.table(f.table).stored_field(f.slot).foreign_key.is_some();
+        let st = self.st()?;
+        st.undo.push(Undo::Set(id, f.table, f.slot, old));
+        st.cs.push(Op::SetField { id, table: f.table, slot: f.slot as u16, bytes });
+        if is_fk {
+            st.fk_writes.push((id, f.table, f.slot));
+        }
+        Ok(())
+    }
+
+    /// Set one stored field to a value.
+    pub fn set_value(&mut self, id: EntityId, f: FieldRef, v: &Value) -> Result<()> {
+        self.table_exists(f.table)?;
+        let field = self.schema.table(f.table).stored_field(f.slot);
+        value::check(&field.ty, v, &self.schema).map_err(|reason| Error::InvalidValue {
+            table: self.table_name(f.table),
+            field: field.name.clone(),
+            reason,
+        })?;
+        let bytes = self.encode_field(f, v);
+        self.set_bytes(id, f, &bytes)
+    }
+
+    /// Set fields of component `t` from a JSON object (only those given).
+    pub fn set_json(&mut self, id: EntityId, t: TableId, obj: &serde_json::Value) -> Result<()> {
+        self.table_exists(t)?;
+        let table = self.schema.table(t);
+        let serde_json::Value::Object(map) = obj else {
+            return Err(Error::InvalidValue {
+                table: table.name.clone(),
+                field: "*".into(),
+                reason: "component must be a JSON object of fields".into(),
+            });
+        };
+        if !self.has(id, t) {
+            self.location(id)?;
+            return Err(Error::ComponentMissing { entity: id, table: table.name.clone() });
+        }
+        // Convert everything first so a bad field changes nothing.
+        let mut sets = Vec::new();
+        for (k, j) in map {
+            let f = table.field(k).ok_or_else(|| Error::NoSuchField { table: table.name.clone(), field: k.clone() })?;
+            let Some(slot) = f.slot() else {
+                return Err(Error::InvalidValue {
+                    table: table.name.clone(),
+                    field: k.clone(),
+                    reason: "is the entity's own id and cannot be changed".into(),
+                });
+            };
+            let v = value::from_json(&f.ty, j, &self.schema).map_err(|reason| Error::InvalidValue {
+                table: table.name.clone(),
+                field: k.clone(),
+                reason,
+            })?;
+            sets.push((FieldRef { table: t, slot }, v));
+        }
+        for (f, v) in sets {
+            let bytes = self.encode_field(f, &v);
+            self.set_bytes(id, f, &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn encode_field(&self, f: FieldRef, v: &Value) -> Vec<u8> {
+        let field = self.schema.table(f.table).stored_field(f.slot);
+        match field.size {
+            Some(n) => {
+                let mut b = vec![0u8; n];
+                value::encode_fixed(&field.ty, v, &self.schema, &mut b);
+                b
+            }
+            None => value::encode_var(v),
+        }
+    }
+
+    fn table_exists(&self, t: TableId) -> Result<()> {
+        if (t as usize) < self.schema.tables.len() { Ok(()) } else { Err(Error::NoSuchTable(format!("#{t}"))) }
+    }
+
+    /// Link `from` to `to` with relation `rel` (replacing an existing edge's
+    /// properties).
+    pub fn link_edge(&mut self, rel: RelationId, from: EntityId, to: EntityId, props: &[u8]) -> Result<()> {
+        self.st()?;
+        let k = EdgeKey { rel, from, to };
+        let prev = self.link(k, props)?;
+        let st = self.st()?;
+        st.undo.push(Undo::Link(k, prev));
+        st.cs.push(Op::Link { rel, from, to, props });
+        st.touched.push(from);
+        st.touched.push(to);
+        Ok(())
+    }
+
+    /// Link with properties from JSON.
+    pub fn link_json(&mut self, rel: RelationId, from: EntityId, to: EntityId, props: Option<&serde_json::Value>) -> Result<()> {
+        if (rel as usize) >= self.schema.relations.len() {
+            return Err(Error::NoSuchRelation(format!("#{rel}")));
+        }
+        let p = self.props_from_json(rel, props)?;
+        self.link_edge(rel, from, to, &p)
+    }
+
+    /// Remove an edge.
+    pub fn unlink_edge(&mut self, rel: RelationId, from: EntityId, to: EntityId) -> Result<()> {
+        self.st()?;
+        let k = EdgeKey { rel, from, to };
+        let old = self.unlink(&k)?;
+        let st = self.st()?;
+        st.undo.push(Undo::Unlink(k, old));
+        st.cs.push(Op::Unlink { rel, from, to });
+        Ok(())
+    }
+
+    /// Run `f` on every archetype holding all of `tables`, with typed
+    /// mutable column access. Stops at the first error `f` returns (what it
+    /// wrote stays part of the transaction; roll back to discard it).
+    pub fn for_each_chunk_mut<F>(&mut self, tables: &[TableId], mut f: F) -> Result<()>
+    where
+        F: FnMut(&mut ChunkMut<'_>) -> Result<()>,
+    {
+        let World { archetypes, txn, schema, fk_slots, .. } = self;
+        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        for arch in archetypes.iter_mut() {
+            if arch.is_empty() || !arch.has_all(tables) {
+                continue;
+            }
+            let mut chunk = ChunkMut { arch, st, schema, fk_slots };
+            f(&mut chunk)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ commit
+
+    /// Validate the transaction's deferred constraints. On failure the
+    /// transaction is rolled back and the error returned.
+    pub fn prepare_commit(&mut self) -> Result<&ChangeSet> {
+        self.st()?;
+        if let Err(e) = self.flush_captures(None).and_then(|()| self.check_deferred()) {
+            self.rollback();
+            return Err(e);
+        }
+        Ok(&self.txn.as_ref().ok_or(Error::NoTransaction)?.cs)
+    }
+
+    /// Finish a prepared commit: assign its sequence number and end the
+    /// transaction. Empty transactions take no sequence number.
+    pub fn finish_commit(&mut self) -> Result<Commit> {
+        let st = self.txn.take().ok_or(Error::NoTransaction)?;
+        if !st.cs.is_empty() {
+            self.seq += 1;
+        }
+        self.stats.committed += 1;
+        self.stats.operations += st.cs.len() as u64;
+        Ok(Commit { seq: self.seq, changes: st.cs })
+    }
+
+    /// Sequence number the pending commit will take.
+    pub fn next_seq(&self) -> u64 {
+        self.seq + 1
+    }
+
+    /// Validate and commit.
+    pub fn commit(&mut self) -> Result<Commit> {
+        self.prepare_commit()?;
+        self.finish_commit()
+    }
+
+    fn check_deferred(&self) -> Result<()> {
+        let Some(st) = self.txn.as_deref() else { return Err(Error::NoTransaction) };
+        for &e in &st.deleted {
+            if let Some(&count) = self.fk_refs.get(&e) {
+                return Err(Error::StillReferenced { entity: e, count });
+            }
+        }
+        for &(e, t, slot) in &st.fk_writes {
+            let Ok(b) = self.field_bytes(e, t, slot) else { continue };
+            let target = EntityId(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            if target.is_null() {
+                continue;
+            }
+            let field = self.schema.table(t).stored_field(slot);
+            let target_table = field.foreign_key.unwrap_or(t);
+            let reason = if !self.contains(target) {
+                Some("does not exist".to_string())
+            } else if !self.has(target, target_table) {
+                Some(format!("has no `{}` component", self.table_name(target_table)))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Error::ForeignKey {
+                    entity: e,
+                    table: self.table_name(t),
+                    field: field.name.clone(),
+                    target,
+                    reason,
+                });
+            }
+        }
+        let mut touched = st.touched.clone();
+        touched.sort_unstable();
+        touched.dedup();
+        for e in touched {
+            let Ok((a, _)) = self.location(e) else { continue };
+            let arch = &self.archetypes[a as usize];
+            if !arch.parents_ok {
+                for &t in &arch.tables {
+                    if let Some(p) = self.schema.table(t).parent
+                        && !arch.has(p)
+                    {
+                        return Err(Error::ParentMissing { entity: e, table: self.table_name(t), parent: self.table_name(p) });
+                    }
+                }
+            }
+            for k in self.relations.edges_of(e) {
+                self.check_edge_ends(&k)?;
+            }
+        }
+        if let Some(limit) = self.memory_limit_bytes {
+            let used = self.data_bytes();
+            if used > limit && used > st.start_bytes {
+                return Err(Error::MemoryLimit { used_bytes: used, limit_bytes: limit });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_edge_ends(&self, k: &EdgeKey) -> Result<()> {
+        let r = self.schema.relation(k.rel);
+        for (end, need, what) in [(k.from, r.from, "source"), (k.to, r.to, "target")] {
+            if let Some(t) = need
+                && !self.has(end, t)
+            {
+                return Err(Error::RelationEnd {
+                    relation: r.name.clone(),
+                    reason: format!("{what} entity {end} must have component `{}`", self.table_name(t)),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Discard the transaction's changes.
+    pub fn rollback(&mut self) {
+        let Some(mut st) = self.txn.take() else { return };
+        while let Some(u) = st.undo.pop() {
+            let r = match u {
+                Undo::Spawn(id) => self.unspawn(id),
+                Undo::Despawn(id, removed) => self.undespawn(id, removed),
+                Undo::Add(id, t) => self.remove_component(id, t).map(|_| ()),
+                Undo::Remove(id, t, row) => self.add_component(id, t, &row),
+                Undo::Set(id, t, slot, old) => self.set_field(id, t, slot, &old).map(|_| ()),
+                Undo::Link(k, Some(p)) => self.link(k, &p).map(|_| ()),
+                Undo::Link(k, None) => self.unlink(&k).map(|_| ()),
+                Undo::Unlink(k, p) => self.link(k, &p).map(|_| ()),
+                Undo::ColumnImage { arch, col, rows, bytes } => {
+                    if let Column::Fixed(c) = &mut self.archetypes[arch as usize].columns[col] {
+                        let n = rows * c.elem_size();
+                        c.bytes_mut()[..n].copy_from_slice(&bytes[..n]);
+                    }
+                    Ok(())
+                }
+                Undo::Fields(list) => {
+                    let mut r = Ok(());
+                    for (id, t, slot, old) in list.into_iter().rev() {
+                        r = r.and(self.set_field(id, t, slot, &old).map(|_| ()));
+                    }
+                    r
+                }
+            };
+            // Undo entries replay operations that were valid moments ago on
+            // the same state; failure would be an engine bug.
+            debug_assert!(r.is_ok(), "rollback step failed: {r:?}");
+        }
+        self.stats.rolled_back += 1;
+    }
+}
+
+/// Mutable typed access to one archetype inside a transaction.
+#[derive(Debug)]
+pub struct ChunkMut<'a> {
+    arch: &'a mut Archetype,
+    st: &'a mut TxnState,
+    schema: &'a Schema,
+    fk_slots: &'a [Vec<usize>],
+}
+
+impl ChunkMut<'_> {
+    pub fn entities(&self) -> &[EntityId] {
+        &self.arch.entities
+    }
+
+    pub fn len(&self) -> usize {
+        self.arch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.arch.is_empty()
+    }
+
+    /// Column of `f` as `&[T]`.
+    pub fn read<T: Element>(&self, f: FieldRef) -> Result<&[T]> {
+        crate::typed::typed_column(self.arch, self.schema, f)
+    }
+
+    fn prepare_write<T: Element>(&mut self, f: FieldRef) -> Result<usize> {
+        self.schema.check_element::<T>(f)?;
+        if self.fk_slots[f.table as usize].contains(&f.slot) {
+            let t = self.schema.table(f.table);
+            return Err(Error::TypeMismatch {
+                table: t.name.clone(),
+                field: t.stored_field(f.slot).name.clone(),
+                reason: "is a foreign key; set it with set_value so the reference is checked".into(),
+            });
+        }
+        let c = missing_table(self.arch, self.schema, f)?;
+        if self.st.captured.insert((self.arch.id, c))
+            && let Column::Fixed(col) = &self.arch.columns[c]
+        {
+            self.st.undo.push(Undo::ColumnImage {
+                arch: self.arch.id,
+                col: c,
+                rows: col.len(),
+                bytes: col.bytes().to_vec(),
+            });
+            self.st.captures.push((self.arch.id, c, f.table, f.slot, self.st.undo.len() - 1));
+        }
+        Ok(c)
+    }
+
+    /// Column of `f` as `&mut [T]`; changes become part of the transaction.
+    pub fn write<T: Element>(&mut self, f: FieldRef) -> Result<&mut [T]> {
+        let c = self.prepare_write::<T>(f)?;
+        let schema = self.schema;
+        match &mut self.arch.columns[c] {
+            Column::Fixed(col) => bytemuck::try_cast_slice_mut(col.bytes_mut()).map_err(|e| cast_err(schema, f, e)),
+            Column::Var(_) => Err(cast_err(schema, f, bytemuck::PodCastError::SizeMismatch)),
+        }
+    }
+
+    /// One column written and another read, at once.
+    pub fn write_read<A: Element, B: Element>(&mut self, w: FieldRef, r: FieldRef) -> Result<(&mut [A], &[B])> {
+        self.schema.check_element::<B>(r)?;
+        let rc = missing_table(self.arch, self.schema, r)?;
+        let wc = self.prepare_write::<A>(w)?;
+        if wc == rc {
+            return Err(Error::TypeMismatch {
+                table: self.schema.table(w.table).name.clone(),
+                field: self.schema.table(w.table).stored_field(w.slot).name.clone(),
+                reason: "cannot be written and read at once".into(),
+            });
+        }
+        let schema = self.schema;
+        let (wcol, rcol) = two_mut(&mut self.arch.columns, wc, rc);
+        let (Column::Fixed(wcol), Column::Fixed(rcol)) = (wcol, &*rcol) else {
+            return Err(cast_err(schema, w, bytemuck::PodCastError::SizeMismatch));
+        };
+        let a = bytemuck::try_cast_slice_mut(wcol.bytes_mut()).map_err(|e| cast_err(schema, w, e))?;
+        let b = bytemuck::try_cast_slice(rcol.bytes()).map_err(|e| cast_err(schema, r, e))?;
+        Ok((a, b))
+    }
+}

@@ -1,0 +1,846 @@
+//! The world: live state of one database — entities, archetype columns,
+//! relations — and the primitive mutations every higher path goes through
+//! (transactions, change-set replay, import). Primitives validate their input
+//! and either apply fully or return an error having changed nothing.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::archetype::{Archetype, ArchetypeId};
+use crate::changeset::{ChangeSet, Op};
+use crate::entities::Entities;
+use crate::error::{Error, Result};
+use crate::id::EntityId;
+use crate::layout::RowLayout;
+use crate::relation::{EdgeKey, Relations};
+use crate::schema::{FieldType, RelationId, Scalar, Schema, TableId};
+use crate::txn::TxnState;
+use crate::value::{self, Value};
+
+/// What deleting an entity removed, enough to put it back exactly.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    pub components: Vec<(TableId, Vec<u8>)>,
+    pub edges: Vec<(EdgeKey, Box<[u8]>)>,
+}
+
+/// Live state of one database.
+#[derive(Debug)]
+pub struct World {
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) layouts: Vec<RowLayout>,
+    pub(crate) rel_layouts: Vec<RowLayout>,
+    /// Stored slots holding foreign keys, per table.
+    pub(crate) fk_slots: Vec<Vec<usize>>,
+    pub(crate) entities: Entities,
+    pub(crate) archetypes: Vec<Archetype>,
+    archetype_index: FxHashMap<Vec<TableId>, ArchetypeId>,
+    pub(crate) relations: Relations,
+    /// How many stored foreign-key values reference each entity.
+    pub(crate) fk_refs: FxHashMap<EntityId, u32>,
+    /// Sequence number of the last commit applied.
+    pub(crate) seq: u64,
+    pub(crate) memory_limit_bytes: Option<usize>,
+    pub(crate) txn: Option<Box<TxnState>>,
+    pub(crate) stats: Stats,
+}
+
+/// Transaction counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub committed: u64,
+    pub rolled_back: u64,
+    pub operations: u64,
+}
+
+fn needs_byte_check(ty: &FieldType, schema: &Schema) -> bool {
+    match ty {
+        FieldType::Scalar(s) => *s == Scalar::Bool,
+        FieldType::Array(t, _) => needs_byte_check(t, schema),
+        FieldType::FixedString(_) | FieldType::Enum { .. } | FieldType::String => true,
+        FieldType::Custom(id) => schema.custom_types[*id].fields.iter().any(|f| needs_byte_check(&f.ty, schema)),
+        FieldType::Bytes => false,
+    }
+}
+
+impl World {
+    /// An empty world for `schema`.
+    pub fn new(schema: Arc<Schema>) -> World {
+        let layouts = schema
+            .tables
+            .iter()
+            .map(|t| RowLayout::new(&schema, t.stored.iter().map(|&i| &t.fields[i])))
+            .collect();
+        let rel_layouts = schema.relations.iter().map(|r| RowLayout::new(&schema, &r.fields)).collect();
+        let fk_slots = schema
+            .tables
+            .iter()
+            .map(|t| {
+                (0..t.stored_len())
+                    .filter(|&s| t.stored_field(s).foreign_key.is_some())
+                    .collect()
+            })
+            .collect();
+        let mut w = World {
+            schema,
+            layouts,
+            rel_layouts,
+            fk_slots,
+            entities: Entities::default(),
+            archetypes: Vec::new(),
+            archetype_index: FxHashMap::default(),
+            relations: Relations::default(),
+            fk_refs: FxHashMap::default(),
+            seq: 0,
+            memory_limit_bytes: None,
+            txn: None,
+            stats: Stats::default(),
+        };
+        w.archetype_for(Vec::new());
+        w
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// Sequence number of the last applied commit.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Set the sequence (after loading a snapshot taken at `seq`).
+    pub fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Commits beyond this many accounted bytes of live data are refused.
+    pub fn set_memory_limit(&mut self, bytes: Option<usize>) {
+        self.memory_limit_bytes = bytes;
+    }
+
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.memory_limit_bytes
+    }
+
+    pub fn entity_count(&self) -> usize {
+        self.entities.len()
+    }
+
+    pub fn entities(&self) -> &Entities {
+        &self.entities
+    }
+
+    pub fn relations(&self) -> &Relations {
+        &self.relations
+    }
+
+    pub fn archetypes(&self) -> &[Archetype] {
+        &self.archetypes
+    }
+
+    pub fn layout(&self, t: TableId) -> &RowLayout {
+        &self.layouts[t as usize]
+    }
+
+    pub fn relation_layout(&self, r: RelationId) -> &RowLayout {
+        &self.rel_layouts[r as usize]
+    }
+
+    /// Accounted bytes of live data: column contents, entity slots, edges.
+    /// This is what `[memory] max_capacity_mb` limits; allocator slack and
+    /// transient buffers are not counted.
+    pub fn data_bytes(&self) -> usize {
+        self.archetypes.iter().map(Archetype::data_bytes).sum::<usize>()
+            + self.entities.heap_bytes()
+            + self.relations.data_bytes()
+    }
+
+    /// Number of live component rows of table `t`.
+    pub fn table_len(&self, t: TableId) -> usize {
+        self.archetypes.iter().filter(|a| a.has(t)).map(Archetype::len).sum()
+    }
+
+    pub fn contains(&self, id: EntityId) -> bool {
+        self.entities.contains(id)
+    }
+
+    pub(crate) fn location(&self, id: EntityId) -> Result<(ArchetypeId, usize)> {
+        self.entities
+            .slot(id)
+            .map(|s| (s.archetype, s.row as usize))
+            .ok_or(Error::NoSuchEntity(id))
+    }
+
+    pub(crate) fn table_name(&self, t: TableId) -> String {
+        self.schema.table(t).name.clone()
+    }
+
+    fn archetype_for(&mut self, tables: Vec<TableId>) -> ArchetypeId {
+        if let Some(&a) = self.archetype_index.get(&tables) {
+            return a;
+        }
+        let id = self.archetypes.len() as ArchetypeId;
+        let layouts = &self.layouts;
+        let schema = &self.schema;
+        let arch = Archetype::new(
+            id,
+            tables.clone(),
+            &|t| layouts[t as usize].slots.iter().map(|s| s.fixed.map(|(_, n)| n)).collect(),
+            &|t| schema.table(t).parent,
+        );
+        self.archetypes.push(arch);
+        self.archetype_index.insert(tables, id);
+        id
+    }
+
+    fn archetype_with(&mut self, from: ArchetypeId, t: TableId) -> ArchetypeId {
+        if let Some(&a) = self.archetypes[from as usize].edge_add.get(&t) {
+            return a;
+        }
+        let mut tables = self.archetypes[from as usize].tables.clone();
+        if let Err(pos) = tables.binary_search(&t) {
+            tables.insert(pos, t);
+        }
+        let to = self.archetype_for(tables);
+        self.archetypes[from as usize].edge_add.insert(t, to);
+        to
+    }
+
+    fn archetype_without(&mut self, from: ArchetypeId, t: TableId) -> ArchetypeId {
+        if let Some(&a) = self.archetypes[from as usize].edge_remove.get(&t) {
+            return a;
+        }
+        let mut tables = self.archetypes[from as usize].tables.clone();
+        tables.retain(|&x| x != t);
+        let to = self.archetype_for(tables);
+        self.archetypes[from as usize].edge_remove.insert(t, to);
+        to
+    }
+
+    /// Remove `row` from archetype `a`, fixing the location of the entity
+    /// moved into its place.
+    fn remove_row(&mut self, a: ArchetypeId, row: usize) {
+        if let Some(moved) = self.archetypes[a as usize].swap_remove(row)
+            && let Some(s) = self.entities.slot_mut(moved)
+        {
+            s.row = row as u32;
+        }
+    }
+
+    /// Move entity `id` from its archetype to `to`, carrying over the columns
+    /// both share. Columns of tables only in `to` are left for the caller to
+    /// push. Returns the new row.
+    fn move_entity(&mut self, id: EntityId, from: ArchetypeId, row: usize, to: ArchetypeId) -> usize {
+        let (src, dst) = two_mut(&mut self.archetypes, from as usize, to as usize);
+        let new_row = dst.push_entity(id);
+        for &t in &src.tables {
+            if let (Some(sr), Some(dr)) = (src.table_columns(t), dst.table_columns(t)) {
+                for (sc, dc) in sr.zip(dr) {
+                    dst.columns[dc].push(src.columns[sc].get(row));
+                }
+            }
+        }
+        self.remove_row(from, row);
+        if let Some(s) = self.entities.slot_mut(id) {
+            s.archetype = to;
+            s.row = new_row as u32;
+        }
+        new_row
+    }
+
+    // ------------------------------------------------------------ reads
+
+    /// Whether entity `id` has component `t`.
+    pub fn has(&self, id: EntityId, t: TableId) -> bool {
+        self.entities
+            .slot(id)
+            .is_some_and(|s| self.archetypes[s.archetype as usize].has(t))
+    }
+
+    /// Components of an entity.
+    pub fn tables_of(&self, id: EntityId) -> Result<&[TableId]> {
+        let (a, _) = self.location(id)?;
+        Ok(&self.archetypes[a as usize].tables)
+    }
+
+    /// Raw bytes of one stored field.
+    pub fn field_bytes(&self, id: EntityId, t: TableId, slot: usize) -> Result<&[u8]> {
+        let (a, row) = self.location(id)?;
+        let arch = &self.archetypes[a as usize];
+        let c = arch.column_index(t, slot).ok_or_else(|| Error::ComponentMissing {
+            entity: id,
+            table: self.table_name(t),
+        })?;
+        Ok(arch.columns[c].get(row))
+    }
+
+    /// Encoded row of component `t` of `id`.
+    pub fn component_row(&self, id: EntityId, t: TableId) -> Result<Vec<u8>> {
+        let (a, row) = self.location(id)?;
+        self.encode_row(a, row, t).ok_or_else(|| Error::ComponentMissing { entity: id, table: self.table_name(t) })
+    }
+
+    pub(crate) fn encode_row(&self, a: ArchetypeId, row: usize, t: TableId) -> Option<Vec<u8>> {
+        let arch = &self.archetypes[a as usize];
+        let cols = arch.table_columns(t)?;
+        let layout = &self.layouts[t as usize];
+        let mut out = Vec::with_capacity(layout.fixed_size);
+        for (slot, c) in cols.clone().enumerate() {
+            if layout.slots[slot].fixed.is_some() {
+                out.extend_from_slice(arch.columns[c].get(row));
+            }
+        }
+        for (slot, c) in cols.enumerate() {
+            if layout.slots[slot].fixed.is_none() {
+                let b = arch.columns[c].get(row);
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                out.extend_from_slice(b);
+            }
+        }
+        Some(out)
+    }
+
+    /// Value of a declared field (by index into the table's `fields`); the
+    /// entity-id fields yield the entity's id.
+    pub fn field_value(&self, id: EntityId, t: TableId, field: usize) -> Result<Value> {
+        let f = &self.schema.table(t).fields[field];
+        match f.slot() {
+            None => {
+                if self.has(id, t) {
+                    Ok(Value::U64(id.0))
+                } else {
+                    self.location(id)?;
+                    Err(Error::ComponentMissing { entity: id, table: self.table_name(t) })
+                }
+            }
+            Some(slot) => {
+                let b = self.field_bytes(id, t, slot)?;
+                self.layouts[t as usize]
+                    .decode_slot(&self.schema, slot, b)
+                    .map_err(|reason| Error::InvalidValue {
+                        table: self.table_name(t),
+                        field: f.name.clone(),
+                        reason,
+                    })
+            }
+        }
+    }
+
+    /// Values of every declared field of component `t`.
+    pub fn component_values(&self, id: EntityId, t: TableId) -> Result<Vec<Value>> {
+        (0..self.schema.table(t).fields.len()).map(|i| self.field_value(id, t, i)).collect()
+    }
+
+    // ------------------------------------------------------------ primitives
+
+    /// Check an encoded row of table `t` and return its per-slot parts.
+    pub(crate) fn check_row<'r>(&self, t: TableId, row: &'r [u8]) -> Result<Vec<&'r [u8]>> {
+        let layout = &self.layouts[t as usize];
+        let table = self.schema.table(t);
+        let parts = layout.split(row).map_err(|reason| Error::InvalidValue {
+            table: table.name.clone(),
+            field: "*".into(),
+            reason,
+        })?;
+        for (slot, p) in parts.iter().enumerate() {
+            self.check_slot_bytes(t, slot, p)?;
+        }
+        Ok(parts)
+    }
+
+    pub(crate) fn check_slot_bytes(&self, t: TableId, slot: usize, b: &[u8]) -> Result<()> {
+        let layout = &self.layouts[t as usize];
+        let s = &layout.slots[slot];
+        let bad = |reason: String| Error::InvalidValue {
+            table: self.table_name(t),
+            field: self.schema.table(t).stored_field(slot).name.clone(),
+            reason,
+        };
+        match s.fixed {
+            Some((_, n)) if b.len() != n => return Err(bad(format!("expected {n} bytes, got {}", b.len()))),
+            _ => {}
+        }
+        if needs_byte_check(&s.ty, &self.schema) {
+            layout.decode_slot(&self.schema, slot, b).map_err(bad)?;
+        }
+        Ok(())
+    }
+
+    fn fk_adjust(&mut self, t: TableId, slot: usize, bytes: &[u8], delta: i32) {
+        if self.schema.table(t).stored_field(slot).foreign_key.is_none() || bytes.len() != 8 {
+            return;
+        }
+        let mut a = [0u8; 8];
+        a.copy_from_slice(bytes);
+        let target = EntityId(u64::from_le_bytes(a));
+        if target.is_null() {
+            return;
+        }
+        let e = self.fk_refs.entry(target).or_insert(0);
+        *e = e.saturating_add_signed(delta);
+        if *e == 0 {
+            self.fk_refs.remove(&target);
+        }
+    }
+
+    fn fk_adjust_row(&mut self, t: TableId, parts: &[&[u8]], delta: i32) {
+        for i in 0..self.fk_slots[t as usize].len() {
+            let slot = self.fk_slots[t as usize][i];
+            self.fk_adjust(t, slot, parts[slot], delta);
+        }
+    }
+
+    /// Create a new entity with no components.
+    pub(crate) fn spawn(&mut self) -> Result<EntityId> {
+        let id = self.entities.alloc().ok_or(Error::IdSpaceExhausted)?;
+        self.place_new(id);
+        Ok(id)
+    }
+
+    /// Create an entity with a given id.
+    pub(crate) fn spawn_at(&mut self, id: EntityId) -> Result<()> {
+        self.entities.alloc_at(id).map_err(|reason| Error::Import(reason))?;
+        self.place_new(id);
+        Ok(())
+    }
+
+    fn place_new(&mut self, id: EntityId) {
+        let row = self.archetypes[0].push_entity(id);
+        if let Some(s) = self.entities.slot_mut(id) {
+            s.archetype = 0;
+            s.row = row as u32;
+        }
+    }
+
+    /// Add component `t` with an encoded row.
+    pub(crate) fn add_component(&mut self, id: EntityId, t: TableId, row: &[u8]) -> Result<()> {
+        let (a, r) = self.location(id)?;
+        if self.archetypes[a as usize].has(t) {
+            return Err(Error::ComponentExists { entity: id, table: self.table_name(t) });
+        }
+        let parts = self.check_row(t, row)?;
+        let to = self.archetype_with(a, t);
+        let new_row = self.move_entity(id, a, r, to);
+        let arch = &mut self.archetypes[to as usize];
+        if let Some(cols) = arch.table_columns(t) {
+            for (c, p) in cols.zip(&parts) {
+                arch.columns[c].push(p);
+            }
+        }
+        debug_assert!(arch.columns.iter().all(|c| c.len() == new_row + 1));
+        self.fk_adjust_row(t, &parts, 1);
+        Ok(())
+    }
+
+    /// Remove component `t`; returns its encoded row.
+    pub(crate) fn remove_component(&mut self, id: EntityId, t: TableId) -> Result<Vec<u8>> {
+        let (a, r) = self.location(id)?;
+        let old = self
+            .encode_row(a, r, t)
+            .ok_or_else(|| Error::ComponentMissing { entity: id, table: self.table_name(t) })?;
+        let to = self.archetype_without(a, t);
+        self.move_entity(id, a, r, to);
+        if let Ok(parts) = self.layouts[t as usize].split(&old) {
+            let parts: Vec<Vec<u8>> = parts.into_iter().map(<[u8]>::to_vec).collect();
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            self.fk_adjust_row(t, &refs, -1);
+        }
+        Ok(old)
+    }
+
+    /// Overwrite one stored field; returns the old bytes.
+    pub(crate) fn set_field(&mut self, id: EntityId, t: TableId, slot: usize, bytes: &[u8]) -> Result<Vec<u8>> {
+        let (a, r) = self.location(id)?;
+        if slot >= self.layouts[t as usize].slots.len() {
+            return Err(Error::InvalidValue {
+                table: self.table_name(t),
+                field: format!("#{slot}"),
+                reason: "no such stored field".into(),
+            });
+        }
+        self.check_slot_bytes(t, slot, bytes)?;
+        let arch = &mut self.archetypes[a as usize];
+        let c = arch
+            .column_index(t, slot)
+            .ok_or_else(|| Error::ComponentMissing { entity: id, table: self.schema.table(t).name.clone() })?;
+        let old = arch.columns[c].get(r).to_vec();
+        arch.columns[c].set(r, bytes);
+        self.fk_adjust(t, slot, &old, -1);
+        self.fk_adjust(t, slot, bytes, 1);
+        Ok(old)
+    }
+
+    /// Delete an entity with its components and relations.
+    pub(crate) fn despawn(&mut self, id: EntityId) -> Result<Removed> {
+        let (a, _) = self.location(id)?;
+        let mut removed = Removed::default();
+        for k in self.relations.edges_of(id) {
+            if let Some(p) = self.relations.unlink(&k) {
+                removed.edges.push((k, p));
+            }
+        }
+        let tables = self.archetypes[a as usize].tables.clone();
+        for &t in tables.iter().rev() {
+            let row = self.remove_component(id, t)?;
+            removed.components.push((t, row));
+        }
+        let (a, r) = self.location(id)?;
+        self.remove_row(a, r);
+        self.entities.free(id);
+        Ok(removed)
+    }
+
+    /// Put back an entity removed by [`World::despawn`] (rollback).
+    pub(crate) fn undespawn(&mut self, id: EntityId, removed: Removed) -> Result<()> {
+        self.entities.unfree(id);
+        self.place_new(id);
+        for (t, row) in removed.components.iter().rev() {
+            self.add_component(id, *t, row)?;
+        }
+        for (k, p) in removed.edges {
+            self.relations.link(k, &p);
+        }
+        Ok(())
+    }
+
+    /// Undo an entity created in a rolled-back transaction.
+    pub(crate) fn unspawn(&mut self, id: EntityId) -> Result<()> {
+        let (a, r) = self.location(id)?;
+        debug_assert_eq!(a, 0, "components are removed before the creation is undone");
+        self.remove_row(a, r);
+        self.entities.unalloc(id);
+        Ok(())
+    }
+
+    pub(crate) fn check_props(&self, rel: RelationId, props: &[u8]) -> Result<()> {
+        let layout = &self.rel_layouts[rel as usize];
+        let r = self.schema.relation(rel);
+        let parts = layout.split(props).map_err(|reason| Error::RelationEnd {
+            relation: r.name.clone(),
+            reason: format!("bad properties: {reason}"),
+        })?;
+        for (slot, p) in parts.iter().enumerate() {
+            if needs_byte_check(&layout.slots[slot].ty, &self.schema) || layout.slots[slot].fixed.is_some_and(|(_, n)| n != p.len()) {
+                layout.decode_slot(&self.schema, slot, p).map_err(|reason| Error::InvalidValue {
+                    table: format!("relation {}", r.name),
+                    field: r.fields[slot].name.clone(),
+                    reason,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Insert or replace an edge; both ends must be live entities.
+    pub(crate) fn link(&mut self, k: EdgeKey, props: &[u8]) -> Result<Option<Box<[u8]>>> {
+        if (k.rel as usize) >= self.schema.relations.len() {
+            return Err(Error::NoSuchRelation(format!("#{}", k.rel)));
+        }
+        for e in [k.from, k.to] {
+            if !self.contains(e) {
+                return Err(Error::RelationEnd {
+                    relation: self.schema.relation(k.rel).name.clone(),
+                    reason: format!("entity {e} does not exist"),
+                });
+            }
+        }
+        self.check_props(k.rel, props)?;
+        Ok(self.relations.link(k, props))
+    }
+
+    pub(crate) fn unlink(&mut self, k: &EdgeKey) -> Result<Box<[u8]>> {
+        self.relations.unlink(k).ok_or_else(|| Error::NoSuchEdge {
+            relation: self.schema.relations.get(k.rel as usize).map_or_else(|| format!("#{}", k.rel), |r| r.name.clone()),
+            from: k.from,
+            to: k.to,
+        })
+    }
+
+    // ------------------------------------------------------------ replay
+
+    /// Apply a committed change set (recovery, replicas). `seq` must be the
+    /// next sequence number. On error the world may be partly changed: the
+    /// caller must treat it as corrupt (replay only applies logged commits,
+    /// which applied cleanly when they were made).
+    pub fn apply(&mut self, seq: u64, cs: &ChangeSet) -> Result<()> {
+        if self.txn.is_some() {
+            return Err(Error::TransactionActive);
+        }
+        if seq != self.seq + 1 {
+            return Err(Error::Apply { seq, reason: format!("expected sequence {}", self.seq + 1) });
+        }
+        let fail = |reason: String| Error::Apply { seq, reason };
+        let tables = self.schema.tables.len();
+        for (i, op) in cs.iter().enumerate() {
+            let op = op.map_err(|e| fail(e.to_string()))?;
+            let check_table = |t: TableId| {
+                if (t as usize) < tables { Ok(()) } else { Err(fail(format!("op {i}: unknown table #{t}"))) }
+            };
+            let r = match op {
+                Op::CreateEntity(id) => self.spawn_at(id),
+                Op::DeleteEntity(id) => self.despawn(id).map(|_| ()),
+                Op::AddComponent { id, table, row } => {
+                    check_table(table)?;
+                    self.add_component(id, table, row)
+                }
+                Op::RemoveComponent { id, table } => {
+                    check_table(table)?;
+                    self.remove_component(id, table).map(|_| ())
+                }
+                Op::SetField { id, table, slot, bytes } => {
+                    check_table(table)?;
+                    self.set_field(id, table, slot.into(), bytes).map(|_| ())
+                }
+                Op::Link { rel, from, to, props } => self.link(EdgeKey { rel, from, to }, props).map(|_| ()),
+                Op::Unlink { rel, from, to } => self.unlink(&EdgeKey { rel, from, to }).map(|_| ()),
+            };
+            r.map_err(|e| fail(format!("op {i}: {e}")))?;
+        }
+        self.seq = seq;
+        self.stats.committed += 1;
+        self.stats.operations += cs.len() as u64;
+        Ok(())
+    }
+
+    /// A canonical, order-independent description of the whole state, for
+    /// tests and integrity checks: entities, their component rows and edges,
+    /// sorted.
+    pub fn canonical_state(&self) -> CanonicalState {
+        let mut entities: Vec<(EntityId, Vec<(TableId, Vec<u8>)>)> = self
+            .entities
+            .iter()
+            .map(|id| {
+                let (a, r) = self.location(id).unwrap_or((0, 0));
+                let rows = self.archetypes[a as usize]
+                    .tables
+                    .iter()
+                    .filter_map(|&t| self.encode_row(a, r, t).map(|b| (t, b)))
+                    .collect();
+                (id, rows)
+            })
+            .collect();
+        entities.sort_by_key(|e| e.0);
+        let mut edges: Vec<(EdgeKey, Vec<u8>)> = self.relations.iter().map(|(k, v)| (*k, v.to_vec())).collect();
+        edges.sort_by_key(|e| e.0);
+        CanonicalState { entities, edges }
+    }
+
+    /// Check internal invariants (locations, column lengths, reference
+    /// counts, parents, relation ends). Returns every problem found.
+    pub fn check_integrity(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for arch in &self.archetypes {
+            for (i, c) in arch.columns.iter().enumerate() {
+                if c.len() != arch.entities.len() {
+                    problems.push(format!("archetype {} column {i} has {} rows, expected {}", arch.id, c.len(), arch.entities.len()));
+                }
+            }
+            for (row, &e) in arch.entities.iter().enumerate() {
+                match self.entities.slot(e) {
+                    Some(s) if s.archetype == arch.id && s.row as usize == row => {}
+                    _ => problems.push(format!("entity {e} at archetype {} row {row} has a wrong location", arch.id)),
+                }
+                if !arch.parents_ok && !arch.is_empty() {
+                    problems.push(format!("entity {e} has a component without its parent_table"));
+                }
+            }
+        }
+        let mut refs: FxHashMap<EntityId, u32> = FxHashMap::default();
+        for arch in &self.archetypes {
+            for &t in &arch.tables {
+                for &slot in &self.fk_slots[t as usize] {
+                    if let Some(c) = arch.column_index(t, slot) {
+                        for (row, &e) in arch.entities.iter().enumerate() {
+                            let b = arch.columns[c].get(row);
+                            let target = EntityId(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                            if target.is_null() {
+                                continue;
+                            }
+                            *refs.entry(target).or_default() += 1;
+                            if !self.has(target, self.schema.table(t).stored_field(slot).foreign_key.unwrap_or(t)) {
+                                problems.push(format!(
+                                    "{}.{} of entity {e} references missing entity {target}",
+                                    self.table_name(t),
+                                    self.schema.table(t).stored_field(slot).name
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if refs != self.fk_refs {
+            problems.push("foreign-key reference counts disagree with the columns".into());
+        }
+        for (k, _) in self.relations.iter() {
+            if !self.contains(k.from) || !self.contains(k.to) {
+                problems.push(format!("edge {} {}->{} has a missing end", k.rel, k.from, k.to));
+            }
+        }
+        problems
+    }
+
+    /// Find the table id of `name`.
+    pub fn table_id(&self, name: &str) -> Result<TableId> {
+        self.schema.table_id(name).ok_or_else(|| Error::NoSuchTable(name.to_string()))
+    }
+
+    /// Encode checked values of a table's stored fields (in slot order).
+    pub fn encode_values(&self, t: TableId, values: &[Value]) -> Vec<u8> {
+        self.layouts[t as usize].encode(&self.schema, values)
+    }
+
+    /// Convert a JSON object `{field: value}` into an encoded row of `t`.
+    /// Unknown fields are an error; missing fields take their defaults; the
+    /// entity-id fields may be given only if they equal `id` (or are omitted).
+    pub fn row_from_json(&self, t: TableId, obj: &serde_json::Value, id: Option<EntityId>) -> Result<Vec<u8>> {
+        let table = self.schema.table(t);
+        let serde_json::Value::Object(map) = obj else {
+            return Err(Error::InvalidValue {
+                table: table.name.clone(),
+                field: "*".into(),
+                reason: "component must be a JSON object of fields".into(),
+            });
+        };
+        for k in map.keys() {
+            if table.field_index(k).is_none() {
+                return Err(Error::NoSuchField { table: table.name.clone(), field: k.clone() });
+            }
+        }
+        let mut values = Vec::with_capacity(table.stored_len());
+        for f in &table.fields {
+            let given = map.get(&f.name);
+            if f.slot().is_none() {
+                if let (Some(g), Some(id)) = (given, id) {
+                    let v = value::from_json(&f.ty, g, &self.schema).map_err(|reason| Error::InvalidValue {
+                        table: table.name.clone(),
+                        field: f.name.clone(),
+                        reason,
+                    })?;
+                    if v.as_u64() != Some(id.0) {
+                        return Err(Error::InvalidValue {
+                            table: table.name.clone(),
+                            field: f.name.clone(),
+                            reason: format!("is the entity's own id ({id}) and cannot be set to another value"),
+                        });
+                    }
+                }
+                continue;
+            }
+            values.push(match given {
+                Some(g) => value::from_json(&f.ty, g, &self.schema).map_err(|reason| Error::InvalidValue {
+                    table: table.name.clone(),
+                    field: f.name.clone(),
+                    reason,
+                })?,
+                None => f.default.clone(),
+            });
+        }
+        Ok(self.encode_values(t, &values))
+    }
+
+    /// JSON object of component `t` of `id` (all declared fields).
+    pub fn component_json(&self, id: EntityId, t: TableId) -> Result<serde_json::Value> {
+        let table = self.schema.table(t);
+        let vals = self.component_values(id, t)?;
+        let mut m = serde_json::Map::new();
+        for (f, v) in table.fields.iter().zip(&vals) {
+            m.insert(f.name.clone(), value::to_json(&f.ty, v, &self.schema));
+        }
+        Ok(m.into())
+    }
+
+    /// JSON of an entity: `{"id", "components": {table: {field: value}}}`.
+    pub fn entity_json(&self, id: EntityId) -> Result<serde_json::Value> {
+        let tables = self.tables_of(id)?.to_vec();
+        let mut comps = serde_json::Map::new();
+        for t in tables {
+            comps.insert(self.table_name(t), self.component_json(id, t)?);
+        }
+        Ok(serde_json::json!({ "id": id_json(id), "components": comps }))
+    }
+
+    /// JSON object of an edge's properties.
+    pub fn props_json(&self, rel: RelationId, props: &[u8]) -> serde_json::Value {
+        let r = self.schema.relation(rel);
+        let layout = &self.rel_layouts[rel as usize];
+        let mut m = serde_json::Map::new();
+        if let Ok(parts) = layout.split(props) {
+            for (slot, (f, p)) in r.fields.iter().zip(parts).enumerate() {
+                if let Ok(v) = layout.decode_slot(&self.schema, slot, p) {
+                    m.insert(f.name.clone(), value::to_json(&f.ty, &v, &self.schema));
+                }
+            }
+        }
+        m.into()
+    }
+
+    /// Encode relation properties from a JSON object (missing → defaults).
+    pub fn props_from_json(&self, rel: RelationId, obj: Option<&serde_json::Value>) -> Result<Vec<u8>> {
+        let r = self.schema.relation(rel);
+        let empty = serde_json::Map::new();
+        let map = match obj {
+            None | Some(serde_json::Value::Null) => &empty,
+            Some(serde_json::Value::Object(m)) => m,
+            Some(_) => {
+                return Err(Error::RelationEnd { relation: r.name.clone(), reason: "properties must be a JSON object".into() });
+            }
+        };
+        for k in map.keys() {
+            if r.field_index(k).is_none() {
+                return Err(Error::NoSuchField { table: format!("relation {}", r.name), field: k.clone() });
+            }
+        }
+        let mut values = Vec::new();
+        for f in &r.fields {
+            values.push(match map.get(&f.name) {
+                Some(g) => value::from_json(&f.ty, g, &self.schema).map_err(|reason| Error::InvalidValue {
+                    table: format!("relation {}", r.name),
+                    field: f.name.clone(),
+                    reason,
+                })?,
+                None => f.default.clone(),
+            });
+        }
+        Ok(self.rel_layouts[rel as usize].encode(&self.schema, &values))
+    }
+}
+
+/// JSON form of an entity id (number up to 2^53 - 1, else a string).
+pub fn id_json(id: EntityId) -> serde_json::Value {
+    if id.0 <= value::JSON_SAFE_INT { id.0.into() } else { id.0.to_string().into() }
+}
+
+/// Parse an entity id from JSON (number or decimal string).
+pub fn id_from_json(v: &serde_json::Value) -> Option<EntityId> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().map(EntityId),
+        serde_json::Value::String(s) => s.parse().ok().map(EntityId),
+        _ => None,
+    }
+}
+
+/// Sorted, order-independent state for comparisons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalState {
+    pub entities: Vec<(EntityId, Vec<(TableId, Vec<u8>)>)>,
+    pub edges: Vec<(EdgeKey, Vec<u8>)>,
+}
+
+/// Two distinct mutable elements of a slice.
+pub(crate) fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
+    assert_ne!(a, b, "two_mut needs distinct indexes");
+    if a < b {
+        let (x, y) = v.split_at_mut(b);
+        (&mut x[a], &mut y[0])
+    } else {
+        let (x, y) = v.split_at_mut(a);
+        (&mut y[0], &mut x[b])
+    }
+}
