@@ -89,15 +89,15 @@ impl Entities {
             }
         }
         let s = &mut self.slots[i];
-        if s.alive {
-            return Err(format!("entity {id} already exists"));
-        }
         if id.generation() < s.generation {
             return Err(format!(
                 "entity id {id} was deleted before (slot {} is at generation {}); ids are never reused",
                 id.index(),
                 s.generation
             ));
+        }
+        if s.alive {
+            return Err(format!("entity {id} already exists"));
         }
         s.generation = id.generation();
         s.alive = true;
