@@ -33,6 +33,8 @@ pub enum Error {
     NoSuchEdge { relation: String, from: EntityId, to: EntityId },
     #[error("commit refused: live data would take {used_bytes} bytes, over the memory ceiling of {limit_bytes} bytes ([memory] max_capacity_mb)")]
     MemoryLimit { used_bytes: usize, limit_bytes: usize },
+    #[error("{0}")]
+    IdUnavailable(String),
     #[error("the entity id space is exhausted")]
     IdSpaceExhausted,
     #[error("`{table}.{field}`: {reason}")]

@@ -405,7 +405,7 @@ impl World {
 
     /// Create an entity with a given id.
     pub(crate) fn spawn_at(&mut self, id: EntityId) -> Result<()> {
-        self.entities.alloc_at(id).map_err(|reason| Error::Import(reason))?;
+        self.entities.alloc_at(id).map_err(Error::IdUnavailable)?;
         self.place_new(id);
         Ok(())
     }

@@ -1,0 +1,238 @@
+//! `config.toml`: the sections and keys of the deployment guide, with
+//! documented defaults. Unknown sections or keys, and values of the wrong
+//! type, are errors that name them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DbError;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub database: DatabaseSection,
+    pub memory: MemorySection,
+    pub transactions: TransactionsSection,
+    pub replication: ReplicationSection,
+    pub persistence: PersistenceSection,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// Name of this database (world).
+    pub name: String,
+    /// Where the log, snapshots and lock file live.
+    pub data_dir: PathBuf,
+    /// The schema TOML; the bundled RPG example when unset.
+    pub schema_file: Option<PathBuf>,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        DatabaseSection { name: "game_world".into(), data_dir: PathBuf::from("./data"), schema_file: None }
+    }
+}
+
+/// `[memory]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Capacity reserved up front, in MiB (a hint).
+    pub initial_capacity_mb: u64,
+    /// Ceiling on accounted live data, in MiB; a commit that would exceed it
+    /// fails. 0 disables the ceiling.
+    pub max_capacity_mb: u64,
+    /// Growth factor for buffers (a hint; must be > 1).
+    pub buffer_growth_factor: f64,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        MemorySection { initial_capacity_mb: 256, max_capacity_mb: 2048, buffer_growth_factor: 2.0 }
+    }
+}
+
+/// `[transactions]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionsSection {
+    /// Most commits written to the log in one group.
+    pub batch_size: u32,
+    /// Longest a commit waits for its group to fill, in ms.
+    pub batch_timeout_ms: u64,
+    /// Write the commit log. Off loses every commit since the last snapshot
+    /// on a crash: for development only.
+    pub wal_enabled: bool,
+    /// Acknowledge a commit only once its log record is on stable storage.
+    pub wal_sync_on_commit: bool,
+}
+
+impl Default for TransactionsSection {
+    fn default() -> Self {
+        TransactionsSection { batch_size: 1000, batch_timeout_ms: 10, wal_enabled: true, wal_sync_on_commit: true }
+    }
+}
+
+/// `[replication]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationSection {
+    pub enabled: bool,
+    pub bind: String,
+    pub max_clients: u32,
+    /// `zstd` or `none`.
+    pub delta_compression: String,
+    /// zstd level for deltas.
+    pub level: i32,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            enabled: false,
+            bind: "127.0.0.1:9000".into(),
+            max_clients: 1000,
+            delta_compression: "zstd".into(),
+            level: 3,
+        }
+    }
+}
+
+/// `[persistence]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceSection {
+    pub snapshots_enabled: bool,
+    pub snapshot_interval_ops: u64,
+    pub snapshot_interval_secs: u64,
+    pub wal_archive_enabled: bool,
+    pub compaction_enabled: bool,
+    pub compaction_threads: u32,
+    /// Alias of `[transactions] wal_sync_on_commit` (the guide shows it in
+    /// both places); when set it wins.
+    pub wal_sync_on_commit: Option<bool>,
+}
+
+impl Default for PersistenceSection {
+    fn default() -> Self {
+        PersistenceSection {
+            snapshots_enabled: true,
+            snapshot_interval_ops: 100_000,
+            snapshot_interval_secs: 300,
+            wal_archive_enabled: true,
+            compaction_enabled: true,
+            compaction_threads: 1,
+            wal_sync_on_commit: None,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// Parse a `config.toml` text.
+    pub fn from_toml_str(text: &str) -> Result<DatabaseConfig, DbError> {
+        let cfg: DatabaseConfig =
+            toml::from_str(text).map_err(|e| DbError::Config(e.to_string().trim_end().to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read and parse a `config.toml` file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<DatabaseConfig, DbError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| DbError::Io { path: path.to_path_buf(), source: e })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            DbError::Config(m) => DbError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Check values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), DbError> {
+        let mut problems = Vec::new();
+        if self.memory.buffer_growth_factor <= 1.0 {
+            problems.push("memory.buffer_growth_factor must be greater than 1".to_string());
+        }
+        if self.memory.max_capacity_mb != 0 && self.memory.initial_capacity_mb > self.memory.max_capacity_mb {
+            problems.push("memory.initial_capacity_mb must not exceed memory.max_capacity_mb".to_string());
+        }
+        if self.transactions.batch_size == 0 {
+            problems.push("transactions.batch_size must be at least 1".to_string());
+        }
+        if !["zstd", "none"].contains(&self.replication.delta_compression.as_str()) {
+            problems.push(format!(
+                "replication.delta_compression must be \"zstd\" or \"none\", not \"{}\"",
+                self.replication.delta_compression
+            ));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(DbError::Config(problems.join("; "))) }
+    }
+
+    /// Effective `wal_sync_on_commit`.
+    pub fn wal_sync_on_commit(&self) -> bool {
+        self.persistence.wal_sync_on_commit.unwrap_or(self.transactions.wal_sync_on_commit)
+    }
+
+    /// Memory ceiling in bytes, if any.
+    pub fn memory_limit_bytes(&self) -> Option<usize> {
+        (self.memory.max_capacity_mb > 0).then(|| usize::try_from(self.memory.max_capacity_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guide_example_parses() {
+        let text = r#"
+[database]
+name = "game_world"
+data_dir = "/data/ecsdb"
+schema_file = "/config/schema.toml"
+
+[memory]
+initial_capacity_mb = 256
+max_capacity_mb = 2048
+buffer_growth_factor = 2.0
+
+[transactions]
+batch_size = 1000
+batch_timeout_ms = 10
+wal_enabled = true
+wal_sync_on_commit = false  # Async WAL for performance
+
+[replication]
+enabled = true
+bind = "0.0.0.0:8080"
+max_clients = 1000
+delta_compression = "zstd"
+
+[persistence]
+snapshots_enabled = true
+snapshot_interval_ops = 100000
+snapshot_interval_secs = 300
+wal_archive_enabled = true
+compaction_enabled = true
+"#;
+        let c = DatabaseConfig::from_toml_str(text).unwrap();
+        assert_eq!(c.database.data_dir, PathBuf::from("/data/ecsdb"));
+        assert!(!c.wal_sync_on_commit());
+        assert_eq!(c.memory_limit_bytes(), Some(2048 << 20));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let e = DatabaseConfig::from_toml_str("[memory]\nmax_capacity_gb = 3\n").unwrap_err().to_string();
+        assert!(e.contains("max_capacity_gb"), "{e}");
+        let e = DatabaseConfig::from_toml_str("[transactions]\nbatch_size = \"big\"\n").unwrap_err().to_string();
+        assert!(e.contains("batch_size"), "{e}");
+        let e = DatabaseConfig::from_toml_str("[caching]\non = true\n").unwrap_err().to_string();
+        assert!(e.contains("caching"), "{e}");
+        let e = DatabaseConfig::from_toml_str("[memory]\nbuffer_growth_factor = 0.5\n").unwrap_err().to_string();
+        assert!(e.contains("buffer_growth_factor must be greater than 1"), "{e}");
+    }
+}

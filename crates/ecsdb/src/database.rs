@@ -1,0 +1,462 @@
+//! The embeddable database: one schema, one world, a single writer and any
+//! number of concurrent readers.
+//!
+//! Concurrency model: the world sits behind a reader-writer lock. A
+//! [`Transaction`] holds the write lock from begin to commit or rollback, so
+//! transactions are serializable and see their own writes; readers
+//! ([`Database::read`]) hold the read lock and see one consistent committed
+//! state for as long as they hold it — a commit waits for them, and they
+//! never see a half-applied transaction. Keep read views and transactions
+//! short: they exclude each other. A thread must not open a transaction while
+//! it holds a read view (that would deadlock).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ecsdb_core::io;
+use ecsdb_core::{ChangeSet, ChunkMut, EntityId, FieldRef, Query, Row, Schema, TableId, Value, World};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::config::DatabaseConfig;
+use crate::error::{DbError, Result};
+use crate::sink::CommitSink;
+
+/// The bundled example schema (`examples/schemas/rpg_game.toml`).
+pub const EXAMPLE_SCHEMA: &str = include_str!("../../../examples/schemas/rpg_game.toml");
+
+struct Inner {
+    world: RwLock<World>,
+    schema: Arc<Schema>,
+    config: DatabaseConfig,
+    sinks: Vec<Box<dyn CommitSink>>,
+    active: AtomicU64,
+    started: Instant,
+    fail_stop: AtomicBool,
+    fail_reason: Mutex<Option<String>>,
+}
+
+/// A database handle. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("schema", &self.inner.schema.name)
+            .field("seq", &self.version())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Database`].
+#[derive(Debug, Default)]
+pub struct DatabaseBuilder {
+    config: DatabaseConfig,
+    schema: Option<Arc<Schema>>,
+    sinks: Vec<Box<dyn CommitSink>>,
+}
+
+impl DatabaseBuilder {
+    /// Use this configuration (defaults otherwise).
+    pub fn config(mut self, config: DatabaseConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Load the schema from a TOML file.
+    pub fn schema_file(mut self, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| DbError::Io { path: path.to_path_buf(), source: e })?;
+        self.schema = Some(Arc::new(Schema::from_toml_str(&text)?));
+        Ok(self)
+    }
+
+    /// Use a schema given as TOML text.
+    pub fn schema_toml(mut self, text: &str) -> Result<Self> {
+        self.schema = Some(Arc::new(Schema::from_toml_str(text)?));
+        Ok(self)
+    }
+
+    /// Use an already validated schema.
+    pub fn schema(mut self, schema: Arc<Schema>) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// Attach a consumer of committed change sets (see [`CommitSink`]).
+    pub fn commit_sink(mut self, sink: Box<dyn CommitSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Open the database.
+    pub fn build(self) -> Result<Database> {
+        self.config.validate()?;
+        let schema = match self.schema {
+            Some(s) => s,
+            None => match &self.config.database.schema_file {
+                Some(p) => Arc::new(Schema::from_toml_str(
+                    &std::fs::read_to_string(p).map_err(|e| DbError::Io { path: p.clone(), source: e })?,
+                )?),
+                None => return Err(DbError::NoSchema),
+            },
+        };
+        let mut world = World::new(schema.clone());
+        world.set_memory_limit(self.config.memory_limit_bytes());
+        Ok(Database {
+            inner: Arc::new(Inner {
+                world: RwLock::new(world),
+                schema,
+                config: self.config,
+                sinks: self.sinks,
+                active: AtomicU64::new(0),
+                started: Instant::now(),
+                fail_stop: AtomicBool::new(false),
+                fail_reason: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+/// Figures about a database (see also the Prometheus metrics of the server).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DatabaseMetrics {
+    pub total_entities: u64,
+    pub total_components: u64,
+    pub total_relations: u64,
+    pub archetypes: u64,
+    /// Operations in committed transactions.
+    pub total_operations: u64,
+    pub transactions_active: u64,
+    pub transactions_committed: u64,
+    pub transactions_rolled_back: u64,
+    /// Sequence number of the last commit.
+    pub sequence: u64,
+    /// Accounted bytes of live data.
+    pub memory_bytes: u64,
+    /// The memory ceiling, if any.
+    pub memory_limit_bytes: Option<u64>,
+    pub uptime_secs: f64,
+}
+
+/// What a commit produced.
+#[derive(Debug, Clone)]
+pub struct CommitInfo {
+    /// Sequence number (unchanged for an empty transaction).
+    pub seq: u64,
+    /// The change set, as recorded by the commit sinks.
+    pub changes: ChangeSet,
+}
+
+impl Database {
+    /// Start building a database.
+    pub fn builder() -> DatabaseBuilder {
+        DatabaseBuilder::default()
+    }
+
+    /// An in-memory database over the bundled example schema.
+    pub fn example() -> Result<Database> {
+        Database::builder().schema_toml(EXAMPLE_SCHEMA)?.build()
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.inner.schema
+    }
+
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.inner.config
+    }
+
+    /// The state version: sequence number of the last commit.
+    pub fn version(&self) -> u64 {
+        self.inner.world.read().seq()
+    }
+
+    /// A consistent read-only view of the committed state.
+    pub fn read(&self) -> ReadView<'_> {
+        ReadView { guard: self.inner.world.read() }
+    }
+
+    /// Begin a transaction (waits for the writer lock).
+    pub fn transaction(&self) -> Result<Transaction<'_>> {
+        self.check_writable()?;
+        let mut guard = self.inner.world.write();
+        guard.begin()?;
+        self.inner.active.fetch_add(1, Ordering::Relaxed);
+        Ok(Transaction { db: self, guard: Some(guard) })
+    }
+
+    /// Run `f` in a transaction and commit; roll back if `f` fails.
+    pub fn write<T>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<(T, CommitInfo)> {
+        let mut txn = self.transaction()?;
+        let out = f(&mut txn)?;
+        let info = txn.commit()?;
+        Ok((out, info))
+    }
+
+    /// Create an entity with no components, in its own transaction.
+    pub fn create_entity(&self) -> Result<EntityId> {
+        Ok(self.write(|t| t.create_entity())?.0)
+    }
+
+    /// An entity as JSON: `{"id", "components": {...}}`.
+    pub fn get_json(&self, id: EntityId) -> Result<serde_json::Value> {
+        Ok(self.read().entity_json(id)?)
+    }
+
+    /// Run a query against the committed state.
+    pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
+        Ok(self.read().query(q)?)
+    }
+
+    /// Export the whole state as JSON.
+    pub fn export_json(&self) -> serde_json::Value {
+        io::export_json(&self.read())
+    }
+
+    /// Export one table as CSV.
+    pub fn export_csv<W: std::io::Write>(&self, table: &str, out: W) -> Result<()> {
+        let r = self.read();
+        let t = r.table_id(table)?;
+        Ok(io::export_table_csv(&r, t, out)?)
+    }
+
+    /// Import an export (preserving ids) in one transaction: all or nothing.
+    pub fn import_json(&self, doc: &serde_json::Value) -> Result<(usize, CommitInfo)> {
+        self.write(|t| Ok(io::import_json(t.world_mut(), doc)?))
+    }
+
+    /// Current figures.
+    pub fn metrics(&self) -> DatabaseMetrics {
+        let w = self.read();
+        let stats = w.stats();
+        DatabaseMetrics {
+            total_entities: w.entity_count() as u64,
+            total_components: w.archetypes().iter().map(|a| (a.len() * a.tables.len()) as u64).sum(),
+            total_relations: w.relations().len() as u64,
+            archetypes: w.archetypes().len() as u64,
+            total_operations: stats.operations,
+            transactions_active: self.inner.active.load(Ordering::Relaxed),
+            transactions_committed: stats.committed,
+            transactions_rolled_back: stats.rolled_back,
+            sequence: w.seq(),
+            memory_bytes: w.data_bytes() as u64,
+            memory_limit_bytes: w.memory_limit().map(|b| b as u64),
+            uptime_secs: self.uptime().as_secs_f64(),
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Whether the database refuses writes after a storage failure.
+    pub fn fail_stopped(&self) -> Option<String> {
+        if self.inner.fail_stop.load(Ordering::Acquire) { self.inner.fail_reason.lock().clone() } else { None }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match self.fail_stopped() {
+            Some(reason) => Err(DbError::FailStop(reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn enter_fail_stop(&self, reason: String) {
+        *self.inner.fail_reason.lock() = Some(reason);
+        self.inner.fail_stop.store(true, Ordering::Release);
+    }
+}
+
+/// A consistent read-only view of the committed state.
+pub struct ReadView<'db> {
+    guard: RwLockReadGuard<'db, World>,
+}
+
+impl std::fmt::Debug for ReadView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadView").field("seq", &self.guard.seq()).finish()
+    }
+}
+
+impl std::ops::Deref for ReadView<'_> {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.guard
+    }
+}
+
+/// A write transaction: holds the writer lock until commit or rollback.
+/// Dropping it without committing rolls it back.
+pub struct Transaction<'db> {
+    db: &'db Database,
+    guard: Option<RwLockWriteGuard<'db, World>>,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for Transaction<'_> {
+    type Target = World;
+    fn deref(&self) -> &World {
+        self.guard.as_deref().unwrap_or_else(|| unreachable!("transaction used after it ended"))
+    }
+}
+
+impl Transaction<'_> {
+    fn w(&mut self) -> &mut World {
+        self.guard.as_deref_mut().unwrap_or_else(|| unreachable!("transaction used after it ended"))
+    }
+
+    pub(crate) fn world_mut(&mut self) -> &mut World {
+        self.w()
+    }
+
+    fn table(&self, name: &str) -> Result<TableId> {
+        Ok(self.table_id(name)?)
+    }
+
+    pub fn create_entity(&mut self) -> Result<EntityId> {
+        Ok(self.w().create_entity()?)
+    }
+
+    /// Create an entity with components given as `{"table": {"field": value}}`.
+    pub fn create_entity_json(&mut self, components: &serde_json::Value) -> Result<EntityId> {
+        let map = components.as_object().ok_or_else(|| {
+            DbError::Engine(ecsdb_core::Error::InvalidValue {
+                table: "*".into(),
+                field: "*".into(),
+                reason: "components must be an object of tables".into(),
+            })
+        })?;
+        let id = self.create_entity()?;
+        for (table, fields) in map {
+            self.insert_json(id, table, fields)?;
+        }
+        Ok(id)
+    }
+
+    pub fn delete(&mut self, id: EntityId) -> Result<()> {
+        Ok(self.w().delete_entity(id)?)
+    }
+
+    /// Add a component from values of its stored fields (slot order).
+    pub fn insert(&mut self, id: EntityId, table: &str, values: &[Value]) -> Result<()> {
+        let t = self.table(table)?;
+        Ok(self.w().insert_values(id, t, values)?)
+    }
+
+    /// Add a component from an encoded row (fastest path; see `ecsdb_core::layout`).
+    pub fn insert_row(&mut self, id: EntityId, table: TableId, row: &[u8]) -> Result<()> {
+        Ok(self.w().insert_row(id, table, row)?)
+    }
+
+    /// Add a component from a JSON object (missing fields take defaults).
+    pub fn insert_json(&mut self, id: EntityId, table: &str, fields: &serde_json::Value) -> Result<()> {
+        let t = self.table(table)?;
+        Ok(self.w().insert_json(id, t, fields)?)
+    }
+
+    pub fn remove(&mut self, id: EntityId, table: &str) -> Result<()> {
+        let t = self.table(table)?;
+        Ok(self.w().remove(id, t)?)
+    }
+
+    /// Set one field.
+    pub fn set(&mut self, id: EntityId, table: &str, field: &str, v: &Value) -> Result<()> {
+        let f = self.schema().field_ref(table, field)?;
+        Ok(self.w().set_value(id, f, v)?)
+    }
+
+    /// Set one field by reference (no name lookups).
+    pub fn set_ref(&mut self, id: EntityId, f: FieldRef, v: &Value) -> Result<()> {
+        Ok(self.w().set_value(id, f, v)?)
+    }
+
+    /// Set the given fields of a component from a JSON object.
+    pub fn set_json(&mut self, id: EntityId, table: &str, fields: &serde_json::Value) -> Result<()> {
+        let t = self.table(table)?;
+        Ok(self.w().set_json(id, t, fields)?)
+    }
+
+    /// Link two entities (replaces the properties of an existing edge).
+    pub fn link(&mut self, relation: &str, from: EntityId, to: EntityId, props: Option<&serde_json::Value>) -> Result<()> {
+        let rel = self
+            .schema()
+            .relation_id(relation)
+            .ok_or_else(|| ecsdb_core::Error::NoSuchRelation(relation.to_string()))?;
+        Ok(self.w().link_json(rel, from, to, props)?)
+    }
+
+    pub fn unlink(&mut self, relation: &str, from: EntityId, to: EntityId) -> Result<()> {
+        let rel = self
+            .schema()
+            .relation_id(relation)
+            .ok_or_else(|| ecsdb_core::Error::NoSuchRelation(relation.to_string()))?;
+        Ok(self.w().unlink_edge(rel, from, to)?)
+    }
+
+    /// Iterate every archetype holding all `tables` with typed, in-place
+    /// column access (see [`ChunkMut`]).
+    pub fn for_each_chunk_mut<F>(&mut self, tables: &[TableId], f: F) -> Result<()>
+    where
+        F: FnMut(&mut ChunkMut<'_>) -> ecsdb_core::Result<()>,
+    {
+        Ok(self.w().for_each_chunk_mut(tables, f)?)
+    }
+
+    /// Commit: validate, hand the change set to the sinks, make it visible,
+    /// then wait until it is durable.
+    pub fn commit(mut self) -> Result<CommitInfo> {
+        let db = self.db;
+        let mut guard = self.guard.take().unwrap_or_else(|| unreachable!("transaction used after it ended"));
+        db.inner.active.fetch_sub(1, Ordering::Relaxed);
+        let seq = guard.next_seq();
+        let changes = guard.prepare_commit()?;
+        if !changes.is_empty() {
+            for sink in &db.inner.sinks {
+                if let Err(e) = sink.append(seq, changes) {
+                    guard.rollback();
+                    return Err(DbError::Sink(e));
+                }
+            }
+        }
+        let commit = guard.finish_commit()?;
+        drop(guard);
+        if !commit.changes.is_empty() {
+            for sink in &db.inner.sinks {
+                if let Err(e) = sink.wait_durable(commit.seq) {
+                    let reason = format!("commit {} may not be durable: {e}", commit.seq);
+                    db.enter_fail_stop(reason.clone());
+                    return Err(DbError::FailStop(reason));
+                }
+            }
+        }
+        Ok(CommitInfo { seq: commit.seq, changes: commit.changes })
+    }
+
+    /// Discard every change of this transaction.
+    pub fn rollback(mut self) {
+        self.end_rollback();
+    }
+
+    fn end_rollback(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.rollback();
+            self.db.inner.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        self.end_rollback();
+    }
+}

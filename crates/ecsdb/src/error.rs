@@ -1,0 +1,29 @@
+//! Errors of the `Database` API.
+
+use std::path::PathBuf;
+
+pub use ecsdb_core::Error as EngineError;
+pub use ecsdb_core::SchemaError;
+
+/// A database operation failed. Operations that fail change nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("commit not recorded: {0}")]
+    Sink(String),
+    #[error("the database refuses writes after an unrecoverable storage error: {0}")]
+    FailStop(String),
+    #[error("no schema given: call schema_file, schema_toml or schema on the builder")]
+    NoSchema,
+}
+
+/// Result of the `Database` API.
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
