@@ -16,7 +16,11 @@
 //!     | 0x05 SetField        id:u64 table:u16 slot:u16 len:u32 bytes[len]
 //!     | 0x06 Link            rel:u16 from:u64 to:u64 len:u32 props[len]
 //!     | 0x07 Unlink          rel:u16 from:u64 to:u64
+//!     | 0x08 SetMany         table:u16 slot:u16 size:u32 count:u32
+//!                            (id:u64 bytes[size])[count]
 //! ```
+//! `SetMany` is the batched form of `SetField` for one fixed-size column,
+//! written when a system updated many rows in place.
 //! `row` and `props` use the row encoding of [`crate::layout`]; `bytes` is one
 //! field's value (its fixed bytes, or the raw bytes of a var field). Table,
 //! slot and relation numbers are dense ids of the schema the change set was
@@ -41,17 +45,61 @@ const OP_REMOVE: u8 = 4;
 const OP_SET: u8 = 5;
 const OP_LINK: u8 = 6;
 const OP_UNLINK: u8 = 7;
+const OP_SET_MANY: u8 = 8;
 
 /// One decoded operation, borrowing its byte payloads from the change set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op<'a> {
     CreateEntity(EntityId),
     DeleteEntity(EntityId),
-    AddComponent { id: EntityId, table: TableId, row: &'a [u8] },
-    RemoveComponent { id: EntityId, table: TableId },
-    SetField { id: EntityId, table: TableId, slot: u16, bytes: &'a [u8] },
-    Link { rel: RelationId, from: EntityId, to: EntityId, props: &'a [u8] },
-    Unlink { rel: RelationId, from: EntityId, to: EntityId },
+    AddComponent {
+        id: EntityId,
+        table: TableId,
+        row: &'a [u8],
+    },
+    RemoveComponent {
+        id: EntityId,
+        table: TableId,
+    },
+    SetField {
+        id: EntityId,
+        table: TableId,
+        slot: u16,
+        bytes: &'a [u8],
+    },
+    Link {
+        rel: RelationId,
+        from: EntityId,
+        to: EntityId,
+        props: &'a [u8],
+    },
+    Unlink {
+        rel: RelationId,
+        from: EntityId,
+        to: EntityId,
+    },
+    /// `entries` holds `(id:u64, bytes[size])` pairs.
+    SetMany {
+        table: TableId,
+        slot: u16,
+        size: u32,
+        entries: &'a [u8],
+    },
+}
+
+impl<'a> Op<'a> {
+    /// The `(id, bytes)` pairs of a `SetMany` (empty for other ops).
+    pub fn set_many_entries(&self) -> impl Iterator<Item = (EntityId, &'a [u8])> + 'a {
+        let (size, entries) = match *self {
+            Op::SetMany { size, entries, .. } => (size as usize, entries),
+            _ => (0, &[][..]),
+        };
+        entries.chunks_exact(8 + size).map(move |c| {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&c[..8]);
+            (EntityId(u64::from_le_bytes(id)), &c[8..])
+        })
+    }
 }
 
 /// A change set that failed to decode: where and why.
@@ -166,7 +214,34 @@ impl ChangeSet {
                 self.u64(from.0);
                 self.u64(to.0);
             }
+            Op::SetMany { table, slot, size, entries } => {
+                debug_assert_eq!(entries.len() % (8 + size as usize), 0);
+                self.begin(OP_SET_MANY);
+                self.u16(table);
+                self.u16(slot);
+                self.buf.extend_from_slice(&size.to_le_bytes());
+                let count = entries.len() / (8 + size as usize);
+                self.buf.extend_from_slice(&(count as u32).to_le_bytes());
+                self.buf.extend_from_slice(entries);
+            }
         }
+    }
+
+    /// Start a `SetMany` op for `count` rows; append each row with
+    /// [`ChangeSet::set_many_entry`].
+    pub fn begin_set_many(&mut self, table: TableId, slot: u16, size: u32, count: u32) {
+        self.begin(OP_SET_MANY);
+        self.u16(table);
+        self.u16(slot);
+        self.buf.extend_from_slice(&size.to_le_bytes());
+        self.buf.extend_from_slice(&count.to_le_bytes());
+        self.buf.reserve(count as usize * (8 + size as usize));
+    }
+
+    /// One row of the `SetMany` op begun last.
+    pub fn set_many_entry(&mut self, id: EntityId, bytes: &[u8]) {
+        self.u64(id.0);
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Parse and check an encoded change set (framing only; the world checks
@@ -182,8 +257,7 @@ impl ChangeSet {
         let count = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         let cs = ChangeSet { buf: bytes.to_vec(), ops: count };
         let mut n = 0u32;
-        let mut it = cs.iter();
-        while let Some(op) = it.next() {
+        for op in &cs {
             op?;
             n += 1;
         }
@@ -199,6 +273,14 @@ impl ChangeSet {
     }
 }
 
+impl<'a> IntoIterator for &'a ChangeSet {
+    type Item = Result<Op<'a>, DecodeError>;
+    type IntoIter = OpIter<'a>;
+    fn into_iter(self) -> OpIter<'a> {
+        self.iter()
+    }
+}
+
 /// Iterator over a change set's operations.
 #[derive(Debug)]
 pub struct OpIter<'a> {
@@ -209,10 +291,10 @@ pub struct OpIter<'a> {
 
 impl<'a> OpIter<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let b = self.buf.get(self.pos..self.pos + n).ok_or_else(|| DecodeError {
-            offset: self.pos,
-            reason: format!("truncated: needs {n} more bytes"),
-        })?;
+        let b = self
+            .buf
+            .get(self.pos..self.pos + n)
+            .ok_or_else(|| DecodeError { offset: self.pos, reason: format!("truncated: needs {n} more bytes") })?;
         self.pos += n;
         Ok(b)
     }
@@ -239,12 +321,9 @@ impl<'a> OpIter<'a> {
             OP_DELETE => Op::DeleteEntity(EntityId(self.u64()?)),
             OP_ADD => Op::AddComponent { id: EntityId(self.u64()?), table: self.u16()?, row: self.blob()? },
             OP_REMOVE => Op::RemoveComponent { id: EntityId(self.u64()?), table: self.u16()? },
-            OP_SET => Op::SetField {
-                id: EntityId(self.u64()?),
-                table: self.u16()?,
-                slot: self.u16()?,
-                bytes: self.blob()?,
-            },
+            OP_SET => {
+                Op::SetField { id: EntityId(self.u64()?), table: self.u16()?, slot: self.u16()?, bytes: self.blob()? }
+            }
             OP_LINK => Op::Link {
                 rel: self.u16()?,
                 from: EntityId(self.u64()?),
@@ -252,7 +331,20 @@ impl<'a> OpIter<'a> {
                 props: self.blob()?,
             },
             OP_UNLINK => Op::Unlink { rel: self.u16()?, from: EntityId(self.u64()?), to: EntityId(self.u64()?) },
-            t => return Err(DecodeError { offset: at, reason: format!("unknown operation tag {t}") }),
+            OP_SET_MANY => {
+                let table = self.u16()?;
+                let slot = self.u16()?;
+                let b = self.take(8)?;
+                let size = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                let count = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                let len = (u64::from(size) + 8) * u64::from(count);
+                let len = usize::try_from(len)
+                    .map_err(|_| DecodeError { offset: at, reason: "SetMany larger than memory".into() })?;
+                Op::SetMany { table, slot, size, entries: self.take(len)? }
+            }
+            t => {
+                return Err(DecodeError { offset: at, reason: format!("unknown operation tag {t}") });
+            }
         })
     }
 }
@@ -274,11 +366,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn arb_op() -> impl Strategy<Value = (u8, u64, u64, u16, u16, Vec<u8>)> {
-        (1u8..=7, any::<u64>(), any::<u64>(), any::<u16>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..40))
+    /// (tag, id or from, to, table or relation, slot, payload)
+    type OpSpec = (u8, u64, u64, u16, u16, Vec<u8>);
+
+    fn arb_op() -> impl Strategy<Value = OpSpec> {
+        (1u8..=8, any::<u64>(), any::<u64>(), any::<u16>(), any::<u16>(), proptest::collection::vec(any::<u8>(), 0..40))
     }
 
-    fn build(spec: &[(u8, u64, u64, u16, u16, Vec<u8>)]) -> ChangeSet {
+    fn build(spec: &[OpSpec]) -> ChangeSet {
         let mut cs = ChangeSet::new();
         for (tag, a, b, t, s, bytes) in spec {
             let (a, b) = (EntityId(*a), EntityId(*b));
@@ -289,6 +384,7 @@ mod tests {
                 4 => Op::RemoveComponent { id: a, table: *t },
                 5 => Op::SetField { id: a, table: *t, slot: *s, bytes },
                 6 => Op::Link { rel: *t, from: a, to: b, props: bytes },
+                8 => Op::SetMany { table: *t, slot: *s, size: 0, entries: &bytes[..bytes.len() / 8 * 8] },
                 _ => Op::Unlink { rel: *t, from: a, to: b },
             });
         }

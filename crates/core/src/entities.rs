@@ -40,15 +40,11 @@ impl Entities {
     }
 
     pub(crate) fn slot(&self, id: EntityId) -> Option<&Slot> {
-        self.slots
-            .get(id.index() as usize)
-            .filter(|s| s.alive && s.generation == id.generation())
+        self.slots.get(id.index() as usize).filter(|s| s.alive && s.generation == id.generation())
     }
 
     pub(crate) fn slot_mut(&mut self, id: EntityId) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(id.index() as usize)
-            .filter(|s| s.alive && s.generation == id.generation())
+        self.slots.get_mut(id.index() as usize).filter(|s| s.alive && s.generation == id.generation())
     }
 
     pub fn contains(&self, id: EntityId) -> bool {
@@ -140,11 +136,7 @@ impl Entities {
 
     /// Iterate live ids in index order.
     pub fn iter(&self) -> impl Iterator<Item = EntityId> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.alive)
-            .map(|(i, s)| EntityId::new(i as u32, s.generation))
+        self.slots.iter().enumerate().filter(|(_, s)| s.alive).map(|(i, s)| EntityId::new(i as u32, s.generation))
     }
 
     /// Smallest generation a new entity in slot `index` may take (import and

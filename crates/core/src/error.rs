@@ -31,7 +31,9 @@ pub enum Error {
     RelationEnd { relation: String, reason: String },
     #[error("no edge `{relation}` from {from} to {to}")]
     NoSuchEdge { relation: String, from: EntityId, to: EntityId },
-    #[error("commit refused: live data would take {used_bytes} bytes, over the memory ceiling of {limit_bytes} bytes ([memory] max_capacity_mb)")]
+    #[error(
+        "commit refused: live data would take {used_bytes} bytes, over the memory ceiling of {limit_bytes} bytes ([memory] max_capacity_mb)"
+    )]
     MemoryLimit { used_bytes: usize, limit_bytes: usize },
     #[error("{0}")]
     IdUnavailable(String),

@@ -16,6 +16,20 @@ pub struct SlotLayout {
     pub fixed: Option<(usize, usize)>,
     /// Position among the var fields, for var fields.
     pub var_index: Option<usize>,
+    /// Whether some byte patterns are invalid for this type (bool, enum,
+    /// strings): only then must written bytes be decoded to be checked.
+    pub needs_check: bool,
+}
+
+/// Whether some byte patterns of `ty` decode to no value.
+pub fn needs_byte_check(ty: &FieldType, schema: &Schema) -> bool {
+    match ty {
+        FieldType::Scalar(s) => *s == crate::schema::Scalar::Bool,
+        FieldType::Array(t, _) => needs_byte_check(t, schema),
+        FieldType::FixedString(_) | FieldType::Enum { .. } | FieldType::String => true,
+        FieldType::Custom(id) => schema.custom_types[*id].fields.iter().any(|f| needs_byte_check(&f.ty, schema)),
+        FieldType::Bytes => false,
+    }
 }
 
 /// Byte layout of the stored fields of a table or relation.
@@ -37,11 +51,12 @@ impl RowLayout {
         let mut defaults = Vec::new();
         for f in fields {
             defaults.push(f.default.clone());
+            let needs_check = needs_byte_check(&f.ty, schema);
             if let Some(size) = f.size {
-                slots.push(SlotLayout { ty: f.ty.clone(), fixed: Some((off, size)), var_index: None });
+                slots.push(SlotLayout { ty: f.ty.clone(), fixed: Some((off, size)), var_index: None, needs_check });
                 off += size;
             } else {
-                slots.push(SlotLayout { ty: f.ty.clone(), fixed: None, var_index: Some(var_count) });
+                slots.push(SlotLayout { ty: f.ty.clone(), fixed: None, var_index: Some(var_count), needs_check });
                 var_count += 1;
             }
         }
@@ -82,9 +97,7 @@ impl RowLayout {
                 .ok_or_else(|| "row ends inside a var field length".to_string())?;
             let len = u32::from_le_bytes(len_bytes) as usize;
             let start = pos + 4;
-            let b = row
-                .get(start..start + len)
-                .ok_or_else(|| "row ends inside a var field".to_string())?;
+            let b = row.get(start..start + len).ok_or_else(|| "row ends inside a var field".to_string())?;
             vars.push(b);
             pos = start + len;
         }

@@ -116,9 +116,8 @@ struct CompiledFilter {
 }
 
 fn resolve_field(world: &World, path: &str) -> Result<(TableId, usize)> {
-    let (t, f) = path
-        .split_once('.')
-        .ok_or_else(|| Error::Query(format!("field `{path}` must be written as `table.field`")))?;
+    let (t, f) =
+        path.split_once('.').ok_or_else(|| Error::Query(format!("field `{path}` must be written as `table.field`")))?;
     let tid = world.table_id(t)?;
     let fi = world
         .schema()
@@ -129,8 +128,8 @@ fn resolve_field(world: &World, path: &str) -> Result<(TableId, usize)> {
 }
 
 /// Total order over values of one type (floats by IEEE total order).
-fn cmp_values(a: &Value, b: &Value) -> Ordering {
-    match (a, b) {
+fn cmp_values(left: &Value, right: &Value) -> Ordering {
+    match (left, right) {
         (Value::U64(x), Value::U64(y)) => x.cmp(y),
         (Value::I64(x), Value::I64(y)) => x.cmp(y),
         (Value::F32(x), Value::F32(y)) => x.total_cmp(y),
@@ -139,14 +138,14 @@ fn cmp_values(a: &Value, b: &Value) -> Ordering {
         (Value::Str(x), Value::Str(y)) => x.cmp(y),
         (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
         (Value::Enum(x), Value::Enum(y)) => x.cmp(y),
-        (Value::Array(x), Value::Array(y)) | (Value::Struct(x), Value::Struct(y)) => {
-            for (p, q) in x.iter().zip(y) {
-                let o = cmp_values(p, q);
-                if o != Ordering::Equal {
-                    return o;
+        (Value::Array(xs), Value::Array(ys)) | (Value::Struct(xs), Value::Struct(ys)) => {
+            for (x, y) in xs.iter().zip(ys) {
+                let ord = cmp_values(x, y);
+                if ord != Ordering::Equal {
+                    return ord;
                 }
             }
-            x.len().cmp(&y.len())
+            xs.len().cmp(&ys.len())
         }
         _ => Ordering::Equal,
     }
@@ -155,7 +154,11 @@ fn cmp_values(a: &Value, b: &Value) -> Ordering {
 fn orderable(ty: &FieldType) -> bool {
     matches!(
         ty,
-        FieldType::Scalar(_) | FieldType::FixedString(_) | FieldType::String | FieldType::Enum { .. } | FieldType::Bytes
+        FieldType::Scalar(_)
+            | FieldType::FixedString(_)
+            | FieldType::String
+            | FieldType::Enum { .. }
+            | FieldType::Bytes
     )
 }
 
@@ -186,11 +189,15 @@ impl World {
         let values = match f.op {
             CmpOp::Between => match &f.value {
                 serde_json::Value::Array(a) if a.len() == 2 => vec![conv(&a[0])?, conv(&a[1])?],
-                _ => return Err(Error::Query(format!("filter on `{}`: between takes [low, high]", f.field))),
+                _ => {
+                    return Err(Error::Query(format!("filter on `{}`: between takes [low, high]", f.field)));
+                }
             },
             CmpOp::In => match &f.value {
                 serde_json::Value::Array(a) => a.iter().map(conv).collect::<Result<_>>()?,
-                _ => return Err(Error::Query(format!("filter on `{}`: in takes an array of values", f.field))),
+                _ => {
+                    return Err(Error::Query(format!("filter on `{}`: in takes an array of values", f.field)));
+                }
             },
             _ => vec![conv(&f.value)?],
         };
@@ -211,43 +218,37 @@ impl World {
         for f in &filters {
             with.push(f.table);
         }
-        let order = match &q.order_by {
-            Some(o) => {
-                let (t, fi) = resolve_field(self, &o.field)?;
-                let fd = &self.schema().table(t).fields[fi];
-                if fd.slot().is_some() && !orderable(&fd.ty) {
-                    return Err(Error::Query(format!("cannot order by `{}` of type {}", o.field, fd.type_text)));
-                }
-                with.push(t);
-                Some((t, fi, o.desc))
+        let order = if let Some(o) = &q.order_by {
+            let (t, fi) = resolve_field(self, &o.field)?;
+            let fd = &self.schema().table(t).fields[fi];
+            if fd.slot().is_some() && !orderable(&fd.ty) {
+                return Err(Error::Query(format!("cannot order by `{}` of type {}", o.field, fd.type_text)));
             }
-            None => None,
+            with.push(t);
+            Some((t, fi, o.desc))
+        } else {
+            None
         };
         // Selection: (table, field) pairs.
-        let select: Vec<(TableId, usize)> = match &q.select {
-            Some(items) => {
-                let mut v = Vec::new();
-                for s in items {
-                    if s.contains('.') {
-                        let (t, fi) = resolve_field(self, s)?;
-                        with.push(t);
-                        v.push((t, fi));
-                    } else {
-                        let t = self.table_id(s)?;
-                        with.push(t);
-                        v.extend((0..self.schema().table(t).fields.len()).map(|i| (t, i)));
-                    }
+        let mut select: Vec<(TableId, usize)> = Vec::new();
+        let all_fields = |t: TableId| (0..self.schema().table(t).fields.len()).map(move |i| (t, i));
+        if let Some(items) = &q.select {
+            for s in items {
+                if s.contains('.') {
+                    let (t, fi) = resolve_field(self, s)?;
+                    with.push(t);
+                    select.push((t, fi));
+                } else {
+                    let t = self.table_id(s)?;
+                    with.push(t);
+                    select.extend(all_fields(t));
                 }
-                v
             }
-            None => {
-                let mut v = Vec::new();
-                for &t in &q.with.iter().map(|t| self.table_id(t)).collect::<Result<Vec<_>>>()? {
-                    v.extend((0..self.schema().table(t).fields.len()).map(|i| (t, i)));
-                }
-                v
+        } else {
+            for name in &q.with {
+                select.extend(all_fields(self.table_id(name)?));
             }
-        };
+        }
         with.sort_unstable();
         with.dedup();
         let allowed: Option<FxHashSet<EntityId>> = match &q.related {
@@ -255,7 +256,9 @@ impl World {
                 let start = id_from_json(&r.entity)
                     .ok_or_else(|| Error::Query("related.entity must be an entity id".into()))?;
                 let rel = match &r.relation {
-                    Some(name) => Some(self.schema().relation_id(name).ok_or_else(|| Error::NoSuchRelation(name.clone()))?),
+                    Some(name) => {
+                        Some(self.schema().relation_id(name).ok_or_else(|| Error::NoSuchRelation(name.clone()))?)
+                    }
                     None => None,
                 };
                 if r.depth == 0 || r.depth > 64 {
@@ -295,10 +298,8 @@ impl World {
                     Some((t, fi, _)) => Some(self.field_value(id, t, fi)?),
                     None => None,
                 };
-                let values = select
-                    .iter()
-                    .map(|&(t, fi)| Ok((t, fi, self.field_value(id, t, fi)?)))
-                    .collect::<Result<_>>()?;
+                let values =
+                    select.iter().map(|&(t, fi)| Ok((t, fi, self.field_value(id, t, fi)?))).collect::<Result<_>>()?;
                 out.push((key, Row { id, values }));
                 if stop_early && out.len() >= limit {
                     break 'arch;

@@ -70,12 +70,11 @@ impl Relations {
     pub(crate) fn link(&mut self, k: EdgeKey, props: &[u8]) -> Option<Box<[u8]>> {
         self.prop_bytes += props.len();
         let old = self.edges.insert(k, props.into());
-        match &old {
-            Some(o) => self.prop_bytes -= o.len(),
-            None => {
-                self.out.entry(k.from).or_default().push((k.rel, k.to));
-                self.inc.entry(k.to).or_default().push((k.rel, k.from));
-            }
+        if let Some(o) = &old {
+            self.prop_bytes -= o.len();
+        } else {
+            self.out.entry(k.from).or_default().push((k.rel, k.to));
+            self.inc.entry(k.to).or_default().push((k.rel, k.from));
         }
         old
     }
@@ -91,21 +90,13 @@ impl Relations {
 
     /// Every edge touching `e`, either direction (self-loops once).
     pub fn edges_of(&self, e: EntityId) -> Vec<EdgeKey> {
-        let mut v: Vec<EdgeKey> = self
-            .out
-            .get(&e)
-            .into_iter()
-            .flatten()
-            .map(|&(rel, to)| EdgeKey { rel, from: e, to })
-            .collect();
-        v.extend(
-            self.inc
-                .get(&e)
-                .into_iter()
-                .flatten()
-                .filter(|&&(_, from)| from != e)
-                .map(|&(rel, from)| EdgeKey { rel, from, to: e }),
-        );
+        let mut v: Vec<EdgeKey> =
+            self.out.get(&e).into_iter().flatten().map(|&(rel, to)| EdgeKey { rel, from: e, to }).collect();
+        v.extend(self.inc.get(&e).into_iter().flatten().filter(|&&(_, from)| from != e).map(|&(rel, from)| EdgeKey {
+            rel,
+            from,
+            to: e,
+        }));
         v
     }
 

@@ -8,9 +8,10 @@
 //! commit; a failed check rolls the whole transaction back.
 //!
 //! In-place typed writes ([`ChunkMut::write`]) copy the column once (a column
-//! image) instead of logging each row; at commit, or before any row removal
-//! in that archetype, the image is diffed against the column to produce the
-//! change set's `SetField` operations and per-row undo entries.
+//! image) instead of logging each row; at commit, or before any structural
+//! change (a row added to or removed from any archetype), the images are
+//! diffed against the columns to produce the change set's `SetField`
+//! operations and per-row undo entries.
 
 use rustc_hash::FxHashSet;
 
@@ -87,21 +88,23 @@ impl World {
         self.txn.as_deref_mut().ok_or(Error::NoTransaction)
     }
 
-    /// Convert live column images of archetype `a` into per-row undo entries
-    /// and change-set operations: rows are about to move.
-    fn flush_captures(&mut self, a: Option<ArchetypeId>) -> Result<()> {
-        let Some(st) = self.txn.as_deref_mut() else { return Ok(()) };
-        if st.captures.is_empty() {
+    /// Check every changed element of every live column image (bool, enum
+    /// and string byte patterns a typed write may have broken). Changes nothing.
+    fn validate_captures(&self) -> Result<()> {
+        let Some(st) = self.txn.as_deref() else {
             return Ok(());
-        }
-        // Validate first, so a failure changes nothing.
+        };
         for &(arch, col, t, slot, ui) in &st.captures {
-            if a.is_some_and(|x| x != arch) {
+            let Undo::ColumnImage { rows, bytes, .. } = &st.undo[ui] else {
+                continue;
+            };
+            let archetype = &self.archetypes[arch as usize];
+            let Column::Fixed(c) = &archetype.columns[col] else {
+                continue;
+            };
+            if !self.layouts[t as usize].slots[slot].needs_check {
                 continue;
             }
-            let Undo::ColumnImage { rows, bytes, .. } = &st.undo[ui] else { continue };
-            let archetype = &self.archetypes[arch as usize];
-            let Column::Fixed(c) = &archetype.columns[col] else { continue };
             let size = c.elem_size();
             let now = c.bytes();
             for row in 0..*rows {
@@ -116,41 +119,56 @@ impl World {
                 }
             }
         }
-        let mut keep = Vec::new();
+        Ok(())
+    }
+
+    /// Convert every live column image into change-set operations (one
+    /// `SetMany` per column) and, unless the transaction is committing,
+    /// per-row undo entries.
+    fn flush_captures(&mut self, committing: bool) -> Result<()> {
+        self.validate_captures()?;
+        let Some(st) = self.txn.as_deref_mut() else {
+            return Ok(());
+        };
+        st.captured.clear();
         for (arch, col, t, slot, ui) in std::mem::take(&mut st.captures) {
-            if a.is_some_and(|x| x != arch) {
-                keep.push((arch, col, t, slot, ui));
-                continue;
-            }
-            st.captured.remove(&(arch, col));
-            let Undo::ColumnImage { rows, bytes, .. } = std::mem::replace(&mut st.undo[ui], Undo::Fields(Vec::new())) else {
+            let Undo::ColumnImage { rows, bytes, .. } = std::mem::replace(&mut st.undo[ui], Undo::Fields(Vec::new()))
+            else {
                 continue;
             };
             let archetype = &self.archetypes[arch as usize];
-            let Column::Fixed(c) = &archetype.columns[col] else { continue };
+            let Column::Fixed(c) = &archetype.columns[col] else {
+                continue;
+            };
             let size = c.elem_size();
             let now = c.bytes();
+            let changed: Vec<usize> = (0..rows)
+                .filter(|&row| bytes[row * size..(row + 1) * size] != now[row * size..(row + 1) * size])
+                .collect();
             let mut fields = Vec::new();
-            for row in 0..rows {
-                let (old, new) = (&bytes[row * size..(row + 1) * size], &now[row * size..(row + 1) * size]);
-                if old != new {
+            if !changed.is_empty() {
+                st.cs.begin_set_many(t, slot as u16, size as u32, changed.len() as u32);
+                for &row in &changed {
                     let id = archetype.entities[row];
-                    st.cs.push(Op::SetField { id, table: t, slot: slot as u16, bytes: new });
-                    fields.push((id, t, slot, old.to_vec()));
+                    st.cs.set_many_entry(id, &now[row * size..(row + 1) * size]);
+                    if !committing {
+                        fields.push((id, t, slot, bytes[row * size..(row + 1) * size].to_vec()));
+                    }
                 }
             }
             st.undo[ui] = Undo::Fields(fields);
         }
-        st.captures = keep;
         Ok(())
     }
 
-    /// Flush images of the archetype `id` is in (its row is about to move).
+    /// Flush every live column image before a structural change (a row
+    /// appended to or removed from any archetype): images cover a fixed row
+    /// range, so they must never span a change of rows.
     fn flush_for(&mut self, id: EntityId) -> Result<()> {
         let has = self.txn.as_ref().is_some_and(|s| !s.captures.is_empty());
         if has {
-            let (a, _) = self.location(id)?;
-            self.flush_captures(Some(a))?;
+            self.location(id)?;
+            self.flush_captures(false)?;
         }
         Ok(())
     }
@@ -360,7 +378,13 @@ impl World {
     }
 
     /// Link with properties from JSON.
-    pub fn link_json(&mut self, rel: RelationId, from: EntityId, to: EntityId, props: Option<&serde_json::Value>) -> Result<()> {
+    pub fn link_json(
+        &mut self,
+        rel: RelationId,
+        from: EntityId,
+        to: EntityId,
+        props: Option<&serde_json::Value>,
+    ) -> Result<()> {
         if (rel as usize) >= self.schema.relations.len() {
             return Err(Error::NoSuchRelation(format!("#{rel}")));
         }
@@ -404,10 +428,13 @@ impl World {
     /// transaction is rolled back and the error returned.
     pub fn prepare_commit(&mut self) -> Result<&ChangeSet> {
         self.st()?;
-        if let Err(e) = self.flush_captures(None).and_then(|()| self.check_deferred()) {
+        // Images are converted only once nothing can fail any more: a failed
+        // check rolls back, which needs them.
+        if let Err(e) = self.validate_captures().and_then(|()| self.check_deferred()) {
             self.rollback();
             return Err(e);
         }
+        self.flush_captures(true)?;
         Ok(&self.txn.as_ref().ok_or(Error::NoTransaction)?.cs)
     }
 
@@ -435,14 +462,18 @@ impl World {
     }
 
     fn check_deferred(&self) -> Result<()> {
-        let Some(st) = self.txn.as_deref() else { return Err(Error::NoTransaction) };
+        let Some(st) = self.txn.as_deref() else {
+            return Err(Error::NoTransaction);
+        };
         for &e in &st.deleted {
             if let Some(&count) = self.fk_refs.get(&e) {
                 return Err(Error::StillReferenced { entity: e, count });
             }
         }
         for &(e, t, slot) in &st.fk_writes {
-            let Ok(b) = self.field_bytes(e, t, slot) else { continue };
+            let Ok(b) = self.field_bytes(e, t, slot) else {
+                continue;
+            };
             let target = EntityId(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
             if target.is_null() {
                 continue;
@@ -470,14 +501,20 @@ impl World {
         touched.sort_unstable();
         touched.dedup();
         for e in touched {
-            let Ok((a, _)) = self.location(e) else { continue };
+            let Ok((a, _)) = self.location(e) else {
+                continue;
+            };
             let arch = &self.archetypes[a as usize];
             if !arch.parents_ok {
                 for &t in &arch.tables {
                     if let Some(p) = self.schema.table(t).parent
                         && !arch.has(p)
                     {
-                        return Err(Error::ParentMissing { entity: e, table: self.table_name(t), parent: self.table_name(p) });
+                        return Err(Error::ParentMissing {
+                            entity: e,
+                            table: self.table_name(t),
+                            parent: self.table_name(p),
+                        });
                     }
                 }
             }
@@ -511,7 +548,9 @@ impl World {
 
     /// Discard the transaction's changes.
     pub fn rollback(&mut self) {
-        let Some(mut st) = self.txn.take() else { return };
+        let Some(mut st) = self.txn.take() else {
+            return;
+        };
         while let Some(u) = st.undo.pop() {
             let r = match u {
                 Undo::Spawn(id) => self.unspawn(id),

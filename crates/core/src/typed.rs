@@ -42,11 +42,10 @@ impl<T: Element, const N: usize> Element for [T; N] {
 /// The shape of a field type, if it has a plain one.
 pub fn field_shape(ty: &FieldType, schema: &Schema) -> Option<Shape> {
     Some(match ty {
-        FieldType::Scalar(Scalar::Bool) => Shape::Scalar(Scalar::U8),
+        FieldType::Scalar(Scalar::Bool) | FieldType::Enum { width: 1, .. } => Shape::Scalar(Scalar::U8),
         FieldType::Scalar(s) => Shape::Scalar(*s),
         FieldType::Array(t, n) => Shape::Array(Box::new(field_shape(t, schema)?), *n),
         FieldType::FixedString(n) => Shape::Array(Box::new(Shape::Scalar(Scalar::U8)), *n),
-        FieldType::Enum { width: 1, .. } => Shape::Scalar(Scalar::U8),
         FieldType::Enum { .. } => Shape::Scalar(Scalar::U16),
         FieldType::Custom(id) => {
             let c = &schema.custom_types[*id];
@@ -67,7 +66,8 @@ impl Schema {
     /// Resolve `table.field` to a stored field reference.
     pub fn field_ref(&self, table: &str, field: &str) -> Result<FieldRef> {
         let t = self.table_by_name(table).ok_or_else(|| Error::NoSuchTable(table.to_string()))?;
-        let f = t.field(field).ok_or_else(|| Error::NoSuchField { table: table.to_string(), field: field.to_string() })?;
+        let f =
+            t.field(field).ok_or_else(|| Error::NoSuchField { table: table.to_string(), field: field.to_string() })?;
         let slot = f.slot().ok_or_else(|| Error::TypeMismatch {
             table: table.to_string(),
             field: field.to_string(),
@@ -80,7 +80,8 @@ impl Schema {
     pub(crate) fn check_element<T: Element>(&self, f: FieldRef) -> Result<()> {
         let table = self.table(f.table);
         let field = table.stored_field(f.slot);
-        let mismatch = |reason: String| Error::TypeMismatch { table: table.name.clone(), field: field.name.clone(), reason };
+        let mismatch =
+            |reason: String| Error::TypeMismatch { table: table.name.clone(), field: field.name.clone(), reason };
         let shape = field_shape(&field.ty, self)
             .ok_or_else(|| mismatch(format!("type {} has no plain element view", field.type_text)))?;
         if shape != T::shape() {
@@ -129,7 +130,9 @@ pub(crate) fn typed_column<'a, T: Element>(arch: &'a Archetype, schema: &Schema,
     schema.check_element::<T>(f)?;
     let c = missing_table(arch, schema, f)?;
     match &arch.columns[c] {
-        crate::archetype::Column::Fixed(col) => bytemuck::try_cast_slice(col.bytes()).map_err(|e| cast_err(schema, f, e)),
+        crate::archetype::Column::Fixed(col) => {
+            bytemuck::try_cast_slice(col.bytes()).map_err(|e| cast_err(schema, f, e))
+        }
         crate::archetype::Column::Var(_) => Err(cast_err(schema, f, bytemuck::PodCastError::SizeMismatch)),
     }
 }

@@ -88,13 +88,9 @@ impl Value {
             FieldType::FixedString(_) | FieldType::String => Value::Str(String::new()),
             FieldType::Bytes => Value::Bytes(Vec::new()),
             FieldType::Enum { .. } => Value::Enum(0),
-            FieldType::Custom(id) => Value::Struct(
-                schema.custom_types[*id]
-                    .fields
-                    .iter()
-                    .map(|f| Value::zero(&f.ty, schema))
-                    .collect(),
-            ),
+            FieldType::Custom(id) => {
+                Value::Struct(schema.custom_types[*id].fields.iter().map(|f| Value::zero(&f.ty, schema)).collect())
+            }
         }
     }
 
@@ -261,11 +257,7 @@ pub fn decode_fixed(ty: &FieldType, b: &[u8], schema: &Schema) -> Result<Value, 
         },
         FieldType::Array(t, _) => {
             let es = size_in(schema, t).unwrap_or(1).max(1);
-            Value::Array(
-                b.chunks_exact(es)
-                    .map(|c| decode_fixed(t, c, schema))
-                    .collect::<Result<_, _>>()?,
-            )
+            Value::Array(b.chunks_exact(es).map(|c| decode_fixed(t, c, schema)).collect::<Result<_, _>>()?)
         }
         FieldType::FixedString(_) => {
             let end = b.iter().position(|&x| x == 0).unwrap_or(b.len());
@@ -273,9 +265,7 @@ pub fn decode_fixed(ty: &FieldType, b: &[u8], schema: &Schema) -> Result<Value, 
                 return Err("fixed string has bytes after its NUL padding".into());
             }
             Value::Str(
-                std::str::from_utf8(&b[..end])
-                    .map_err(|_| "fixed string is not valid UTF-8".to_string())?
-                    .to_string(),
+                std::str::from_utf8(&b[..end]).map_err(|_| "fixed string is not valid UTF-8".to_string())?.to_string(),
             )
         }
         FieldType::Enum { id, .. } => {
@@ -304,11 +294,9 @@ pub fn decode_fixed(ty: &FieldType, b: &[u8], schema: &Schema) -> Result<Value, 
 /// Decode a variable-length value (`string`/`bytes`) from its bytes.
 pub fn decode_var(ty: &FieldType, b: &[u8]) -> Result<Value, String> {
     match ty {
-        FieldType::String => Ok(Value::Str(
-            std::str::from_utf8(b)
-                .map_err(|_| "string is not valid UTF-8".to_string())?
-                .to_string(),
-        )),
+        FieldType::String => {
+            Ok(Value::Str(std::str::from_utf8(b).map_err(|_| "string is not valid UTF-8".to_string())?.to_string()))
+        }
         _ => Ok(Value::Bytes(b.to_vec())),
     }
 }
@@ -345,7 +333,9 @@ fn json_int(v: &serde_json::Value, s: Scalar) -> Result<Value, String> {
                 return Err(format!("expected an integer ({}), got \"{t}\"", s.name()));
             }
         }
-        other => return Err(format!("expected an integer ({}), got {}", s.name(), json_kind(other))),
+        other => {
+            return Err(format!("expected an integer ({}), got {}", s.name(), json_kind(other)));
+        }
     };
     scalar_range_check(s, &parsed)?;
     Ok(match (signed, parsed) {
@@ -362,9 +352,7 @@ fn json_float(v: &serde_json::Value) -> Result<f64, String> {
             "NaN" | "nan" => Ok(f64::NAN),
             "inf" | "Infinity" | "+inf" => Ok(f64::INFINITY),
             "-inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
-            _ => s
-                .parse::<f64>()
-                .map_err(|_| format!("expected a number, got \"{s}\"")),
+            _ => s.parse::<f64>().map_err(|_| format!("expected a number, got \"{s}\"")),
         },
         other => Err(format!("expected a number, got {}", json_kind(other))),
     }
@@ -399,10 +387,7 @@ pub fn from_json(ty: &FieldType, v: &serde_json::Value, schema: &Schema) -> Resu
         FieldType::Array(t, n) => match v {
             serde_json::Value::Array(items) => {
                 if items.len() != *n {
-                    return Err(format!(
-                        "expected an array of {n} elements, got {}",
-                        items.len()
-                    ));
+                    return Err(format!("expected an array of {n} elements, got {}", items.len()));
                 }
                 Value::Array(
                     items
@@ -412,7 +397,9 @@ pub fn from_json(ty: &FieldType, v: &serde_json::Value, schema: &Schema) -> Resu
                         .collect::<Result<_, _>>()?,
                 )
             }
-            other => return Err(format!("expected an array of {n} elements, got {}", json_kind(other))),
+            other => {
+                return Err(format!("expected an array of {n} elements, got {}", json_kind(other)));
+            }
         },
         FieldType::FixedString(_) | FieldType::String => match v {
             serde_json::Value::String(s) => Value::Str(s.clone()),
@@ -425,13 +412,12 @@ pub fn from_json(ty: &FieldType, v: &serde_json::Value, schema: &Schema) -> Resu
         FieldType::Enum { id, .. } => {
             let e = &schema.enums[*id];
             match v {
-                serde_json::Value::String(s) => Value::Enum(
-                    e.variant_index(s)
-                        .ok_or_else(|| {
-                            format!("unknown variant \"{s}\" of enum {} (expected one of {})", e.name, e.variants.join(", "))
-                        })? as u16,
-                ),
-                other => return Err(format!("expected a variant name of enum {}, got {}", e.name, json_kind(other))),
+                serde_json::Value::String(s) => Value::Enum(e.variant_index(s).ok_or_else(|| {
+                    format!("unknown variant \"{s}\" of enum {} (expected one of {})", e.name, e.variants.join(", "))
+                })? as u16),
+                other => {
+                    return Err(format!("expected a variant name of enum {}, got {}", e.name, json_kind(other)));
+                }
             }
         }
         FieldType::Custom(id) => {
@@ -472,20 +458,27 @@ fn float_json(x: f64) -> serde_json::Value {
 pub fn to_json(ty: &FieldType, v: &Value, schema: &Schema) -> serde_json::Value {
     match (ty, v) {
         (_, Value::U64(x)) => {
-            if *x <= JSON_SAFE_INT { (*x).into() } else { x.to_string().into() }
+            if *x <= JSON_SAFE_INT {
+                (*x).into()
+            } else {
+                x.to_string().into()
+            }
         }
         (_, Value::I64(x)) => {
-            if x.unsigned_abs() <= JSON_SAFE_INT { (*x).into() } else { x.to_string().into() }
+            if x.unsigned_abs() <= JSON_SAFE_INT {
+                (*x).into()
+            } else {
+                x.to_string().into()
+            }
         }
         (_, Value::F32(x)) => float_json(f64::from(*x)),
         (_, Value::F64(x)) => float_json(*x),
         (_, Value::Bool(b)) => (*b).into(),
         (_, Value::Str(s)) => s.clone().into(),
         (_, Value::Bytes(b)) => hex_encode(b).into(),
-        (FieldType::Enum { id, .. }, Value::Enum(i)) => schema.enums[*id]
-            .variants
-            .get(usize::from(*i))
-            .map_or(serde_json::Value::Null, |s| s.clone().into()),
+        (FieldType::Enum { id, .. }, Value::Enum(i)) => {
+            schema.enums[*id].variants.get(usize::from(*i)).map_or(serde_json::Value::Null, |s| s.clone().into())
+        }
         (FieldType::Array(t, _), Value::Array(items)) => {
             items.iter().map(|x| to_json(t, x, schema)).collect::<Vec<_>>().into()
         }
@@ -509,7 +502,7 @@ pub fn hex_encode(b: &[u8]) -> String {
 }
 
 pub fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err("hex string has an odd number of digits".into());
     }
     (0..s.len())

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::id::EntityId;
 use crate::layout::RowLayout;
 use crate::relation::{EdgeKey, Relations};
-use crate::schema::{FieldType, RelationId, Scalar, Schema, TableId};
+use crate::schema::{RelationId, Schema, TableId};
 use crate::txn::TxnState;
 use crate::value::{self, Value};
 
@@ -54,33 +54,16 @@ pub struct Stats {
     pub operations: u64,
 }
 
-fn needs_byte_check(ty: &FieldType, schema: &Schema) -> bool {
-    match ty {
-        FieldType::Scalar(s) => *s == Scalar::Bool,
-        FieldType::Array(t, _) => needs_byte_check(t, schema),
-        FieldType::FixedString(_) | FieldType::Enum { .. } | FieldType::String => true,
-        FieldType::Custom(id) => schema.custom_types[*id].fields.iter().any(|f| needs_byte_check(&f.ty, schema)),
-        FieldType::Bytes => false,
-    }
-}
-
 impl World {
     /// An empty world for `schema`.
     pub fn new(schema: Arc<Schema>) -> World {
-        let layouts = schema
-            .tables
-            .iter()
-            .map(|t| RowLayout::new(&schema, t.stored.iter().map(|&i| &t.fields[i])))
-            .collect();
+        let layouts =
+            schema.tables.iter().map(|t| RowLayout::new(&schema, t.stored.iter().map(|&i| &t.fields[i]))).collect();
         let rel_layouts = schema.relations.iter().map(|r| RowLayout::new(&schema, &r.fields)).collect();
         let fk_slots = schema
             .tables
             .iter()
-            .map(|t| {
-                (0..t.stored_len())
-                    .filter(|&s| t.stored_field(s).foreign_key.is_some())
-                    .collect()
-            })
+            .map(|t| (0..t.stored_len()).filter(|&s| t.stored_field(s).foreign_key.is_some()).collect())
             .collect();
         let mut w = World {
             schema,
@@ -171,10 +154,7 @@ impl World {
     }
 
     pub(crate) fn location(&self, id: EntityId) -> Result<(ArchetypeId, usize)> {
-        self.entities
-            .slot(id)
-            .map(|s| (s.archetype, s.row as usize))
-            .ok_or(Error::NoSuchEntity(id))
+        self.entities.slot(id).map(|s| (s.archetype, s.row as usize)).ok_or(Error::NoSuchEntity(id))
     }
 
     pub(crate) fn table_name(&self, t: TableId) -> String {
@@ -258,9 +238,7 @@ impl World {
 
     /// Whether entity `id` has component `t`.
     pub fn has(&self, id: EntityId, t: TableId) -> bool {
-        self.entities
-            .slot(id)
-            .is_some_and(|s| self.archetypes[s.archetype as usize].has(t))
+        self.entities.slot(id).is_some_and(|s| self.archetypes[s.archetype as usize].has(t))
     }
 
     /// Components of an entity.
@@ -273,10 +251,9 @@ impl World {
     pub fn field_bytes(&self, id: EntityId, t: TableId, slot: usize) -> Result<&[u8]> {
         let (a, row) = self.location(id)?;
         let arch = &self.archetypes[a as usize];
-        let c = arch.column_index(t, slot).ok_or_else(|| Error::ComponentMissing {
-            entity: id,
-            table: self.table_name(t),
-        })?;
+        let c = arch
+            .column_index(t, slot)
+            .ok_or_else(|| Error::ComponentMissing { entity: id, table: self.table_name(t) })?;
         Ok(arch.columns[c].get(row))
     }
 
@@ -321,13 +298,11 @@ impl World {
             }
             Some(slot) => {
                 let b = self.field_bytes(id, t, slot)?;
-                self.layouts[t as usize]
-                    .decode_slot(&self.schema, slot, b)
-                    .map_err(|reason| Error::InvalidValue {
-                        table: self.table_name(t),
-                        field: f.name.clone(),
-                        reason,
-                    })
+                self.layouts[t as usize].decode_slot(&self.schema, slot, b).map_err(|reason| Error::InvalidValue {
+                    table: self.table_name(t),
+                    field: f.name.clone(),
+                    reason,
+                })
             }
         }
     }
@@ -363,10 +338,12 @@ impl World {
             reason,
         };
         match s.fixed {
-            Some((_, n)) if b.len() != n => return Err(bad(format!("expected {n} bytes, got {}", b.len()))),
+            Some((_, n)) if b.len() != n => {
+                return Err(bad(format!("expected {n} bytes, got {}", b.len())));
+            }
             _ => {}
         }
-        if needs_byte_check(&s.ty, &self.schema) {
+        if s.needs_check {
             layout.decode_slot(&self.schema, slot, b).map_err(bad)?;
         }
         Ok(())
@@ -526,7 +503,9 @@ impl World {
             reason: format!("bad properties: {reason}"),
         })?;
         for (slot, p) in parts.iter().enumerate() {
-            if needs_byte_check(&layout.slots[slot].ty, &self.schema) || layout.slots[slot].fixed.is_some_and(|(_, n)| n != p.len()) {
+            if layout.slots[slot].needs_check
+                || layout.slots[slot].fixed.is_some_and(|(_, n)| n != p.len())
+            {
                 layout.decode_slot(&self.schema, slot, p).map_err(|reason| Error::InvalidValue {
                     table: format!("relation {}", r.name),
                     field: r.fields[slot].name.clone(),
@@ -556,7 +535,11 @@ impl World {
 
     pub(crate) fn unlink(&mut self, k: &EdgeKey) -> Result<Box<[u8]>> {
         self.relations.unlink(k).ok_or_else(|| Error::NoSuchEdge {
-            relation: self.schema.relations.get(k.rel as usize).map_or_else(|| format!("#{}", k.rel), |r| r.name.clone()),
+            relation: self
+                .schema
+                .relations
+                .get(k.rel as usize)
+                .map_or_else(|| format!("#{}", k.rel), |r| r.name.clone()),
             from: k.from,
             to: k.to,
         })
@@ -599,6 +582,11 @@ impl World {
                 }
                 Op::Link { rel, from, to, props } => self.link(EdgeKey { rel, from, to }, props).map(|_| ()),
                 Op::Unlink { rel, from, to } => self.unlink(&EdgeKey { rel, from, to }).map(|_| ()),
+                Op::SetMany { table, slot, .. } => {
+                    check_table(table)?;
+                    op.set_many_entries()
+                        .try_for_each(|(id, bytes)| self.set_field(id, table, slot.into(), bytes).map(|_| ()))
+                }
             };
             r.map_err(|e| fail(format!("op {i}: {e}")))?;
         }
@@ -612,7 +600,7 @@ impl World {
     /// tests and integrity checks: entities, their component rows and edges,
     /// sorted.
     pub fn canonical_state(&self) -> CanonicalState {
-        let mut entities: Vec<(EntityId, Vec<(TableId, Vec<u8>)>)> = self
+        let mut entities: Vec<(EntityId, Vec<TableRow>)> = self
             .entities
             .iter()
             .map(|id| {
@@ -638,7 +626,12 @@ impl World {
         for arch in &self.archetypes {
             for (i, c) in arch.columns.iter().enumerate() {
                 if c.len() != arch.entities.len() {
-                    problems.push(format!("archetype {} column {i} has {} rows, expected {}", arch.id, c.len(), arch.entities.len()));
+                    problems.push(format!(
+                        "archetype {} column {i} has {} rows, expected {}",
+                        arch.id,
+                        c.len(),
+                        arch.entities.len()
+                    ));
                 }
             }
             for (row, &e) in arch.entities.iter().enumerate() {
@@ -789,7 +782,10 @@ impl World {
             None | Some(serde_json::Value::Null) => &empty,
             Some(serde_json::Value::Object(m)) => m,
             Some(_) => {
-                return Err(Error::RelationEnd { relation: r.name.clone(), reason: "properties must be a JSON object".into() });
+                return Err(Error::RelationEnd {
+                    relation: r.name.clone(),
+                    reason: "properties must be a JSON object".into(),
+                });
             }
         };
         for k in map.keys() {
@@ -826,21 +822,24 @@ pub fn id_from_json(v: &serde_json::Value) -> Option<EntityId> {
     }
 }
 
+/// A component row: its table and encoded bytes.
+pub type TableRow = (TableId, Vec<u8>);
+
 /// Sorted, order-independent state for comparisons.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CanonicalState {
-    pub entities: Vec<(EntityId, Vec<(TableId, Vec<u8>)>)>,
+    pub entities: Vec<(EntityId, Vec<TableRow>)>,
     pub edges: Vec<(EdgeKey, Vec<u8>)>,
 }
 
 /// Two distinct mutable elements of a slice.
-pub(crate) fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
-    assert_ne!(a, b, "two_mut needs distinct indexes");
-    if a < b {
-        let (x, y) = v.split_at_mut(b);
-        (&mut x[a], &mut y[0])
+pub(crate) fn two_mut<T>(items: &mut [T], first: usize, second: usize) -> (&mut T, &mut T) {
+    assert_ne!(first, second, "two_mut needs distinct indexes");
+    if first < second {
+        let (low, high) = items.split_at_mut(second);
+        (&mut low[first], &mut high[0])
     } else {
-        let (x, y) = v.split_at_mut(a);
-        (&mut y[0], &mut x[b])
+        let (low, high) = items.split_at_mut(first);
+        (&mut high[0], &mut low[second])
     }
 }

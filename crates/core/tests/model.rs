@@ -3,6 +3,8 @@
 //! no trace; replaying the committed change sets rebuilds the same world;
 //! export → import round-trips exactly.
 #![allow(clippy::unwrap_used)]
+// Generated operations bind many short names (ids a, b; table t; value v).
+#![allow(clippy::many_single_char_names)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -147,8 +149,13 @@ fn values_for(t: u16, b: &[u8], target: u64, rng_f: f32) -> Vec<Value> {
             Value::I64(i64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])),
             Value::Bool(b[16] & 1 == 1),
         ],
-        NAME => vec![Value::Str(short.clone()), Value::Str(format!("{short}-{}", b[17])), Value::Enum(u16::from(b[18] % 3))],
-        _ => vec![Value::U64(target), Value::U64(u64::from_le_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], 0xff]))],
+        NAME => {
+            vec![Value::Str(short.clone()), Value::Str(format!("{short}-{}", b[17])), Value::Enum(u16::from(b[18] % 3))]
+        }
+        _ => vec![
+            Value::U64(target),
+            Value::U64(u64::from_le_bytes([b[16], b[17], b[18], b[19], b[20], b[21], b[22], 0xff])),
+        ],
     }
 }
 
@@ -179,9 +186,7 @@ fn engine_state(w: &World) -> Model {
         let mut comps = BTreeMap::new();
         for &t in w.tables_of(id).unwrap() {
             let table = schema.table(t);
-            let vals = (0..table.stored_len())
-                .map(|s| w.field_value(id, t, table.stored[s]).unwrap())
-                .collect();
+            let vals = (0..table.stored_len()).map(|s| w.field_value(id, t, table.stored[s]).unwrap()).collect();
             comps.insert(t, vals);
         }
         m.entities.insert(id, comps);
@@ -212,7 +217,13 @@ fn new_world() -> World {
 }
 
 /// Run one transaction on both sides. Returns the committed change set.
-fn run_txn(w: &mut World, model: &mut Model, ever: &mut BTreeSet<EntityId>, ops: &[Gen], commit: bool) -> Option<(u64, ChangeSet)> {
+fn run_txn(
+    w: &mut World,
+    model: &mut Model,
+    ever: &mut BTreeSet<EntityId>,
+    ops: &[Gen],
+    commit: bool,
+) -> Option<(u64, ChangeSet)> {
     let before = model.clone();
     w.begin().unwrap();
     let mut deleted = BTreeSet::new();
@@ -234,14 +245,23 @@ fn run_txn(w: &mut World, model: &mut Model, ever: &mut BTreeSet<EntityId>, ops:
             }
             Gen::Insert(i, t, b, tg) => {
                 let Some(id) = pick(model, *i) else { continue };
-                let vals = values_for(*t, b, target_id(model, tg), f32::from_bits(u32::from_le_bytes([b[20], b[21], b[22], b[23]])));
+                let vals = values_for(
+                    *t,
+                    b,
+                    target_id(model, tg),
+                    f32::from_bits(u32::from_le_bytes([b[20], b[21], b[22], b[23]])),
+                );
                 let vals: Vec<Value> = vals
                     .into_iter()
                     .map(|v| match v {
-                        Value::Array(a) => Value::Array(a.into_iter().map(|x| match x {
-                            Value::F32(f) if f.is_nan() => Value::F32(f32::NAN),
-                            o => o,
-                        }).collect()),
+                        Value::Array(a) => Value::Array(
+                            a.into_iter()
+                                .map(|x| match x {
+                                    Value::F32(f) if f.is_nan() => Value::F32(f32::NAN),
+                                    o => o,
+                                })
+                                .collect(),
+                        ),
                         o => o,
                     })
                     .collect();
@@ -283,12 +303,16 @@ fn run_txn(w: &mut World, model: &mut Model, ever: &mut BTreeSet<EntityId>, ops:
                 }
             }
             Gen::Link(a, b, wt) => {
-                let (Some(x), Some(y)) = (pick(model, *a), pick(model, *b)) else { continue };
+                let (Some(x), Some(y)) = (pick(model, *a), pick(model, *b)) else {
+                    continue;
+                };
                 w.link_edge(0, x, y, &wt.to_le_bytes()).unwrap();
                 model.edges.insert((x, y), *wt);
             }
             Gen::Unlink(a, b) => {
-                let (Some(x), Some(y)) = (pick(model, *a), pick(model, *b)) else { continue };
+                let (Some(x), Some(y)) = (pick(model, *a), pick(model, *b)) else {
+                    continue;
+                };
                 let r = w.unlink_edge(0, x, y);
                 assert_eq!(r.is_ok(), model.edges.remove(&(x, y)).is_some());
             }
@@ -348,7 +372,7 @@ fn canon_nan(m: &mut Model) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_model(txns in proptest::collection::vec((proptest::collection::vec(arb_gen(), 0..16), prop::bool::weighted(0.8)), 1..12)) {

@@ -178,7 +178,8 @@ impl DatabaseConfig {
 
     /// Memory ceiling in bytes, if any.
     pub fn memory_limit_bytes(&self) -> Option<usize> {
-        (self.memory.max_capacity_mb > 0).then(|| usize::try_from(self.memory.max_capacity_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
+        (self.memory.max_capacity_mb > 0)
+            .then(|| usize::try_from(self.memory.max_capacity_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
     }
 }
 

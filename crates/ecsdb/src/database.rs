@@ -62,6 +62,7 @@ pub struct DatabaseBuilder {
 
 impl DatabaseBuilder {
     /// Use this configuration (defaults otherwise).
+    #[must_use]
     pub fn config(mut self, config: DatabaseConfig) -> Self {
         self.config = config;
         self
@@ -82,12 +83,14 @@ impl DatabaseBuilder {
     }
 
     /// Use an already validated schema.
+    #[must_use]
     pub fn schema(mut self, schema: Arc<Schema>) -> Self {
         self.schema = Some(schema);
         self
     }
 
     /// Attach a consumer of committed change sets (see [`CommitSink`]).
+    #[must_use]
     pub fn commit_sink(mut self, sink: Box<dyn CommitSink>) -> Self {
         self.sinks.push(sink);
         self
@@ -200,7 +203,11 @@ impl Database {
 
     /// Create an entity with no components, in its own transaction.
     pub fn create_entity(&self) -> Result<EntityId> {
-        Ok(self.write(|t| t.create_entity())?.0)
+        // A closure, not the method path: the transaction's lifetime must stay
+        // higher-ranked.
+        #[allow(clippy::redundant_closure_for_method_calls)]
+        let (id, _) = self.write(|t| t.create_entity())?;
+        Ok(id)
     }
 
     /// An entity as JSON: `{"id", "components": {...}}`.
@@ -387,7 +394,13 @@ impl Transaction<'_> {
     }
 
     /// Link two entities (replaces the properties of an existing edge).
-    pub fn link(&mut self, relation: &str, from: EntityId, to: EntityId, props: Option<&serde_json::Value>) -> Result<()> {
+    pub fn link(
+        &mut self,
+        relation: &str,
+        from: EntityId,
+        to: EntityId,
+        props: Option<&serde_json::Value>,
+    ) -> Result<()> {
         let rel = self
             .schema()
             .relation_id(relation)

@@ -69,9 +69,7 @@ fn wrong_types_and_sizes() {
         t.set_json(a, "transform", &json!({"dirty": 1}))
     });
     rejects(&db, "invalid value for `player.level`", |t| t.set(a, "player", "level", &Value::I64(-1)));
-    rejects(&db, "is the entity's own id and cannot be changed", |t| {
-        t.set_json(a, "player", &json!({"entity_id": 5}))
-    });
+    rejects(&db, "is the entity's own id and cannot be changed", |t| t.set_json(a, "player", &json!({"entity_id": 5})));
     // A later bad field in the same object must not leave the earlier one set.
     rejects(&db, "invalid value for `player.experience`", |t| {
         t.set_json(a, "player", &json!({"level": 99, "experience": -5}))
@@ -197,9 +195,9 @@ fn typed_access_mismatches_are_errors() {
 
 #[test]
 fn import_rejects_malformed_documents_and_changes_nothing() {
+    const NEW: u64 = (1 << 32) | 0x4d;
     let (db, a, _) = seeded();
     let good = db.export_json();
-    const NEW: u64 = (1 << 32) | 77;
     let cases: Vec<(serde_json::Value, &str)> = vec![
         (json!([1, 2]), "must be a JSON object"),
         (json!({"entities": [], "bogus": 1}), "unknown top-level key `bogus`"),
@@ -208,9 +206,15 @@ fn import_rejects_malformed_documents_and_changes_nothing() {
         (json!({"entities": [{"id": "x"}]}), "entities[0] has no valid `id`"),
         (json!({"entities": [{"id": a.0}]}), "already exists"),
         (json!({"entities": [{"id": 77}]}), "entity id 77 has an invalid generation"),
-        (json!({"entities": [{"id": NEW}], "components": {"player": [{"entity_id": NEW, "level": "x"}]}}), "components.player[0]"),
+        (
+            json!({"entities": [{"id": NEW}], "components": {"player": [{"entity_id": NEW, "level": "x"}]}}),
+            "components.player[0]",
+        ),
         (json!({"entities": [{"id": NEW}], "components": {"nope": []}}), "unknown table `nope`"),
-        (json!({"entities": [{"id": NEW}], "relations": {"owns": [{"from": NEW}]}}), "relations.owns[0] has no valid `to`"),
+        (
+            json!({"entities": [{"id": NEW}], "relations": {"owns": [{"from": NEW}]}}),
+            "relations.owns[0] has no valid `to`",
+        ),
     ];
     for (doc, needle) in cases {
         let before = db.read().canonical_state();
@@ -226,7 +230,9 @@ fn import_rejects_malformed_documents_and_changes_nothing() {
 
 #[test]
 fn bad_schema_and_config_are_reported_at_build() {
-    let err = Database::builder().schema_toml("[tables.a]\n[[tables.a.fields]]\nname = \"x\"\ntype = \"nope\"\n").unwrap_err();
+    let err = Database::builder()
+        .schema_toml("[tables.a]\n[[tables.a.fields]]\nname = \"x\"\ntype = \"nope\"\n")
+        .unwrap_err();
     assert!(matches!(err, DbError::Schema(_)));
     assert!(err.to_string().contains("a.x: unknown type `nope`"), "{err}");
     let err = Database::builder().build().unwrap_err();

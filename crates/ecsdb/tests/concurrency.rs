@@ -35,18 +35,22 @@ fn readers_see_consistent_totals_while_writers_transfer() {
         for w in 0..2u64 {
             let (db, accounts) = (&db, &accounts);
             s.spawn(move || {
-                let mut x = w * 7919 + 1;
+                let mut rng = w * 7919 + 1;
                 for _ in 0..400 {
-                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    let a = accounts[(x >> 33) as usize % accounts.len()];
-                    let b = accounts[(x >> 13) as usize % accounts.len()];
-                    let amount = (x % 50) as i64;
-                    let mut t = db.transaction().unwrap();
-                    let va = match t.field_value(a, bal.table, 0).unwrap() { Value::I64(v) => v, _ => unreachable!() };
-                    t.set_ref(a, bal, &Value::I64(va - amount)).unwrap();
-                    let vb = match t.field_value(b, bal.table, 0).unwrap() { Value::I64(v) => v, _ => unreachable!() };
-                    t.set_ref(b, bal, &Value::I64(vb + amount)).unwrap();
-                    if x % 5 == 0 { t.rollback() } else { t.commit().unwrap(); }
+                    rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    let from = accounts[(rng >> 33) as usize % accounts.len()];
+                    let to = accounts[(rng >> 13) as usize % accounts.len()];
+                    let amount = (rng % 50) as i64;
+                    let mut txn = db.transaction().unwrap();
+                    let Value::I64(from_balance) = txn.field_value(from, bal.table, 0).unwrap() else { unreachable!() };
+                    txn.set_ref(from, bal, &Value::I64(from_balance - amount)).unwrap();
+                    let Value::I64(to_balance) = txn.field_value(to, bal.table, 0).unwrap() else { unreachable!() };
+                    txn.set_ref(to, bal, &Value::I64(to_balance + amount)).unwrap();
+                    if rng % 5 == 0 {
+                        txn.rollback();
+                    } else {
+                        txn.commit().unwrap();
+                    }
                 }
             });
         }
@@ -59,7 +63,10 @@ fn readers_see_consistent_totals_while_writers_transfer() {
                     let view = db.read();
                     let total: i64 = accounts
                         .iter()
-                        .map(|&e| match view.field_value(e, bal.table, 0).unwrap() { Value::I64(v) => v, _ => 0 })
+                        .map(|&e| match view.field_value(e, bal.table, 0).unwrap() {
+                            Value::I64(v) => v,
+                            _ => 0,
+                        })
                         .sum();
                     assert_eq!(total, 50_000, "a reader saw a half-applied transfer");
                     assert!(view.seq() >= last_seq, "sequence went backwards");

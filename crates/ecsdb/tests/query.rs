@@ -102,7 +102,10 @@ fn bad_queries_are_named() {
         (json!({"filters": [{"field": "player.lvl", "op": "eq", "value": 1}]}), "unknown field `lvl`"),
         (json!({"filters": [{"field": "player.level", "op": "between", "value": 1}]}), "between takes [low, high]"),
         (json!({"filters": [{"field": "player.level", "op": "eq", "value": "x"}]}), "filter on `player.level`"),
-        (json!({"filters": [{"field": "transform.position", "op": "lt", "value": [1, 2, 3]}]}), "supports only eq, ne and in"),
+        (
+            json!({"filters": [{"field": "transform.position", "op": "lt", "value": [1, 2, 3]}]}),
+            "supports only eq, ne and in",
+        ),
         (json!({"related": {"entity": 1, "depth": 0}}), "depth must be between 1 and 64"),
     ] {
         let err = db.query(&q(v)).unwrap_err().to_string();

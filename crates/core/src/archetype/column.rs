@@ -226,7 +226,7 @@ mod tests {
         }
         let view: &[[f32; 3]] = bytemuck::try_cast_slice(c.bytes()).unwrap();
         assert_eq!(view.len(), 5);
-        assert_eq!(view[4], [4.0, 1.0, 2.0]);
+        assert_eq!(view[4].map(f32::to_bits), [4.0f32, 1.0, 2.0].map(f32::to_bits));
     }
 
     #[test]

@@ -45,9 +45,7 @@ impl Archetype {
             col_start.push(columns.len() as u32);
             columns.extend(field_sizes(t).into_iter().map(Column::new));
         }
-        let parents_ok = tables
-            .iter()
-            .all(|&t| parent_of(t).is_none_or(|p| tables.binary_search(&p).is_ok()));
+        let parents_ok = tables.iter().all(|&t| parent_of(t).is_none_or(|p| tables.binary_search(&p).is_ok()));
         Archetype {
             id,
             tables,

@@ -32,7 +32,8 @@ pub(crate) fn id_key(world: &World, t: crate::schema::TableId) -> String {
 /// Export the whole state.
 pub fn export_json(world: &World) -> serde_json::Value {
     let schema = world.schema();
-    let entities: Vec<serde_json::Value> = world.entities().iter().map(|id| serde_json::json!({ "id": id_json(id) })).collect();
+    let entities: Vec<serde_json::Value> =
+        world.entities().iter().map(|id| serde_json::json!({ "id": id_json(id) })).collect();
     let mut components = serde_json::Map::new();
     for t in &schema.tables {
         let key = id_key(world, t.id);
@@ -88,7 +89,19 @@ pub fn import_json(world: &mut World, doc: &serde_json::Value) -> Result<usize> 
     let bad = |m: String| Error::Import(m);
     let obj = doc.as_object().ok_or_else(|| bad("the document must be a JSON object".into()))?;
     for k in obj.keys() {
-        if !["format", "format_version", "schema", "version", "fingerprint", "seq", "entities", "components", "relations"].contains(&k.as_str()) {
+        if ![
+            "format",
+            "format_version",
+            "schema",
+            "version",
+            "fingerprint",
+            "seq",
+            "entities",
+            "components",
+            "relations",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(bad(format!("unknown top-level key `{k}`")));
         }
     }
@@ -113,10 +126,8 @@ pub fn import_json(world: &mut World, doc: &serde_json::Value) -> Result<usize> 
     {
         return Err(bad(format!("the file is for schema version {v}, this database has \"{}\"", schema.version)));
     }
-    let entities = obj
-        .get("entities")
-        .and_then(|e| e.as_array())
-        .ok_or_else(|| bad("`entities` must be an array".into()))?;
+    let entities =
+        obj.get("entities").and_then(|e| e.as_array()).ok_or_else(|| bad("`entities` must be an array".into()))?;
     for (i, e) in entities.iter().enumerate() {
         let id = e
             .get("id")
@@ -144,9 +155,7 @@ pub fn import_json(world: &mut World, doc: &serde_json::Value) -> Result<usize> 
                 {
                     m.remove(&key);
                 }
-                world
-                    .insert_json(id, t, &fields)
-                    .map_err(|e| bad(format!("components.{tname}[{i}]: {e}")))?;
+                world.insert_json(id, t, &fields).map_err(|e| bad(format!("components.{tname}[{i}]: {e}")))?;
             }
         }
     }

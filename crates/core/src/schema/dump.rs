@@ -54,11 +54,8 @@ impl Schema {
             if let Some(p) = t.parent {
                 tt.insert("parent_table".into(), self.table(p).name.clone().into());
             }
-            let fields: Vec<toml::Value> = t
-                .fields
-                .iter()
-                .map(|f| field_toml(self, f, fk_text(self, f).as_deref()).into())
-                .collect();
+            let fields: Vec<toml::Value> =
+                t.fields.iter().map(|f| field_toml(self, f, fk_text(self, f).as_deref()).into()).collect();
             tt.insert("fields".into(), fields.into());
             tables.insert(t.name.clone(), tt.into());
         }
@@ -77,8 +74,7 @@ impl Schema {
             let mut cs = toml::Table::new();
             for c in &self.custom_types {
                 let mut ct = toml::Table::new();
-                let fields: Vec<toml::Value> =
-                    c.fields.iter().map(|f| field_toml(self, f, None).into()).collect();
+                let fields: Vec<toml::Value> = c.fields.iter().map(|f| field_toml(self, f, None).into()).collect();
                 ct.insert("fields".into(), fields.into());
                 cs.insert(c.name.clone(), ct.into());
             }
@@ -98,8 +94,7 @@ impl Schema {
                     rt.insert("description".into(), d.clone().into());
                 }
                 if !r.fields.is_empty() {
-                    let fields: Vec<toml::Value> =
-                        r.fields.iter().map(|f| field_toml(self, f, None).into()).collect();
+                    let fields: Vec<toml::Value> = r.fields.iter().map(|f| field_toml(self, f, None).into()).collect();
                     rt.insert("fields".into(), fields.into());
                 }
                 rs.insert(r.name.clone(), rt.into());

@@ -76,16 +76,9 @@ impl Table {
         parent: Option<TableId>,
         fields: Vec<Field>,
     ) -> Table {
-        let field_index = fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
-            .collect();
-        let mut stored: Vec<(usize, usize)> = fields
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.slot().map(|s| (s, i)))
-            .collect();
+        let field_index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        let mut stored: Vec<(usize, usize)> =
+            fields.iter().enumerate().filter_map(|(i, f)| f.slot().map(|s| (s, i))).collect();
         stored.sort_unstable();
         let primary_key = fields.iter().position(|f| f.primary_key);
         Table {
@@ -168,20 +161,8 @@ impl RelationDef {
         to: Option<TableId>,
         fields: Vec<Field>,
     ) -> RelationDef {
-        let field_index = fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
-            .collect();
-        RelationDef {
-            id,
-            name,
-            description,
-            from,
-            to,
-            fields,
-            field_index,
-        }
+        let field_index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        RelationDef { id, name, description, from, to, fields, field_index }
     }
     pub fn field_index(&self, name: &str) -> Option<usize> {
         self.field_index.get(name).copied()
@@ -223,8 +204,6 @@ impl Schema {
     /// Whether any table has a stored foreign-key field (enables reference
     /// counting on commit).
     pub fn has_stored_foreign_keys(&self) -> bool {
-        self.tables
-            .iter()
-            .any(|t| t.fields.iter().any(|f| f.is_stored() && f.foreign_key.is_some()))
+        self.tables.iter().any(|t| t.fields.iter().any(|f| f.is_stored() && f.foreign_key.is_some()))
     }
 }

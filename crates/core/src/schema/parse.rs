@@ -25,22 +25,13 @@ pub const MAX_VARIANTS: usize = 65_536;
 const TOP_KEYS: &[&str] = &["database", "tables", "enums", "custom_types", "relations"];
 const DATABASE_KEYS: &[&str] = &["name", "version", "description"];
 const TABLE_KEYS: &[&str] = &["description", "parent_table", "fields"];
-const FIELD_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "primary_key",
-    "foreign_key",
-    "indexed",
-    "description",
-    "default",
-];
+const FIELD_KEYS: &[&str] = &["name", "type", "primary_key", "foreign_key", "indexed", "description", "default"];
 const ENUM_KEYS: &[&str] = &["variants", "description"];
 const CUSTOM_KEYS: &[&str] = &["fields", "description"];
 const RELATION_KEYS: &[&str] = &["from", "to", "description", "fields"];
 /// Names with a meaning of their own that tables, types and fields may not take.
-const RESERVED_TYPE_NAMES: &[&str] = &[
-    "u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "bool", "string", "bytes",
-];
+const RESERVED_TYPE_NAMES: &[&str] =
+    &["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "bool", "string", "bytes"];
 
 /// Where an issue is, for messages.
 #[derive(Clone, Default)]
@@ -55,29 +46,19 @@ struct Ctx {
 
 impl Ctx {
     fn push(&mut self, at: &At, reason: impl Into<String>) {
-        self.issues.push(SchemaIssue {
-            table: at.table.clone(),
-            field: at.field.clone(),
-            reason: reason.into(),
-        });
+        self.issues.push(SchemaIssue { table: at.table.clone(), field: at.field.clone(), reason: reason.into() });
     }
 
     fn unknown_keys(&mut self, at: &At, t: &toml::Table, allowed: &[&str], what: &str) {
         for k in t.keys() {
             if !allowed.contains(&k.as_str()) {
-                self.push(
-                    at,
-                    format!("unknown key `{k}` in {what} (allowed: {})", allowed.join(", ")),
-                );
+                self.push(at, format!("unknown key `{k}` in {what} (allowed: {})", allowed.join(", ")));
             }
         }
     }
 
     fn check_name(&mut self, at: &At, name: &str, what: &str) -> bool {
-        let ok_chars = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let ok_chars = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok_chars {
             self.push(
@@ -157,7 +138,9 @@ fn raw_fields(ctx: &mut Ctx, at: &At, t: &toml::Table, what: &str) -> Vec<RawFie
     for (i, item) in items.iter().enumerate() {
         let mut fat = at.clone();
         fat.field = Some(format!("#{}", i + 1));
-        let Some(ft) = get_table(ctx, &fat, item, "a field") else { continue };
+        let Some(ft) = get_table(ctx, &fat, item, "a field") else {
+            continue;
+        };
         let Some(name) = get_str(ctx, &fat, ft, "name") else {
             if ft.get("name").is_none() {
                 ctx.push(&fat, "field has no `name`");
@@ -209,6 +192,9 @@ fn raw_fields(ctx: &mut Ctx, at: &At, t: &toml::Table, what: &str) -> Vec<RawFie
     }
     out
 }
+
+/// A table as written: name, description, `parent_table`, fields.
+type RawTable = (String, Option<String>, Option<String>, Vec<RawField>);
 
 /// Named types (enums and custom types) visible to field declarations.
 struct TypeNames {
@@ -282,11 +268,8 @@ impl Schema {
 
         // [enums.*]
         let mut enums = Vec::new();
-        let mut names = TypeNames {
-            enums: FxHashMap::default(),
-            enum_widths: Vec::new(),
-            customs: FxHashMap::default(),
-        };
+        let mut names =
+            TypeNames { enums: FxHashMap::default(), enum_widths: Vec::new(), customs: FxHashMap::default() };
         if let Some(es) = doc.get("enums").and_then(|v| get_table(&mut ctx, &root, v, "[enums]")) {
             for (ename, ev) in es {
                 let at = At { table: Some(format!("enum {ename}")), field: None };
@@ -297,7 +280,9 @@ impl Schema {
                     ctx.push(&at, format!("enum name `{ename}` is a built-in type name"));
                     continue;
                 }
-                let Some(et) = get_table(&mut ctx, &at, ev, "an enum") else { continue };
+                let Some(et) = get_table(&mut ctx, &at, ev, "an enum") else {
+                    continue;
+                };
                 ctx.unknown_keys(&at, et, ENUM_KEYS, "an enum");
                 let mut variants = Vec::new();
                 match et.get("variants") {
@@ -317,7 +302,9 @@ impl Schema {
                             }
                         }
                     }
-                    Some(other) => ctx.push(&at, format!("`variants` must be an array of strings, got {}", other.type_str())),
+                    Some(other) => {
+                        ctx.push(&at, format!("`variants` must be an array of strings, got {}", other.type_str()))
+                    }
                     None => ctx.push(&at, "enum has no `variants`"),
                 }
                 if variants.is_empty() && matches!(et.get("variants"), Some(toml::Value::Array(v)) if v.is_empty()) {
@@ -349,7 +336,9 @@ impl Schema {
                     ctx.push(&at, format!("`{cname}` is declared both as an enum and as a custom type"));
                     continue;
                 }
-                let Some(ct) = get_table(&mut ctx, &at, cv, "a custom type") else { continue };
+                let Some(ct) = get_table(&mut ctx, &at, cv, "a custom type") else {
+                    continue;
+                };
                 ctx.unknown_keys(&at, ct, CUSTOM_KEYS, "a custom type");
                 let fields = raw_fields(&mut ctx, &at, ct, "a custom type");
                 if fields.is_empty() {
@@ -368,7 +357,7 @@ impl Schema {
         let custom_types = resolve_customs(&mut ctx, &names, &raw_customs);
 
         // [tables.*]
-        let mut raw_tables: Vec<(String, Option<String>, Option<String>, Vec<RawField>)> = Vec::new();
+        let mut raw_tables: Vec<RawTable> = Vec::new();
         if let Some(ts) = doc.get("tables").and_then(|v| get_table(&mut ctx, &root, v, "[tables]")) {
             if ts.len() > MAX_TABLES {
                 ctx.push(&root, format!("{} tables declared; at most {MAX_TABLES} are allowed", ts.len()));
@@ -378,7 +367,9 @@ impl Schema {
                 if !ctx.check_name(&at, tname, "table") {
                     continue;
                 }
-                let Some(tt) = get_table(&mut ctx, &at, tv, "a table") else { continue };
+                let Some(tt) = get_table(&mut ctx, &at, tv, "a table") else {
+                    continue;
+                };
                 ctx.unknown_keys(&at, tt, TABLE_KEYS, "a table");
                 let desc = get_str(&mut ctx, &at, tt, "description").map(str::to_string);
                 let parent = get_str(&mut ctx, &at, tt, "parent_table").map(str::to_string);
@@ -386,11 +377,8 @@ impl Schema {
                 raw_tables.push((tname.clone(), desc, parent, fields));
             }
         }
-        let table_index: FxHashMap<String, TableId> = raw_tables
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.0.clone(), i as TableId))
-            .collect();
+        let table_index: FxHashMap<String, TableId> =
+            raw_tables.iter().enumerate().map(|(i, t)| (t.0.clone(), i as TableId)).collect();
 
         // Parents: must exist, no cycles.
         let parents: Vec<Option<TableId>> = raw_tables
@@ -398,13 +386,11 @@ impl Schema {
             .map(|(tname, _, parent, _)| {
                 let p = parent.as_ref()?;
                 let at = At { table: Some(tname.clone()), field: None };
-                match table_index.get(p) {
-                    Some(&pid) => Some(pid),
-                    None => {
-                        ctx.push(&at, format!("parent_table `{p}` is not a declared table"));
-                        None
-                    }
+                let pid = table_index.get(p).copied();
+                if pid.is_none() {
+                    ctx.push(&at, format!("parent_table `{p}` is not a declared table"));
                 }
+                pid
             })
             .collect();
         for (i, (tname, ..)) in raw_tables.iter().enumerate() {
@@ -446,7 +432,10 @@ impl Schema {
                 if rf.primary_key {
                     pk_count += 1;
                     if ty != FieldType::Scalar(Scalar::U64) {
-                        ctx.push(&at, format!("primary_key must be of type u64 (it is the entity id), not {}", rf.type_text));
+                        ctx.push(
+                            &at,
+                            format!("primary_key must be of type u64 (it is the entity id), not {}", rf.type_text),
+                        );
                     }
                     if parent.is_some() {
                         ctx.push(&at, "primary_key is only allowed in a root table (one without parent_table); components use the entity id of their parent");
@@ -461,7 +450,10 @@ impl Schema {
                         Ok(tid) => {
                             fk = Some(tid);
                             if ty != FieldType::Scalar(Scalar::U64) {
-                                ctx.push(&at, format!("foreign_key fields hold entity ids and must be u64, not {}", rf.type_text));
+                                ctx.push(
+                                    &at,
+                                    format!("foreign_key fields hold entity ids and must be u64, not {}", rf.type_text),
+                                );
                             }
                         }
                         Err(e) => ctx.push(&at, e),
@@ -528,7 +520,9 @@ impl Schema {
                 if !ctx.check_name(&at, rname, "relation") {
                     continue;
                 }
-                let Some(rt) = get_table(&mut ctx, &at, rv, "a relation") else { continue };
+                let Some(rt) = get_table(&mut ctx, &at, rv, "a relation") else {
+                    continue;
+                };
                 ctx.unknown_keys(&at, rt, RELATION_KEYS, "a relation");
                 let mut end = |key: &str| -> Option<TableId> {
                     let t = get_str(&mut ctx, &at, rt, key)?;
@@ -622,21 +616,61 @@ fn parse_fk(
     table_index: &FxHashMap<String, TableId>,
     pk_of: &[Option<String>],
 ) -> Result<TableId, String> {
-    let (t, f) = target
-        .split_once('.')
-        .ok_or_else(|| format!("foreign_key `{target}` must be written as `table.field`"))?;
+    let (t, f) =
+        target.split_once('.').ok_or_else(|| format!("foreign_key `{target}` must be written as `table.field`"))?;
     let &tid = table_index
         .get(t)
         .ok_or_else(|| format!("foreign_key `{target}` references table `{t}`, which is not declared"))?;
     match &pk_of[tid as usize] {
         Some(pk) if pk == f => Ok(tid),
-        Some(pk) => Err(format!(
-            "foreign_key `{target}` must reference the primary key of `{t}` (`{t}.{pk}`)"
-        )),
-        None => Err(format!(
-            "foreign_key `{target}` references `{t}`, which has no primary_key field `{f}`"
-        )),
+        Some(pk) => Err(format!("foreign_key `{target}` must reference the primary key of `{t}` (`{t}.{pk}`)")),
+        None => Err(format!("foreign_key `{target}` references `{t}`, which has no primary_key field `{f}`")),
     }
+}
+
+/// Depth-first sizing of custom type `i`, reporting cycles.
+fn visit(
+    i: usize,
+    raw: &[(String, Vec<RawField>)],
+    names: &TypeNames,
+    state: &mut [u8],
+    sizes: &mut [usize],
+    ctx: &mut Ctx,
+) {
+    if state[i] == 2 {
+        return;
+    }
+    let at = At { table: Some(format!("custom type {}", raw[i].0)), field: None };
+    if state[i] == 1 {
+        ctx.push(&at, "custom type contains itself");
+        return;
+    }
+    state[i] = 1;
+    let mut total = 0usize;
+    for f in &raw[i].1 {
+        let mut deps = Vec::new();
+        named_deps(&f.ty, &mut deps);
+        for d in deps {
+            if let Some(&j) = names.customs.get(&d) {
+                if state[j] == 1 {
+                    ctx.push(&at, format!("custom type contains itself through field `{}`", f.name));
+                    state[i] = 2;
+                    return;
+                }
+                visit(j, raw, names, state, sizes, ctx);
+            }
+        }
+        let fat = At { table: at.table.clone(), field: Some(f.name.clone()) };
+        match resolve(names, &f.ty) {
+            Ok(ty) if ty.is_fixed() => {
+                total += value::fixed_size(&ty, &|id| sizes[id]).unwrap_or(0);
+            }
+            Ok(_) => ctx.push(&fat, "custom type fields must have a fixed size (no string or bytes)"),
+            Err(e) => ctx.push(&fat, e),
+        }
+    }
+    sizes[i] = total;
+    state[i] = 2;
 }
 
 fn resolve_customs(ctx: &mut Ctx, names: &TypeNames, raw: &[(String, Vec<RawField>)]) -> Vec<CustomType> {
@@ -644,49 +678,6 @@ fn resolve_customs(ctx: &mut Ctx, names: &TypeNames, raw: &[(String, Vec<RawFiel
     let n = raw.len();
     let mut state = vec![0u8; n]; // 0 new, 1 visiting, 2 done
     let mut sizes = vec![0usize; n];
-    fn visit(
-        i: usize,
-        raw: &[(String, Vec<RawField>)],
-        names: &TypeNames,
-        state: &mut [u8],
-        sizes: &mut [usize],
-        ctx: &mut Ctx,
-    ) {
-        if state[i] == 2 {
-            return;
-        }
-        let at = At { table: Some(format!("custom type {}", raw[i].0)), field: None };
-        if state[i] == 1 {
-            ctx.push(&at, "custom type contains itself");
-            return;
-        }
-        state[i] = 1;
-        let mut total = 0usize;
-        for f in &raw[i].1 {
-            let mut deps = Vec::new();
-            named_deps(&f.ty, &mut deps);
-            for d in deps {
-                if let Some(&j) = names.customs.get(&d) {
-                    if state[j] == 1 {
-                        ctx.push(&at, format!("custom type contains itself through field `{}`", f.name));
-                        state[i] = 2;
-                        return;
-                    }
-                    visit(j, raw, names, state, sizes, ctx);
-                }
-            }
-            let fat = At { table: at.table.clone(), field: Some(f.name.clone()) };
-            match resolve(names, &f.ty) {
-                Ok(ty) if ty.is_fixed() => {
-                    total += value::fixed_size(&ty, &|id| sizes[id]).unwrap_or(0);
-                }
-                Ok(_) => ctx.push(&fat, "custom type fields must have a fixed size (no string or bytes)"),
-                Err(e) => ctx.push(&fat, e),
-            }
-        }
-        sizes[i] = total;
-        state[i] = 2;
-    }
     for i in 0..n {
         visit(i, raw, names, &mut state, &mut sizes, ctx);
     }
@@ -723,10 +714,12 @@ fn resolve_customs(ctx: &mut Ctx, names: &TypeNames, raw: &[(String, Vec<RawFiel
 
 /// Resolve declared defaults (they need the finished schema for enums and
 /// custom types) and fill zero values for the rest.
+// Index loops: each step reads the schema while writing one field of it.
+#[allow(clippy::needless_range_loop)]
 fn fill_defaults(
     schema: &mut Schema,
     ctx: &mut Ctx,
-    raw_tables: &[(String, Option<String>, Option<String>, Vec<RawField>)],
+    raw_tables: &[RawTable],
     raw_customs: &[(String, Vec<RawField>)],
     relation_defaults: &[Vec<Option<serde_json::Value>>],
 ) {
@@ -738,7 +731,13 @@ fn fill_defaults(
                 table: Some(format!("custom type {}", schema.custom_types[ci].name)),
                 field: Some(schema.custom_types[ci].fields[fi].name.clone()),
             };
-            let d = compute_default(schema, &schema.custom_types[ci].fields[fi].ty, raw.and_then(|r| r.default.as_ref()), ctx, &at);
+            let d = compute_default(
+                schema,
+                &schema.custom_types[ci].fields[fi].ty,
+                raw.and_then(|r| r.default.as_ref()),
+                ctx,
+                &at,
+            );
             schema.custom_types[ci].fields[fi].default = d;
         }
     }
@@ -764,13 +763,7 @@ fn fill_defaults(
     }
 }
 
-fn compute_default(
-    schema: &Schema,
-    ty: &FieldType,
-    raw: Option<&serde_json::Value>,
-    ctx: &mut Ctx,
-    at: &At,
-) -> Value {
+fn compute_default(schema: &Schema, ty: &FieldType, raw: Option<&serde_json::Value>, ctx: &mut Ctx, at: &At) -> Value {
     match raw {
         None => Value::zero(ty, schema),
         Some(j) => value::from_json(ty, j, schema).unwrap_or_else(|e| {

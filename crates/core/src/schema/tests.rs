@@ -3,12 +3,7 @@ use super::*;
 const RPG: &str = include_str!("../../../../examples/schemas/rpg_game.toml");
 
 fn errors(text: &str) -> Vec<String> {
-    Schema::from_toml_str(text)
-        .expect_err("schema should be rejected")
-        .issues
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    Schema::from_toml_str(text).expect_err("schema should be rejected").issues.iter().map(ToString::to_string).collect()
 }
 
 #[test]
@@ -79,7 +74,10 @@ variants = []
     assert!(joined.contains("a.f: unknown type `u33`"), "{joined}");
     assert!(joined.contains("a.f: duplicate field name `f`"), "{joined}");
     assert!(joined.contains("a.g: type `[f32; 100000]`: array length 100000 is longer than the maximum"), "{joined}");
-    assert!(joined.contains("a.r: foreign_key `nowhere.id` references table `nowhere`, which is not declared"), "{joined}");
+    assert!(
+        joined.contains("a.r: foreign_key `nowhere.id` references table `nowhere`, which is not declared"),
+        "{joined}"
+    );
     assert!(joined.contains("a._secret: field name `_secret` is reserved"), "{joined}");
     assert!(joined.contains("b: parent_table `missing` is not a declared table"), "{joined}");
     assert!(joined.contains("enum empty: enum has no variants"), "{joined}");
@@ -113,7 +111,10 @@ type = "u64"
 foreign_key = "e"
 "#;
     let joined = errors(text).join("\n");
-    assert!(joined.contains("c.bad_target: foreign_key `e.hp` must reference the primary key of `e` (`e.id`)"), "{joined}");
+    assert!(
+        joined.contains("c.bad_target: foreign_key `e.hp` must reference the primary key of `e` (`e.id`)"),
+        "{joined}"
+    );
     assert!(joined.contains("c.bad_type: foreign_key fields hold entity ids and must be u64, not u32"), "{joined}");
     assert!(joined.contains("c.no_dot: foreign_key `e` must be written as `table.field`"), "{joined}");
 }

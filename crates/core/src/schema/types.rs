@@ -85,7 +85,10 @@ pub enum FieldType {
     /// `[u8; N]`: a fixed-size UTF-8 string, zero-padded. Holds at most N bytes.
     FixedString(usize),
     /// Index into `Schema::enums`; `width` is the stored byte width (1 or 2).
-    Enum { id: usize, width: usize },
+    Enum {
+        id: usize,
+        width: usize,
+    },
     /// Index into `Schema::custom_types`.
     Custom(usize),
     /// Variable-length UTF-8 string, stored out of line.
@@ -121,9 +124,7 @@ impl fmt::Display for TypeExpr {
 pub fn parse_type_expr(s: &str) -> Result<TypeExpr, String> {
     let s = s.trim();
     if let Some(inner) = s.strip_prefix('[') {
-        let inner = inner
-            .strip_suffix(']')
-            .ok_or_else(|| format!("type `{s}`: array type must end with `]`"))?;
+        let inner = inner.strip_suffix(']').ok_or_else(|| format!("type `{s}`: array type must end with `]`"))?;
         // Split at the last top-level ';' so nested arrays parse.
         let mut depth = 0i32;
         let mut split = None;
@@ -138,16 +139,13 @@ pub fn parse_type_expr(s: &str) -> Result<TypeExpr, String> {
         let i = split.ok_or_else(|| format!("type `{s}`: array type must be `[T; N]`"))?;
         let elem = parse_type_expr(&inner[..i])?;
         let len_text = inner[i + 1..].trim();
-        let len: usize = len_text
-            .parse()
-            .map_err(|_| format!("type `{s}`: array length `{len_text}` is not a number"))?;
+        let len: usize =
+            len_text.parse().map_err(|_| format!("type `{s}`: array length `{len_text}` is not a number"))?;
         if len == 0 {
             return Err(format!("type `{s}`: array length must be at least 1"));
         }
         if len > MAX_ARRAY_LEN {
-            return Err(format!(
-                "type `{s}`: array length {len} is longer than the maximum of {MAX_ARRAY_LEN}"
-            ));
+            return Err(format!("type `{s}`: array length {len} is longer than the maximum of {MAX_ARRAY_LEN}"));
         }
         return Ok(TypeExpr::Array(Box::new(elem), len));
     }
@@ -168,10 +166,7 @@ mod tests {
     fn parses_nested_arrays() {
         assert_eq!(
             parse_type_expr("[[u8; 4]; 2]").unwrap(),
-            TypeExpr::Array(
-                Box::new(TypeExpr::Array(Box::new(TypeExpr::Named("u8".into())), 4)),
-                2
-            )
+            TypeExpr::Array(Box::new(TypeExpr::Array(Box::new(TypeExpr::Named("u8".into())), 4)), 2)
         );
         assert_eq!(parse_type_expr(" [f32;3] ").unwrap().to_string(), "[f32; 3]");
     }

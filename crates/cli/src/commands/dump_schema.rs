@@ -1,0 +1,45 @@
+//! `dump-schema FILE`: parse, validate and print the normalized schema.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ecsdb::Schema;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The schema TOML file.
+    pub file: PathBuf,
+    /// Print the schema as JSON instead of TOML.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &Args) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.file.display());
+            return ExitCode::from(1);
+        }
+    };
+    match Schema::from_toml_str(&text) {
+        Ok(schema) => {
+            if args.json {
+                match serde_json::to_string_pretty(&schema.to_json()) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                print!("{}", schema.to_toml_string());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.file.display());
+            ExitCode::from(1)
+        }
+    }
+}
