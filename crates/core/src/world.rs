@@ -503,9 +503,7 @@ impl World {
             reason: format!("bad properties: {reason}"),
         })?;
         for (slot, p) in parts.iter().enumerate() {
-            if layout.slots[slot].needs_check
-                || layout.slots[slot].fixed.is_some_and(|(_, n)| n != p.len())
-            {
+            if layout.slots[slot].needs_check || layout.slots[slot].fixed.is_some_and(|(_, n)| n != p.len()) {
                 layout.decode_slot(&self.schema, slot, p).map_err(|reason| Error::InvalidValue {
                     table: format!("relation {}", r.name),
                     field: r.fields[slot].name.clone(),

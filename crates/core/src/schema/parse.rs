@@ -303,7 +303,7 @@ impl Schema {
                         }
                     }
                     Some(other) => {
-                        ctx.push(&at, format!("`variants` must be an array of strings, got {}", other.type_str()))
+                        ctx.push(&at, format!("`variants` must be an array of strings, got {}", other.type_str()));
                     }
                     None => ctx.push(&at, "enum has no `variants`"),
                 }
