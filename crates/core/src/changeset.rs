@@ -102,6 +102,14 @@ impl<'a> Op<'a> {
     }
 }
 
+/// An open `SetMany` op (see [`ChangeSet::begin_set_many`]).
+#[derive(Debug)]
+pub struct SetManyMark {
+    start: usize,
+    ops: u32,
+    count: u32,
+}
+
 /// A change set that failed to decode: where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed change set at byte {offset}: {reason}")]
@@ -227,21 +235,36 @@ impl ChangeSet {
         }
     }
 
-    /// Start a `SetMany` op for `count` rows; append each row with
-    /// [`ChangeSet::set_many_entry`].
-    pub fn begin_set_many(&mut self, table: TableId, slot: u16, size: u32, count: u32) {
+    /// Start a `SetMany` op; append rows with [`ChangeSet::set_many_entry`]
+    /// and close it with [`ChangeSet::end_set_many`].
+    pub fn begin_set_many(&mut self, table: TableId, slot: u16, size: u32) -> SetManyMark {
+        let mark = SetManyMark { start: self.buf.len(), ops: self.ops, count: 0 };
         self.begin(OP_SET_MANY);
         self.u16(table);
         self.u16(slot);
         self.buf.extend_from_slice(&size.to_le_bytes());
-        self.buf.extend_from_slice(&count.to_le_bytes());
-        self.buf.reserve(count as usize * (8 + size as usize));
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        mark
     }
 
     /// One row of the `SetMany` op begun last.
-    pub fn set_many_entry(&mut self, id: EntityId, bytes: &[u8]) {
+    pub fn set_many_entry(&mut self, mark: &mut SetManyMark, id: EntityId, bytes: &[u8]) {
         self.u64(id.0);
         self.buf.extend_from_slice(bytes);
+        mark.count += 1;
+    }
+
+    /// Close a `SetMany` op: patch its row count, or drop it when empty.
+    pub fn end_set_many(&mut self, mark: SetManyMark) {
+        let SetManyMark { start, ops, count } = mark;
+        if count == 0 {
+            self.buf.truncate(start);
+            self.ops = ops;
+            self.buf[1..5].copy_from_slice(&self.ops.to_le_bytes());
+        } else {
+            let at = start + 1 + 2 + 2 + 4;
+            self.buf[at..at + 4].copy_from_slice(&count.to_le_bytes());
+        }
     }
 
     /// Parse and check an encoded change set (framing only; the world checks

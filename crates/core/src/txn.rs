@@ -34,7 +34,13 @@ enum Undo {
     Set(EntityId, TableId, usize, Vec<u8>),
     Link(EdgeKey, Option<Box<[u8]>>),
     Unlink(EdgeKey, Box<[u8]>),
-    ColumnImage { arch: ArchetypeId, col: usize, rows: usize, bytes: Vec<u8> },
+    /// A copy of `rows` elements of a column, at `start` in the image arena.
+    ColumnImage {
+        arch: ArchetypeId,
+        col: usize,
+        rows: usize,
+        start: usize,
+    },
     Fields(Vec<(EntityId, TableId, usize, Vec<u8>)>),
 }
 
@@ -49,7 +55,11 @@ pub(crate) struct TxnState {
     captured: FxHashSet<(ArchetypeId, usize)>,
     /// (archetype, column, table, slot, undo index) of live column images.
     captures: Vec<(ArchetypeId, usize, TableId, usize, usize)>,
-    start_bytes: usize,
+    /// Column images, back to back (one allocation for all of them).
+    images: Vec<u8>,
+    /// Accounted bytes before the first operation that can grow memory
+    /// (measured lazily: only growing transactions pay for it).
+    start_bytes: Option<usize>,
 }
 
 /// A committed transaction.
@@ -74,7 +84,8 @@ impl World {
             fk_writes: Vec::new(),
             captured: FxHashSet::default(),
             captures: Vec::new(),
-            start_bytes: self.data_bytes(),
+            images: Vec::new(),
+            start_bytes: None,
         }));
         Ok(())
     }
@@ -95,7 +106,7 @@ impl World {
             return Ok(());
         };
         for &(arch, col, t, slot, ui) in &st.captures {
-            let Undo::ColumnImage { rows, bytes, .. } = &st.undo[ui] else {
+            let Undo::ColumnImage { rows, start, .. } = st.undo[ui] else {
                 continue;
             };
             let archetype = &self.archetypes[arch as usize];
@@ -107,7 +118,8 @@ impl World {
             }
             let size = c.elem_size();
             let now = c.bytes();
-            for row in 0..*rows {
+            let bytes = &st.images[start..start + rows * size];
+            for row in 0..rows {
                 let (old, new) = (&bytes[row * size..(row + 1) * size], &now[row * size..(row + 1) * size]);
                 if old != new {
                     let layout = &self.layouts[t as usize];
@@ -132,8 +144,7 @@ impl World {
         };
         st.captured.clear();
         for (arch, col, t, slot, ui) in std::mem::take(&mut st.captures) {
-            let Undo::ColumnImage { rows, bytes, .. } = std::mem::replace(&mut st.undo[ui], Undo::Fields(Vec::new()))
-            else {
+            let Undo::ColumnImage { rows, start, .. } = st.undo[ui] else {
                 continue;
             };
             let archetype = &self.archetypes[arch as usize];
@@ -142,21 +153,23 @@ impl World {
             };
             let size = c.elem_size();
             let now = c.bytes();
-            let changed: Vec<usize> = (0..rows)
-                .filter(|&row| bytes[row * size..(row + 1) * size] != now[row * size..(row + 1) * size])
-                .collect();
+            let image = &st.images[start..start + rows * size];
             let mut fields = Vec::new();
-            if !changed.is_empty() {
-                st.cs.begin_set_many(t, slot as u16, size as u32, changed.len() as u32);
-                for &row in &changed {
+            let mut mark = st.cs.begin_set_many(t, slot as u16, size as u32);
+            for (row, (old, new)) in image.chunks_exact(size).zip(now.chunks_exact(size)).enumerate() {
+                if old != new {
                     let id = archetype.entities[row];
-                    st.cs.set_many_entry(id, &now[row * size..(row + 1) * size]);
+                    st.cs.set_many_entry(&mut mark, id, new);
                     if !committing {
-                        fields.push((id, t, slot, bytes[row * size..(row + 1) * size].to_vec()));
+                        fields.push((id, t, slot, old.to_vec()));
                     }
                 }
             }
+            st.cs.end_set_many(mark);
             st.undo[ui] = Undo::Fields(fields);
+        }
+        if st.captures.is_empty() {
+            st.images.clear();
         }
         Ok(())
     }
@@ -178,6 +191,7 @@ impl World {
     /// Create an entity with no components.
     pub fn create_entity(&mut self) -> Result<EntityId> {
         self.st()?;
+        self.note_growth();
         let id = self.spawn()?;
         let st = self.st()?;
         st.undo.push(Undo::Spawn(id));
@@ -190,6 +204,7 @@ impl World {
     /// was used by a deleted entity.
     pub fn create_entity_with_id(&mut self, id: EntityId) -> Result<()> {
         self.st()?;
+        self.note_growth();
         self.spawn_at(id)?;
         let st = self.st()?;
         st.undo.push(Undo::Spawn(id));
@@ -214,22 +229,53 @@ impl World {
 
     /// Add component `t` from an encoded row (see [`crate::layout`]).
     pub fn insert_row(&mut self, id: EntityId, t: TableId, row: &[u8]) -> Result<()> {
+        self.insert_rows(id, &[(t, row)])
+    }
+
+    /// Add several components at once (one archetype move): all or none.
+    pub fn insert_rows(&mut self, id: EntityId, rows: &[(TableId, &[u8])]) -> Result<()> {
         self.st()?;
-        self.table_exists(t)?;
-        if self.has(id, t) {
-            return Err(Error::ComponentExists { entity: id, table: self.table_name(t) });
+        for &(t, _) in rows {
+            self.table_exists(t)?;
         }
         self.flush_for(id)?;
-        self.add_component(id, t, row)?;
-        let fk: Vec<usize> = self.fk_slots[t as usize].clone();
-        let st = self.st()?;
-        st.undo.push(Undo::Add(id, t));
-        st.cs.push(Op::AddComponent { id, table: t, row });
-        st.touched.push(id);
-        for slot in fk {
-            st.fk_writes.push((id, t, slot));
+        self.note_growth();
+        self.add_components(id, rows)?;
+        let World { txn, fk_slots, .. } = self;
+        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        for &(t, row) in rows {
+            st.undo.push(Undo::Add(id, t));
+            st.cs.push(Op::AddComponent { id, table: t, row });
+            for &slot in &fk_slots[t as usize] {
+                st.fk_writes.push((id, t, slot));
+            }
         }
+        st.touched.push(id);
         Ok(())
+    }
+
+    /// Create an entity with components given as encoded rows.
+    pub fn spawn_rows(&mut self, rows: &[(TableId, &[u8])]) -> Result<EntityId> {
+        self.st()?;
+        for &(t, row) in rows {
+            self.table_exists(t)?;
+            self.check_row(t, row)?;
+        }
+        let id = self.create_entity()?;
+        self.insert_rows(id, rows)?;
+        Ok(id)
+    }
+
+    /// Record the memory baseline before the first operation that can grow
+    /// accounted memory (only when a ceiling is set).
+    fn note_growth(&mut self) {
+        let need = self.memory_limit_bytes.is_some() && self.txn.as_ref().is_some_and(|s| s.start_bytes.is_none());
+        if need {
+            let bytes = self.data_bytes();
+            if let Some(st) = self.txn.as_deref_mut() {
+                st.start_bytes = Some(bytes);
+            }
+        }
     }
 
     /// Add component `t` with values for its stored fields, in slot order.
@@ -283,6 +329,11 @@ impl World {
     pub fn set_bytes(&mut self, id: EntityId, f: FieldRef, bytes: &[u8]) -> Result<()> {
         self.st()?;
         self.table_exists(f.table)?;
+        if f.slot < self.layouts[f.table as usize].slots.len()
+            && self.layouts[f.table as usize].slots[f.slot].fixed.is_none()
+        {
+            self.note_growth();
+        }
         let old = self.set_field(id, f.table, f.slot, bytes)?;
         let is_fk = self.schema.table(f.table).stored_field(f.slot).foreign_key.is_some();
         let st = self.st()?;
@@ -367,6 +418,7 @@ impl World {
     /// properties).
     pub fn link_edge(&mut self, rel: RelationId, from: EntityId, to: EntityId, props: &[u8]) -> Result<()> {
         self.st()?;
+        self.note_growth();
         let k = EdgeKey { rel, from, to };
         let prev = self.link(k, props)?;
         let st = self.st()?;
@@ -522,9 +574,9 @@ impl World {
                 self.check_edge_ends(&k)?;
             }
         }
-        if let Some(limit) = self.memory_limit_bytes {
+        if let (Some(limit), Some(start)) = (self.memory_limit_bytes, st.start_bytes) {
             let used = self.data_bytes();
-            if used > limit && used > st.start_bytes {
+            if used > limit && used > start {
                 return Err(Error::MemoryLimit { used_bytes: used, limit_bytes: limit });
             }
         }
@@ -561,10 +613,10 @@ impl World {
                 Undo::Link(k, Some(p)) => self.link(k, &p).map(|_| ()),
                 Undo::Link(k, None) => self.unlink(&k).map(|_| ()),
                 Undo::Unlink(k, p) => self.link(k, &p).map(|_| ()),
-                Undo::ColumnImage { arch, col, rows, bytes } => {
+                Undo::ColumnImage { arch, col, rows, start } => {
                     if let Column::Fixed(c) = &mut self.archetypes[arch as usize].columns[col] {
                         let n = rows * c.elem_size();
-                        c.bytes_mut()[..n].copy_from_slice(&bytes[..n]);
+                        c.bytes_mut()[..n].copy_from_slice(&st.images[start..start + n]);
                     }
                     Ok(())
                 }
@@ -625,12 +677,9 @@ impl ChunkMut<'_> {
         if self.st.captured.insert((self.arch.id, c))
             && let Column::Fixed(col) = &self.arch.columns[c]
         {
-            self.st.undo.push(Undo::ColumnImage {
-                arch: self.arch.id,
-                col: c,
-                rows: col.len(),
-                bytes: col.bytes().to_vec(),
-            });
+            let start = self.st.images.len();
+            self.st.images.extend_from_slice(col.bytes());
+            self.st.undo.push(Undo::ColumnImage { arch: self.arch.id, col: c, rows: col.len(), start });
             self.st.captures.push((self.arch.id, c, f.table, f.slot, self.st.undo.len() - 1));
         }
         Ok(c)

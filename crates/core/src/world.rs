@@ -314,17 +314,24 @@ impl World {
 
     // ------------------------------------------------------------ primitives
 
-    /// Check an encoded row of table `t` and return its per-slot parts.
+    /// Check an encoded row of table `t`. Returns its per-slot parts when
+    /// the table has var fields, and nothing (no allocation) when every
+    /// field is fixed: then [`row_part`] slices the row by offset.
     pub(crate) fn check_row<'r>(&self, t: TableId, row: &'r [u8]) -> Result<Vec<&'r [u8]>> {
         let layout = &self.layouts[t as usize];
-        let table = self.schema.table(t);
-        let parts = layout.split(row).map_err(|reason| Error::InvalidValue {
-            table: table.name.clone(),
-            field: "*".into(),
-            reason,
-        })?;
-        for (slot, p) in parts.iter().enumerate() {
-            self.check_slot_bytes(t, slot, p)?;
+        let bad = |reason: String| Error::InvalidValue { table: self.table_name(t), field: "*".into(), reason };
+        let parts = if layout.var_count == 0 {
+            if row.len() != layout.fixed_size {
+                return Err(bad(format!("row of {} bytes, expected {}", row.len(), layout.fixed_size)));
+            }
+            Vec::new()
+        } else {
+            layout.split(row).map_err(bad)?
+        };
+        for slot in 0..layout.slots.len() {
+            if layout.slots[slot].needs_check || !parts.is_empty() {
+                self.check_slot_bytes(t, slot, row_part(layout, row, &parts, slot))?;
+            }
         }
         Ok(parts)
     }
@@ -366,10 +373,11 @@ impl World {
         }
     }
 
-    fn fk_adjust_row(&mut self, t: TableId, parts: &[&[u8]], delta: i32) {
+    fn fk_adjust_row(&mut self, t: TableId, row: &[u8], parts: &[&[u8]], delta: i32) {
         for i in 0..self.fk_slots[t as usize].len() {
             let slot = self.fk_slots[t as usize][i];
-            self.fk_adjust(t, slot, parts[slot], delta);
+            let part = row_part(&self.layouts[t as usize], row, parts, slot);
+            self.fk_adjust(t, slot, part, delta);
         }
     }
 
@@ -397,21 +405,44 @@ impl World {
 
     /// Add component `t` with an encoded row.
     pub(crate) fn add_component(&mut self, id: EntityId, t: TableId, row: &[u8]) -> Result<()> {
+        self.add_components(id, &[(t, row)])
+    }
+
+    /// Add several components at once: one move to the final archetype.
+    pub(crate) fn add_components(&mut self, id: EntityId, rows: &[(TableId, &[u8])]) -> Result<()> {
         let (a, r) = self.location(id)?;
-        if self.archetypes[a as usize].has(t) {
-            return Err(Error::ComponentExists { entity: id, table: self.table_name(t) });
+        let mut to = a;
+        let mut all_parts = Vec::with_capacity(rows.len());
+        for (i, &(t, row)) in rows.iter().enumerate() {
+            if self.archetypes[to as usize].has(t) {
+                let dup = rows[..i].iter().any(|&(x, _)| x == t);
+                return Err(if dup {
+                    Error::InvalidValue {
+                        table: self.table_name(t),
+                        field: "*".into(),
+                        reason: "the same component is given twice".into(),
+                    }
+                } else {
+                    Error::ComponentExists { entity: id, table: self.table_name(t) }
+                });
+            }
+            all_parts.push(self.check_row(t, row)?);
+            to = self.archetype_with(to, t);
         }
-        let parts = self.check_row(t, row)?;
-        let to = self.archetype_with(a, t);
         let new_row = self.move_entity(id, a, r, to);
         let arch = &mut self.archetypes[to as usize];
-        if let Some(cols) = arch.table_columns(t) {
-            for (c, p) in cols.zip(&parts) {
-                arch.columns[c].push(p);
+        for (&(t, row), parts) in rows.iter().zip(&all_parts) {
+            let layout = &self.layouts[t as usize];
+            if let Some(cols) = arch.table_columns(t) {
+                for (slot, c) in cols.enumerate() {
+                    arch.columns[c].push(row_part(layout, row, parts, slot));
+                }
             }
         }
         debug_assert!(arch.columns.iter().all(|c| c.len() == new_row + 1));
-        self.fk_adjust_row(t, &parts, 1);
+        for (&(t, row), parts) in rows.iter().zip(&all_parts) {
+            self.fk_adjust_row(t, row, parts, 1);
+        }
         Ok(())
     }
 
@@ -423,10 +454,10 @@ impl World {
             .ok_or_else(|| Error::ComponentMissing { entity: id, table: self.table_name(t) })?;
         let to = self.archetype_without(a, t);
         self.move_entity(id, a, r, to);
-        if let Ok(parts) = self.layouts[t as usize].split(&old) {
-            let parts: Vec<Vec<u8>> = parts.into_iter().map(<[u8]>::to_vec).collect();
-            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-            self.fk_adjust_row(t, &refs, -1);
+        if !self.fk_slots[t as usize].is_empty() {
+            let layout = &self.layouts[t as usize];
+            let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(&old).unwrap_or_default() };
+            self.fk_adjust_row(t, &old, &parts, -1);
         }
         Ok(old)
     }
@@ -817,6 +848,16 @@ pub fn id_from_json(v: &serde_json::Value) -> Option<EntityId> {
         serde_json::Value::Number(n) => n.as_u64().map(EntityId),
         serde_json::Value::String(s) => s.parse().ok().map(EntityId),
         _ => None,
+    }
+}
+
+/// Bytes of `slot` in an encoded row: from `parts` when the row was split,
+/// else by its fixed offset.
+pub(crate) fn row_part<'r>(layout: &RowLayout, row: &'r [u8], parts: &[&'r [u8]], slot: usize) -> &'r [u8] {
+    match (parts.get(slot), layout.slots[slot].fixed) {
+        (Some(p), _) => p,
+        (None, Some((off, size))) => &row[off..off + size],
+        (None, None) => &[],
     }
 }
 

@@ -101,6 +101,7 @@ enum Gen {
     Link(usize, usize, u16),
     Unlink(usize, usize),
     Shift(f32),
+    Bundle(Vec<u8>),
 }
 
 fn arb_f32() -> impl Strategy<Value = f32> {
@@ -130,6 +131,7 @@ fn arb_gen() -> impl Strategy<Value = Gen> {
         2 => (any::<usize>(), any::<usize>(), any::<u16>()).prop_map(|(a, b, w)| Gen::Link(a, b, w)),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Gen::Unlink(a, b)),
         1 => arb_f32().prop_map(Gen::Shift),
+        1 => proptest::collection::vec(any::<u8>(), 24).prop_map(Gen::Bundle),
     ]
 }
 
@@ -315,6 +317,19 @@ fn run_txn(
                 };
                 let r = w.unlink_edge(0, x, y);
                 assert_eq!(r.is_ok(), model.edges.remove(&(x, y)).is_some());
+            }
+            Gen::Bundle(b) => {
+                let pos = values_for(POS, b, 0, 1.5);
+                let hp = values_for(HP, b, 0, 0.0);
+                let rows = [(POS, w.encode_values(POS, &pos)), (HP, w.encode_values(HP, &hp))];
+                let refs: Vec<(u16, &[u8])> = rows.iter().map(|(t, r)| (*t, r.as_slice())).collect();
+                let id = w.spawn_rows(&refs).unwrap();
+                assert!(!ever.contains(&id), "committed id {id:?} was handed out again");
+                created.push(id);
+                model.entities.insert(id, BTreeMap::from([(POS, pos), (HP, hp)]));
+                // The same table twice is refused and changes nothing.
+                let dup = [(HP, refs[1].1), (HP, refs[1].1)];
+                assert!(w.insert_rows(id, &dup).is_err());
             }
             Gen::Shift(d) => {
                 let p = FieldRef { table: POS, slot: 0 };

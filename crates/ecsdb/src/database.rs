@@ -365,6 +365,17 @@ impl Transaction<'_> {
         Ok(self.w().insert_row(id, table, row)?)
     }
 
+    /// Add several components from encoded rows in one move: all or none.
+    pub fn insert_rows(&mut self, id: EntityId, rows: &[(TableId, &[u8])]) -> Result<()> {
+        Ok(self.w().insert_rows(id, rows)?)
+    }
+
+    /// Create an entity with components given as encoded rows (the fastest
+    /// way to spawn; like an ECS bundle).
+    pub fn spawn_rows(&mut self, rows: &[(TableId, &[u8])]) -> Result<EntityId> {
+        Ok(self.w().spawn_rows(rows)?)
+    }
+
     /// Add a component from a JSON object (missing fields take defaults).
     pub fn insert_json(&mut self, id: EntityId, table: &str, fields: &serde_json::Value) -> Result<()> {
         let t = self.table(table)?;
@@ -374,6 +385,11 @@ impl Transaction<'_> {
     pub fn remove(&mut self, id: EntityId, table: &str) -> Result<()> {
         let t = self.table(table)?;
         Ok(self.w().remove(id, t)?)
+    }
+
+    /// Remove a component by table id (no name lookup).
+    pub fn remove_component(&mut self, id: EntityId, table: TableId) -> Result<()> {
+        Ok(self.w().remove(id, table)?)
     }
 
     /// Set one field.
