@@ -255,6 +255,8 @@ impl ChangeSet {
     }
 
     /// Close a `SetMany` op: patch its row count, or drop it when empty.
+    // Taking the mark by value means an op cannot be closed twice.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn end_set_many(&mut self, mark: SetManyMark) {
         let SetManyMark { start, ops, count } = mark;
         if count == 0 {
