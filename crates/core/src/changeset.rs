@@ -237,7 +237,9 @@ impl ChangeSet {
 
     /// Start a `SetMany` op; append rows with [`ChangeSet::set_many_entry`]
     /// and close it with [`ChangeSet::end_set_many`].
-    pub fn begin_set_many(&mut self, table: TableId, slot: u16, size: u32) -> SetManyMark {
+    /// `max_rows` bounds the rows to come (room is reserved for them).
+    pub fn begin_set_many(&mut self, table: TableId, slot: u16, size: u32, max_rows: usize) -> SetManyMark {
+        self.buf.reserve(13 + max_rows * (8 + size as usize));
         let mark = SetManyMark { start: self.buf.len(), ops: self.ops, count: 0 };
         self.begin(OP_SET_MANY);
         self.u16(table);

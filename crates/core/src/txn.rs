@@ -28,7 +28,7 @@ use crate::world::{Removed, World, two_mut};
 #[derive(Debug)]
 enum Undo {
     Spawn(EntityId),
-    Despawn(EntityId, Removed),
+    Despawn(EntityId, Box<Removed>),
     Add(EntityId, TableId),
     Remove(EntityId, TableId, Vec<u8>),
     Set(EntityId, TableId, usize, Vec<u8>),
@@ -55,6 +55,8 @@ pub(crate) struct TxnState {
     captured: FxHashSet<(ArchetypeId, usize)>,
     /// (archetype, column, table, slot, undo index) of live column images.
     captures: Vec<(ArchetypeId, usize, TableId, usize, usize)>,
+    /// Copy of `World::check_touched`.
+    check_touched: bool,
     /// Column images, back to back (one allocation for all of them).
     images: Vec<u8>,
     /// Accounted bytes before the first operation that can grow memory
@@ -84,6 +86,7 @@ impl World {
             fk_writes: Vec::new(),
             captured: FxHashSet::default(),
             captures: Vec::new(),
+            check_touched: self.check_touched,
             images: Vec::new(),
             start_bytes: None,
         }));
@@ -96,7 +99,7 @@ impl World {
     }
 
     fn st(&mut self) -> Result<&mut TxnState> {
-        self.txn.as_deref_mut().ok_or(Error::NoTransaction)
+        self.txn.as_deref_mut().ok_or_else(|| Error::NoTransaction)
     }
 
     /// Check every changed element of every live column image (bool, enum
@@ -155,7 +158,7 @@ impl World {
             let now = c.bytes();
             let image = &st.images[start..start + rows * size];
             let mut fields = Vec::new();
-            let mut mark = st.cs.begin_set_many(t, slot as u16, size as u32);
+            let mut mark = st.cs.begin_set_many(t, slot as u16, size as u32, rows);
             for (row, (old, new)) in image.chunks_exact(size).zip(now.chunks_exact(size)).enumerate() {
                 if old != new {
                     let id = archetype.entities[row];
@@ -196,7 +199,9 @@ impl World {
         let st = self.st()?;
         st.undo.push(Undo::Spawn(id));
         st.cs.push(Op::CreateEntity(id));
-        st.touched.push(id);
+        if st.check_touched {
+            st.touched.push(id);
+        }
         Ok(id)
     }
 
@@ -209,7 +214,9 @@ impl World {
         let st = self.st()?;
         st.undo.push(Undo::Spawn(id));
         st.cs.push(Op::CreateEntity(id));
-        st.touched.push(id);
+        if st.check_touched {
+            st.touched.push(id);
+        }
         Ok(())
     }
 
@@ -221,7 +228,7 @@ impl World {
         // but other rows' captures may sit in the same archetypes.
         let removed = self.despawn(id)?;
         let st = self.st()?;
-        st.undo.push(Undo::Despawn(id, removed));
+        st.undo.push(Undo::Despawn(id, Box::new(removed)));
         st.cs.push(Op::DeleteEntity(id));
         st.deleted.push(id);
         Ok(())
@@ -234,6 +241,10 @@ impl World {
 
     /// Add several components at once (one archetype move): all or none.
     pub fn insert_rows(&mut self, id: EntityId, rows: &[(TableId, &[u8])]) -> Result<()> {
+        self.insert_rows_logged(id, rows, true)
+    }
+
+    fn insert_rows_logged(&mut self, id: EntityId, rows: &[(TableId, &[u8])], undo: bool) -> Result<()> {
         self.st()?;
         for &(t, _) in rows {
             self.table_exists(t)?;
@@ -242,15 +253,21 @@ impl World {
         self.note_growth();
         self.add_components(id, rows)?;
         let World { txn, fk_slots, .. } = self;
-        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        let st = txn.as_deref_mut().ok_or_else(|| Error::NoTransaction)?;
         for &(t, row) in rows {
-            st.undo.push(Undo::Add(id, t));
+            if undo {
+                st.undo.push(Undo::Add(id, t));
+            }
             st.cs.push(Op::AddComponent { id, table: t, row });
             for &slot in &fk_slots[t as usize] {
                 st.fk_writes.push((id, t, slot));
             }
         }
-        st.touched.push(id);
+        if st.check_touched {
+            if st.check_touched {
+            st.touched.push(id);
+        }
+        }
         Ok(())
     }
 
@@ -262,7 +279,9 @@ impl World {
             self.check_row(t, row)?;
         }
         let id = self.create_entity()?;
-        self.insert_rows(id, rows)?;
+        // Undoing the spawn removes whatever the entity holds, so the rows
+        // need no undo entries of their own.
+        self.insert_rows_logged(id, rows, false)?;
         Ok(id)
     }
 
@@ -321,7 +340,9 @@ impl World {
         let st = self.st()?;
         st.undo.push(Undo::Remove(id, t, old));
         st.cs.push(Op::RemoveComponent { id, table: t });
-        st.touched.push(id);
+        if st.check_touched {
+            st.touched.push(id);
+        }
         Ok(())
     }
 
@@ -424,8 +445,10 @@ impl World {
         let st = self.st()?;
         st.undo.push(Undo::Link(k, prev));
         st.cs.push(Op::Link { rel, from, to, props });
-        st.touched.push(from);
-        st.touched.push(to);
+        if st.check_touched {
+            st.touched.push(from);
+            st.touched.push(to);
+        }
         Ok(())
     }
 
@@ -463,7 +486,7 @@ impl World {
         F: FnMut(&mut ChunkMut<'_>) -> Result<()>,
     {
         let World { archetypes, txn, schema, fk_slots, .. } = self;
-        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        let st = txn.as_deref_mut().ok_or_else(|| Error::NoTransaction)?;
         for arch in archetypes.iter_mut() {
             if arch.is_empty() || !arch.has_all(tables) {
                 continue;
@@ -487,13 +510,13 @@ impl World {
             return Err(e);
         }
         self.flush_captures(true)?;
-        Ok(&self.txn.as_ref().ok_or(Error::NoTransaction)?.cs)
+        Ok(&self.txn.as_ref().ok_or_else(|| Error::NoTransaction)?.cs)
     }
 
     /// Finish a prepared commit: assign its sequence number and end the
     /// transaction. Empty transactions take no sequence number.
     pub fn finish_commit(&mut self) -> Result<Commit> {
-        let st = self.txn.take().ok_or(Error::NoTransaction)?;
+        let st = self.txn.take().ok_or_else(|| Error::NoTransaction)?;
         if !st.cs.is_empty() {
             self.seq += 1;
         }
@@ -606,7 +629,7 @@ impl World {
         while let Some(u) = st.undo.pop() {
             let r = match u {
                 Undo::Spawn(id) => self.unspawn(id),
-                Undo::Despawn(id, removed) => self.undespawn(id, removed),
+                Undo::Despawn(id, removed) => self.undespawn(id, *removed),
                 Undo::Add(id, t) => self.remove_component(id, t).map(|_| ()),
                 Undo::Remove(id, t, row) => self.add_component(id, t, &row),
                 Undo::Set(id, t, slot, old) => self.set_field(id, t, slot, &old).map(|_| ()),

@@ -42,6 +42,9 @@ pub struct World {
     /// Sequence number of the last commit applied.
     pub(crate) seq: u64,
     pub(crate) memory_limit_bytes: Option<usize>,
+    /// Whether commits must re-check touched entities: the schema has a
+    /// `parent_table` or a relation constraining its end tables.
+    pub(crate) check_touched: bool,
     pub(crate) txn: Option<Box<TxnState>>,
     pub(crate) stats: Stats,
 }
@@ -65,6 +68,8 @@ impl World {
             .iter()
             .map(|t| (0..t.stored_len()).filter(|&s| t.stored_field(s).foreign_key.is_some()).collect())
             .collect();
+        let check_touched = schema.tables.iter().any(|t| t.parent.is_some())
+            || schema.relations.iter().any(|r| r.from.is_some() || r.to.is_some());
         let mut w = World {
             schema,
             layouts,
@@ -77,6 +82,7 @@ impl World {
             fk_refs: FxHashMap::default(),
             seq: 0,
             memory_limit_bytes: None,
+            check_touched,
             txn: None,
             stats: Stats::default(),
         };
@@ -154,7 +160,7 @@ impl World {
     }
 
     pub(crate) fn location(&self, id: EntityId) -> Result<(ArchetypeId, usize)> {
-        self.entities.slot(id).map(|s| (s.archetype, s.row as usize)).ok_or(Error::NoSuchEntity(id))
+        self.entities.slot(id).map(|s| (s.archetype, s.row as usize)).ok_or_else(|| Error::NoSuchEntity(id))
     }
 
     pub(crate) fn table_name(&self, t: TableId) -> String {
@@ -383,7 +389,7 @@ impl World {
 
     /// Create a new entity with no components.
     pub(crate) fn spawn(&mut self) -> Result<EntityId> {
-        let id = self.entities.alloc().ok_or(Error::IdSpaceExhausted)?;
+        let id = self.entities.alloc().ok_or_else(|| Error::IdSpaceExhausted)?;
         self.place_new(id);
         Ok(id)
     }
@@ -518,9 +524,15 @@ impl World {
     }
 
     /// Undo an entity created in a rolled-back transaction.
+    /// Undo an entity created in a rolled-back transaction, with whatever
+    /// components it still holds (a bundle spawn logs no per-component undo).
     pub(crate) fn unspawn(&mut self, id: EntityId) -> Result<()> {
+        let (a, _) = self.location(id)?;
+        let tables = self.archetypes[a as usize].tables.clone();
+        for &t in tables.iter().rev() {
+            self.remove_component(id, t)?;
+        }
         let (a, r) = self.location(id)?;
-        debug_assert_eq!(a, 0, "components are removed before the creation is undone");
         self.remove_row(a, r);
         self.entities.unalloc(id);
         Ok(())
