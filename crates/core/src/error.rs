@@ -25,6 +25,10 @@ pub enum Error {
     ForeignKey { entity: EntityId, table: String, field: String, target: EntityId, reason: String },
     #[error("entity {entity} cannot be deleted: {count} foreign key value(s) still reference it")]
     StillReferenced { entity: EntityId, count: u32 },
+    #[error(
+        "component `{table}` of entity {entity} cannot be removed: {count} foreign key value(s) still reference it"
+    )]
+    ComponentReferenced { entity: EntityId, table: String, count: u32 },
     #[error("entity {entity} has component `{table}` but not its parent_table `{parent}`")]
     ParentMissing { entity: EntityId, table: String, parent: String },
     #[error("relation `{relation}`: {reason}")]

@@ -52,6 +52,8 @@ pub(crate) struct TxnState {
     touched: Vec<EntityId>,
     deleted: Vec<EntityId>,
     fk_writes: Vec<(EntityId, TableId, usize)>,
+    /// Components removed from entities, where the table is a foreign-key target.
+    removed_targets: Vec<(EntityId, TableId)>,
     captured: FxHashSet<(ArchetypeId, usize)>,
     /// (archetype, column, table, slot, undo index) of live column images.
     captures: Vec<(ArchetypeId, usize, TableId, usize, usize)>,
@@ -84,6 +86,7 @@ impl World {
             touched: Vec::new(),
             deleted: Vec::new(),
             fk_writes: Vec::new(),
+            removed_targets: Vec::new(),
             captured: FxHashSet::default(),
             captures: Vec::new(),
             check_touched: self.check_touched,
@@ -99,7 +102,7 @@ impl World {
     }
 
     fn st(&mut self) -> Result<&mut TxnState> {
-        self.txn.as_deref_mut().ok_or_else(|| Error::NoTransaction)
+        self.txn.as_deref_mut().ok_or(Error::NoTransaction)
     }
 
     /// Check every changed element of every live column image (bool, enum
@@ -253,7 +256,7 @@ impl World {
         self.note_growth();
         self.add_components(id, rows)?;
         let World { txn, fk_slots, .. } = self;
-        let st = txn.as_deref_mut().ok_or_else(|| Error::NoTransaction)?;
+        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
         for &(t, row) in rows {
             if undo {
                 st.undo.push(Undo::Add(id, t));
@@ -264,9 +267,7 @@ impl World {
             }
         }
         if st.check_touched {
-            if st.check_touched {
             st.touched.push(id);
-        }
         }
         Ok(())
     }
@@ -337,8 +338,12 @@ impl World {
         }
         self.flush_for(id)?;
         let old = self.remove_component(id, t)?;
+        let is_target = self.fk_targets.binary_search(&t).is_ok();
         let st = self.st()?;
         st.undo.push(Undo::Remove(id, t, old));
+        if is_target {
+            st.removed_targets.push((id, t));
+        }
         st.cs.push(Op::RemoveComponent { id, table: t });
         if st.check_touched {
             st.touched.push(id);
@@ -486,7 +491,7 @@ impl World {
         F: FnMut(&mut ChunkMut<'_>) -> Result<()>,
     {
         let World { archetypes, txn, schema, fk_slots, .. } = self;
-        let st = txn.as_deref_mut().ok_or_else(|| Error::NoTransaction)?;
+        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
         for arch in archetypes.iter_mut() {
             if arch.is_empty() || !arch.has_all(tables) {
                 continue;
@@ -510,13 +515,13 @@ impl World {
             return Err(e);
         }
         self.flush_captures(true)?;
-        Ok(&self.txn.as_ref().ok_or_else(|| Error::NoTransaction)?.cs)
+        Ok(&self.txn.as_ref().ok_or(Error::NoTransaction)?.cs)
     }
 
     /// Finish a prepared commit: assign its sequence number and end the
     /// transaction. Empty transactions take no sequence number.
     pub fn finish_commit(&mut self) -> Result<Commit> {
-        let st = self.txn.take().ok_or_else(|| Error::NoTransaction)?;
+        let st = self.txn.take().ok_or(Error::NoTransaction)?;
         if !st.cs.is_empty() {
             self.seq += 1;
         }
@@ -541,8 +546,15 @@ impl World {
             return Err(Error::NoTransaction);
         };
         for &e in &st.deleted {
-            if let Some(&count) = self.fk_refs.get(&e) {
+            let count = self.references_to(e);
+            if count > 0 {
                 return Err(Error::StillReferenced { entity: e, count });
+            }
+        }
+        for &(e, t) in &st.removed_targets {
+            let count = self.references_to_table(e, t);
+            if count > 0 && self.contains(e) && !self.has(e, t) {
+                return Err(Error::ComponentReferenced { entity: e, table: self.table_name(t), count });
             }
         }
         for &(e, t, slot) in &st.fk_writes {

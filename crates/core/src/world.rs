@@ -37,8 +37,11 @@ pub struct World {
     pub(crate) archetypes: Vec<Archetype>,
     archetype_index: FxHashMap<Vec<TableId>, ArchetypeId>,
     pub(crate) relations: Relations,
-    /// How many stored foreign-key values reference each entity.
-    pub(crate) fk_refs: FxHashMap<EntityId, u32>,
+    /// How many stored foreign-key values reference each (entity, target
+    /// table): a referenced entity may neither be deleted nor lose that table.
+    pub(crate) fk_refs: FxHashMap<(EntityId, TableId), u32>,
+    /// Tables some foreign key targets.
+    pub(crate) fk_targets: Vec<TableId>,
     /// Sequence number of the last commit applied.
     pub(crate) seq: u64,
     pub(crate) memory_limit_bytes: Option<usize>,
@@ -68,6 +71,13 @@ impl World {
             .iter()
             .map(|t| (0..t.stored_len()).filter(|&s| t.stored_field(s).foreign_key.is_some()).collect())
             .collect();
+        let mut fk_targets: Vec<TableId> = schema
+            .tables
+            .iter()
+            .flat_map(|t| t.fields.iter().filter(|f| f.is_stored()).filter_map(|f| f.foreign_key))
+            .collect();
+        fk_targets.sort_unstable();
+        fk_targets.dedup();
         let check_touched = schema.tables.iter().any(|t| t.parent.is_some())
             || schema.relations.iter().any(|r| r.from.is_some() || r.to.is_some());
         let mut w = World {
@@ -80,6 +90,7 @@ impl World {
             archetype_index: FxHashMap::default(),
             relations: Relations::default(),
             fk_refs: FxHashMap::default(),
+            fk_targets,
             seq: 0,
             memory_limit_bytes: None,
             check_touched,
@@ -160,7 +171,7 @@ impl World {
     }
 
     pub(crate) fn location(&self, id: EntityId) -> Result<(ArchetypeId, usize)> {
-        self.entities.slot(id).map(|s| (s.archetype, s.row as usize)).ok_or_else(|| Error::NoSuchEntity(id))
+        self.entities.slot(id).map(|s| (s.archetype, s.row as usize)).ok_or(Error::NoSuchEntity(id))
     }
 
     pub(crate) fn table_name(&self, t: TableId) -> String {
@@ -363,20 +374,32 @@ impl World {
     }
 
     fn fk_adjust(&mut self, t: TableId, slot: usize, bytes: &[u8], delta: i32) {
-        if self.schema.table(t).stored_field(slot).foreign_key.is_none() || bytes.len() != 8 {
+        let Some(target_table) = self.schema.table(t).stored_field(slot).foreign_key else {
             return;
-        }
-        let mut a = [0u8; 8];
-        a.copy_from_slice(bytes);
-        let target = EntityId(u64::from_le_bytes(a));
+        };
+        let Ok(b) = <[u8; 8]>::try_from(bytes) else {
+            return;
+        };
+        let target = EntityId(u64::from_le_bytes(b));
         if target.is_null() {
             return;
         }
-        let e = self.fk_refs.entry(target).or_insert(0);
+        let key = (target, target_table);
+        let e = self.fk_refs.entry(key).or_insert(0);
         *e = e.saturating_add_signed(delta);
         if *e == 0 {
-            self.fk_refs.remove(&target);
+            self.fk_refs.remove(&key);
         }
+    }
+
+    /// Stored foreign-key values referencing `e` as a row of `t`.
+    pub fn references_to_table(&self, e: EntityId, t: TableId) -> u32 {
+        self.fk_refs.get(&(e, t)).copied().unwrap_or(0)
+    }
+
+    /// Stored foreign-key values referencing `e`.
+    pub fn references_to(&self, e: EntityId) -> u32 {
+        self.fk_targets.iter().map(|&t| self.references_to_table(e, t)).sum()
     }
 
     fn fk_adjust_row(&mut self, t: TableId, row: &[u8], parts: &[&[u8]], delta: i32) {
@@ -389,7 +412,7 @@ impl World {
 
     /// Create a new entity with no components.
     pub(crate) fn spawn(&mut self) -> Result<EntityId> {
-        let id = self.entities.alloc().ok_or_else(|| Error::IdSpaceExhausted)?;
+        let id = self.entities.alloc().ok_or(Error::IdSpaceExhausted)?;
         self.place_new(id);
         Ok(id)
     }
@@ -685,7 +708,7 @@ impl World {
                 }
             }
         }
-        let mut refs: FxHashMap<EntityId, u32> = FxHashMap::default();
+        let mut refs: FxHashMap<(EntityId, TableId), u32> = FxHashMap::default();
         for arch in &self.archetypes {
             for &t in &arch.tables {
                 for &slot in &self.fk_slots[t as usize] {
@@ -696,8 +719,9 @@ impl World {
                             if target.is_null() {
                                 continue;
                             }
-                            *refs.entry(target).or_default() += 1;
-                            if !self.has(target, self.schema.table(t).stored_field(slot).foreign_key.unwrap_or(t)) {
+                            let target_table = self.schema.table(t).stored_field(slot).foreign_key.unwrap_or(t);
+                            *refs.entry((target, target_table)).or_default() += 1;
+                            if !self.has(target, target_table) {
                                 problems.push(format!(
                                     "{}.{} of entity {e} references missing entity {target}",
                                     self.table_name(t),

@@ -387,7 +387,12 @@ fn canon_nan(m: &mut Model) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES=N runs a longer search (e.g. 20000); 256 by default.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn engine_matches_model(txns in proptest::collection::vec((proptest::collection::vec(arb_gen(), 0..16), prop::bool::weighted(0.8)), 1..12)) {

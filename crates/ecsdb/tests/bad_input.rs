@@ -164,6 +164,14 @@ foreign_key = "entities.id"
         let bare = t.create_entity()?;
         t.set_json(item, "item", &json!({"owner": bare.0}))
     });
+    rejects(
+        &db,
+        &format!("component `entities` of entity {owner} cannot be removed: 1 foreign key value(s) still reference it"),
+        |t| {
+            t.create_entity()?; // also undone
+            t.remove(owner, "entities")
+        },
+    );
     // Null (0) is allowed; then the owner can go.
     db.write(|t| {
         t.set_json(item, "item", &json!({"owner": 0}))?;
