@@ -145,6 +145,25 @@ impl Entities {
         self.slots.get(index as usize).map(|s| s.generation)
     }
 
+    /// Every slot ever used, in index order: (generation, alive).
+    pub fn slots(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
+        self.slots.iter().map(|s| (s.generation, s.alive))
+    }
+
+    /// Restore a dead slot's generation (snapshot load), so ids deleted
+    /// before the snapshot stay dead after it.
+    pub(crate) fn set_dead_generation(&mut self, index: u32, generation: u32) {
+        while self.slots.len() <= index as usize {
+            let n = self.slots.len() as u32;
+            self.slots.push(Slot { generation: 1, alive: false, archetype: 0, row: 0 });
+            self.free.push(n);
+        }
+        let s = &mut self.slots[index as usize];
+        if !s.alive {
+            s.generation = s.generation.max(generation);
+        }
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.slots.len() * std::mem::size_of::<Slot>() + self.free.len() * 4
     }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod id;
 pub mod io;
 pub mod layout;
+pub mod load;
 pub mod query;
 pub mod relation;
 pub mod schema;

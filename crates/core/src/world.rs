@@ -196,7 +196,7 @@ impl World {
         id
     }
 
-    fn archetype_with(&mut self, from: ArchetypeId, t: TableId) -> ArchetypeId {
+    pub(crate) fn archetype_with(&mut self, from: ArchetypeId, t: TableId) -> ArchetypeId {
         if let Some(&a) = self.archetypes[from as usize].edge_add.get(&t) {
             return a;
         }
@@ -233,7 +233,7 @@ impl World {
     /// Move entity `id` from its archetype to `to`, carrying over the columns
     /// both share. Columns of tables only in `to` are left for the caller to
     /// push. Returns the new row.
-    fn move_entity(&mut self, id: EntityId, from: ArchetypeId, row: usize, to: ArchetypeId) -> usize {
+    pub(crate) fn move_entity(&mut self, id: EntityId, from: ArchetypeId, row: usize, to: ArchetypeId) -> usize {
         let (src, dst) = two_mut(&mut self.archetypes, from as usize, to as usize);
         let new_row = dst.push_entity(id);
         for &t in &src.tables {
@@ -373,7 +373,7 @@ impl World {
         Ok(())
     }
 
-    fn fk_adjust(&mut self, t: TableId, slot: usize, bytes: &[u8], delta: i32) {
+    pub(crate) fn fk_adjust(&mut self, t: TableId, slot: usize, bytes: &[u8], delta: i32) {
         let Some(target_table) = self.schema.table(t).stored_field(slot).foreign_key else {
             return;
         };

@@ -12,6 +12,10 @@ use crate::error::DbError;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
+    /// `"production"` enforces the durable settings (log on, fsync on every
+    /// commit, snapshots on) and refuses a file that turns any of them off;
+    /// `"development"` (or absent) applies no such check.
+    pub profile: Option<String>,
     pub database: DatabaseSection,
     pub memory: MemorySection,
     pub transactions: TransactionsSection,
@@ -115,6 +119,16 @@ pub struct PersistenceSection {
     /// Alias of `[transactions] wal_sync_on_commit` (the guide shows it in
     /// both places); when set it wins.
     pub wal_sync_on_commit: Option<bool>,
+    /// Log size that triggers a checkpoint, in MiB.
+    pub max_wal_size_mb: u64,
+    /// Size at which a log segment is closed and a new one started, in MiB.
+    pub wal_segment_mb: u64,
+    /// Snapshots kept on disk.
+    pub snapshot_retention: u32,
+    /// Take a snapshot when the database is closed cleanly.
+    pub checkpoint_on_shutdown: bool,
+    /// zstd level of snapshots (1 = fastest).
+    pub snapshot_compression_level: i32,
 }
 
 impl Default for PersistenceSection {
@@ -127,6 +141,11 @@ impl Default for PersistenceSection {
             compaction_enabled: true,
             compaction_threads: 1,
             wal_sync_on_commit: None,
+            max_wal_size_mb: 512,
+            wal_segment_mb: 64,
+            snapshot_retention: 3,
+            checkpoint_on_shutdown: true,
+            snapshot_compression_level: 1,
         }
     }
 }
@@ -168,7 +187,71 @@ impl DatabaseConfig {
                 self.replication.delta_compression
             ));
         }
+        if self.persistence.wal_segment_mb == 0 || self.persistence.snapshot_retention == 0 {
+            problems
+                .push("persistence.wal_segment_mb and persistence.snapshot_retention must be at least 1".to_string());
+        }
+        match self.profile.as_deref() {
+            None | Some("development") => {}
+            Some("production") => {
+                if !self.transactions.wal_enabled {
+                    problems.push("profile \"production\" requires transactions.wal_enabled = true".to_string());
+                }
+                if !self.wal_sync_on_commit() {
+                    problems.push("profile \"production\" requires wal_sync_on_commit = true".to_string());
+                }
+                if !self.persistence.snapshots_enabled {
+                    problems.push("profile \"production\" requires persistence.snapshots_enabled = true".to_string());
+                }
+            }
+            Some(other) => problems.push(format!("profile must be \"production\" or \"development\", not \"{other}\"")),
+        }
         if problems.is_empty() { Ok(()) } else { Err(DbError::Config(problems.join("; "))) }
+    }
+
+    /// The durable settings of the `production` profile.
+    pub fn production() -> DatabaseConfig {
+        DatabaseConfig { profile: Some("production".into()), ..DatabaseConfig::default() }
+    }
+
+    /// Apply `ECSDB_*` environment overrides (pass `std::env::vars()`; tests
+    /// pass a map). Recognized: `ECSDB_DATA_DIR`, `ECSDB_SCHEMA_FILE`,
+    /// `ECSDB_MAX_MEMORY_MB`, `ECSDB_WAL_ENABLED`, `ECSDB_WAL_SYNC`,
+    /// `ECSDB_REPLICATION_ENABLED`, `ECSDB_REPLICATION_BIND`, `ECSDB_PROFILE`.
+    /// Other `ECSDB_*` variables belong to the server and are ignored here.
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<(), DbError> {
+        fn flag(k: &str, v: &str) -> Result<bool, DbError> {
+            match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(DbError::Config(format!("{k}={v}: expected true or false"))),
+            }
+        }
+        for (k, v) in vars {
+            match k.as_str() {
+                "ECSDB_DATA_DIR" => self.database.data_dir = PathBuf::from(v),
+                "ECSDB_SCHEMA_FILE" => self.database.schema_file = Some(PathBuf::from(v)),
+                "ECSDB_MAX_MEMORY_MB" => {
+                    self.memory.max_capacity_mb =
+                        v.parse().map_err(|_| DbError::Config(format!("{k}={v}: expected a whole number of MiB")))?;
+                    // The initial capacity is only a hint: keep it under the new ceiling.
+                    if self.memory.max_capacity_mb > 0 {
+                        self.memory.initial_capacity_mb = self.memory.initial_capacity_mb.min(self.memory.max_capacity_mb);
+                    }
+                }
+                "ECSDB_WAL_ENABLED" => self.transactions.wal_enabled = flag(&k, &v)?,
+                "ECSDB_WAL_SYNC" => {
+                    let on = flag(&k, &v)?;
+                    self.transactions.wal_sync_on_commit = on;
+                    self.persistence.wal_sync_on_commit = Some(on);
+                }
+                "ECSDB_REPLICATION_ENABLED" => self.replication.enabled = flag(&k, &v)?,
+                "ECSDB_REPLICATION_BIND" => self.replication.bind = v,
+                "ECSDB_PROFILE" => self.profile = Some(v),
+                _ => {}
+            }
+        }
+        self.validate()
     }
 
     /// Effective `wal_sync_on_commit`.
@@ -223,6 +306,29 @@ compaction_enabled = true
         assert_eq!(c.database.data_dir, PathBuf::from("/data/ecsdb"));
         assert!(!c.wal_sync_on_commit());
         assert_eq!(c.memory_limit_bytes(), Some(2048 << 20));
+    }
+
+    #[test]
+    fn env_overrides_and_production_profile() {
+        let mut c = DatabaseConfig::default();
+        let env = [
+            ("ECSDB_DATA_DIR", "/x"),
+            ("ECSDB_WAL_SYNC", "false"),
+            ("ECSDB_MAX_MEMORY_MB", "64"),
+            ("ECSDB_BIND", "0.0.0.0:1"),
+        ];
+        c.apply_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        assert_eq!(c.database.data_dir, PathBuf::from("/x"));
+        assert!(!c.wal_sync_on_commit());
+        assert_eq!(c.memory.max_capacity_mb, 64);
+        let e = c.apply_env([("ECSDB_WAL_SYNC".to_string(), "maybe".to_string())]).unwrap_err().to_string();
+        assert!(e.contains("ECSDB_WAL_SYNC=maybe"), "{e}");
+        let e = c.apply_env([("ECSDB_PROFILE".to_string(), "production".to_string())]).unwrap_err().to_string();
+        assert!(e.contains("requires wal_sync_on_commit = true"), "{e}");
+        let e = DatabaseConfig::from_toml_str("profile = \"production\"\n[transactions]\nwal_enabled = false\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("requires transactions.wal_enabled = true"), "{e}");
+        assert!(DatabaseConfig::production().validate().is_ok());
     }
 
     #[test]

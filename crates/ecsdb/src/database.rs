@@ -20,8 +20,11 @@ use ecsdb_core::{ChangeSet, ChunkMut, EntityId, FieldRef, Query, Row, Schema, Ta
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::config::DatabaseConfig;
+use crate::durability::{Durability, Triggers, WalSink};
 use crate::error::{DbError, Result};
 use crate::sink::CommitSink;
+use ecsdb_storage::fs::{OsFs, Vfs};
+use ecsdb_storage::{CheckpointInfo, RecoveryReport, Store, StoreOptions, SyncMode};
 
 /// The bundled example schema (`examples/schemas/rpg_game.toml`).
 pub const EXAMPLE_SCHEMA: &str = include_str!("../../../examples/schemas/rpg_game.toml");
@@ -35,6 +38,18 @@ struct Inner {
     started: Instant,
     fail_stop: AtomicBool,
     fail_reason: Mutex<Option<String>>,
+    durability: Option<Durability>,
+    recovery: Option<RecoveryReport>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(d) = &self.durability {
+            d.stop.store(true, Ordering::Release);
+            // Whatever was written is made durable before the files close.
+            let _ = d.store.wal().shutdown();
+        }
+    }
 }
 
 /// A database handle. Cheap to clone; all clones share one database.
@@ -58,6 +73,9 @@ pub struct DatabaseBuilder {
     config: DatabaseConfig,
     schema: Option<Arc<Schema>>,
     sinks: Vec<Box<dyn CommitSink>>,
+    persistence: bool,
+    fs: Option<Arc<dyn Vfs>>,
+    repair: bool,
 }
 
 impl DatabaseBuilder {
@@ -96,6 +114,38 @@ impl DatabaseBuilder {
         self
     }
 
+    /// Make the database durable in `[database] data_dir` (commit log,
+    /// snapshots, recovery on open). Without it the database lives in memory.
+    #[must_use]
+    pub fn enable_persistence(mut self) -> Self {
+        self.persistence = true;
+        self
+    }
+
+    /// Durable in this directory (sets `data_dir` and enables persistence).
+    #[must_use]
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.config.database.data_dir = dir.as_ref().to_path_buf();
+        self.persistence = true;
+        self
+    }
+
+    /// Write through this file system instead of the real one (tests that
+    /// simulate crashes and faults). No directory lock is taken.
+    #[must_use]
+    pub fn file_system(mut self, fs: Arc<dyn Vfs>) -> Self {
+        self.fs = Some(fs);
+        self
+    }
+
+    /// On open, cut the commit log at the first damage instead of refusing
+    /// to open (what is dropped is in the recovery report).
+    #[must_use]
+    pub fn repair(mut self, yes: bool) -> Self {
+        self.repair = yes;
+        self
+    }
+
     /// Open the database.
     pub fn build(self) -> Result<Database> {
         self.config.validate()?;
@@ -108,21 +158,221 @@ impl DatabaseBuilder {
                 None => return Err(DbError::NoSchema),
             },
         };
-        let mut world = World::new(schema.clone());
+        let mut sinks = self.sinks;
+        let mut durability = None;
+        let mut recovery = None;
+        let mut world = if self.persistence {
+            let (world, d, report) = open_durable(&self.config, &schema, self.fs, self.repair)?;
+            if self.config.transactions.wal_enabled {
+                sinks.insert(0, Box::new(WalSink(d.store.wal().clone())));
+            }
+            durability = Some(d);
+            recovery = Some(report);
+            world
+        } else {
+            World::new(schema.clone())
+        };
         world.set_memory_limit(self.config.memory_limit_bytes());
-        Ok(Database {
+        let db = Database {
             inner: Arc::new(Inner {
                 world: RwLock::new(world),
                 schema,
                 config: self.config,
-                sinks: self.sinks,
+                sinks,
                 active: AtomicU64::new(0),
                 started: Instant::now(),
                 fail_stop: AtomicBool::new(false),
                 fail_reason: Mutex::new(None),
+                durability,
+                recovery,
             }),
+        };
+        db.start_background();
+        Ok(db)
+    }
+}
+
+fn open_durable(
+    config: &DatabaseConfig,
+    schema: &Arc<Schema>,
+    fs: Option<Arc<dyn Vfs>>,
+    repair: bool,
+) -> Result<(World, Durability, RecoveryReport)> {
+    let dir = config.database.data_dir.clone();
+    let (fs, lock): (Arc<dyn Vfs>, _) = if let Some(fs) = fs {
+        (fs, None)
+    } else {
+        OsFs.create_dir_all(&dir).map_err(|e| DbError::Io { path: dir.clone(), source: e })?;
+        (Arc::new(OsFs), Some(ecsdb_storage::lock::lock_dir(&dir)?))
+    };
+    let p = &config.persistence;
+    let sync = if config.wal_sync_on_commit() {
+        SyncMode::Sync
+    } else {
+        SyncMode::Async { interval: Duration::from_millis(config.transactions.batch_timeout_ms.max(1)) }
+    };
+    if !config.transactions.wal_enabled {
+        tracing::warn!(
+            data_dir = %dir.display(),
+            "the commit log is DISABLED (transactions.wal_enabled = false): every commit since the last snapshot is lost on a crash; use this for development only"
+        );
+    }
+    let opts = StoreOptions {
+        sync,
+        segment_bytes: p.wal_segment_mb.saturating_mul(1 << 20),
+        archive: p.wal_archive_enabled,
+        retention: p.snapshot_retention as usize,
+        repair,
+        compression_level: p.snapshot_compression_level,
+    };
+    let (store, world, report) = Store::open(fs, &dir, schema, opts)?;
+    if let Some((path, off)) = &report.truncated_tail {
+        tracing::warn!(segment = %path.display(), offset = off, "cut a torn record off the end of the commit log (it was never acknowledged)");
+    }
+    for s in &report.skipped_snapshots {
+        tracing::warn!(reason = %s, "skipped a damaged snapshot; recovered from an older one plus the log");
+    }
+    for r in &report.repaired {
+        tracing::warn!(what = %r, "repair dropped data");
+    }
+    let seq = world.seq();
+    Ok((
+        world,
+        Durability {
+            store: Arc::new(store),
+            _lock: lock,
+            last_checkpoint_seq: AtomicU64::new(report.snapshot.as_ref().map_or(0, |s| s.1)),
+            last_checkpoint_at: Mutex::new(Instant::now()),
+            checkpoints: AtomicU64::new(0),
+            max_pause_us: AtomicU64::new(0),
+            last_pause_us: AtomicU64::new(0),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+        },
+        RecoveryReport { seq, ..report },
+    ))
+}
+
+impl Database {
+    fn start_background(&self) {
+        let Some(d) = &self.inner.durability else { return };
+        let mut threads = d.threads.lock();
+        if let Some(h) = d.store.wal().run_flusher() {
+            threads.push(h);
+        }
+        let p = &self.inner.config.persistence;
+        if !p.snapshots_enabled {
+            return;
+        }
+        let triggers = Triggers {
+            every_ops: p.snapshot_interval_ops,
+            every: Duration::from_secs(p.snapshot_interval_secs.max(1)),
+            max_wal_bytes: p.max_wal_size_mb.saturating_mul(1 << 20),
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let stop = d.stop.clone();
+        let h = std::thread::Builder::new().name("ecsdb-maintenance".into()).spawn(move || {
+            let mut last_wal_check = Instant::now();
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(100));
+                let Some(inner) = weak.upgrade() else { return };
+                let db = Database { inner };
+                let Some(d) = &db.inner.durability else { return };
+                let seq = db.version();
+                let since = seq.saturating_sub(d.last_checkpoint_seq.load(Ordering::Relaxed));
+                let due_ops = triggers.every_ops > 0 && since >= triggers.every_ops;
+                let due_time = since > 0 && d.last_checkpoint_at.lock().elapsed() >= triggers.every;
+                let due_wal = since > 0 && last_wal_check.elapsed() >= Duration::from_secs(1) && {
+                    last_wal_check = Instant::now();
+                    d.store.wal_size() >= triggers.max_wal_bytes
+                };
+                if (due_ops || due_time || due_wal)
+                    && db.fail_stopped().is_none()
+                    && let Err(e) = db.checkpoint()
+                {
+                    tracing::error!(error = %e, "background checkpoint failed");
+                }
+            }
+        });
+        if let Ok(h) = h {
+            threads.push(h);
+        }
+    }
+
+    /// Take a snapshot now: writers wait only while the state is copied;
+    /// compression and writing happen without any lock. Older log segments
+    /// are archived (or deleted) and old snapshots pruned.
+    pub fn checkpoint(&self) -> Result<CheckpointInfo> {
+        let d = self
+            .inner
+            .durability
+            .as_ref()
+            .ok_or_else(|| DbError::Config("checkpoint needs a durable database (a data directory)".into()))?;
+        let started = Instant::now();
+        let image = {
+            let w = self.inner.world.read();
+            d.store.begin_checkpoint(&w)?
+        };
+        d.record_pause(started.elapsed());
+        let info = d.store.finish_checkpoint(&image)?;
+        d.last_checkpoint_seq.store(info.seq, Ordering::Relaxed);
+        *d.last_checkpoint_at.lock() = Instant::now();
+        d.checkpoints.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(seq = info.seq, bytes = info.bytes, write_ms = info.write_ms, "checkpoint written");
+        Ok(info)
+    }
+
+    /// What recovery did when this database was opened.
+    pub fn recovery_report(&self) -> Option<&RecoveryReport> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// Figures of the durable layer, if the database is durable.
+    pub fn storage_stats(&self) -> Option<StorageStats> {
+        let d = self.inner.durability.as_ref()?;
+        let w = d.store.wal().stats();
+        Some(StorageStats {
+            wal_bytes_written: w.bytes_written,
+            wal_records_written: w.records_written,
+            wal_syncs: w.syncs,
+            wal_size_bytes: d.store.wal_size(),
+            durable_seq: w.durable_seq,
+            checkpoints: d.checkpoints.load(Ordering::Relaxed),
+            last_checkpoint_seq: d.last_checkpoint_seq.load(Ordering::Relaxed),
+            checkpoint_pause_us_max: d.max_pause_us.load(Ordering::Relaxed),
+            checkpoint_pause_us_last: d.last_pause_us.load(Ordering::Relaxed),
         })
     }
+
+    /// Close cleanly: snapshot if configured, make the log durable, stop
+    /// background work. Other handles to this database stay usable for reads.
+    pub fn close(&self) -> Result<()> {
+        let Some(d) = &self.inner.durability else { return Ok(()) };
+        d.stop.store(true, Ordering::Release);
+        if self.inner.config.persistence.checkpoint_on_shutdown && self.fail_stopped().is_none() {
+            self.checkpoint()?;
+        }
+        d.store.wal().shutdown()?;
+        let threads: Vec<_> = d.threads.lock().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+/// Figures of the durable layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StorageStats {
+    pub wal_bytes_written: u64,
+    pub wal_records_written: u64,
+    pub wal_syncs: u64,
+    pub wal_size_bytes: u64,
+    pub durable_seq: u64,
+    pub checkpoints: u64,
+    pub last_checkpoint_seq: u64,
+    pub checkpoint_pause_us_max: u64,
+    pub checkpoint_pause_us_last: u64,
 }
 
 /// Figures about a database (see also the Prometheus metrics of the server).

@@ -23,6 +23,8 @@ pub enum DbError {
     FailStop(String),
     #[error("no schema given: call schema_file, schema_toml or schema on the builder")]
     NoSchema,
+    #[error(transparent)]
+    Storage(#[from] ecsdb_storage::StorageError),
 }
 
 /// Result of the `Database` API.

@@ -48,14 +48,18 @@
 
 pub mod config;
 mod database;
+mod durability;
 mod error;
 mod sink;
 
 pub use config::DatabaseConfig;
-pub use database::{CommitInfo, Database, DatabaseBuilder, DatabaseMetrics, EXAMPLE_SCHEMA, ReadView, Transaction};
+pub use database::{
+    CommitInfo, Database, DatabaseBuilder, DatabaseMetrics, EXAMPLE_SCHEMA, ReadView, StorageStats, Transaction,
+};
 pub use ecsdb_core::{
     self as core, ChangeSet, CmpOp, Direction, EntityId, FieldRef, Filter, Op, OrderBy, Query, Related, Row, Schema,
     TableId, Value, World, schema,
 };
+pub use ecsdb_storage::{self as storage, CheckpointInfo, RecoveryReport};
 pub use error::{DbError, EngineError, Result, SchemaError};
 pub use sink::CommitSink;

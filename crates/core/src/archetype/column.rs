@@ -120,6 +120,16 @@ impl FixedColumn {
         }
     }
 
+    /// Append many elements at once (`b` holds whole elements).
+    pub fn extend(&mut self, b: &[u8]) {
+        debug_assert_eq!(b.len() % self.size, 0);
+        let rows = b.len() / self.size;
+        self.ensure(self.len + rows);
+        let start = self.len * self.size;
+        self.len += rows;
+        self.bytes_mut()[start..].copy_from_slice(b);
+    }
+
     /// Reserve room for `extra` more rows.
     pub fn reserve(&mut self, extra: usize) {
         let words = ((self.len + extra) * self.size).div_ceil(8);
@@ -163,6 +173,13 @@ impl Column {
         match self {
             Column::Fixed(c) => c.push(b),
             Column::Var(v) => v.push(b),
+        }
+    }
+
+    /// Append whole fixed-size elements (bulk load).
+    pub fn extend_fixed(&mut self, b: &[u8]) {
+        if let Column::Fixed(c) = self {
+            c.extend(b);
         }
     }
 

@@ -1,0 +1,371 @@
+//! The store: a data directory's snapshots and commit log, recovery on open,
+//! and checkpoints.
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! <data_dir>/LOCK                       pid of the process that has it open
+//! <data_dir>/snapshots/<seq>.snap       snapshots (retention: newest N)
+//! <data_dir>/wal/<first_seq>.wal        live log segments
+//! <data_dir>/wal_archive/<first_seq>.wal  segments covered by a snapshot
+//! ```
+//!
+//! Recovery: load the newest snapshot that verifies (falling back to older
+//! ones, each failure reported), then replay every logged commit after it in
+//! sequence order. A damaged record at the very end of the last segment with
+//! nothing valid after it is a torn write from a crash: it is cut off with a
+//! warning (it was never acknowledged). Damage anywhere else, a gap in
+//! sequence numbers, or a segment written for another schema stops the open
+//! with the file and offset, unless repair is asked for, which cuts the log at
+//! the first damage (reporting what is lost).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ecsdb_core::{ChangeSet, Schema, World};
+
+use crate::error::StorageError;
+use crate::fs::Vfs;
+use crate::snapshot::{self, parse_snapshot_name};
+use crate::wal::format::{Tail, parse_segment_name, scan, segment_name};
+use crate::wal::{SyncMode, Wal, WalOptions};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub sync: SyncMode,
+    pub segment_bytes: u64,
+    /// Move covered segments to `wal_archive/` (else delete them).
+    pub archive: bool,
+    /// Snapshots kept.
+    pub retention: usize,
+    /// Cut the log at the first damage instead of refusing to open.
+    pub repair: bool,
+    /// zstd level for snapshots.
+    pub compression_level: i32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync: SyncMode::Sync,
+            segment_bytes: 64 << 20,
+            archive: true,
+            retention: 3,
+            repair: false,
+            compression_level: 1,
+        }
+    }
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Snapshot loaded (path, seq).
+    pub snapshot: Option<(PathBuf, u64)>,
+    /// Snapshots skipped, with why.
+    pub skipped_snapshots: Vec<String>,
+    pub records_replayed: u64,
+    /// Torn tail cut off: (segment, offset).
+    pub truncated_tail: Option<(PathBuf, u64)>,
+    /// What repair dropped.
+    pub repaired: Vec<String>,
+    pub seq: u64,
+    pub duration_ms: f64,
+}
+
+/// A checkpoint's outcome.
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    pub seq: u64,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub raw_bytes: u64,
+    pub write_ms: f64,
+    pub segments_archived: usize,
+}
+
+/// An open data directory.
+#[derive(Debug)]
+pub struct Store {
+    fs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    opts: StoreOptions,
+    wal: Arc<Wal>,
+    checkpoint_lock: parking_lot::Mutex<()>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |e| StorageError::Io { path: path.to_path_buf(), source: e }
+}
+
+/// Segments of a directory, by first sequence number.
+pub fn list_segments(fs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    if !fs.exists(dir) {
+        return Ok(Vec::new());
+    }
+    let mut v: Vec<(u64, PathBuf)> = fs
+        .list(dir)
+        .map_err(io(dir))?
+        .into_iter()
+        .filter_map(|n| Some((parse_segment_name(&n)?, dir.join(n))))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Snapshots of a directory, newest first.
+pub fn list_snapshots(fs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    if !fs.exists(dir) {
+        return Ok(Vec::new());
+    }
+    let mut v: Vec<(u64, PathBuf)> = fs
+        .list(dir)
+        .map_err(io(dir))?
+        .into_iter()
+        .filter_map(|n| Some((parse_snapshot_name(&n)?, dir.join(n))))
+        .collect();
+    v.sort_by_key(|s| std::cmp::Reverse(s.0));
+    Ok(v)
+}
+
+/// Replay log segments (live, then archived ones not shadowed) onto `world`.
+/// Returns the report entries; stops at damage as the module docs say.
+pub fn replay(
+    fs: &dyn Vfs,
+    segments: &[(u64, PathBuf)],
+    world: &mut World,
+    repair: bool,
+    report: &mut RecoveryReport,
+) -> Result<(), StorageError> {
+    let fingerprint = world.schema().fingerprint;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        // A segment whose successor starts at or before our next sequence
+        // holds nothing we need.
+        if let Some((next_first, _)) = segments.get(i + 1)
+            && *next_first <= world.seq() + 1
+        {
+            continue;
+        }
+        if *first > world.seq() + 1 {
+            return Err(StorageError::Gap {
+                reason: format!(
+                    "{} starts at sequence {first}, but the state is at {} (commits {}..{} are missing)",
+                    path.display(),
+                    world.seq(),
+                    world.seq() + 1,
+                    first - 1
+                ),
+            });
+        }
+        let bytes = fs.read(path).map_err(io(path))?;
+        let s = match scan(&bytes) {
+            Ok(s) => s,
+            Err(reason) if last && repair => {
+                report.repaired.push(format!("{}: unreadable segment removed ({reason})", path.display()));
+                fs.remove(path).map_err(io(path))?;
+                continue;
+            }
+            Err(reason) if last && bytes.len() < crate::wal::format::HEADER_LEN => {
+                // Crash while creating the segment: it holds no commit.
+                report.truncated_tail = Some((path.clone(), 0));
+                let _ = reason;
+                fs.remove(path).map_err(io(path))?;
+                continue;
+            }
+            Err(reason) => return Err(StorageError::Corrupt { path: path.clone(), offset: Some(0), reason }),
+        };
+        if s.header.fingerprint != fingerprint {
+            return Err(StorageError::SchemaMismatch {
+                path: path.clone(),
+                found: s.header.fingerprint,
+                expected: fingerprint,
+            });
+        }
+        for r in &s.records {
+            if r.seq <= world.seq() {
+                continue;
+            }
+            let cs = ChangeSet::decode(&bytes[r.payload.0..r.payload.1]).map_err(|e| StorageError::Corrupt {
+                path: path.clone(),
+                offset: Some(r.offset as u64),
+                reason: format!("record {}: {e}", r.seq),
+            })?;
+            world.apply(r.seq, &cs).map_err(|e| StorageError::Corrupt {
+                path: path.clone(),
+                offset: Some(r.offset as u64),
+                reason: format!("record {} does not apply: {e}", r.seq),
+            })?;
+            report.records_replayed += 1;
+        }
+        if let Tail::Damaged { offset, reason, valid_after } = s.tail {
+            let torn = last && !valid_after;
+            if torn || repair {
+                fs.truncate(path, offset as u64).map_err(io(path))?;
+                if torn {
+                    report.truncated_tail = Some((path.clone(), offset as u64));
+                } else {
+                    report.repaired.push(format!("{}: log cut at byte {offset} ({reason})", path.display()));
+                }
+                if !last {
+                    for (_, later) in &segments[i + 1..] {
+                        report.repaired.push(format!("{}: removed (after the cut)", later.display()));
+                        fs.remove(later).map_err(io(later))?;
+                    }
+                    return Ok(());
+                }
+            } else {
+                return Err(StorageError::Corrupt {
+                    path: path.clone(),
+                    offset: Some(offset as u64),
+                    reason: format!(
+                        "{reason}; valid records follow, so this is not a torn write (use repair to cut the log here)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Open (creating if needed) the data directory and recover its state.
+    pub fn open(
+        fs: Arc<dyn Vfs>,
+        dir: &Path,
+        schema: &Arc<Schema>,
+        opts: StoreOptions,
+    ) -> Result<(Store, World, RecoveryReport), StorageError> {
+        let start = Instant::now();
+        let snaps = dir.join("snapshots");
+        let wal_dir = dir.join("wal");
+        let archive = dir.join("wal_archive");
+        for d in [dir, &snaps, &wal_dir, &archive] {
+            fs.create_dir_all(d).map_err(io(d))?;
+        }
+        let mut report = RecoveryReport::default();
+        // Newest valid snapshot, falling back to older ones.
+        let mut world = None;
+        for (seq, path) in list_snapshots(fs.as_ref(), &snaps)? {
+            let loaded = fs.read(&path).map_err(io(&path)).and_then(|b| snapshot::load(&path, &b, schema));
+            match loaded {
+                Ok(w) => {
+                    report.snapshot = Some((path, seq));
+                    world = Some(w);
+                    break;
+                }
+                Err(e @ StorageError::SchemaMismatch { .. }) => return Err(e),
+                Err(e) => report.skipped_snapshots.push(e.to_string()),
+            }
+        }
+        let mut world = world.unwrap_or_else(|| World::new(schema.clone()));
+        // Live segments, plus archived ones not also live.
+        let live = list_segments(fs.as_ref(), &wal_dir)?;
+        let mut all = list_segments(fs.as_ref(), &archive)?;
+        all.retain(|(s, _)| !live.iter().any(|(l, _)| l == s));
+        all.extend(live);
+        all.sort();
+        replay(fs.as_ref(), &all, &mut world, opts.repair, &mut report)?;
+        let problems = world.check_integrity();
+        if !problems.is_empty() {
+            return Err(StorageError::Corrupt {
+                path: dir.to_path_buf(),
+                offset: None,
+                reason: format!("recovered state fails integrity checks: {}", problems.join("; ")),
+            });
+        }
+        // Continue in a fresh segment.
+        let next = world.seq() + 1;
+        let name = wal_dir.join(segment_name(next));
+        if fs.exists(&name) {
+            fs.remove(&name).map_err(io(&name))?; // a segment with no records
+        }
+        let wal = Arc::new(Wal::create(
+            fs.clone(),
+            WalOptions {
+                dir: wal_dir,
+                fingerprint: schema.fingerprint,
+                segment_bytes: opts.segment_bytes,
+                sync: opts.sync,
+            },
+            next,
+        )?);
+        report.seq = world.seq();
+        report.duration_ms = start.elapsed().as_secs_f64() * 1e3;
+        Ok((
+            Store { fs, dir: dir.to_path_buf(), opts, wal, checkpoint_lock: parking_lot::Mutex::new(()) },
+            world,
+            report,
+        ))
+    }
+
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Start a checkpoint: capture the state (call with the read lock held,
+    /// so no commit interleaves) and close the current log segment.
+    pub fn begin_checkpoint(&self, world: &World) -> Result<snapshot::Image, StorageError> {
+        let image = snapshot::capture(world);
+        self.wal.rotate()?;
+        Ok(image)
+    }
+
+    /// Finish a checkpoint without any lock: write the snapshot, archive the
+    /// segments it covers, apply retention.
+    pub fn finish_checkpoint(&self, image: &snapshot::Image) -> Result<CheckpointInfo, StorageError> {
+        let _g = self.checkpoint_lock.lock();
+        let start = Instant::now();
+        let snaps = self.dir.join("snapshots");
+        let (path, bytes) = snapshot::write(&self.fs, &snaps, image, self.opts.compression_level)?;
+        let write_ms = start.elapsed().as_secs_f64() * 1e3;
+        // Segments entirely at or below the snapshot's sequence.
+        let wal_dir = self.dir.join("wal");
+        let segs = list_segments(self.fs.as_ref(), &wal_dir)?;
+        let current = self.wal.current_segment();
+        let mut archived = 0;
+        for (i, (_, p)) in segs.iter().enumerate() {
+            let covered = segs.get(i + 1).is_some_and(|(next, _)| *next <= image.seq + 1);
+            if !covered || *p == current {
+                continue;
+            }
+            if self.opts.archive {
+                let to = self.dir.join("wal_archive").join(p.file_name().unwrap_or_default());
+                self.fs.rename(p, &to).map_err(io(p))?;
+            } else {
+                self.fs.remove(p).map_err(io(p))?;
+            }
+            archived += 1;
+        }
+        if archived > 0 {
+            self.fs.sync_dir(&wal_dir).map_err(io(&wal_dir))?;
+            let a = self.dir.join("wal_archive");
+            self.fs.sync_dir(&a).map_err(io(&a))?;
+        }
+        for (_, old) in list_snapshots(self.fs.as_ref(), &snaps)?.into_iter().skip(self.opts.retention.max(1)) {
+            self.fs.remove(&old).map_err(io(&old))?;
+        }
+        self.fs.sync_dir(&snaps).map_err(io(&snaps))?;
+        Ok(CheckpointInfo {
+            seq: image.seq,
+            path,
+            bytes,
+            raw_bytes: image.raw_bytes() as u64,
+            write_ms,
+            segments_archived: archived,
+        })
+    }
+
+    /// Bytes of live log segments.
+    pub fn wal_size(&self) -> u64 {
+        let wal_dir = self.dir.join("wal");
+        list_segments(self.fs.as_ref(), &wal_dir)
+            .map_or(0, |v| v.iter().filter_map(|(_, p)| self.fs.file_len(p).ok()).sum())
+    }
+}
