@@ -236,7 +236,8 @@ impl DatabaseConfig {
                         v.parse().map_err(|_| DbError::Config(format!("{k}={v}: expected a whole number of MiB")))?;
                     // The initial capacity is only a hint: keep it under the new ceiling.
                     if self.memory.max_capacity_mb > 0 {
-                        self.memory.initial_capacity_mb = self.memory.initial_capacity_mb.min(self.memory.max_capacity_mb);
+                        self.memory.initial_capacity_mb =
+                            self.memory.initial_capacity_mb.min(self.memory.max_capacity_mb);
                     }
                 }
                 "ECSDB_WAL_ENABLED" => self.transactions.wal_enabled = flag(&k, &v)?,
