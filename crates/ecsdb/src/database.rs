@@ -205,6 +205,7 @@ fn open_durable(
         OsFs.create_dir_all(&dir).map_err(|e| DbError::Io { path: dir.clone(), source: e })?;
         (Arc::new(OsFs), Some(ecsdb_storage::lock::lock_dir(&dir)?))
     };
+    ensure_schema_file(fs.as_ref(), &dir, schema)?;
     let p = &config.persistence;
     let sync = if config.wal_sync_on_commit() {
         SyncMode::Sync
@@ -251,6 +252,40 @@ fn open_durable(
         },
         RecoveryReport { seq, ..report },
     ))
+}
+
+/// Name of the schema copy kept in a data directory (tools read it).
+pub const SCHEMA_FILE_NAME: &str = "schema.toml";
+
+/// Keep the schema next to the data: written (atomically) on first open;
+/// on later opens it must match.
+fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
+    let path = dir.join(SCHEMA_FILE_NAME);
+    let io = |e| DbError::Io { path: path.clone(), source: e };
+    fs.create_dir_all(dir).map_err(|e| DbError::Io { path: dir.to_path_buf(), source: e })?;
+    if fs.exists(&path) {
+        let text = String::from_utf8(fs.read(&path).map_err(io)?).unwrap_or_default();
+        let stored = Schema::from_toml_str(&text)?;
+        if stored.fingerprint != schema.fingerprint {
+            return Err(DbError::Config(format!(
+                "{} holds another schema ({} v{}) than the one given ({} v{}); a data directory keeps one schema",
+                path.display(),
+                stored.name,
+                stored.version,
+                schema.name,
+                schema.version
+            )));
+        }
+        return Ok(());
+    }
+    let tmp = dir.join("schema.toml.tmp");
+    let f = fs.create(&tmp).map_err(io)?;
+    f.append(schema.to_toml_string().as_bytes()).map_err(io)?;
+    f.sync().map_err(io)?;
+    drop(f);
+    fs.rename(&tmp, &path).map_err(io)?;
+    fs.sync_dir(dir).map_err(io)?;
+    Ok(())
 }
 
 impl Database {

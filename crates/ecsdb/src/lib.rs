@@ -54,7 +54,8 @@ mod sink;
 
 pub use config::DatabaseConfig;
 pub use database::{
-    CommitInfo, Database, DatabaseBuilder, DatabaseMetrics, EXAMPLE_SCHEMA, ReadView, StorageStats, Transaction,
+    CommitInfo, Database, DatabaseBuilder, DatabaseMetrics, EXAMPLE_SCHEMA, ReadView, SCHEMA_FILE_NAME, StorageStats,
+    Transaction,
 };
 pub use ecsdb_core::{
     self as core, ChangeSet, CmpOp, Direction, EntityId, FieldRef, Filter, Op, OrderBy, Query, Related, Row, Schema,

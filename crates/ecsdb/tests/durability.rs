@@ -92,7 +92,7 @@ fn a_different_schema_is_refused() {
         .enable_persistence()
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("written for schema"), "{err}");
+    assert!(err.to_string().contains("a data directory keeps one schema"), "{err}");
 }
 
 fn sim_db(fs: &SimFs) -> Database {

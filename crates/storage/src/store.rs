@@ -86,6 +86,61 @@ pub struct CheckpointInfo {
     pub segments_archived: usize,
 }
 
+/// How recovery may touch the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Cut torn tails; refuse other damage.
+    Normal,
+    /// Cut the log at the first damage.
+    Repair,
+    /// Change nothing on disk (fsck, inspect, export).
+    ReadOnly,
+}
+
+/// Recover the state of a data directory without changing any file:
+/// newest valid snapshot plus the log.
+pub fn recover_read_only(fs: &dyn Vfs, dir: &Path, schema: &Arc<Schema>) -> Result<(World, RecoveryReport), StorageError> {
+    recover(fs, dir, schema, Mode::ReadOnly)
+}
+
+fn recover(fs: &dyn Vfs, dir: &Path, schema: &Arc<Schema>, mode: Mode) -> Result<(World, RecoveryReport), StorageError> {
+    let start = Instant::now();
+    let snaps = dir.join("snapshots");
+    let mut report = RecoveryReport::default();
+    let mut world = None;
+    for (seq, path) in list_snapshots(fs, &snaps)? {
+        let loaded = fs.read(&path).map_err(io(&path)).and_then(|b| snapshot::load(&path, &b, schema));
+        match loaded {
+            Ok(w) => {
+                report.snapshot = Some((path, seq));
+                world = Some(w);
+                break;
+            }
+            Err(e @ StorageError::SchemaMismatch { .. }) => return Err(e),
+            Err(e) => report.skipped_snapshots.push(e.to_string()),
+        }
+    }
+    let mut world = world.unwrap_or_else(|| World::new(schema.clone()));
+    // Live segments, plus archived ones not also live.
+    let live = list_segments(fs, &dir.join("wal"))?;
+    let mut all = list_segments(fs, &dir.join("wal_archive"))?;
+    all.retain(|(s, _)| !live.iter().any(|(l, _)| l == s));
+    all.extend(live);
+    all.sort();
+    replay(fs, &all, &mut world, mode, &mut report)?;
+    let problems = world.check_integrity();
+    if !problems.is_empty() {
+        return Err(StorageError::Corrupt {
+            path: dir.to_path_buf(),
+            offset: None,
+            reason: format!("recovered state fails integrity checks: {}", problems.join("; ")),
+        });
+    }
+    report.seq = world.seq();
+    report.duration_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok((world, report))
+}
+
 /// An open data directory.
 #[derive(Debug)]
 pub struct Store {
@@ -136,9 +191,10 @@ pub fn replay(
     fs: &dyn Vfs,
     segments: &[(u64, PathBuf)],
     world: &mut World,
-    repair: bool,
+    mode: Mode,
     report: &mut RecoveryReport,
 ) -> Result<(), StorageError> {
+    let repair = mode == Mode::Repair;
     let fingerprint = world.schema().fingerprint;
     for (i, (first, path)) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
@@ -168,11 +224,12 @@ pub fn replay(
                 fs.remove(path).map_err(io(path))?;
                 continue;
             }
-            Err(reason) if last && bytes.len() < crate::wal::format::HEADER_LEN => {
+            Err(_) if last && bytes.len() < crate::wal::format::HEADER_LEN => {
                 // Crash while creating the segment: it holds no commit.
                 report.truncated_tail = Some((path.clone(), 0));
-                let _ = reason;
-                fs.remove(path).map_err(io(path))?;
+                if mode != Mode::ReadOnly {
+                    fs.remove(path).map_err(io(path))?;
+                }
                 continue;
             }
             Err(reason) => return Err(StorageError::Corrupt { path: path.clone(), offset: Some(0), reason }),
@@ -203,7 +260,9 @@ pub fn replay(
         if let Tail::Damaged { offset, reason, valid_after } = s.tail {
             let torn = last && !valid_after;
             if torn || repair {
-                fs.truncate(path, offset as u64).map_err(io(path))?;
+                if mode != Mode::ReadOnly {
+                    fs.truncate(path, offset as u64).map_err(io(path))?;
+                }
                 if torn {
                     report.truncated_tail = Some((path.clone(), offset as u64));
                 } else {
@@ -238,44 +297,13 @@ impl Store {
         schema: &Arc<Schema>,
         opts: StoreOptions,
     ) -> Result<(Store, World, RecoveryReport), StorageError> {
-        let start = Instant::now();
         let snaps = dir.join("snapshots");
         let wal_dir = dir.join("wal");
         let archive = dir.join("wal_archive");
         for d in [dir, &snaps, &wal_dir, &archive] {
             fs.create_dir_all(d).map_err(io(d))?;
         }
-        let mut report = RecoveryReport::default();
-        // Newest valid snapshot, falling back to older ones.
-        let mut world = None;
-        for (seq, path) in list_snapshots(fs.as_ref(), &snaps)? {
-            let loaded = fs.read(&path).map_err(io(&path)).and_then(|b| snapshot::load(&path, &b, schema));
-            match loaded {
-                Ok(w) => {
-                    report.snapshot = Some((path, seq));
-                    world = Some(w);
-                    break;
-                }
-                Err(e @ StorageError::SchemaMismatch { .. }) => return Err(e),
-                Err(e) => report.skipped_snapshots.push(e.to_string()),
-            }
-        }
-        let mut world = world.unwrap_or_else(|| World::new(schema.clone()));
-        // Live segments, plus archived ones not also live.
-        let live = list_segments(fs.as_ref(), &wal_dir)?;
-        let mut all = list_segments(fs.as_ref(), &archive)?;
-        all.retain(|(s, _)| !live.iter().any(|(l, _)| l == s));
-        all.extend(live);
-        all.sort();
-        replay(fs.as_ref(), &all, &mut world, opts.repair, &mut report)?;
-        let problems = world.check_integrity();
-        if !problems.is_empty() {
-            return Err(StorageError::Corrupt {
-                path: dir.to_path_buf(),
-                offset: None,
-                reason: format!("recovered state fails integrity checks: {}", problems.join("; ")),
-            });
-        }
+        let (world, report) = recover(fs.as_ref(), dir, schema, if opts.repair { Mode::Repair } else { Mode::Normal })?;
         // Continue in a fresh segment.
         let next = world.seq() + 1;
         let name = wal_dir.join(segment_name(next));
@@ -292,8 +320,6 @@ impl Store {
             },
             next,
         )?);
-        report.seq = world.seq();
-        report.duration_ms = start.elapsed().as_secs_f64() * 1e3;
         Ok((
             Store { fs, dir: dir.to_path_buf(), opts, wal, checkpoint_lock: parking_lot::Mutex::new(()) },
             world,
