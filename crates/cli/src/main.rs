@@ -21,11 +21,41 @@ enum Command {
     /// Validate a schema file and print it normalized (exit 1 listing every
     /// problem when it is invalid).
     DumpSchema(commands::dump_schema::Args),
+    /// Create a durable database: --schema FILE --data-dir DIR.
+    Init(commands::common::DirArgs),
+    /// Check checksums and framing of a data directory, log directory,
+    /// segment or snapshot (exit 0 valid, 1 with a report).
+    Verify(commands::verify::Args),
+    /// Verify everything, recover in memory and check the state's integrity;
+    /// --repair cuts a damaged log.
+    Fsck(commands::fsck::Args),
+    /// Start a data directory from a snapshot.
+    Restore(commands::restore::Args),
+    /// Rebuild a data directory by replaying a whole commit log.
+    RebuildFromWal(commands::rebuild::Args),
+    /// Take a snapshot of a data directory now.
+    Checkpoint(commands::common::DirArgs),
+    /// Look inside a data directory.
+    #[command(subcommand)]
+    Inspect(commands::inspect::What),
+    /// Load a JSON export into a data directory (ids preserved, all or nothing).
+    Import(commands::transfer::ImportArgs),
+    /// Export a data directory as JSON or CSV.
+    Export(commands::transfer::ExportArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::DumpSchema(args) => commands::dump_schema::run(&args),
+    match &cli.command {
+        Command::DumpSchema(a) => commands::dump_schema::run(a),
+        Command::Init(a) => commands::init::run(a),
+        Command::Verify(a) => commands::verify::run(a),
+        Command::Fsck(a) => commands::fsck::run(a),
+        Command::Restore(a) => commands::restore::run(a),
+        Command::RebuildFromWal(a) => commands::rebuild::run(a),
+        Command::Checkpoint(a) => commands::checkpoint::run(a),
+        Command::Inspect(w) => commands::inspect::run(w),
+        Command::Import(a) => commands::transfer::import(a),
+        Command::Export(a) => commands::transfer::export(a),
     }
 }

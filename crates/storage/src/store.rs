@@ -99,11 +99,20 @@ pub enum Mode {
 
 /// Recover the state of a data directory without changing any file:
 /// newest valid snapshot plus the log.
-pub fn recover_read_only(fs: &dyn Vfs, dir: &Path, schema: &Arc<Schema>) -> Result<(World, RecoveryReport), StorageError> {
+pub fn recover_read_only(
+    fs: &dyn Vfs,
+    dir: &Path,
+    schema: &Arc<Schema>,
+) -> Result<(World, RecoveryReport), StorageError> {
     recover(fs, dir, schema, Mode::ReadOnly)
 }
 
-fn recover(fs: &dyn Vfs, dir: &Path, schema: &Arc<Schema>, mode: Mode) -> Result<(World, RecoveryReport), StorageError> {
+fn recover(
+    fs: &dyn Vfs,
+    dir: &Path,
+    schema: &Arc<Schema>,
+    mode: Mode,
+) -> Result<(World, RecoveryReport), StorageError> {
     let start = Instant::now();
     let snaps = dir.join("snapshots");
     let mut report = RecoveryReport::default();
@@ -302,6 +311,13 @@ impl Store {
         let archive = dir.join("wal_archive");
         for d in [dir, &snaps, &wal_dir, &archive] {
             fs.create_dir_all(d).map_err(io(d))?;
+        }
+        // Snapshots whose writing was interrupted never became visible.
+        for name in fs.list(&snaps).map_err(io(&snaps))? {
+            if Path::new(&name).extension().is_some_and(|e| e == "tmp") {
+                let p = snaps.join(name);
+                fs.remove(&p).map_err(io(&p))?;
+            }
         }
         let (world, report) = recover(fs.as_ref(), dir, schema, if opts.repair { Mode::Repair } else { Mode::Normal })?;
         // Continue in a fresh segment.

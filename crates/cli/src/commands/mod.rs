@@ -1,3 +1,12 @@
 //! One module per subcommand.
 
+pub mod checkpoint;
+pub mod common;
 pub mod dump_schema;
+pub mod fsck;
+pub mod init;
+pub mod inspect;
+pub mod rebuild;
+pub mod restore;
+pub mod transfer;
+pub mod verify;

@@ -1,0 +1,75 @@
+//! Shared by the subcommands: finding the schema and configuration of a data
+//! directory, opening it, reporting errors, progress bars.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ecsdb::{Database, DatabaseConfig, SCHEMA_FILE_NAME, Schema};
+
+/// Print an error and return exit code 1.
+pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(1)
+}
+
+/// The schema: `--schema F` when given, else the copy in the data directory.
+pub fn schema_for(dir: &Path, given: Option<&Path>) -> Result<Arc<Schema>, String> {
+    let path = given.map_or_else(|| dir.join(SCHEMA_FILE_NAME), Path::to_path_buf);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!("cannot read the schema {}: {e} (pass --schema FILE for a directory without one)", path.display())
+    })?;
+    Schema::from_toml_str(&text).map(Arc::new).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Configuration: `--config F` (else defaults), then `ECSDB_*` overrides,
+/// then the data directory given on the command line.
+pub fn config_for(dir: &Path, config: Option<&Path>) -> Result<DatabaseConfig, String> {
+    let mut c = match config {
+        Some(p) => DatabaseConfig::from_file(p).map_err(|e| e.to_string())?,
+        None => DatabaseConfig::default(),
+    };
+    c.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
+    c.database.data_dir = dir.to_path_buf();
+    // Tools take their own snapshots when they mean to.
+    c.persistence.snapshot_interval_ops = 0;
+    c.persistence.snapshot_interval_secs = u64::MAX / 4;
+    Ok(c)
+}
+
+/// Open a data directory for writing (takes its lock).
+pub fn open(schema: Arc<Schema>, config: DatabaseConfig, repair: bool) -> Result<Database, String> {
+    Database::builder()
+        .config(config)
+        .schema(schema)
+        .enable_persistence()
+        .repair(repair)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A progress bar on a terminal; hidden in scripts.
+pub fn progress(len: u64, msg: &'static str) -> indicatif::ProgressBar {
+    if std::io::stderr().is_terminal() {
+        let pb = indicatif::ProgressBar::new(len);
+        pb.set_message(msg);
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+/// Common arguments of the commands working on a data directory.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DirArgs {
+    /// The data directory.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Schema file (default: the data directory's schema.toml).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Configuration file (config.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}

@@ -1,0 +1,109 @@
+//! `import` and `export`: JSON (lossless, ids preserved) and CSV (one table).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ecsdb::core::io::{export_json, export_table_csv};
+use ecsdb::storage::fs::OsFs;
+use ecsdb::storage::store::recover_read_only;
+
+use super::common::{DirArgs, config_for, fail, open, schema_for};
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    /// The JSON export to load (all or nothing).
+    pub file: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub dir: DirArgs,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: Format,
+    /// Table to export (CSV only; required there).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn import(args: &ImportArgs) -> ExitCode {
+    let d = &args.dir;
+    let schema = match schema_for(&d.data_dir, d.schema.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", args.file.display())),
+    };
+    let doc: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("{}: not JSON: {e}", args.file.display())),
+    };
+    let config = match config_for(&d.data_dir, d.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let db = match open(schema, config, false) {
+        Ok(db) => db,
+        Err(e) => return fail(e),
+    };
+    match db.import_json(&doc) {
+        Ok((n, info)) => {
+            println!("imported {n} entities in commit {}", info.seq);
+            match db.close() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Err(e) => fail(format!("{e} (nothing was imported)")),
+    }
+}
+
+pub fn export(args: &ExportArgs) -> ExitCode {
+    let d = &args.dir;
+    let schema = match schema_for(&d.data_dir, d.schema.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let (world, _) = match recover_read_only(&OsFs, &d.data_dir, &schema) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => return fail(format!("{}: {e}", p.display())),
+        },
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let r = match args.format {
+        Format::Json => serde_json::to_writer_pretty(&mut out, &export_json(&world)).map_err(|e| e.to_string()),
+        Format::Csv => {
+            let Some(t) = &args.table else {
+                let names: Vec<_> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+                return fail(format!("CSV export needs --table (one of: {})", names.join(", ")));
+            };
+            match world.table_id(t) {
+                Ok(tid) => export_table_csv(&world, tid, &mut out).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    match r.and_then(|()| out.flush().map_err(|e| e.to_string())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,154 @@
+//! The operator tools through the real binaries: init, import, checkpoint,
+//! verify, fsck, inspect, export, restore, rebuild-from-wal, and their
+//! refusals and exit codes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/schemas/rpg_game.toml");
+
+fn ecsdb(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn seeded(root: &Path) -> std::path::PathBuf {
+    let d = root.join("data");
+    let (code, _, err) = ecsdb(&["init", "--schema", EXAMPLE, "--data-dir", s(&d)]);
+    assert_eq!(code, 0, "{err}");
+    let doc = serde_json::json!({
+        "entities": [{"id": (1u64 << 32) | 1}, {"id": (1u64 << 32) | 2}],
+        "components": {
+            "entities": [{"id": (1u64 << 32) | 1}, {"id": (1u64 << 32) | 2}],
+            "player": [{"entity_id": (1u64 << 32) | 1, "name": "ana", "level": 7}, {"entity_id": (1u64 << 32) | 2, "name": "bo"}]
+        },
+        "relations": {"follows": [{"from": (1u64 << 32) | 1, "to": (1u64 << 32) | 2, "since_tick": 3}]}
+    });
+    let f = root.join("in.json");
+    std::fs::write(&f, doc.to_string()).unwrap();
+    let (code, out, err) = ecsdb(&["import", "--data-dir", s(&d), s(&f)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("imported 2 entities"), "{out}");
+    d
+}
+
+#[test]
+fn lifecycle_of_a_data_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let d = seeded(root.path());
+    let (code, out, err) = ecsdb(&["checkpoint", "--data-dir", s(&d)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("snapshot at sequence 1"), "{out}");
+    let (code, out, _) = ecsdb(&["verify", s(&d)]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = ecsdb(&["fsck", "--data-dir", s(&d)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("fsck: ok"));
+    let (code, out, _) = ecsdb(&["inspect", "stats", s(&d), "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["entities"], 2);
+    assert_eq!(v["tables"]["player"], 2);
+    assert_eq!(v["relations"]["follows"], 1);
+    // Export JSON, and it re-imports into a fresh directory identically.
+    let exp = root.path().join("out.json");
+    let (code, _, err) = ecsdb(&["export", "--data-dir", s(&d), "--format", "json", "--out", s(&exp)]);
+    assert_eq!(code, 0, "{err}");
+    let d2 = root.path().join("copy");
+    ecsdb(&["init", "--schema", EXAMPLE, "--data-dir", s(&d2)]);
+    let (code, _, err) = ecsdb(&["import", "--data-dir", s(&d2), s(&exp)]);
+    assert_eq!(code, 0, "{err}");
+    let exp2 = root.path().join("out2.json");
+    ecsdb(&["export", "--data-dir", s(&d2), "--out", s(&exp2)]);
+    let (a, b): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&std::fs::read_to_string(&exp).unwrap()).unwrap(),
+        serde_json::from_str(&std::fs::read_to_string(&exp2).unwrap()).unwrap(),
+    );
+    assert_eq!(a["components"], b["components"]);
+    assert_eq!(a["relations"], b["relations"]);
+    // CSV needs a table.
+    let (code, _, err) = ecsdb(&["export", "--data-dir", s(&d), "--format", "csv"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("needs --table"), "{err}");
+    let (code, out, _) = ecsdb(&["export", "--data-dir", s(&d), "--format", "csv", "--table", "player"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("entity_id,name,level,experience\n4294967297,ana,7,0"), "{out}");
+}
+
+#[test]
+fn restore_and_rebuild() {
+    let root = tempfile::tempdir().unwrap();
+    let d = seeded(root.path());
+    ecsdb(&["checkpoint", "--data-dir", s(&d)]);
+    let snap = std::fs::read_dir(d.join("snapshots")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let r = root.path().join("restored");
+    let (code, out, err) = ecsdb(&["restore", s(&snap), "--data-dir", s(&r)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("at sequence 1 (2 entities)"), "{out}");
+    // Refuses to overwrite, unless --force (which moves the old data aside).
+    let (code, _, err) = ecsdb(&["restore", s(&snap), "--data-dir", s(&r)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already holds data"), "{err}");
+    let (code, out, _) = ecsdb(&["restore", s(&snap), "--data-dir", s(&r), "--force"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("moved the existing data"), "{out}");
+    // Rebuild from the whole log (live + archive).
+    let b = root.path().join("rebuilt");
+    let (code, out, err) = ecsdb(&["rebuild-from-wal", s(&d), "--data-dir", s(&b)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rebuilt sequence 1"), "{out}");
+    let (_, out, _) = ecsdb(&["inspect", "stats", s(&b), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["entities"], 2);
+}
+
+#[test]
+fn damage_is_reported_with_exit_1() {
+    let root = tempfile::tempdir().unwrap();
+    let d = seeded(root.path());
+    ecsdb(&["checkpoint", "--data-dir", s(&d)]);
+    let snap = std::fs::read_dir(d.join("snapshots")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let mut b = std::fs::read(&snap).unwrap();
+    let n = b.len();
+    b[n - 5] ^= 0xff;
+    std::fs::write(&snap, b).unwrap();
+    let (code, _, err) = ecsdb(&["verify", s(&snap)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    let (code, _, err) = ecsdb(&["verify", s(&d)]);
+    assert_eq!(code, 1, "{err}");
+    // The state still recovers (older snapshot + log), but fsck reports it.
+    let (code, out, err) = ecsdb(&["fsck", "--data-dir", s(&d)]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("skipped snapshot"), "{out}");
+    // Not a database at all.
+    let (code, _, err) = ecsdb(&["verify", EXAMPLE]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a data directory"), "{err}");
+    let (code, _, err) = ecsdb(&["fsck", "--data-dir", "/nonexistent/dir"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read the schema"), "{err}");
+    // The guide's tool names work too.
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-verify")).arg(s(&snap)).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_locked_directory_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let d = seeded(root.path());
+    let db = ecsdb::Database::builder().schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().data_dir(&d).build().unwrap();
+    let (code, _, err) = ecsdb(&["checkpoint", "--data-dir", s(&d)]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("in use by another process (pid {})", std::process::id())), "{err}");
+    drop(db);
+}
