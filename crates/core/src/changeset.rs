@@ -364,9 +364,10 @@ impl<'a> OpIter<'a> {
                 let b = self.take(8)?;
                 let size = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 let count = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-                let len = (u64::from(size) + 8) * u64::from(count);
-                let len = usize::try_from(len)
-                    .map_err(|_| DecodeError { offset: at, reason: "SetMany larger than memory".into() })?;
+                let len = (u64::from(size) + 8)
+                    .checked_mul(u64::from(count))
+                    .and_then(|l| usize::try_from(l).ok())
+                    .ok_or_else(|| DecodeError { offset: at, reason: "SetMany larger than memory".into() })?;
                 Op::SetMany { table, slot, size, entries: self.take(len)? }
             }
             t => {

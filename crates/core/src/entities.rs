@@ -12,6 +12,9 @@ pub(crate) struct Slot {
     pub row: u32,
 }
 
+/// Bytes one slot of the entity table takes.
+pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
 /// Generation a slot is retired at: it will never be handed out again.
 const RETIRED: u32 = u32::MAX;
 

@@ -18,6 +18,11 @@ use crate::schema::{RelationId, Schema, TableId};
 use crate::txn::TxnState;
 use crate::value::{self, Value};
 
+/// Slot-table growth (in slots) that needs no memory check.
+const SLOT_GROWTH_UNCHECKED: usize = 1 << 16;
+/// Largest slot-table growth allowed by one id when no memory ceiling is set.
+const MAX_SLOT_GROWTH_BYTES: usize = 1 << 30;
+
 /// What deleting an entity removed, enough to put it back exactly.
 #[derive(Debug, Clone, Default)]
 pub struct Removed {
@@ -419,6 +424,23 @@ impl World {
 
     /// Create an entity with a given id.
     pub(crate) fn spawn_at(&mut self, id: EntityId) -> Result<()> {
+        // An id far beyond the slots in use grows the slot table up to its
+        // index: bound that by the memory ceiling (or a hard cap without one),
+        // so a hostile import or a damaged log cannot exhaust memory.
+        let grow = (id.index() as usize + 1).saturating_sub(self.entities.slot_count());
+        if grow > SLOT_GROWTH_UNCHECKED {
+            let bytes = grow.saturating_mul(crate::entities::SLOT_BYTES);
+            let room = match self.memory_limit_bytes {
+                Some(limit) => limit.saturating_sub(self.data_bytes()),
+                None => MAX_SLOT_GROWTH_BYTES,
+            };
+            if bytes > room {
+                return Err(Error::IdUnavailable(format!(
+                    "entity id {id}: index {} would grow the entity table by {grow} slots ({bytes} bytes), more than the {room} bytes allowed",
+                    id.index()
+                )));
+            }
+        }
         self.entities.alloc_at(id).map_err(Error::IdUnavailable)?;
         self.place_new(id);
         Ok(())

@@ -10,6 +10,8 @@
 
 pub mod error;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod snapshot;
 pub mod store;

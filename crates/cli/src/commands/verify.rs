@@ -29,7 +29,7 @@ fn verify_snapshot(p: &Path, r: &mut Report) {
     match std::fs::read(p) {
         Ok(b) => match snapshot::verify(p, &b) {
             Ok(info) => {
-                r.notes.push(format!("{}: snapshot at sequence {}, {} blocks, ok", p.display(), info.seq, info.blocks))
+                r.notes.push(format!("{}: snapshot at sequence {}, {} blocks, ok", p.display(), info.seq, info.blocks));
             }
             Err(e) => r.problems.push(e.to_string()),
         },
