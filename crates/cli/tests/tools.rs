@@ -143,6 +143,29 @@ fn damage_is_reported_with_exit_1() {
 }
 
 #[test]
+fn the_guides_tool_forms() {
+    let root = tempfile::tempdir().unwrap();
+    let d = seeded(root.path());
+    ecsdb(&["checkpoint", "--data-dir", s(&d)]);
+    // ecsdb-fsck /data/ecsdb/
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-fsck")).arg(s(&d)).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // ecsdb-restore /data/ecsdb/snapshots/<snap>: in place, needs --force.
+    let snap = std::fs::read_dir(d.join("snapshots")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-restore")).arg(s(&snap)).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-restore")).args([s(&snap), "--force"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, out, _) = ecsdb(&["inspect", "stats", s(&d), "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["entities"], 2);
+    // ecsdb-rebuild-from-wal DIR needs a target.
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-rebuild-from-wal")).arg(s(&d)).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn a_locked_directory_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let d = seeded(root.path());

@@ -64,9 +64,12 @@ impl Default for MemorySection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransactionsSection {
-    /// Most commits written to the log in one group.
+    /// Async mode: this many records waiting trigger an early background
+    /// fsync. (Sync mode groups commits by itself: every commit that arrives
+    /// while an fsync runs shares the next one.)
     pub batch_size: u32,
-    /// Longest a commit waits for its group to fill, in ms.
+    /// Async mode: longest time between background fsyncs, in ms, i.e. the
+    /// window of commits a power cut can lose.
     pub batch_timeout_ms: u64,
     /// Write the commit log. Off loses every commit since the last snapshot
     /// on a crash: for development only.

@@ -210,7 +210,10 @@ fn open_durable(
     let sync = if config.wal_sync_on_commit() {
         SyncMode::Sync
     } else {
-        SyncMode::Async { interval: Duration::from_millis(config.transactions.batch_timeout_ms.max(1)) }
+        SyncMode::Async {
+            interval: Duration::from_millis(config.transactions.batch_timeout_ms.max(1)),
+            batch: u64::from(config.transactions.batch_size.max(1)),
+        }
     };
     if !config.transactions.wal_enabled {
         tracing::warn!(

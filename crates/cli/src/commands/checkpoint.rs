@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use super::common::{DirArgs, config_for, fail, open, schema_for};
 
 pub fn run(args: &DirArgs) -> ExitCode {
+    let args = &args.resolved();
     let schema = match schema_for(&args.data_dir, args.schema.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(e),

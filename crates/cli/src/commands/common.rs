@@ -8,6 +8,26 @@ use std::sync::Arc;
 
 use ecsdb::{Database, DatabaseConfig, SCHEMA_FILE_NAME, Schema};
 
+/// Directory arguments with the data directory known.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub data_dir: PathBuf,
+    pub schema: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+impl DirArgs {
+    /// The arguments with the data directory (the current directory's
+    /// `./data` when absent, as the server defaults to).
+    pub fn resolved(&self) -> Resolved {
+        Resolved {
+            data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data")),
+            schema: self.schema.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
 /// Print an error and return exit code 1.
 pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
@@ -65,7 +85,7 @@ pub fn progress(len: u64, msg: &'static str) -> indicatif::ProgressBar {
 pub struct DirArgs {
     /// The data directory.
     #[arg(long = "data-dir", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
     /// Schema file (default: the data directory's schema.toml).
     #[arg(long)]
     pub schema: Option<PathBuf>,

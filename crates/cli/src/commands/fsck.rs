@@ -12,6 +12,8 @@ use super::common::{DirArgs, config_for, fail, open, schema_for};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The data directory (or --data-dir).
+    pub path: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub dir: DirArgs,
     /// Cut the log at the first damage (reports what is dropped).
@@ -20,7 +22,13 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let d = &args.dir;
+    let mut d = args.dir.clone();
+    match (&args.path, &d.data_dir) {
+        (Some(p), None) => d.data_dir = Some(p.clone()),
+        (None, None) => return fail("fsck needs a data directory: ecsdb fsck DIR (or --data-dir DIR)"),
+        _ => {}
+    }
+    let d = &d.resolved();
     let verify = super::verify::run(&super::verify::Args { path: d.data_dir.clone() });
     let schema = match schema_for(&d.data_dir, d.schema.as_deref()) {
         Ok(s) => s,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use super::common::{DirArgs, config_for, fail, open, schema_for};
 
 pub fn run(args: &DirArgs) -> ExitCode {
+    let args = &args.resolved();
     let Some(schema_path) = &args.schema else {
         return fail("init needs --schema FILE");
     };

@@ -14,14 +14,23 @@ use super::common::{config_for, fail, open, schema_for};
 pub struct Args {
     /// The snapshot file (`.snap`).
     pub snapshot: PathBuf,
+    /// Target data directory (default: the one the snapshot sits in, which
+    /// then needs --force: its current data is moved aside).
     #[arg(long = "data-dir", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
     /// Schema file (default: the schema.toml of the snapshot's data directory).
     #[arg(long)]
     pub schema: Option<PathBuf>,
     /// Move existing data in DIR aside instead of refusing.
     #[arg(long)]
     pub force: bool,
+}
+
+struct Resolved {
+    snapshot: PathBuf,
+    data_dir: PathBuf,
+    schema: Option<PathBuf>,
+    force: bool,
 }
 
 fn has_data(dir: &Path) -> bool {
@@ -32,13 +41,16 @@ fn has_data(dir: &Path) -> bool {
 
 pub fn run(args: &Args) -> ExitCode {
     let source_dir = args.snapshot.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-    let schema = match schema_for(&source_dir, args.schema.as_deref()) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| source_dir.clone());
+    let args = &Resolved { snapshot: args.snapshot.clone(), data_dir, schema: args.schema.clone(), force: args.force };
+    // Read the snapshot before anything moves (it may live in the target).
     let bytes = match std::fs::read(&args.snapshot) {
         Ok(b) => b,
         Err(e) => return fail(format!("{}: {e}", args.snapshot.display())),
+    };
+    let schema = match schema_for(&source_dir, args.schema.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
     };
     let world = match snapshot::load(&args.snapshot, &bytes, &schema) {
         Ok(w) => w,

@@ -39,7 +39,7 @@ pub struct ExportArgs {
 }
 
 pub fn import(args: &ImportArgs) -> ExitCode {
-    let d = &args.dir;
+    let d = &args.dir.resolved();
     let schema = match schema_for(&d.data_dir, d.schema.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -73,7 +73,7 @@ pub fn import(args: &ImportArgs) -> ExitCode {
 }
 
 pub fn export(args: &ExportArgs) -> ExitCode {
-    let d = &args.dir;
+    let d = &args.dir.resolved();
     let schema = match schema_for(&d.data_dir, d.schema.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(e),

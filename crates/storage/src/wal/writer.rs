@@ -33,8 +33,9 @@ use crate::fs::{VFile, Vfs};
 pub enum SyncMode {
     /// Acknowledge after fdatasync.
     Sync,
-    /// Acknowledge after the write; fsync in the background every interval.
-    Async { interval: Duration },
+    /// Acknowledge after the write; fsync in the background every `interval`,
+    /// or as soon as `batch` records are waiting.
+    Async { interval: Duration, batch: u64 },
 }
 
 /// Log settings.
@@ -168,6 +169,14 @@ impl Wal {
         self.records_written.fetch_add(1, Ordering::Relaxed);
         cur.buf = buf;
         self.written_seq.store(seq, Ordering::Release);
+        if let SyncMode::Async { batch, .. } = self.opts.sync
+            && seq.saturating_sub(self.durable_seq.load(Ordering::Acquire)) >= batch
+        {
+            // Under the mutex, so the flusher cannot miss it between its
+            // check and its wait.
+            let _g = self.stop_cv.0.lock();
+            self.stop_cv.1.notify_one();
+        }
         Ok(())
     }
 
@@ -241,7 +250,7 @@ impl Wal {
 
     /// Background syncing for async mode: runs until [`Wal::shutdown`].
     pub fn run_flusher(self: &Arc<Self>) -> Option<std::thread::JoinHandle<()>> {
-        let SyncMode::Async { interval } = self.opts.sync else { return None };
+        let SyncMode::Async { interval, batch } = self.opts.sync else { return None };
         let wal = Arc::clone(self);
         std::thread::Builder::new()
             .name("ecsdb-wal-flush".into())
@@ -249,7 +258,8 @@ impl Wal {
                 while !wal.stop.load(Ordering::Acquire) {
                     {
                         let mut stopped = wal.stop_cv.0.lock();
-                        if !*stopped {
+                        let pending = wal.written_seq.load(Ordering::Acquire) - wal.durable_seq.load(Ordering::Acquire);
+                        if !*stopped && pending < batch {
                             wal.stop_cv.1.wait_for(&mut stopped, interval);
                         }
                     }
@@ -320,6 +330,25 @@ mod tests {
         wal.append(1, b"small").unwrap();
         let e = wal.append(2, &[0; 64]).unwrap_err().to_string();
         assert!(e.contains("no space left"), "{e}");
+    }
+
+    #[test]
+    fn async_mode_syncs_early_once_a_batch_is_waiting() {
+        let fs = SimFs::new();
+        let o = WalOptions { sync: SyncMode::Async { interval: Duration::from_hours(1), batch: 3 }, ..opts(1 << 20) };
+        let wal = Arc::new(Wal::create(Arc::new(fs.clone()), o, 1).unwrap());
+        let flusher = wal.run_flusher().unwrap();
+        for s in 1..=3 {
+            wal.append(s, b"x").unwrap();
+            wal.commit_wait(s).unwrap(); // async: returns at once
+        }
+        let t0 = std::time::Instant::now();
+        while wal.stats().durable_seq < 3 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the batch was not flushed early");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        wal.shutdown().unwrap();
+        flusher.join().unwrap();
     }
 
     #[test]
