@@ -75,6 +75,15 @@ fn lifecycle_of_a_data_directory() {
     );
     assert_eq!(a["components"], b["components"]);
     assert_eq!(a["relations"], b["relations"]);
+    // One table as JSON.
+    let (code, out, _) = ecsdb(&["export", "--data-dir", s(&d), "--table", "player"]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["name"], "ana");
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    let (code, _, err) = ecsdb(&["export", "--data-dir", s(&d), "--table", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown table `nope`"), "{err}");
     // CSV needs a table.
     let (code, _, err) = ecsdb(&["export", "--data-dir", s(&d), "--format", "csv"]);
     assert_eq!(code, 1);

@@ -513,6 +513,13 @@ impl Database {
         io::export_json(&self.read())
     }
 
+    /// Export one table as JSON (rows keyed by entity id, sorted).
+    pub fn export_table_json(&self, table: &str) -> Result<serde_json::Value> {
+        let r = self.read();
+        let t = r.table_id(table)?;
+        Ok(io::export_table_json(&r, t))
+    }
+
     /// Export one table as CSV.
     pub fn export_csv<W: std::io::Write>(&self, table: &str, out: W) -> Result<()> {
         let r = self.read();

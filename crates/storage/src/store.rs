@@ -164,33 +164,30 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     move |e| StorageError::Io { path: path.to_path_buf(), source: e }
 }
 
-/// Segments of a directory, by first sequence number.
-pub fn list_segments(fs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+/// Files of `dir` whose names `parse` reads as a sequence number, ascending.
+fn list_numbered(
+    fs: &dyn Vfs,
+    dir: &Path,
+    parse: fn(&str) -> Option<u64>,
+) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     if !fs.exists(dir) {
         return Ok(Vec::new());
     }
-    let mut v: Vec<(u64, PathBuf)> = fs
-        .list(dir)
-        .map_err(io(dir))?
-        .into_iter()
-        .filter_map(|n| Some((parse_segment_name(&n)?, dir.join(n))))
-        .collect();
+    let mut v: Vec<(u64, PathBuf)> =
+        fs.list(dir).map_err(io(dir))?.into_iter().filter_map(|n| Some((parse(&n)?, dir.join(n)))).collect();
     v.sort();
     Ok(v)
 }
 
+/// Segments of a directory, by first sequence number.
+pub fn list_segments(fs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    list_numbered(fs, dir, parse_segment_name)
+}
+
 /// Snapshots of a directory, newest first.
 pub fn list_snapshots(fs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
-    if !fs.exists(dir) {
-        return Ok(Vec::new());
-    }
-    let mut v: Vec<(u64, PathBuf)> = fs
-        .list(dir)
-        .map_err(io(dir))?
-        .into_iter()
-        .filter_map(|n| Some((parse_snapshot_name(&n)?, dir.join(n))))
-        .collect();
-    v.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let mut v = list_numbered(fs, dir, parse_snapshot_name)?;
+    v.reverse();
     Ok(v)
 }
 

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ecsdb::core::io::{export_json, export_table_csv};
+use ecsdb::core::io::{export_json, export_table_csv, export_table_json};
 use ecsdb::storage::fs::OsFs;
 use ecsdb::storage::store::recover_read_only;
 
@@ -30,7 +30,7 @@ pub struct ExportArgs {
     pub dir: DirArgs,
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
-    /// Table to export (CSV only; required there).
+    /// Export only this table (required for CSV).
     #[arg(long)]
     pub table: Option<String>,
     /// Output file (default: standard output).
@@ -90,7 +90,13 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         None => Box::new(std::io::stdout().lock()),
     };
     let r = match args.format {
-        Format::Json => serde_json::to_writer_pretty(&mut out, &export_json(&world)).map_err(|e| e.to_string()),
+        Format::Json => {
+            let doc = match &args.table {
+                None => Ok(export_json(&world)),
+                Some(t) => world.table_id(t).map(|tid| export_table_json(&world, tid)).map_err(|e| e.to_string()),
+            };
+            doc.and_then(|d| serde_json::to_writer_pretty(&mut out, &d).map_err(|e| e.to_string()))
+        }
         Format::Csv => {
             let Some(t) = &args.table else {
                 let names: Vec<_> = schema.tables.iter().map(|t| t.name.as_str()).collect();

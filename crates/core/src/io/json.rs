@@ -29,6 +29,26 @@ pub(crate) fn id_key(world: &World, t: crate::schema::TableId) -> String {
         .map_or_else(|| "entity_id".to_string(), |f| f.name.clone())
 }
 
+/// Export one table: an array of rows, each keyed by its entity id field,
+/// sorted by entity id.
+pub fn export_table_json(world: &World, t: crate::schema::TableId) -> serde_json::Value {
+    let key = id_key(world, t);
+    let mut rows = Vec::new();
+    for chunk in world.chunks(&[t]) {
+        for &id in chunk.entities() {
+            if let Ok(serde_json::Value::Object(mut obj)) = world.component_json(id, t) {
+                obj.remove(&key);
+                let mut row = serde_json::Map::new();
+                row.insert(key.clone(), id_json(id));
+                row.extend(obj);
+                rows.push((id, serde_json::Value::Object(row)));
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    rows.into_iter().map(|r| r.1).collect::<Vec<_>>().into()
+}
+
 /// Export the whole state.
 pub fn export_json(world: &World) -> serde_json::Value {
     let schema = world.schema();
@@ -36,21 +56,7 @@ pub fn export_json(world: &World) -> serde_json::Value {
         world.entities().iter().map(|id| serde_json::json!({ "id": id_json(id) })).collect();
     let mut components = serde_json::Map::new();
     for t in &schema.tables {
-        let key = id_key(world, t.id);
-        let mut rows = Vec::new();
-        for chunk in world.chunks(&[t.id]) {
-            for &id in chunk.entities() {
-                if let Ok(serde_json::Value::Object(mut obj)) = world.component_json(id, t.id) {
-                    obj.remove(&key);
-                    let mut row = serde_json::Map::new();
-                    row.insert(key.clone(), id_json(id));
-                    row.extend(obj);
-                    rows.push(serde_json::Value::Object(row));
-                }
-            }
-        }
-        rows.sort_by_key(|r| r.get(&key).and_then(id_from_json).unwrap_or_default());
-        components.insert(t.name.clone(), rows.into());
+        components.insert(t.name.clone(), export_table_json(world, t.id));
     }
     let mut relations = serde_json::Map::new();
     for r in &schema.relations {

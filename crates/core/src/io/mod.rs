@@ -6,4 +6,4 @@ mod csv_export;
 mod json;
 
 pub use csv_export::export_table_csv;
-pub use json::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_json, import_json};
+pub use json::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_json, export_table_json, import_json};
