@@ -18,6 +18,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the server (HTTP API on 127.0.0.1:8080, data in ./data, the
+    /// bundled example schema, unless configured otherwise).
+    Serve(ServeArgs),
     /// Validate a schema file and print it normalized (exit 1 listing every
     /// problem when it is invalid).
     DumpSchema(commands::dump_schema::Args),
@@ -44,9 +47,42 @@ enum Command {
     Export(commands::transfer::ExportArgs),
 }
 
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// `config.toml` (server, auth, `rate_limit`, cors, metrics, logging and the database sections).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Data directory (default `./data`, or `ECSDB_DATA_DIR`).
+    #[arg(long = "data-dir")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Listen address (default `127.0.0.1:8080`, or `ECSDB_BIND`).
+    #[arg(long)]
+    bind: Option<String>,
+    /// Schema file (default: the bundled RPG example).
+    #[arg(long)]
+    schema: Option<std::path::PathBuf>,
+}
+
+fn serve(a: &ServeArgs) -> ExitCode {
+    let opts = ecsdb_server::ServeOptions {
+        config_file: a.config.clone(),
+        data_dir: a.data_dir.clone(),
+        bind: a.bind.clone(),
+        schema_file: a.schema.clone(),
+    };
+    match ecsdb_server::run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
+        Command::Serve(a) => serve(a),
         Command::DumpSchema(a) => commands::dump_schema::run(a),
         Command::Init(a) => commands::init::run(a),
         Command::Verify(a) => commands::verify::run(a),

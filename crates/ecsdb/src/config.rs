@@ -45,7 +45,7 @@ impl Default for DatabaseSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySection {
-    /// Capacity reserved up front, in MiB (a hint).
+    /// Capacity expected up front, in MiB: a sizing hint, never a limit.
     pub initial_capacity_mb: u64,
     /// Ceiling on accounted live data, in MiB; a commit that would exceed it
     /// fails. 0 disables the ceiling.
@@ -178,9 +178,6 @@ impl DatabaseConfig {
         if self.memory.buffer_growth_factor <= 1.0 {
             problems.push("memory.buffer_growth_factor must be greater than 1".to_string());
         }
-        if self.memory.max_capacity_mb != 0 && self.memory.initial_capacity_mb > self.memory.max_capacity_mb {
-            problems.push("memory.initial_capacity_mb must not exceed memory.max_capacity_mb".to_string());
-        }
         if self.transactions.batch_size == 0 {
             problems.push("transactions.batch_size must be at least 1".to_string());
         }
@@ -237,11 +234,6 @@ impl DatabaseConfig {
                 "ECSDB_MAX_MEMORY_MB" => {
                     self.memory.max_capacity_mb =
                         v.parse().map_err(|_| DbError::Config(format!("{k}={v}: expected a whole number of MiB")))?;
-                    // The initial capacity is only a hint: keep it under the new ceiling.
-                    if self.memory.max_capacity_mb > 0 {
-                        self.memory.initial_capacity_mb =
-                            self.memory.initial_capacity_mb.min(self.memory.max_capacity_mb);
-                    }
                 }
                 "ECSDB_WAL_ENABLED" => self.transactions.wal_enabled = flag(&k, &v)?,
                 "ECSDB_WAL_SYNC" => {

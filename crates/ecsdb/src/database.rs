@@ -268,7 +268,7 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
     fs.create_dir_all(dir).map_err(|e| DbError::Io { path: dir.to_path_buf(), source: e })?;
     if fs.exists(&path) {
         let text = String::from_utf8(fs.read(&path).map_err(io)?).unwrap_or_default();
-        let stored = Schema::from_toml_str(&text)?;
+        let stored = Schema::from_stored_toml(&text)?;
         if stored.fingerprint != schema.fingerprint {
             return Err(DbError::Config(format!(
                 "{} holds another schema ({} v{}) than the one given ({} v{}); a data directory keeps one schema",
@@ -358,6 +358,15 @@ impl Database {
         d.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::info!(seq = info.seq, bytes = info.bytes, write_ms = info.write_ms, "checkpoint written");
         Ok(info)
+    }
+
+    /// Block until commit `seq` is on stable storage (for a client asking for
+    /// a durable acknowledgement while the log runs in async mode).
+    pub fn sync_to(&self, seq: u64) -> Result<()> {
+        match &self.inner.durability {
+            Some(d) => Ok(d.store.wal().sync_to(seq)?),
+            None => Ok(()),
+        }
     }
 
     /// What recovery did when this database was opened.

@@ -40,7 +40,9 @@ pub fn schema_for(dir: &Path, given: Option<&Path>) -> Result<Arc<Schema>, Strin
     let text = std::fs::read_to_string(&path).map_err(|e| {
         format!("cannot read the schema {}: {e} (pass --schema FILE for a directory without one)", path.display())
     })?;
-    Schema::from_toml_str(&text).map(Arc::new).map_err(|e| format!("{}: {e}", path.display()))
+    // The data directory's own copy may hold system tables (`_users`, ...).
+    let parsed = if given.is_some() { Schema::from_toml_str(&text) } else { Schema::from_stored_toml(&text) };
+    parsed.map(Arc::new).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Configuration: `--config F` (else defaults), then `ECSDB_*` overrides,

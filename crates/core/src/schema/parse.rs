@@ -42,6 +42,8 @@ struct At {
 
 struct Ctx {
     issues: Vec<SchemaIssue>,
+    /// System schemas may use names starting with `_`.
+    allow_reserved: bool,
 }
 
 impl Ctx {
@@ -71,7 +73,7 @@ impl Ctx {
             self.push(at, format!("{what} name `{name}` is longer than {MAX_NAME_LEN} characters"));
             return false;
         }
-        if name.starts_with('_') {
+        if name.starts_with('_') && !self.allow_reserved {
             self.push(at, format!("{what} name `{name}` is reserved: names starting with `_` belong to the system"));
             return false;
         }
@@ -243,16 +245,38 @@ fn named_deps(ty: &TypeExpr, out: &mut Vec<String>) {
 impl Schema {
     /// Parse and validate a schema. Every problem found is reported at once.
     pub fn from_toml_str(text: &str) -> Result<Schema, SchemaError> {
-        let doc: toml::Table = toml::from_str(text).map_err(|e| SchemaError {
-            issues: vec![SchemaIssue {
-                table: None,
-                field: None,
-                reason: format!("invalid TOML: {}", e.to_string().trim_end()),
-            }],
-        })?;
-        let mut ctx = Ctx { issues: Vec::new() };
+        Self::from_doc(&parse_doc(text)?, false)
+    }
+
+    /// A user schema plus system tables, enums and relations (names starting
+    /// with `_`, which user schemas may not use). The user schema is
+    /// validated on its own first, so its errors read as usual.
+    pub fn with_system(user_text: &str, system_text: &str) -> Result<Schema, SchemaError> {
+        Self::from_toml_str(user_text)?;
+        let mut doc = parse_doc(user_text)?;
+        let sys = parse_doc(system_text)?;
+        for (section, items) in sys {
+            let (Some(toml::Value::Table(items)), false) = (Some(items), section == "database") else { continue };
+            let entry = doc.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = entry {
+                for (k, v) in items {
+                    t.insert(k, v);
+                }
+            }
+        }
+        Self::from_doc(&doc, true)
+    }
+
+    /// Read back a schema the database stored itself (a data directory's
+    /// `schema.toml`), which may hold system tables.
+    pub fn from_stored_toml(text: &str) -> Result<Schema, SchemaError> {
+        Self::from_doc(&parse_doc(text)?, true)
+    }
+
+    fn from_doc(doc: &toml::Table, allow_reserved: bool) -> Result<Schema, SchemaError> {
+        let mut ctx = Ctx { issues: Vec::new(), allow_reserved };
         let root = At::default();
-        ctx.unknown_keys(&root, &doc, TOP_KEYS, "the schema");
+        ctx.unknown_keys(&root, doc, TOP_KEYS, "the schema");
 
         // [database]
         let (mut name, mut version) = ("ecsdb".to_string(), "0.0.0".to_string());
@@ -593,6 +617,16 @@ impl Schema {
         schema.fingerprint = fnv1a(schema.to_toml_string().as_bytes());
         Ok(schema)
     }
+}
+
+fn parse_doc(text: &str) -> Result<toml::Table, SchemaError> {
+    toml::from_str(text).map_err(|e| SchemaError {
+        issues: vec![SchemaIssue {
+            table: None,
+            field: None,
+            reason: format!("invalid TOML: {}", e.to_string().trim_end()),
+        }],
+    })
 }
 
 fn is_ancestor_or_self(candidate: TableId, start: TableId, parents: &[Option<TableId>]) -> bool {

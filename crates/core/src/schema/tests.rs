@@ -207,6 +207,17 @@ default = 7
 }
 
 #[test]
+fn system_tables_merge_with_reserved_names() {
+    let sys = "[tables._users]\n[[tables._users.fields]]\nname = \"username\"\ntype = \"string\"\n";
+    let s = Schema::with_system(RPG, sys).unwrap();
+    assert!(s.table_by_name("_users").is_some());
+    assert!(s.table_by_name("player").is_some());
+    // The canonical dump re-parses as a system schema, and users still may not use `_`.
+    assert!(Schema::with_system(&s.to_toml_string(), "").is_err());
+    assert!(Schema::from_toml_str(sys).unwrap_err().to_string().contains("reserved"));
+}
+
+#[test]
 fn invalid_toml_is_one_clear_error() {
     let errs = errors("[tables.a\nname=");
     assert_eq!(errs.len(), 1);

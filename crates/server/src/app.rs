@@ -1,0 +1,250 @@
+//! The HTTP application: shared state, the route table with each route's
+//! access rule, and the middleware every request passes through
+//! (request id and log line, metrics, security headers, per-IP and
+//! per-credential rate limits, authentication and permission check).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ecsdb::Database;
+
+use crate::auth::{self, Principal, Tokens};
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::handlers;
+use crate::limits::RateLimiter;
+use crate::metrics::{HttpLabels, Metrics};
+use crate::system::Perms;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials needed.
+    Public,
+    /// Any valid credential (token or key).
+    Authenticated,
+    Read,
+    Write,
+    Admin,
+}
+
+/// Every route and its access rule. The auth middleware enforces this table
+/// (a route missing from it is refused), and the tests walk it, so a new
+/// route cannot go without an access rule or without an auth test.
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/health", Access::Public),
+    ("GET", "/metrics", Access::Public),
+    ("GET", "/v1/openapi.json", Access::Public),
+    ("POST", "/v1/auth/login", Access::Public),
+    ("POST", "/v1/auth/logout", Access::Authenticated),
+    ("GET", "/v1/schema", Access::Read),
+    ("GET", "/v1/stats", Access::Read),
+    ("POST", "/v1/entities", Access::Write),
+    ("GET", "/v1/entities/{id}", Access::Read),
+    ("PATCH", "/v1/entities/{id}", Access::Write),
+    ("DELETE", "/v1/entities/{id}", Access::Write),
+    ("POST", "/v1/transactions", Access::Write),
+    ("POST", "/v1/query", Access::Read),
+    ("GET", "/v1/admin/users", Access::Admin),
+    ("POST", "/v1/admin/users", Access::Admin),
+    ("POST", "/v1/admin/users/{name}/password", Access::Authenticated),
+    ("GET", "/v1/admin/sessions", Access::Admin),
+    ("GET", "/v1/admin/api-keys", Access::Admin),
+    ("POST", "/v1/admin/api-keys", Access::Admin),
+    ("DELETE", "/v1/admin/api-keys/{name}", Access::Admin),
+    ("POST", "/v1/admin/checkpoint", Access::Admin),
+];
+
+/// State shared by all handlers.
+#[derive(Debug)]
+pub struct AppState {
+    pub db: Database,
+    pub tokens: Tokens,
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    pub ip_limiter: RateLimiter,
+    pub cred_limiter: RateLimiter,
+    pub started: Instant,
+    next_request: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(db: Database, tokens: Tokens, config: ServerConfig, clock: Arc<dyn crate::limits::Clock>) -> AppState {
+        let rl = &config.rate_limit;
+        AppState {
+            ip_limiter: RateLimiter::new(rl.window_secs, rl.max_requests, clock.clone()),
+            cred_limiter: RateLimiter::new(rl.window_secs, rl.max_requests, clock),
+            db,
+            tokens,
+            config,
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            next_request: AtomicU64::new(1),
+        }
+    }
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The router with every middleware.
+pub fn router(state: Shared) -> Router {
+    let cfg = &state.config;
+    let api = Router::new()
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .route("/v1/openapi.json", get(handlers::openapi))
+        .route("/v1/auth/login", post(handlers::login))
+        .route("/v1/auth/logout", post(handlers::logout))
+        .route("/v1/schema", get(handlers::schema))
+        .route("/v1/stats", get(handlers::stats))
+        .route("/v1/entities", post(handlers::create_entity))
+        .route(
+            "/v1/entities/{id}",
+            get(handlers::get_entity).patch(handlers::patch_entity).delete(handlers::delete_entity),
+        )
+        .route("/v1/transactions", post(handlers::transaction))
+        .route("/v1/query", post(handlers::query))
+        .route("/v1/admin/users", get(handlers::list_users).post(handlers::create_user))
+        .route("/v1/admin/users/{name}/password", post(handlers::change_password))
+        .route("/v1/admin/sessions", get(handlers::list_sessions))
+        .route("/v1/admin/api-keys", get(handlers::list_api_keys).post(handlers::create_api_key))
+        .route("/v1/admin/api-keys/{name}", axum::routing::delete(handlers::revoke_api_key))
+        .route("/v1/admin/checkpoint", post(handlers::checkpoint))
+        .fallback(handlers::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(cfg.server.body_limit_bytes));
+    let cors = cors_layer(&cfg.cors.allowed_origins);
+    api.layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(cors)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(cfg.server.request_timeout_ms),
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.server.max_connections))
+        .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(list)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+}
+
+fn client_ip(req: &Request) -> String {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "unknown".into(), |c| c.0.ip().to_string())
+}
+
+/// Request id, the log line, metrics, security headers, per-IP limit.
+async fn observe(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .map_or_else(|| format!("{:016x}", st.next_request.fetch_add(1, Ordering::Relaxed)), str::to_string);
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let ip = client_ip(&req);
+    let mut resp = if let Err(retry) = st.ip_limiter.check(&ip) {
+        st.metrics.rate_limited.inc();
+        too_many(retry)
+    } else {
+        next.run(req).await
+    };
+    let status = resp.status().as_u16();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-request-id", v);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    st.metrics.http_requests.get_or_create(&HttpLabels { route: route.clone(), status }).inc();
+    st.metrics.http_duration.observe(secs);
+    tracing::info!(request_id = %id, %method, %path, %route, status, ms = secs * 1e3, client = %ip, "request");
+    resp
+}
+
+fn too_many(retry_after: u64) -> Response {
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests; retry in {retry_after} s"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The access rule of a matched route.
+pub fn access_of(method: &Method, route: &str) -> Option<Access> {
+    ROUTES.iter().find(|(m, p, _)| *m == method.as_str() && *p == route).map(|r| r.2)
+}
+
+/// Authenticate and check the route's access rule; the principal is put in
+/// the request's extensions for the handler.
+async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Response {
+    let Some(route) = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()) else {
+        return next.run(req).await; // unmatched: the fallback answers 404
+    };
+    let Some(access) = access_of(req.method(), &route) else {
+        if req.method() == Method::OPTIONS {
+            return next.run(req).await;
+        }
+        // Fail closed: a route without an access rule is never served.
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not allowed on {route}", req.method()),
+        )
+        .into_response();
+    };
+    if access == Access::Public {
+        return next.run(req).await;
+    }
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let st2 = st.clone();
+    let principal =
+        tokio::task::spawn_blocking(move || auth::authenticate(&st2.db, &st2.tokens, header.as_deref())).await;
+    let principal: Principal = match principal {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            st.metrics.auth_failures.inc();
+            return e.into_response();
+        }
+        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+    };
+    let need = match access {
+        Access::Read => Some(Perms::READ),
+        Access::Write => Some(Perms::WRITE),
+        Access::Admin => Some(Perms::ADMIN),
+        Access::Public | Access::Authenticated => None,
+    };
+    if let Some(bit) = need
+        && let Err(e) = auth::require(&principal, bit)
+    {
+        return e.into_response();
+    }
+    if let Err(retry) = st.cred_limiter.check(&principal.name) {
+        st.metrics.rate_limited.inc();
+        return too_many(retry);
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}

@@ -1,0 +1,163 @@
+//! Credentials: passwords (argon2id), tokens (HS256 JWT bound to a stored
+//! session, so logout revokes them) and API keys (random, shown once, stored
+//! as SHA-256). Checking a request yields a [`Principal`] with permissions.
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use ecsdb::Database;
+use ecsdb::core::value::hex_encode;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult};
+use crate::system::{self, Perms, Role};
+
+/// Prefix of API keys (tells them from tokens).
+pub const API_KEY_PREFIX: &str = "ecsdb_";
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// User name or `key:<name>`.
+    pub name: String,
+    pub perms: Perms,
+    /// Session of a token login.
+    pub token_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    jti: String,
+    iat: u64,
+    exp: u64,
+}
+
+/// Token signing and checking.
+#[derive(Clone)]
+pub struct Tokens {
+    enc: EncodingKey,
+    dec: DecodingKey,
+    pub ttl_secs: u64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("ttl_secs", &self.ttl_secs).finish_non_exhaustive()
+    }
+}
+
+/// Random bytes as hex.
+pub fn random_hex(n: usize) -> ApiResult<String> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    Ok(hex_encode(&b))
+}
+
+pub fn hash_password(password: &str) -> ApiResult<String> {
+    if password.len() < 8 {
+        return Err(ApiError::bad_request("passwords must be at least 8 characters"));
+    }
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
+}
+
+pub fn hash_api_key(key: &str) -> String {
+    hex_encode(&Sha256::digest(key.as_bytes()))
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8], ttl_secs: u64) -> Tokens {
+        Tokens { enc: EncodingKey::from_secret(secret), dec: DecodingKey::from_secret(secret), ttl_secs }
+    }
+
+    /// A token for `username`, bound to session `jti`.
+    pub fn issue(&self, username: &str, jti: &str) -> ApiResult<(String, u64)> {
+        let now = system::now_ms() / 1000;
+        let exp = now + self.ttl_secs;
+        let claims = Claims { sub: username.into(), jti: jti.into(), iat: now, exp };
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc)
+            .map_err(|e| ApiError::internal(format!("token signing failed: {e}")))?;
+        Ok((t, exp * 1000))
+    }
+
+    fn check(&self, token: &str) -> ApiResult<Claims> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 0;
+        v.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &self.dec, &v).map(|d| d.claims).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::unauthorized("the token has expired; log in again"),
+                ErrorKind::InvalidSignature => ApiError::unauthorized("the token's signature is not valid"),
+                _ => ApiError::unauthorized("malformed token"),
+            }
+        })
+    }
+}
+
+/// Resolve an `Authorization` header value to a principal.
+pub fn authenticate(db: &Database, tokens: &Tokens, header: Option<&str>) -> ApiResult<Principal> {
+    let h = header.ok_or_else(|| ApiError::unauthorized("missing Authorization header (Bearer <token or API key>)"))?;
+    let cred = h
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token or API key>`"))?;
+    let w = db.read();
+    if cred.starts_with(API_KEY_PREFIX) {
+        let hash = hash_api_key(cred);
+        let key = system::list_api_keys(&w)?
+            .into_iter()
+            .find(|k| k.key_hash == hash)
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        return Ok(Principal { name: format!("key:{}", key.name), perms: key.perms, token_id: None });
+    }
+    let claims = tokens.check(cred)?;
+    let now = system::now_ms();
+    let session = system::list_sessions(&w)?
+        .into_iter()
+        .find(|s| s.token_id == claims.jti)
+        .ok_or_else(|| ApiError::unauthorized("the session has ended (logged out); log in again"))?;
+    if session.expires_ms <= now {
+        return Err(ApiError::unauthorized("the token has expired; log in again"));
+    }
+    let user = system::find_user(&w, &claims.sub)?
+        .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+    Ok(Principal { name: user.username, perms: user.role.perms(), token_id: Some(claims.jti) })
+}
+
+/// Require a permission.
+pub fn require(p: &Principal, bit: u8) -> ApiResult<()> {
+    if p.perms.has(bit) {
+        Ok(())
+    } else {
+        let what = match bit {
+            Perms::ADMIN => "admin",
+            Perms::WRITE => "write",
+            _ => "read",
+        };
+        Err(ApiError::forbidden(format!("`{}` lacks the {what} permission", p.name)))
+    }
+}
+
+/// Create the first admin on a database without users: with
+/// `ECSDB_ADMIN_PASSWORD`, else a random password printed once.
+pub fn ensure_admin(db: &Database, env_password: Option<String>) -> ApiResult<Option<String>> {
+    if !system::list_users(&db.read())?.is_empty() {
+        return Ok(None);
+    }
+    let (password, generated) = match env_password {
+        Some(p) => (p, false),
+        None => (random_hex(12)?, true),
+    };
+    let hash = hash_password(&password)?;
+    system::insert_user(db, "admin", &hash, Role::Admin)?;
+    Ok(generated.then_some(password))
+}

@@ -1,0 +1,262 @@
+//! Server configuration: the `[server] [auth] [rate_limit] [cors] [metrics]
+//! [logging]` sections of `config.toml`; every other section is the
+//! database's (`DatabaseConfig`). Unknown keys anywhere are errors naming
+//! them. Environment variables override the file.
+
+use std::path::Path;
+
+use ecsdb::DatabaseConfig;
+use serde::Deserialize;
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to listen on.
+    pub bind: String,
+    /// Requests served at once; more wait.
+    pub max_connections: usize,
+    /// A request taking longer gets 408.
+    pub request_timeout_ms: u64,
+    /// Larger request bodies get 413.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            bind: "127.0.0.1:8080".into(),
+            max_connections: 1000,
+            request_timeout_ms: 30_000,
+            body_limit_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// HMAC secret for tokens; generated once and kept in the data
+    /// directory (`jwt_secret`, 0600) when unset.
+    pub jwt_secret: Option<String>,
+    /// Token lifetime: seconds, or `30m`, `24h`, `7d`.
+    pub jwt_expires_in: String,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection { jwt_secret: None, jwt_expires_in: "24h".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// Window length in seconds.
+    pub window_secs: u64,
+    /// Requests allowed per client IP, and per credential, in one window.
+    pub max_requests: u32,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection { window_secs: 60, max_requests: 100 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSection {
+    /// Origins allowed to call the API from a browser (none by default).
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve `/metrics` on this separate address too (e.g. `0.0.0.0:9090`).
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a filter directive.
+    pub level: String,
+    /// `pretty` or `json`.
+    pub format: String,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection { level: "info".into(), format: "pretty".into() }
+    }
+}
+
+/// The whole configuration of `ecsdb serve`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    pub server: ServerSection,
+    pub auth: AuthSection,
+    pub rate_limit: RateLimitSection,
+    pub cors: CorsSection,
+    pub metrics: MetricsSection,
+    pub logging: LoggingSection,
+    pub db: DatabaseConfig,
+}
+
+const SERVER_SECTIONS: &[&str] = &["server", "auth", "rate_limit", "cors", "metrics", "logging"];
+
+fn section<T: for<'de> Deserialize<'de> + Default>(doc: &mut toml::Table, name: &str) -> Result<T, ConfigError> {
+    match doc.remove(name) {
+        None => Ok(T::default()),
+        Some(v) => {
+            v.try_into().map_err(|e: toml::de::Error| ConfigError(format!("[{name}]: {}", e.to_string().trim_end())))
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Parse a `config.toml` text.
+    pub fn from_toml_str(text: &str) -> Result<ServerConfig, ConfigError> {
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_string()))?;
+        let mut c = ServerConfig {
+            server: section(&mut doc, "server")?,
+            auth: section(&mut doc, "auth")?,
+            rate_limit: section(&mut doc, "rate_limit")?,
+            cors: section(&mut doc, "cors")?,
+            metrics: section(&mut doc, "metrics")?,
+            logging: section(&mut doc, "logging")?,
+            db: DatabaseConfig::default(),
+        };
+        debug_assert!(SERVER_SECTIONS.iter().all(|s| !doc.contains_key(*s)));
+        let rest = toml::to_string(&doc).map_err(|e| ConfigError(e.to_string()))?;
+        c.db = DatabaseConfig::from_toml_str(&rest).map_err(|e| ConfigError(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        Self::from_toml_str(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Apply environment overrides (pass `std::env::vars()`): the database's
+    /// `ECSDB_*` variables, plus `ECSDB_BIND`, `ECSDB_LOG_LEVEL` (or
+    /// `RUST_LOG`), `ECSDB_LOG_FORMAT`, `ECSDB_JWT_SECRET` (or `JWT_SECRET`),
+    /// `JWT_EXPIRES_IN`, `RATE_LIMIT_WINDOW`, `RATE_LIMIT_MAX`,
+    /// `ECSDB_METRICS_BIND`, `ECSDB_ALLOWED_ORIGINS` (comma-separated).
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<(), ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        for (k, v) in &vars {
+            let num = |what: &str| ConfigError(format!("{k}={v}: expected {what}"));
+            match k.as_str() {
+                "ECSDB_BIND" => self.server.bind.clone_from(v),
+                "ECSDB_LOG_LEVEL" | "RUST_LOG" => self.logging.level.clone_from(v),
+                "ECSDB_LOG_FORMAT" => self.logging.format.clone_from(v),
+                "ECSDB_JWT_SECRET" | "JWT_SECRET" => self.auth.jwt_secret = Some(v.clone()),
+                "JWT_EXPIRES_IN" => self.auth.jwt_expires_in.clone_from(v),
+                "RATE_LIMIT_WINDOW" => self.rate_limit.window_secs = v.parse().map_err(|_| num("seconds"))?,
+                "RATE_LIMIT_MAX" => self.rate_limit.max_requests = v.parse().map_err(|_| num("a whole number"))?,
+                "ECSDB_METRICS_BIND" => self.metrics.bind = Some(v.clone()),
+                "ECSDB_ALLOWED_ORIGINS" => {
+                    self.cors.allowed_origins =
+                        v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+                }
+                _ => {}
+            }
+        }
+        self.db.apply_env(vars).map_err(|e| ConfigError(e.to_string()))?;
+        self.validate()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Vec::new();
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            p.push(format!("server.bind `{}` is not an address like 127.0.0.1:8080", self.server.bind));
+        }
+        if parse_duration_secs(&self.auth.jwt_expires_in).is_none() {
+            p.push(format!(
+                "auth.jwt_expires_in `{}` is not a duration (e.g. 3600, 30m, 24h, 7d)",
+                self.auth.jwt_expires_in
+            ));
+        }
+        if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            p.push("auth.jwt_secret must be at least 32 characters".into());
+        }
+        if self.rate_limit.window_secs == 0 || self.rate_limit.max_requests == 0 {
+            p.push("rate_limit.window_secs and rate_limit.max_requests must be at least 1".into());
+        }
+        if !["pretty", "json"].contains(&self.logging.format.as_str()) {
+            p.push(format!("logging.format must be \"pretty\" or \"json\", not \"{}\"", self.logging.format));
+        }
+        if self.server.max_connections == 0 || self.server.body_limit_bytes == 0 || self.server.request_timeout_ms == 0
+        {
+            p.push("server.max_connections, body_limit_bytes and request_timeout_ms must be at least 1".into());
+        }
+        if p.is_empty() { Ok(()) } else { Err(ConfigError(p.join("; "))) }
+    }
+
+    /// Token lifetime in seconds.
+    pub fn token_ttl_secs(&self) -> u64 {
+        parse_duration_secs(&self.auth.jwt_expires_in).unwrap_or(86_400)
+    }
+}
+
+/// `3600`, `45s`, `30m`, `24h`, `7d` → seconds.
+pub fn parse_duration_secs(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        (i, 'd') => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().filter(|&n| n > 0).map(|n| n * mul)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_split_and_unknown_keys_are_named() {
+        let c = ServerConfig::from_toml_str(
+            "[server]\nbind = \"0.0.0.0:9000\"\n[cors]\nallowed_origins = [\"https://a.example\"]\n[memory]\nmax_capacity_mb = 64\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.bind, "0.0.0.0:9000");
+        assert_eq!(c.db.memory.max_capacity_mb, 64);
+        let e = ServerConfig::from_toml_str("[server]\nport = 1\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `port`"), "{e}");
+        let e = ServerConfig::from_toml_str("[memroy]\nx = 1\n").unwrap_err().to_string();
+        assert!(e.contains("memroy"), "{e}");
+        let e = ServerConfig::from_toml_str("[auth]\njwt_secret = \"short\"\n").unwrap_err().to_string();
+        assert!(e.contains("at least 32"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut c = ServerConfig::default();
+        let env = [
+            ("ECSDB_BIND", "127.0.0.1:1"),
+            ("RATE_LIMIT_MAX", "5"),
+            ("JWT_EXPIRES_IN", "30m"),
+            ("ECSDB_DATA_DIR", "/d"),
+        ];
+        c.apply_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:1");
+        assert_eq!(c.rate_limit.max_requests, 5);
+        assert_eq!(c.token_ttl_secs(), 1800);
+        assert_eq!(c.db.database.data_dir, std::path::PathBuf::from("/d"));
+        assert!(c.apply_env([("RATE_LIMIT_WINDOW".to_string(), "x".to_string())]).is_err());
+        assert_eq!(parse_duration_secs("7d"), Some(604_800));
+        assert_eq!(parse_duration_secs("0"), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! API errors: a status and a JSON body `{"error": {"code", "message"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn bad_request(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
+    }
+    pub fn unauthorized(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", m)
+    }
+    pub fn not_found(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, "not_found", m)
+    }
+    pub fn internal(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    }
+}
+
+impl From<ecsdb::DbError> for ApiError {
+    fn from(e: ecsdb::DbError) -> ApiError {
+        use ecsdb::{DbError, EngineError};
+        match &e {
+            DbError::Engine(EngineError::NoSuchEntity(_)) => ApiError::not_found(e.to_string()),
+            DbError::Engine(EngineError::MemoryLimit { .. }) => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "memory_limit", e.to_string())
+            }
+            DbError::Engine(_) | DbError::Schema(_) => ApiError::bad_request(e.to_string()),
+            DbError::FailStop(_) | DbError::Sink(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e.to_string())
+            }
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Handler result.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,593 @@
+//! Route handlers. Database work runs on the blocking pool (a sync commit
+//! waits for an fsync). System tables (`_users`, ...) are invisible to the
+//! data API: names starting with `_` are refused and entities holding a
+//! system component are treated as absent.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, extract::rejection::JsonRejection};
+use ecsdb::{Database, EntityId, Query};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value as J, json};
+
+use crate::app::{Access, ROUTES, Shared};
+use crate::auth::{self, API_KEY_PREFIX, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::system::{self, Perms, Role};
+
+/// Bodies carrying passwords print without them.
+macro_rules! redacted_debug {
+    ($($t:ident),*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($t), " { <redacted> }"))
+            }
+        }
+    )*};
+}
+redacted_debug!(LoginBody, NewUser, NewPassword);
+
+/// A JSON body whose every rejection is a JSON error (413 over the limit).
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(r) => Err(rejection(&r)),
+        }
+    }
+}
+
+fn rejection(r: &JsonRejection) -> ApiError {
+    match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the limit",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        _ => ApiError::bad_request(format!("invalid JSON body: {}", r.body_text())),
+    }
+}
+
+async fn blocking<T, F>(st: &Shared, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Shared) -> ApiResult<T> + Send + 'static,
+{
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || f(&st)).await.map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+fn audit(who: &Principal, action: &str, detail: &J) {
+    tracing::info!(target: "audit", who = %who.name, action, detail = %detail, "audit");
+}
+
+fn user_table(name: &str) -> ApiResult<()> {
+    if name.starts_with('_') {
+        return Err(ApiError::bad_request(format!("table `{name}` is reserved for the system")));
+    }
+    Ok(())
+}
+
+fn parse_id(s: &str) -> ApiResult<EntityId> {
+    s.parse::<u64>().map(EntityId).map_err(|_| ApiError::bad_request(format!("`{s}` is not an entity id")))
+}
+
+/// An entity the data API may see (no system component).
+fn visible(db: &Database, id: EntityId) -> ApiResult<()> {
+    let r = db.read();
+    let tables = r.tables_of(id).map_err(|_| ApiError::not_found(format!("entity {id} does not exist")))?;
+    if tables.iter().any(|&t| r.schema().table(t).name.starts_with('_')) {
+        return Err(ApiError::not_found(format!("entity {id} does not exist")));
+    }
+    Ok(())
+}
+
+fn components_of(v: &J) -> ApiResult<&serde_json::Map<String, J>> {
+    let m = v.as_object().ok_or_else(|| {
+        ApiError::bad_request("`components` must be an object of tables: {\"table\": {\"field\": value}}")
+    })?;
+    for k in m.keys() {
+        user_table(k)?;
+    }
+    Ok(m)
+}
+
+fn wait_sync(st: &Shared, seq: u64, sync: Option<bool>) -> ApiResult<()> {
+    if sync == Some(true) && !st.config.db.wal_sync_on_commit() {
+        st.db.sync_to(seq)?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ public
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /v1/openapi.json")
+}
+
+pub async fn metrics(State(st): State<Shared>) -> Response {
+    let text = st.metrics.render(&st.db);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+pub async fn health(State(st): State<Shared>) -> Response {
+    let st2 = st.clone();
+    let checks = tokio::task::spawn_blocking(move || crate::health::checks(&st2)).await.unwrap_or_default();
+    crate::health::response(&st, &checks)
+}
+
+pub async fn openapi() -> Json<J> {
+    let mut paths = serde_json::Map::new();
+    for (method, path, access) in ROUTES {
+        let entry = paths.entry((*path).to_string()).or_insert_with(|| json!({}));
+        let security = if *access == Access::Public { json!([]) } else { json!([{"bearer": []}]) };
+        entry[method.to_ascii_lowercase()] = json!({
+            "summary": format!("{method} {path}"),
+            "x-access": format!("{access:?}").to_ascii_lowercase(),
+            "security": security,
+            "responses": {"200": {"description": "OK"}, "400": {"description": "Invalid request"}, "401": {"description": "Missing or invalid credentials"}, "403": {"description": "Missing permission"}},
+        });
+    }
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": "ecsdb", "version": env!("CARGO_PKG_VERSION"), "description": "See docs/API.md"},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+pub async fn login(State(st): State<Shared>, Body(b): Body<LoginBody>) -> ApiResult<Json<J>> {
+    blocking(&st, move |st| {
+        let user = system::find_user(&st.db.read(), &b.username)?;
+        let ok = user.as_ref().is_some_and(|u| auth::verify_password(&b.password, &u.password_hash));
+        let Some(user) = user.filter(|_| ok) else {
+            st.metrics.auth_failures.inc();
+            tracing::warn!(target: "audit", username = %b.username, "failed login");
+            return Err(ApiError::unauthorized("wrong username or password"));
+        };
+        let jti = auth::random_hex(16)?;
+        let (token, expires_ms) = st.tokens.issue(&user.username, &jti)?;
+        system::insert_session(&st.db, &jti, &user.username, expires_ms)?;
+        tracing::info!(target: "audit", who = %user.username, action = "login", "audit");
+        Ok(Json(json!({"token": token, "expires_in": st.tokens.ttl_secs, "role": user.role.name()})))
+    })
+    .await
+}
+
+pub async fn logout(State(st): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult<StatusCode> {
+    let Some(jti) = p.token_id.clone() else {
+        return Err(ApiError::bad_request("API keys have no session; revoke the key instead"));
+    };
+    blocking(&st, move |st| {
+        system::delete_sessions(&st.db, |s| s.token_id == jti)?;
+        audit(&p, "logout", &J::Null);
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ data
+
+pub async fn schema(State(st): State<Shared>) -> Json<J> {
+    let mut s = st.db.schema().to_json();
+    for key in ["tables", "enums", "relations", "custom_types"] {
+        if let Some(J::Array(items)) = s.get_mut(key) {
+            items.retain(|t| !t["name"].as_str().is_some_and(|n| n.starts_with('_')));
+        }
+    }
+    Json(s)
+}
+
+pub async fn stats(State(st): State<Shared>) -> Json<J> {
+    let m = st.db.metrics();
+    let s = st.db.storage_stats();
+    Json(json!({
+        "entities": m.total_entities,
+        "components": m.total_components,
+        "relations": m.total_relations,
+        "archetypes": m.archetypes,
+        "transactions": {"active": m.transactions_active, "committed": m.transactions_committed, "rolled_back": m.transactions_rolled_back},
+        "operations": m.total_operations,
+        "sequence": m.sequence,
+        "memory_bytes": m.memory_bytes,
+        "memory_limit_bytes": m.memory_limit_bytes,
+        "wal_size_bytes": s.map(|s| s.wal_size_bytes),
+        "wal_bytes_written": s.map(|s| s.wal_bytes_written),
+        "snapshots": s.map(|s| s.checkpoints),
+        "last_snapshot_seq": s.map(|s| s.last_checkpoint_seq),
+        "uptime_s": st.started.elapsed().as_secs_f64(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityBody {
+    components: J,
+    sync: Option<bool>,
+}
+
+pub async fn create_entity(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<EntityBody>,
+) -> ApiResult<(StatusCode, Json<J>)> {
+    blocking(&st, move |st| {
+        components_of(&b.components)?;
+        let t0 = Instant::now();
+        let (id, info) = st.db.write(|t| t.create_entity_json(&b.components))?;
+        st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
+        wait_sync(st, info.seq, b.sync)?;
+        audit(&p, "create_entity", &json!({"id": id.0}));
+        Ok((StatusCode::CREATED, Json(json!({"id": ecsdb::core::world::id_json(id), "seq": info.seq}))))
+    })
+    .await
+}
+
+pub async fn get_entity(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<J>> {
+    let id = parse_id(&id)?;
+    blocking(&st, move |st| {
+        visible(&st.db, id)?;
+        Ok(Json(st.db.get_json(id)?))
+    })
+    .await
+}
+
+pub async fn patch_entity(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Body(b): Body<EntityBody>,
+) -> ApiResult<Json<J>> {
+    let id = parse_id(&id)?;
+    blocking(&st, move |st| {
+        visible(&st.db, id)?;
+        let comps = components_of(&b.components)?.clone();
+        let t0 = Instant::now();
+        let ((), info) = st.db.write(|t| {
+            for (table, fields) in &comps {
+                let tid = t.table_id(table)?;
+                if t.has(id, tid) { t.set_json(id, table, fields)? } else { t.insert_json(id, table, fields)? }
+            }
+            Ok(())
+        })?;
+        st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
+        wait_sync(st, info.seq, b.sync)?;
+        audit(&p, "update_entity", &json!({"id": id.0, "tables": comps.keys().collect::<Vec<_>>()}));
+        Ok(Json(json!({"id": ecsdb::core::world::id_json(id), "seq": info.seq})))
+    })
+    .await
+}
+
+pub async fn delete_entity(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<J>> {
+    let id = parse_id(&id)?;
+    blocking(&st, move |st| {
+        visible(&st.db, id)?;
+        let ((), info) = st.db.write(|t| t.delete(id))?;
+        audit(&p, "delete_entity", &json!({"id": id.0}));
+        Ok(Json(json!({"id": ecsdb::core::world::id_json(id), "seq": info.seq})))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxnBody {
+    ops: Vec<J>,
+    sync: Option<bool>,
+}
+
+/// Most operations in one transaction request.
+const MAX_OPS: usize = 100_000;
+
+fn op_id(v: Option<&J>, created: &[EntityId], i: usize) -> ApiResult<EntityId> {
+    match v {
+        Some(J::String(s)) if s.starts_with('$') => {
+            let n: usize =
+                s[1..].parse().map_err(|_| ApiError::bad_request(format!("ops[{i}]: bad reference `{s}`")))?;
+            created.get(n).copied().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "ops[{i}]: `{s}` refers to no earlier create (there are {})",
+                    created.len()
+                ))
+            })
+        }
+        Some(v) => ecsdb::core::world::id_from_json(v)
+            .ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: bad entity id {v}"))),
+        None => Err(ApiError::bad_request(format!("ops[{i}]: missing entity id"))),
+    }
+}
+
+fn run_op(t: &mut ecsdb::Transaction<'_>, op: &J, i: usize, created: &mut Vec<EntityId>) -> ApiResult<()> {
+    let kind =
+        op.get("op").and_then(J::as_str).ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: missing \"op\"")))?;
+    let ctx = |e: ecsdb::DbError| ApiError::bad_request(format!("ops[{i}] ({kind}): {e}"));
+    let allowed: &[&str] = match kind {
+        "create" => &["op", "components"],
+        "set" => &["op", "id", "components"],
+        "remove" => &["op", "id", "table"],
+        "delete" => &["op", "id"],
+        "link" => &["op", "relation", "from", "to", "props"],
+        "unlink" => &["op", "relation", "from", "to"],
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "ops[{i}]: unknown op `{other}` (create, set, remove, delete, link, unlink)"
+            )));
+        }
+    };
+    if let Some(m) = op.as_object()
+        && let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(format!("ops[{i}] ({kind}): unknown key `{k}`")));
+    }
+    let rel = |t: &ecsdb::Transaction<'_>| -> ApiResult<String> {
+        let r = op
+            .get("relation")
+            .and_then(J::as_str)
+            .ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: missing \"relation\"")))?;
+        user_table(r)?;
+        let _ = t;
+        Ok(r.to_string())
+    };
+    match kind {
+        "create" => {
+            let comps = op.get("components").cloned().unwrap_or_else(|| json!({}));
+            components_of(&comps)?;
+            created.push(t.create_entity_json(&comps).map_err(ctx)?);
+        }
+        "set" => {
+            let id = op_id(op.get("id"), created, i)?;
+            let comps = op.get("components").cloned().unwrap_or_else(|| json!({}));
+            for (table, fields) in components_of(&comps)? {
+                let tid = t.table_id(table).map_err(|e| ctx(e.into()))?;
+                if t.has(id, tid) {
+                    t.set_json(id, table, fields).map_err(ctx)?;
+                } else {
+                    t.insert_json(id, table, fields).map_err(ctx)?;
+                }
+            }
+        }
+        "remove" => {
+            let id = op_id(op.get("id"), created, i)?;
+            let table = op
+                .get("table")
+                .and_then(J::as_str)
+                .ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: missing \"table\"")))?;
+            user_table(table)?;
+            t.remove(id, table).map_err(ctx)?;
+        }
+        "delete" => {
+            let id = op_id(op.get("id"), created, i)?;
+            t.delete(id).map_err(ctx)?;
+        }
+        "link" | "unlink" => {
+            let r = rel(t)?;
+            let from = op_id(op.get("from"), created, i)?;
+            let to = op_id(op.get("to"), created, i)?;
+            if kind == "link" {
+                t.link(&r, from, to, op.get("props")).map_err(ctx)?;
+            } else {
+                t.unlink(&r, from, to).map_err(ctx)?;
+            }
+        }
+        _ => unreachable!("checked above"),
+    }
+    Ok(())
+}
+
+pub async fn transaction(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<TxnBody>,
+) -> ApiResult<Json<J>> {
+    if b.ops.len() > MAX_OPS {
+        return Err(ApiError::bad_request(format!("{} operations; at most {MAX_OPS} per transaction", b.ops.len())));
+    }
+    blocking(&st, move |st| {
+        let t0 = Instant::now();
+        let mut txn = st.db.transaction()?;
+        let mut created = Vec::new();
+        for (i, op) in b.ops.iter().enumerate() {
+            // An error drops the transaction: rolled back, nothing changed.
+            run_op(&mut txn, op, i, &mut created)?;
+        }
+        let info = txn.commit()?;
+        st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
+        wait_sync(st, info.seq, b.sync)?;
+        audit(&p, "transaction", &json!({"ops": b.ops.len(), "seq": info.seq}));
+        let ids: Vec<J> = created.iter().map(|&id| ecsdb::core::world::id_json(id)).collect();
+        Ok(Json(json!({"seq": info.seq, "ids": ids})))
+    })
+    .await
+}
+
+pub async fn query(State(st): State<Shared>, Body(q): Body<Query>) -> ApiResult<Json<J>> {
+    for t in q.with.iter().chain(&q.without) {
+        user_table(t)?;
+    }
+    for f in
+        q.filters.iter().map(|f| &f.field).chain(q.select.iter().flatten()).chain(q.order_by.as_ref().map(|o| &o.field))
+    {
+        user_table(f)?;
+    }
+    blocking(&st, move |st| {
+        let r = st.db.read();
+        let rows = r.query(&q).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Json(json!({"rows": r.rows_json(&rows)})))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ admin
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    username: String,
+    password: String,
+    role: String,
+}
+
+fn check_username(u: &str) -> ApiResult<()> {
+    let ok = !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok { Ok(()) } else { Err(ApiError::bad_request("usernames are 1 to 64 letters, digits, `_`, `.` or `-`")) }
+}
+
+pub async fn create_user(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<NewUser>,
+) -> ApiResult<(StatusCode, Json<J>)> {
+    check_username(&b.username)?;
+    let role = Role::parse(&b.role)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown role `{}` (Admin, ReadWrite, ReadOnly)", b.role)))?;
+    blocking(&st, move |st| {
+        let hash = auth::hash_password(&b.password)?;
+        system::insert_user(&st.db, &b.username, &hash, role).map_err(|e| {
+            if e.message.contains("already exists") {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.message)
+            } else {
+                e
+            }
+        })?;
+        audit(&p, "create_user", &json!({"username": b.username, "role": role.name()}));
+        Ok((StatusCode::CREATED, Json(json!({"username": b.username, "role": role.name()}))))
+    })
+    .await
+}
+
+pub async fn list_users(State(st): State<Shared>) -> ApiResult<Json<J>> {
+    let users = system::list_users(&st.db.read())?;
+    Ok(Json(json!({"users": users.iter().map(system::user_json).collect::<Vec<_>>()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    password: String,
+}
+
+pub async fn change_password(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    Body(b): Body<NewPassword>,
+) -> ApiResult<StatusCode> {
+    if p.name != name && !p.perms.has(Perms::ADMIN) {
+        return Err(ApiError::forbidden("only admins change other users' passwords"));
+    }
+    blocking(&st, move |st| {
+        let user =
+            system::find_user(&st.db.read(), &name)?.ok_or_else(|| ApiError::not_found(format!("no user `{name}`")))?;
+        let hash = auth::hash_password(&b.password)?;
+        system::set_password_hash(&st.db, user.id, &hash)?;
+        // Existing sessions of that user end.
+        system::delete_sessions(&st.db, |s| s.username == name)?;
+        audit(&p, "change_password", &json!({"username": name}));
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+pub async fn list_sessions(State(st): State<Shared>) -> ApiResult<Json<J>> {
+    let now = system::now_ms();
+    let sessions: Vec<J> = system::list_sessions(&st.db.read())?
+        .into_iter()
+        .filter(|s| s.expires_ms > now)
+        .map(|s| json!({"username": s.username, "created_ms": s.created_ms, "expires_ms": s.expires_ms}))
+        .collect();
+    Ok(Json(json!({"sessions": sessions})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    name: String,
+    permissions: Vec<String>,
+}
+
+pub async fn create_api_key(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<NewKey>,
+) -> ApiResult<(StatusCode, Json<J>)> {
+    check_username(&b.name)?;
+    let perms = Perms::from_names(&b.permissions)?;
+    blocking(&st, move |st| {
+        let key = format!("{API_KEY_PREFIX}{}", auth::random_hex(24)?);
+        system::insert_api_key(&st.db, &b.name, &auth::hash_api_key(&key), perms).map_err(|e| {
+            if e.message.contains("already exists") {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.message)
+            } else {
+                e
+            }
+        })?;
+        audit(&p, "create_api_key", &json!({"name": b.name, "permissions": perms.names()}));
+        Ok((
+            StatusCode::CREATED,
+            Json(
+                json!({"name": b.name, "key": key, "permissions": perms.names(), "note": "the key is shown only now"}),
+            ),
+        ))
+    })
+    .await
+}
+
+pub async fn list_api_keys(State(st): State<Shared>) -> ApiResult<Json<J>> {
+    let keys: Vec<J> = system::list_api_keys(&st.db.read())?
+        .into_iter()
+        .map(|k| json!({"name": k.name, "permissions": k.perms.names(), "created_ms": k.created_ms}))
+        .collect();
+    Ok(Json(json!({"api_keys": keys})))
+}
+
+pub async fn revoke_api_key(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    blocking(&st, move |st| {
+        if !system::delete_api_key(&st.db, &name)? {
+            return Err(ApiError::not_found(format!("no API key `{name}`")));
+        }
+        audit(&p, "revoke_api_key", &json!({"name": name}));
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+pub async fn checkpoint(State(st): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult<Json<J>> {
+    blocking(&st, move |st| {
+        let info = st.db.checkpoint()?;
+        audit(&p, "checkpoint", &json!({"seq": info.seq}));
+        Ok(Json(json!({
+            "seq": info.seq, "path": info.path.display().to_string(), "bytes": info.bytes,
+            "raw_bytes": info.raw_bytes, "write_ms": info.write_ms, "segments_archived": info.segments_archived,
+        })))
+    })
+    .await
+}

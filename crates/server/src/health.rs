@@ -1,0 +1,95 @@
+//! `GET /health`: named checks, each healthy or not, rolled up into
+//! healthy (200), degraded (200: serving, needs attention) or unhealthy
+//! (503: a load balancer should stop sending traffic).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::Shared;
+
+/// Free disk below this is degraded.
+const DISK_LOW_BYTES: u64 = 1 << 30;
+
+/// One check.
+#[derive(Debug, Clone, Default)]
+pub struct Check {
+    pub name: &'static str,
+    pub healthy: bool,
+    /// Failing makes the server unhealthy (else only degraded).
+    pub critical: bool,
+    pub detail: String,
+}
+
+pub fn checks(st: &Shared) -> Vec<Check> {
+    let mut v = Vec::new();
+    let dir = st.config.db.database.data_dir.clone();
+    let failed = st.db.fail_stopped();
+    v.push(Check {
+        name: "fail_stop",
+        healthy: failed.is_none(),
+        critical: true,
+        detail: failed.unwrap_or_else(|| "writes accepted".into()),
+    });
+    let probe = dir.join(".health-probe");
+    let writable = std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe));
+    v.push(Check {
+        name: "storage_writable",
+        healthy: writable.is_ok(),
+        critical: true,
+        detail: match writable {
+            Ok(()) => format!("{} is writable", dir.display()),
+            Err(e) => format!("{}: {e}", dir.display()),
+        },
+    });
+    match fs4::available_space(&dir) {
+        Ok(free) => v.push(Check {
+            name: "disk_free",
+            healthy: free >= DISK_LOW_BYTES,
+            critical: false,
+            detail: format!("{} MiB free", free >> 20),
+        }),
+        Err(e) => v.push(Check { name: "disk_free", healthy: false, critical: false, detail: e.to_string() }),
+    }
+    if let Some(s) = st.db.storage_stats() {
+        let max = st.config.db.persistence.max_wal_size_mb.saturating_mul(1 << 20);
+        v.push(Check {
+            name: "wal_size",
+            // Checkpoints start at the maximum; twice it means they fall behind.
+            healthy: s.wal_size_bytes <= max.saturating_mul(2),
+            critical: false,
+            detail: format!("{} of {} bytes", s.wal_size_bytes, max),
+        });
+    }
+    let m = st.db.metrics();
+    if let Some(limit) = m.memory_limit_bytes {
+        v.push(Check {
+            name: "memory",
+            healthy: m.memory_bytes.saturating_mul(10) <= limit.saturating_mul(9),
+            critical: false,
+            detail: format!("{} of {} bytes (degraded above 90%)", m.memory_bytes, limit),
+        });
+    }
+    v
+}
+
+pub fn response(st: &Shared, checks: &[Check]) -> Response {
+    let unhealthy = checks.iter().any(|c| !c.healthy && c.critical);
+    let degraded = checks.iter().any(|c| !c.healthy);
+    let status = if unhealthy {
+        "unhealthy"
+    } else if degraded {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let body = json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": st.started.elapsed().as_secs_f64(),
+        "checks": checks.iter().map(|c| json!({"name": c.name, "healthy": c.healthy, "detail": c.detail})).collect::<Vec<_>>(),
+    });
+    let code = if unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(body)).into_response()
+}

@@ -1,0 +1,192 @@
+//! # ecsdb-server
+//!
+//! `ecsdb serve`: the database behind an HTTP API (`/v1`, JSON), with
+//! users, roles, sessions and API keys stored in the database itself,
+//! rate limits, security headers, CORS, `/health`, Prometheus `/metrics`
+//! and structured logs. See `docs/API.md`.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod health;
+pub mod limits;
+pub mod metrics;
+pub mod system;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ecsdb::{Database, EXAMPLE_SCHEMA, Schema};
+
+pub use config::ServerConfig;
+
+/// What to serve.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+    pub schema_file: Option<PathBuf>,
+}
+
+/// Load config: file, then environment, then command-line options.
+pub fn load_config(opts: &ServeOptions) -> Result<ServerConfig, String> {
+    let mut c = match &opts.config_file {
+        Some(p) => ServerConfig::from_file(p).map_err(|e| e.to_string())?,
+        None => ServerConfig::default(),
+    };
+    c.apply_env(std::env::vars()).map_err(|e| e.to_string())?;
+    if let Some(d) = &opts.data_dir {
+        c.db.database.data_dir.clone_from(d);
+    }
+    if let Some(b) = &opts.bind {
+        c.server.bind.clone_from(b);
+    }
+    if let Some(s) = &opts.schema_file {
+        c.db.database.schema_file = Some(s.clone());
+    }
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn init_logging(c: &ServerConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&c.logging.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // try_init: a second server in one process keeps the first subscriber.
+    let _ = if c.logging.format == "json" { b.json().try_init() } else { b.try_init() };
+}
+
+fn jwt_secret(c: &ServerConfig) -> Result<Vec<u8>, String> {
+    if let Some(s) = &c.auth.jwt_secret {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = c.db.database.data_dir.join("jwt_secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim();
+        if s.len() >= 32 {
+            return Ok(s.as_bytes().to_vec());
+        }
+        return Err(format!("{} holds a secret shorter than 32 characters", path.display()));
+    }
+    let secret = auth::random_hex(32).map_err(|e| e.message)?;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(&path)
+        .and_then(|mut f| {
+            f.write_all(secret.as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(secret.into_bytes())
+}
+
+/// Open the database with the user schema plus the system tables.
+pub fn open_database(c: &ServerConfig) -> Result<Database, String> {
+    let user_text = match &c.db.database.schema_file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("schema {}: {e}", p.display()))?,
+        None => EXAMPLE_SCHEMA.to_string(),
+    };
+    let schema = Schema::with_system(&user_text, system::SYSTEM_SCHEMA).map_err(|e| e.to_string())?;
+    Database::builder()
+        .config(c.db.clone())
+        .schema(Arc::new(schema))
+        .enable_persistence()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested: draining requests");
+}
+
+/// Run the server until SIGTERM/SIGINT; then drain, close the database and
+/// return.
+pub fn run(opts: &ServeOptions) -> Result<(), String> {
+    let c = load_config(opts)?;
+    init_logging(&c);
+    let db = open_database(&c)?;
+    if let Some(r) = db.recovery_report() {
+        tracing::info!(seq = r.seq, replayed = r.records_replayed, ms = r.duration_ms, "recovered");
+    }
+    let secret = jwt_secret(&c)?;
+    if let Some(pw) = auth::ensure_admin(&db, std::env::var("ECSDB_ADMIN_PASSWORD").ok()).map_err(|e| e.message)? {
+        println!("created user `admin` with password: {pw}");
+        println!(
+            "(shown once; set ECSDB_ADMIN_PASSWORD to choose it, change it with POST /v1/admin/users/admin/password)"
+        );
+    }
+    let tokens = auth::Tokens::new(&secret, c.token_ttl_secs());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let state = Arc::new(app::AppState::new(db.clone(), tokens, c.clone(), Arc::new(limits::SystemClock)));
+    rt.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(&c.server.bind).await.map_err(|e| format!("bind {}: {e}", c.server.bind))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let schema = db.schema();
+        let durability = if !c.db.transactions.wal_enabled {
+            "commit log DISABLED (development only)"
+        } else if c.db.wal_sync_on_commit() {
+            "sync (fsync before acknowledging)"
+        } else {
+            "async (background fsync)"
+        };
+        println!("ecsdb {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+        println!("data directory: {}", c.db.database.data_dir.display());
+        println!(
+            "schema: {} v{} ({} tables)",
+            schema.name,
+            schema.version,
+            schema.tables.iter().filter(|t| !t.name.starts_with('_')).count()
+        );
+        println!("durability: {durability}");
+        if let Some(mb) = &c.metrics.bind {
+            let ml = tokio::net::TcpListener::bind(mb).await.map_err(|e| format!("bind {mb}: {e}"))?;
+            println!("metrics on http://{}/metrics", ml.local_addr().map_err(|e| e.to_string())?);
+            let st = state.clone();
+            let metrics_app =
+                axum::Router::new().route("/metrics", axum::routing::get(handlers::metrics)).with_state(st);
+            tokio::spawn(async move {
+                let _ = axum::serve(ml, metrics_app).await;
+            });
+        }
+        let _ = std::io::stdout().flush();
+        let app = app::router(state.clone());
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    drop(state);
+    db.close().map_err(|e| e.to_string())?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

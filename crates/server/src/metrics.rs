@@ -1,0 +1,115 @@
+//! Prometheus metrics, one registry per server (so two servers in one test
+//! keep separate figures). Database figures are read at scrape time.
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+/// All metrics of one server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Histogram,
+    pub auth_failures: Counter,
+    pub rate_limited: Counter,
+    pub commit_latency: Histogram,
+    entities: Gauge,
+    memory: Gauge,
+    wal_size: Gauge,
+    tx_active: Gauge,
+    commits: Counter,
+    operations: Counter,
+    wal_bytes: Counter,
+    snapshots: Counter,
+    tx_committed: Counter,
+    tx_rolled_back: Counter,
+}
+
+fn catch_up(c: &Counter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            http_requests: Family::default(),
+            http_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            auth_failures: Counter::default(),
+            rate_limited: Counter::default(),
+            commit_latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            entities: Gauge::default(),
+            memory: Gauge::default(),
+            wal_size: Gauge::default(),
+            tx_active: Gauge::default(),
+            commits: Counter::default(),
+            operations: Counter::default(),
+            wal_bytes: Counter::default(),
+            snapshots: Counter::default(),
+            tx_committed: Counter::default(),
+            tx_rolled_back: Counter::default(),
+        };
+        {
+            let mut r = m.registry.lock();
+            let p = r.sub_registry_with_prefix("ecsdb");
+            p.register("entities", "Live entities", m.entities.clone());
+            p.register("commits", "Commits (with changes)", m.commits.clone());
+            p.register("operations", "Operations in committed transactions", m.operations.clone());
+            p.register("commit_latency_seconds", "Commit latency seen by the API", m.commit_latency.clone());
+            p.register("wal_bytes_written", "Bytes appended to the commit log", m.wal_bytes.clone());
+            p.register("wal_size_bytes", "Size of the live commit log", m.wal_size.clone());
+            p.register("snapshots", "Snapshots taken", m.snapshots.clone());
+            p.register("memory_bytes", "Accounted live data", m.memory.clone());
+            p.register("transactions_active", "Transactions in progress", m.tx_active.clone());
+            p.register("transactions_committed", "Transactions committed", m.tx_committed.clone());
+            p.register("transactions_rolled_back", "Transactions rolled back", m.tx_rolled_back.clone());
+            p.register("http_requests", "HTTP requests by route and status", m.http_requests.clone());
+            p.register("http_request_duration_seconds", "HTTP request duration", m.http_duration.clone());
+            p.register("auth_failures", "Rejected credentials", m.auth_failures.clone());
+            p.register("rate_limited", "Requests refused by rate limits", m.rate_limited.clone());
+        }
+        m
+    }
+
+    /// The Prometheus text exposition, with database figures refreshed.
+    pub fn render(&self, db: &ecsdb::Database) -> String {
+        let dm = db.metrics();
+        self.entities.set(dm.total_entities as i64);
+        self.memory.set(dm.memory_bytes as i64);
+        self.tx_active.set(dm.transactions_active as i64);
+        catch_up(&self.operations, dm.total_operations);
+        catch_up(&self.tx_committed, dm.transactions_committed);
+        catch_up(&self.tx_rolled_back, dm.transactions_rolled_back);
+        catch_up(&self.commits, dm.sequence);
+        if let Some(s) = db.storage_stats() {
+            self.wal_size.set(s.wal_size_bytes as i64);
+            catch_up(&self.wal_bytes, s.wal_bytes_written);
+            catch_up(&self.snapshots, s.checkpoints);
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry.lock()).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

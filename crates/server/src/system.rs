@@ -1,0 +1,341 @@
+//! System tables: users, sessions and API keys live in the database itself
+//! (names starting with `_`, which user schemas cannot take), so they are as
+//! durable as any data and travel with snapshots and the log.
+
+use ecsdb::{Database, EntityId, TableId, Value, World};
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+
+/// The system part of every server schema.
+pub const SYSTEM_SCHEMA: &str = r#"
+[enums._role]
+variants = ["Admin", "ReadWrite", "ReadOnly"]
+
+[tables._users]
+description = "Server users (passwords hashed with argon2id)"
+[[tables._users.fields]]
+name = "username"
+type = "string"
+[[tables._users.fields]]
+name = "password_hash"
+type = "string"
+[[tables._users.fields]]
+name = "role"
+type = "_role"
+[[tables._users.fields]]
+name = "created_ms"
+type = "u64"
+
+[tables._sessions]
+description = "Login sessions; a token is valid only while its session exists"
+[[tables._sessions.fields]]
+name = "token_id"
+type = "string"
+[[tables._sessions.fields]]
+name = "username"
+type = "string"
+[[tables._sessions.fields]]
+name = "expires_ms"
+type = "u64"
+[[tables._sessions.fields]]
+name = "created_ms"
+type = "u64"
+
+[tables._api_keys]
+description = "API keys (SHA-256 of the key is stored, never the key)"
+[[tables._api_keys.fields]]
+name = "name"
+type = "string"
+[[tables._api_keys.fields]]
+name = "key_hash"
+type = "string"
+[[tables._api_keys.fields]]
+name = "permissions"
+type = "u8"
+[[tables._api_keys.fields]]
+name = "created_ms"
+type = "u64"
+"#;
+
+/// Roles of users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    ReadWrite,
+    ReadOnly,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "Admin" => Some(Role::Admin),
+            "ReadWrite" => Some(Role::ReadWrite),
+            "ReadOnly" => Some(Role::ReadOnly),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "Admin",
+            Role::ReadWrite => "ReadWrite",
+            Role::ReadOnly => "ReadOnly",
+        }
+    }
+    pub fn perms(self) -> Perms {
+        match self {
+            Role::Admin => Perms(Perms::READ | Perms::WRITE | Perms::ADMIN),
+            Role::ReadWrite => Perms(Perms::READ | Perms::WRITE),
+            Role::ReadOnly => Perms(Perms::READ),
+        }
+    }
+    fn index(self) -> u16 {
+        match self {
+            Role::Admin => 0,
+            Role::ReadWrite => 1,
+            Role::ReadOnly => 2,
+        }
+    }
+    fn from_index(i: u16) -> Role {
+        match i {
+            0 => Role::Admin,
+            1 => Role::ReadWrite,
+            _ => Role::ReadOnly,
+        }
+    }
+}
+
+/// Permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Perms(pub u8);
+
+impl Perms {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const ADMIN: u8 = 4;
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit == bit
+    }
+    /// From `["read", "write", "admin"]`.
+    pub fn from_names(names: &[String]) -> ApiResult<Perms> {
+        let mut p = 0;
+        for n in names {
+            p |= match n.as_str() {
+                "read" => Self::READ,
+                "write" => Self::WRITE,
+                "admin" => Self::ADMIN,
+                other => {
+                    return Err(ApiError::bad_request(format!("unknown permission `{other}` (read, write, admin)")));
+                }
+            };
+        }
+        if p == 0 {
+            return Err(ApiError::bad_request("an API key needs at least one permission"));
+        }
+        Ok(Perms(p))
+    }
+    pub fn names(self) -> Vec<&'static str> {
+        [(Self::READ, "read"), (Self::WRITE, "write"), (Self::ADMIN, "admin")]
+            .into_iter()
+            .filter(|(b, _)| self.has(*b))
+            .map(|(_, n)| n)
+            .collect()
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn table(w: &World, name: &str) -> ApiResult<TableId> {
+    w.table_id(name).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn field(w: &World, id: EntityId, t: TableId, name: &str) -> Value {
+    let fi = w.schema().table(t).field_index(name).unwrap_or(0);
+    w.field_value(id, t, fi).unwrap_or(Value::U64(0))
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::Str(s) => s,
+        _ => String::new(),
+    }
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// Rows of a system table.
+fn rows(w: &World, t: TableId) -> Vec<EntityId> {
+    w.chunks(&[t]).flat_map(|c| c.entities().iter().copied()).collect()
+}
+
+/// A user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: EntityId,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub created_ms: u64,
+}
+
+pub fn find_user(w: &World, username: &str) -> ApiResult<Option<User>> {
+    Ok(list_users(w)?.into_iter().find(|u| u.username == username))
+}
+
+pub fn list_users(w: &World) -> ApiResult<Vec<User>> {
+    let t = table(w, "_users")?;
+    Ok(rows(w, t)
+        .into_iter()
+        .map(|id| User {
+            id,
+            username: text(field(w, id, t, "username")),
+            password_hash: text(field(w, id, t, "password_hash")),
+            role: match field(w, id, t, "role") {
+                Value::Enum(i) => Role::from_index(i),
+                _ => Role::ReadOnly,
+            },
+            created_ms: num(&field(w, id, t, "created_ms")),
+        })
+        .collect())
+}
+
+/// Add a user with an already hashed password.
+pub fn insert_user(db: &Database, username: &str, hash: &str, role: Role) -> ApiResult<EntityId> {
+    let (id, _) = db.write(|t| {
+        if find_user(t, username).ok().flatten().is_some() {
+            return Err(ecsdb::EngineError::Query(format!("user `{username}` already exists")).into());
+        }
+        let e = t.create_entity()?;
+        t.insert(
+            e,
+            "_users",
+            &[Value::Str(username.into()), Value::Str(hash.into()), Value::Enum(role.index()), Value::U64(now_ms())],
+        )?;
+        Ok(e)
+    })?;
+    Ok(id)
+}
+
+pub fn set_password_hash(db: &Database, user: EntityId, hash: &str) -> ApiResult<()> {
+    db.write(|t| t.set(user, "_users", "password_hash", &Value::Str(hash.into())))?;
+    Ok(())
+}
+
+/// A session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: EntityId,
+    pub token_id: String,
+    pub username: String,
+    pub expires_ms: u64,
+    pub created_ms: u64,
+}
+
+pub fn list_sessions(w: &World) -> ApiResult<Vec<Session>> {
+    let t = table(w, "_sessions")?;
+    Ok(rows(w, t)
+        .into_iter()
+        .map(|id| Session {
+            id,
+            token_id: text(field(w, id, t, "token_id")),
+            username: text(field(w, id, t, "username")),
+            expires_ms: num(&field(w, id, t, "expires_ms")),
+            created_ms: num(&field(w, id, t, "created_ms")),
+        })
+        .collect())
+}
+
+/// Record a session, dropping expired ones.
+pub fn insert_session(db: &Database, token_id: &str, username: &str, expires_ms: u64) -> ApiResult<()> {
+    let now = now_ms();
+    db.write(|t| {
+        for s in list_sessions(t).unwrap_or_default() {
+            if s.expires_ms <= now {
+                t.delete(s.id)?;
+            }
+        }
+        let e = t.create_entity()?;
+        t.insert(
+            e,
+            "_sessions",
+            &[Value::Str(token_id.into()), Value::Str(username.into()), Value::U64(expires_ms), Value::U64(now)],
+        )
+    })?;
+    Ok(())
+}
+
+pub fn delete_sessions(db: &Database, pred: impl Fn(&Session) -> bool) -> ApiResult<usize> {
+    let (n, _) = db.write(|t| {
+        let doomed: Vec<_> = list_sessions(t).unwrap_or_default().into_iter().filter(|s| pred(s)).collect();
+        for s in &doomed {
+            t.delete(s.id)?;
+        }
+        Ok(doomed.len())
+    })?;
+    Ok(n)
+}
+
+/// An API key (without the key).
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: EntityId,
+    pub name: String,
+    pub key_hash: String,
+    pub perms: Perms,
+    pub created_ms: u64,
+}
+
+pub fn list_api_keys(w: &World) -> ApiResult<Vec<ApiKey>> {
+    let t = table(w, "_api_keys")?;
+    Ok(rows(w, t)
+        .into_iter()
+        .map(|id| ApiKey {
+            id,
+            name: text(field(w, id, t, "name")),
+            key_hash: text(field(w, id, t, "key_hash")),
+            perms: Perms(num(&field(w, id, t, "permissions")) as u8),
+            created_ms: num(&field(w, id, t, "created_ms")),
+        })
+        .collect())
+}
+
+pub fn insert_api_key(db: &Database, name: &str, key_hash: &str, perms: Perms) -> ApiResult<EntityId> {
+    let (id, _) = db.write(|t| {
+        if list_api_keys(t).unwrap_or_default().iter().any(|k| k.name == name) {
+            return Err(ecsdb::EngineError::Query(format!("an API key named `{name}` already exists")).into());
+        }
+        let e = t.create_entity()?;
+        t.insert(
+            e,
+            "_api_keys",
+            &[
+                Value::Str(name.into()),
+                Value::Str(key_hash.into()),
+                Value::U64(u64::from(perms.0)),
+                Value::U64(now_ms()),
+            ],
+        )?;
+        Ok(e)
+    })?;
+    Ok(id)
+}
+
+pub fn delete_api_key(db: &Database, name: &str) -> ApiResult<bool> {
+    let (found, _) = db.write(|t| {
+        let k = list_api_keys(t).unwrap_or_default().into_iter().find(|k| k.name == name);
+        if let Some(k) = &k {
+            t.delete(k.id)?;
+        }
+        Ok(k.is_some())
+    })?;
+    Ok(found)
+}
+
+/// JSON of a user for the admin API (never the hash).
+pub fn user_json(u: &User) -> serde_json::Value {
+    json!({"username": u.username, "role": u.role.name(), "created_ms": u.created_ms})
+}
