@@ -179,13 +179,20 @@ async fn observe(State(st): State<Shared>, req: Request, next: Next) -> Response
     resp
 }
 
+/// A refusal sent before the request body was read: the connection cannot
+/// be reused (the unread body is still on it), so say so.
+fn refuse(e: ApiError) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 fn too_many(retry_after: u64) -> Response {
-    let mut r = ApiError::new(
+    let mut r = refuse(ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         format!("too many requests; retry in {retry_after} s"),
-    )
-    .into_response();
+    ));
     if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
@@ -226,7 +233,7 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             st.metrics.auth_failures.inc();
-            return e.into_response();
+            return refuse(e);
         }
         Err(e) => return ApiError::internal(e.to_string()).into_response(),
     };
@@ -239,7 +246,7 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
     if let Some(bit) = need
         && let Err(e) = auth::require(&principal, bit)
     {
-        return e.into_response();
+        return refuse(e);
     }
     if let Err(retry) = st.cred_limiter.check(&principal.name) {
         st.metrics.rate_limited.inc();

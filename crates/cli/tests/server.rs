@@ -1,0 +1,506 @@
+//! The server through the real binary on an ephemeral port: the auth matrix
+//! over the route table, bad input, limits, metrics, health, and durability
+//! across SIGKILL.
+#![allow(clippy::unwrap_used)]
+// Tests read best with short names for the server (s), token (t), response (r).
+#![allow(clippy::many_single_char_names)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ecsdb_server::app::{Access, ROUTES};
+use serde_json::{Value as J, json};
+
+const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+const ADMIN_PW: &str = "admin-password-1";
+
+struct Server {
+    child: Child,
+    base: String,
+    dir: tempfile::TempDir,
+    agent: ureq::Agent,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], config: Option<&str>) -> Server {
+    let data = dir.path().join("data");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecsdb"));
+    cmd.args(["serve", "--data-dir", data.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
+    if let Some(c) = config {
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, c).unwrap();
+        cmd.args(["--config", p.to_str().unwrap()]);
+    }
+    cmd.env("ECSDB_ADMIN_PASSWORD", ADMIN_PW).env("ECSDB_JWT_SECRET", SECRET).env("ECSDB_LOG_LEVEL", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let base = loop {
+        let line = lines.next().expect("the server exited before listening").unwrap();
+        if let Some(addr) = line.split("listening on ").nth(1) {
+            break addr.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    Server { child, base, dir, agent }
+}
+
+fn start(env: &[(&str, &str)]) -> Server {
+    spawn(tempfile::tempdir().unwrap(), env, None)
+}
+
+struct Resp {
+    status: u16,
+    body: J,
+    headers: Vec<(String, String)>,
+}
+
+impl Server {
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&J>) -> Resp {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let res = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.call()
+            }
+            (m, b) => {
+                let mut r = match m {
+                    "POST" => self.agent.post(&url),
+                    "PATCH" => self.agent.patch(&url),
+                    _ => unreachable!(),
+                };
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.send_json(b.cloned().unwrap_or_else(|| json!({})))
+            }
+        };
+        let mut res = res.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = res.status().as_u16();
+        let headers =
+            res.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        let text = res.body_mut().read_to_string().unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(J::String(text));
+        Resp { status, body, headers }
+    }
+
+    fn raw_post(&self, path: &str, token: &str, content_type: &str, body: &str) -> Resp {
+        let mut res = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .send(body)
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.body_mut().read_to_string().unwrap_or_default();
+        Resp { status, body: serde_json::from_str(&text).unwrap_or(J::String(text)), headers: Vec::new() }
+    }
+
+    fn login(&self, user: &str, pw: &str) -> String {
+        let r = self.call("POST", "/v1/auth/login", None, Some(&json!({"username": user, "password": pw})));
+        assert_eq!(r.status, 200, "login {user}: {}", r.body);
+        r.body["token"].as_str().unwrap().to_string()
+    }
+
+    fn admin(&self) -> String {
+        self.login("admin", ADMIN_PW)
+    }
+
+    fn user(&self, admin: &str, name: &str, role: &str) -> String {
+        let r = self.call(
+            "POST",
+            "/v1/admin/users",
+            Some(admin),
+            Some(&json!({"username": name, "password": "password-123", "role": role})),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        self.login(name, "password-123")
+    }
+
+    fn seq(&self, token: &str) -> u64 {
+        self.call("GET", "/v1/stats", Some(token), None).body["sequence"].as_u64().unwrap()
+    }
+}
+
+fn craft(claims: &J, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn auth_matrix_covers_every_route() {
+    // Hundreds of requests from one address: lift the per-IP limit.
+    let s = start(&[("RATE_LIMIT_MAX", "100000")]);
+    let admin = s.admin();
+    let reader = s.user(&admin, "reader", "ReadOnly");
+    let writer = s.user(&admin, "writer", "ReadWrite");
+    let created = s.call("POST", "/v1/entities", Some(&writer), Some(&json!({"components": {"entities": {}}})));
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expired = craft(&json!({"sub": "admin", "jti": "x", "iat": now - 100, "exp": now - 10}), SECRET);
+    let forged = craft(
+        &json!({"sub": "admin", "jti": "x", "iat": now, "exp": now + 1000}),
+        "another-secret-another-secret-another",
+    );
+    for &(method, path, access) in ROUTES {
+        if access == Access::Public {
+            continue;
+        }
+        let p = path.replace("{id}", &id).replace("{name}", "reader");
+        let body = Some(json!({}));
+        for (label, tok) in [
+            ("no credentials", None),
+            ("garbage", Some("garbage")),
+            ("expired", Some(expired.as_str())),
+            ("forged", Some(forged.as_str())),
+        ] {
+            let r = s.call(method, &p, tok, body.as_ref());
+            assert_eq!(r.status, 401, "{method} {path} with {label}: {}", r.body);
+        }
+        // Too little permission is 403, enough is neither 401 nor 403.
+        for (who, tok, perms) in [("reader", &reader, "r"), ("writer", &writer, "rw"), ("admin", &admin, "rwa")] {
+            let allowed = match access {
+                Access::Read | Access::Authenticated | Access::Public => true,
+                Access::Write => perms.contains('w'),
+                Access::Admin => perms.contains('a'),
+            };
+            // Logging out would end the session the rest of the matrix uses.
+            if path == "/v1/auth/logout" {
+                continue;
+            }
+            let r = s.call(method, &p, Some(tok), body.as_ref());
+            assert!(!r.body.to_string().contains("no such route"), "{method} {path} is in the table but not routed");
+            if allowed {
+                assert!(r.status != 401 && r.status != 403, "{method} {path} as {who}: {} {}", r.status, r.body);
+            } else {
+                assert_eq!(r.status, 403, "{method} {path} as {who}: {}", r.body);
+            }
+        }
+    }
+    // A token in the query string is not a credential.
+    let r = s.call("GET", &format!("/v1/stats?token={admin}"), None, None);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn api_keys_logout_and_password_changes() {
+    let s = start(&[("RATE_LIMIT_MAX", "100000")]);
+    let admin = s.admin();
+    let mut keys = std::collections::HashMap::new();
+    for (name, perms) in
+        [("r", json!(["read"])), ("rw", json!(["read", "write"])), ("adm", json!(["admin", "read", "write"]))]
+    {
+        let r = s.call("POST", "/v1/admin/api-keys", Some(&admin), Some(&json!({"name": name, "permissions": perms})));
+        assert_eq!(r.status, 201, "{}", r.body);
+        keys.insert(name, r.body["key"].as_str().unwrap().to_string());
+    }
+    let body = json!({"components": {"entities": {}}});
+    assert_eq!(s.call("GET", "/v1/stats", Some(&keys["r"]), None).status, 200);
+    assert_eq!(s.call("POST", "/v1/entities", Some(&keys["r"]), Some(&body)).status, 403);
+    assert_eq!(s.call("POST", "/v1/entities", Some(&keys["rw"]), Some(&body)).status, 201);
+    assert_eq!(s.call("GET", "/v1/admin/users", Some(&keys["rw"]), None).status, 403);
+    assert_eq!(s.call("GET", "/v1/admin/users", Some(&keys["adm"]), None).status, 200);
+    let list = s.call("GET", "/v1/admin/api-keys", Some(&admin), None);
+    assert!(!list.body.to_string().contains(&keys["r"]), "keys are never listed");
+    assert_eq!(s.call("DELETE", "/v1/admin/api-keys/r", Some(&admin), None).status, 204);
+    assert_eq!(s.call("GET", "/v1/stats", Some(&keys["r"]), None).status, 401);
+    assert_eq!(
+        s.call("POST", "/v1/admin/api-keys", Some(&admin), Some(&json!({"name": "x", "permissions": ["fly"]}))).status,
+        400
+    );
+    // Logout ends the token.
+    let t = s.admin();
+    assert_eq!(s.call("POST", "/v1/auth/logout", Some(&t), None).status, 204);
+    assert_eq!(s.call("GET", "/v1/stats", Some(&t), None).status, 401);
+    // Wrong password, unknown user: 401 and counted.
+    assert_eq!(
+        s.call("POST", "/v1/auth/login", None, Some(&json!({"username": "admin", "password": "nope-nope"}))).status,
+        401
+    );
+    assert_eq!(
+        s.call("POST", "/v1/auth/login", None, Some(&json!({"username": "ghost", "password": "nope-nope"}))).status,
+        401
+    );
+    // A user changes their own password; their sessions end.
+    let bob = s.user(&admin, "bob", "ReadWrite");
+    assert_eq!(
+        s.call("POST", "/v1/admin/users/admin/password", Some(&bob), Some(&json!({"password": "x-x-x-x-x-x"}))).status,
+        403
+    );
+    assert_eq!(
+        s.call("POST", "/v1/admin/users/bob/password", Some(&bob), Some(&json!({"password": "new-password-1"}))).status,
+        204
+    );
+    assert_eq!(s.call("GET", "/v1/stats", Some(&bob), None).status, 401);
+    s.login("bob", "new-password-1");
+    // Users and roles are validated.
+    let r = s.call(
+        "POST",
+        "/v1/admin/users",
+        Some(&admin),
+        Some(&json!({"username": "eve", "password": "password-1", "role": "God"})),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("unknown role `God`"));
+    let r = s.call(
+        "POST",
+        "/v1/admin/users",
+        Some(&admin),
+        Some(&json!({"username": "bob", "password": "password-1", "role": "ReadOnly"})),
+    );
+    assert_eq!(r.status, 409);
+}
+
+#[test]
+fn bad_input_is_400_names_the_problem_and_changes_nothing() {
+    let s = start(&[]);
+    let t = s.admin();
+    let before = s.seq(&t);
+    let cases: Vec<(J, &str)> = vec![
+        (json!({"components": {"wizard": {}}}), "unknown table `wizard`"),
+        (json!({"components": {"player": {"mana": 1}}}), "unknown field `mana` in table `player`"),
+        (json!({"components": {"player": {"level": "high"}}}), "player.level"),
+        (json!({"components": {"transform": {"position": [1, 2]}}}), "expected an array of 3 elements, got 2"),
+        (json!({"components": {"_users": {}}}), "reserved for the system"),
+        (json!({"components": {}, "extra": 1}), "unknown field `extra`"),
+        (json!({"components": {"entities": {}, "player": {"level": -1}}}), "player.level"),
+    ];
+    for (body, needle) in cases {
+        let r = s.call("POST", "/v1/entities", Some(&t), Some(&body));
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        let msg = r.body["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(needle), "{msg:?} should contain {needle:?}");
+    }
+    let r = s.raw_post("/v1/entities", &t, "application/json", "{not json");
+    assert_eq!(r.status, 400);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("invalid JSON"));
+    let r = s.raw_post("/v1/entities", &t, "text/plain", "{}");
+    assert_eq!(r.status, 415);
+    // A transaction failing at its last op changes nothing.
+    let r = s.call(
+        "POST",
+        "/v1/transactions",
+        Some(&t),
+        Some(&json!({"ops": [{"op": "create", "components": {"entities": {}}}, {"op": "set", "id": "$0", "components": {"player": {"level": "x"}}}]})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("ops[1]"));
+    let r = s.call("POST", "/v1/query", Some(&t), Some(&json!({"with": ["_users"]})));
+    assert_eq!(r.status, 400);
+    assert_eq!(s.seq(&t), before, "bad requests changed the database");
+    assert_eq!(s.call("GET", "/v1/entities/notanumber", Some(&t), None).status, 400);
+    assert_eq!(s.call("GET", "/v1/entities/12345", Some(&t), None).status, 404);
+    assert_eq!(s.call("GET", "/v1/nothing-here", Some(&t), None).status, 404);
+}
+
+#[test]
+fn transactions_queries_and_exact_values() {
+    let s = start(&[]);
+    let t = s.admin();
+    let big = u64::MAX - 7;
+    let r = s.call(
+        "POST",
+        "/v1/transactions",
+        Some(&t),
+        Some(&json!({"sync": true, "ops": [
+            {"op": "create", "components": {"entities": {}, "player": {"name": "ana", "level": 7, "experience": big.to_string()}}},
+            {"op": "create", "components": {"entities": {}, "player": {"name": "bo", "level": 2}}},
+            {"op": "link", "relation": "follows", "from": "$0", "to": "$1", "props": {"since_tick": 3}},
+        ]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ids = r.body["ids"].as_array().unwrap().clone();
+    let got = s.call("GET", &format!("/v1/entities/{}", ids[0]), Some(&t), None);
+    assert_eq!(got.body["components"]["player"]["experience"], big.to_string());
+    assert_eq!(got.body["components"]["player"]["name"], "ana");
+    let q = s.call(
+        "POST",
+        "/v1/query",
+        Some(&t),
+        Some(&json!({"with": ["player"], "select": ["player.name"], "related": {"relation": "follows", "entity": ids[0]}})),
+    );
+    assert_eq!(q.body["rows"][0]["player"]["name"], "bo", "{}", q.body);
+    let p = s.call(
+        "PATCH",
+        &format!("/v1/entities/{}", ids[1]),
+        Some(&t),
+        Some(&json!({"components": {"health": {"hp": 5}}})),
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(s.call("DELETE", &format!("/v1/entities/{}", ids[1]), Some(&t), None).status, 200);
+    assert_eq!(s.call("GET", &format!("/v1/entities/{}", ids[1]), Some(&t), None).status, 404);
+    let schema = s.call("GET", "/v1/schema", Some(&t), None);
+    assert!(!schema.body.to_string().contains("_users"), "system tables are hidden");
+    // Headers on every response.
+    let h = s.call("GET", "/health", None, None).headers;
+    for (k, v) in [("x-content-type-options", "nosniff"), ("x-frame-options", "DENY")] {
+        assert!(h.iter().any(|(a, b)| a == k && b == v), "{k} missing: {h:?}");
+    }
+    assert!(h.iter().any(|(a, _)| a == "x-request-id"));
+}
+
+#[test]
+fn oversized_body_is_413() {
+    let s = spawn(tempfile::tempdir().unwrap(), &[], Some("[server]\nbody_limit_bytes = 2048\n"));
+    let t = s.admin();
+    let big = "x".repeat(4096);
+    let r = s.raw_post("/v1/entities", &t, "application/json", &format!("{{\"components\": {{\"{big}\": {{}}}}}}"));
+    assert_eq!(r.status, 413, "{}", r.body);
+}
+
+#[test]
+fn rate_limit_then_recovery() {
+    let s = start(&[("RATE_LIMIT_WINDOW", "1"), ("RATE_LIMIT_MAX", "5")]);
+    // Align to the start of a window so the burst falls in one.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    std::thread::sleep(Duration::from_millis(1000 - u64::from(now.subsec_millis())) + Duration::from_millis(20));
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let r = s.call("GET", "/health", None, None);
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert!(r.headers.iter().any(|(k, v)| k == "retry-after" && v == "1"), "{:?}", r.headers);
+        }
+    }
+    assert_eq!(&statuses[..5], &[200; 5], "{statuses:?}");
+    assert_eq!(statuses[5], 429, "{statuses:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(s.call("GET", "/health", None, None).status, 200);
+}
+
+#[test]
+fn metrics_are_valid_prometheus_text() {
+    let s = start(&[]);
+    let t = s.admin();
+    s.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {}}})));
+    s.call("GET", "/v1/stats", None, None);
+    let mut res = s.agent.get(format!("{}/metrics", s.base)).call().unwrap();
+    let text = res.body_mut().read_to_string().unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let names: std::collections::BTreeSet<_> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for m in [
+        "ecsdb_entities",
+        "ecsdb_commits_total",
+        "ecsdb_operations_total",
+        "ecsdb_commit_latency_seconds_count",
+        "ecsdb_wal_bytes_written_total",
+        "ecsdb_wal_size_bytes",
+        "ecsdb_snapshots_total",
+        "ecsdb_memory_bytes",
+        "ecsdb_transactions_active",
+        "ecsdb_transactions_committed_total",
+        "ecsdb_transactions_rolled_back_total",
+        "ecsdb_http_requests_total",
+        "ecsdb_http_request_duration_seconds_count",
+        "ecsdb_auth_failures_total",
+        "ecsdb_rate_limited_total",
+    ] {
+        assert!(names.contains(m), "{m} missing from /metrics: {names:?}");
+    }
+    let unauth = scrape.samples.iter().find(|x| {
+        x.metric == "ecsdb_http_requests_total"
+            && x.labels.get("route") == Some("/v1/stats")
+            && x.labels.get("status") == Some("401")
+    });
+    assert!(unauth.is_some(), "request counted by route and status");
+    let failures = scrape.samples.iter().find(|x| x.metric == "ecsdb_auth_failures_total").map(|x| match x.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Untyped(v)
+        | prometheus_parse::Value::Gauge(v) => v,
+        _ => 0.0,
+    });
+    assert!(failures >= Some(1.0), "auth failures counted: {failures:?}");
+}
+
+#[test]
+fn health_turns_degraded_then_unhealthy() {
+    let s = start(&[("ECSDB_MAX_MEMORY_MB", "1")]);
+    let t = s.admin();
+    let h = s.call("GET", "/health", None, None);
+    assert_eq!((h.status, h.body["status"].as_str()), (200, Some("healthy")), "{}", h.body);
+    // Fill memory past 90% of the 1 MiB ceiling.
+    for _ in 0..40 {
+        let ops: Vec<J> =
+            (0..50).map(|_| json!({"op": "create", "components": {"entities": {}, "inventory": {}}})).collect();
+        let r = s.call("POST", "/v1/transactions", Some(&t), Some(&json!({"ops": ops})));
+        if r.status != 200 {
+            assert_eq!(r.status, 507, "{}", r.body);
+            break;
+        }
+    }
+    let h = s.call("GET", "/health", None, None);
+    assert_eq!((h.status, h.body["status"].as_str()), (200, Some("degraded")), "{}", h.body);
+    let failing: Vec<_> = h.body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["healthy"] == false)
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(failing, vec![json!("memory")]);
+    // The data directory disappears: storage is no longer writable.
+    std::fs::remove_dir_all(s.dir.path().join("data")).unwrap();
+    let h = s.call("GET", "/health", None, None);
+    assert_eq!((h.status, h.body["status"].as_str()), (503, Some("unhealthy")), "{}", h.body);
+}
+
+#[test]
+fn acknowledged_sync_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    // The log runs in async mode; each request asks for a durable ack.
+    let mut s = spawn(dir, &[("ECSDB_WAL_SYNC", "false")], None);
+    let t = s.admin();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let r = s.call(
+            "POST",
+            "/v1/entities",
+            Some(&t),
+            Some(&json!({"sync": true, "components": {"entities": {}, "player": {"level": i}}})),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push((r.body["id"].clone(), i));
+    }
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    drop(s);
+    assert_eq!(dir.path(), keep);
+    let s = spawn(dir, &[("ECSDB_WAL_SYNC", "false")], None);
+    let t = s.admin();
+    for (id, level) in ids {
+        let r = s.call("GET", &format!("/v1/entities/{id}"), Some(&t), None);
+        assert_eq!(r.status, 200, "entity {id} lost: {}", r.body);
+        assert_eq!(r.body["components"]["player"]["level"], level);
+    }
+}
