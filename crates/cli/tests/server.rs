@@ -30,6 +30,10 @@ impl Drop for Server {
 }
 
 fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], config: Option<&str>) -> Server {
+    spawn_logged(dir, env, config, Stdio::null())
+}
+
+fn spawn_logged(dir: tempfile::TempDir, env: &[(&str, &str)], config: Option<&str>, stderr: Stdio) -> Server {
     let data = dir.path().join("data");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecsdb"));
     cmd.args(["serve", "--data-dir", data.to_str().unwrap(), "--bind", "127.0.0.1:0"]);
@@ -42,7 +46,7 @@ fn spawn(dir: tempfile::TempDir, env: &[(&str, &str)], config: Option<&str>) -> 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let out = child.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
     let base = loop {
@@ -471,6 +475,44 @@ fn health_turns_degraded_then_unhealthy() {
     std::fs::remove_dir_all(s.dir.path().join("data")).unwrap();
     let h = s.call("GET", "/health", None, None);
     assert_eq!((h.status, h.body["status"].as_str()), (503, Some("unhealthy")), "{}", h.body);
+}
+
+#[test]
+fn json_logs_carry_the_request_id_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut s =
+        spawn_logged(dir, &[("ECSDB_LOG_FORMAT", "json"), ("ECSDB_LOG_LEVEL", "info")], None, Stdio::from(file));
+    let t = s.admin();
+    let r = s.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {}}})));
+    assert_eq!(r.status, 201);
+    let id = r.body["id"].clone();
+    // SIGTERM: drain, snapshot, exit 0.
+    let kill = Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<J> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"))).collect();
+    let create: Vec<&J> = lines.iter().filter(|l| l["fields"]["action"] == "create_entity").collect();
+    assert_eq!(create.len(), 1, "one audit line for the create");
+    let rid = create[0]["span"]["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("audit line without request id: {}", create[0]));
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "request" && l["span"]["request_id"] == rid),
+        "request line with the same id"
+    );
+    assert!(text.contains("stopped cleanly"));
+    // The clean stop took a snapshot; the data is there after a restart.
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    drop(s);
+    assert!(std::fs::read_dir(dir.path().join("data/snapshots")).unwrap().count() >= 1);
+    let s = spawn(dir, &[], None);
+    let t = s.admin();
+    assert_eq!(s.call("GET", &format!("/v1/entities/{id}"), Some(&t), None).status, 200);
 }
 
 #[test]

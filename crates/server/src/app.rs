@@ -158,12 +158,15 @@ async fn observe(State(st): State<Shared>, req: Request, next: Next) -> Response
     let route =
         req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let ip = client_ip(&req);
+    // Every log line of this request carries its id.
+    let span = tracing::info_span!("request", request_id = %id);
     let mut resp = if let Err(retry) = st.ip_limiter.check(&ip) {
         st.metrics.rate_limited.inc();
         too_many(retry)
     } else {
-        next.run(req).await
+        tracing::Instrument::instrument(next.run(req), span.clone()).await
     };
+    let _entered = span.enter();
     let status = resp.status().as_u16();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'"));
@@ -227,8 +230,12 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
     }
     let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let st2 = st.clone();
-    let principal =
-        tokio::task::spawn_blocking(move || auth::authenticate(&st2.db, &st2.tokens, header.as_deref())).await;
+    let span = tracing::Span::current();
+    let principal = tokio::task::spawn_blocking(move || {
+        let _g = span.enter();
+        auth::authenticate(&st2.db, &st2.tokens, header.as_deref())
+    })
+    .await;
     let principal: Principal = match principal {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {

@@ -68,7 +68,13 @@ where
     F: FnOnce(&Shared) -> ApiResult<T> + Send + 'static,
 {
     let st = st.clone();
-    tokio::task::spawn_blocking(move || f(&st)).await.map_err(|e| ApiError::internal(e.to_string()))?
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _g = span.enter();
+        f(&st)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
 fn audit(who: &Principal, action: &str, detail: &J) {
