@@ -128,6 +128,59 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: draining requests");
 }
 
+/// A server running on a background thread (benchmarks, embedding).
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub db: Database,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Drain, stop and close the database.
+    pub fn stop(mut self) -> Result<(), String> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.db.close().map_err(|e| e.to_string())
+    }
+}
+
+/// Start a server with `config` on a background thread; `admin_password`
+/// sets the first admin's password on a new database.
+pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, String> {
+    config.validate().map_err(|e| e.to_string())?;
+    let db = open_database(&config)?;
+    let secret = jwt_secret(&config)?;
+    auth::ensure_admin(&db, Some(admin_password.to_string())).map_err(|e| e.message)?;
+    let tokens = auth::Tokens::new(&secret, config.token_ttl_secs());
+    let listener = std::net::TcpListener::bind(&config.server.bind).map_err(|e| format!("bind {}: {e}", config.server.bind))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = Arc::new(app::AppState::new(db.clone(), tokens, config, Arc::new(limits::SystemClock)));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("ecsdb-server".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                let app = app::router(state);
+                let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Running { addr, db, stop: Some(tx), thread: Some(thread) })
+}
+
 /// Run the server until SIGTERM/SIGINT; then drain, close the database and
 /// return.
 pub fn run(opts: &ServeOptions) -> Result<(), String> {
