@@ -27,7 +27,14 @@ struct Result_ {
     ops_per_req: usize,
 }
 
-fn run(name: &'static str, base: &str, token: &str, per_client: usize, ops_per_req: usize, make: fn(usize, usize) -> (String, String, Option<J>)) -> Result_ {
+fn run(
+    name: &'static str,
+    base: &str,
+    token: &str,
+    per_client: usize,
+    ops_per_req: usize,
+    make: fn(usize, usize) -> (String, String, Option<J>),
+) -> Result_ {
     let start = Instant::now();
     let results: Vec<(Vec<Duration>, usize)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..CLIENTS)
@@ -43,7 +50,10 @@ fn run(name: &'static str, base: &str, token: &str, per_client: usize, ops_per_r
                         let r = if method == "GET" {
                             agent.get(&url).header("authorization", &format!("Bearer {token}")).call()
                         } else {
-                            agent.post(&url).header("authorization", &format!("Bearer {token}")).send_json(body.unwrap())
+                            agent
+                                .post(&url)
+                                .header("authorization", &format!("Bearer {token}"))
+                                .send_json(body.unwrap())
                         };
                         let ok = r.is_ok_and(|mut r| {
                             let _ = r.body_mut().read_to_string();
@@ -102,15 +112,27 @@ fn main() {
     let n = if quick() { 200 } else { 2000 };
     let runs = [
         run("single-entity writes (POST /v1/entities)", &base, &token, n, 1, |c, i| {
-            ("POST".into(), "/v1/entities".into(), Some(json!({"components": {"entities": {}, "player": {"level": c * 100_000 + i}}})))
+            (
+                "POST".into(),
+                "/v1/entities".into(),
+                Some(json!({"components": {"entities": {}, "player": {"level": c * 100_000 + i}}})),
+            )
         }),
         run("batched transactions (100 creates)", &base, &token, n / 10, 100, |_, _| {
-            let ops: Vec<J> = (0..100).map(|i| json!({"op": "create", "components": {"entities": {}, "health": {"hp": i}}})).collect();
+            let ops: Vec<J> = (0..100)
+                .map(|i| json!({"op": "create", "components": {"entities": {}, "health": {"hp": i}}}))
+                .collect();
             ("POST".into(), "/v1/transactions".into(), Some(json!({"ops": ops})))
         }),
         run("reads (GET /v1/stats)", &base, &token, n * 2, 1, |_, _| ("GET".into(), "/v1/stats".into(), None)),
         run("queries (POST /v1/query, limit 10)", &base, &token, n, 1, |_, _| {
-            ("POST".into(), "/v1/query".into(), Some(json!({"with": ["player"], "filters": [{"field": "player.level", "op": "lt", "value": 50}], "limit": 10})))
+            (
+                "POST".into(),
+                "/v1/query".into(),
+                Some(
+                    json!({"with": ["player"], "filters": [{"field": "player.level", "op": "lt", "value": 50}], "limit": 10}),
+                ),
+            )
         }),
     ];
     println!("# ecsdb server load ({CLIENTS} client threads, loopback, sync commits)\n");

@@ -158,7 +158,8 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
     let secret = jwt_secret(&config)?;
     auth::ensure_admin(&db, Some(admin_password.to_string())).map_err(|e| e.message)?;
     let tokens = auth::Tokens::new(&secret, config.token_ttl_secs());
-    let listener = std::net::TcpListener::bind(&config.server.bind).map_err(|e| format!("bind {}: {e}", config.server.bind))?;
+    let listener =
+        std::net::TcpListener::bind(&config.server.bind).map_err(|e| format!("bind {}: {e}", config.server.bind))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let state = Arc::new(app::AppState::new(db.clone(), tokens, config, Arc::new(limits::SystemClock)));
