@@ -11,6 +11,8 @@
 //! 3. Snapshot write and load of 1,000,000 entities with 3 components.
 //! 4. Recovery of 1,000,000 entities (snapshot) plus 1,000,000 log records.
 #![allow(clippy::unwrap_used, missing_docs)]
+// Benchmark harness: prose in docs names tools, and short names keep the workloads readable.
+#![allow(clippy::doc_markdown, clippy::many_single_char_names, clippy::similar_names)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -8,6 +8,8 @@
 //! libraries with none of that. After criterion's report, a table of
 //! ecsdb/peer ratios is printed from criterion's own estimates.
 #![allow(clippy::unwrap_used, missing_docs)]
+// Benchmark harness: prose in docs names tools, and short names keep the workloads readable.
+#![allow(clippy::doc_markdown, clippy::many_single_char_names, clippy::similar_names)]
 // The peer component types mirror the suite; several fields are only written.
 #![allow(dead_code)]
 
@@ -275,7 +277,7 @@ fn bench_million(c: &mut Criterion) {
         txn.commit().unwrap();
     };
     g.bench_function("create/ecsdb", |b| {
-        b.iter_batched(|| simple_db(&schema), |s| create_ecsdb(&s), BatchSize::PerIteration)
+        b.iter_batched(|| simple_db(&schema), |s| create_ecsdb(&s), BatchSize::PerIteration);
     });
     g.bench_function("create/hecs", |b| {
         b.iter(|| {

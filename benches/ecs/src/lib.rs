@@ -1,5 +1,5 @@
 //! Shared fixtures of the side-by-side ECS benchmarks: the ecsdb schemas that
-//! mirror the ecs_bench_suite component types.
+//! mirror the `ecs_bench_suite` component types.
 
 /// Schema of `simple_insert` / `simple_iter`: Transform (4x4 matrix),
 /// Position, Rotation and Velocity (vec3 each), one table per component.
@@ -24,9 +24,10 @@ type = "[f32; 3]"
 
 /// Schema of `frag_iter`: 26 marker tables `a`..`z` and a `data` table.
 pub fn frag_schema() -> String {
+    use std::fmt::Write as _;
     let mut s = String::from("[tables.data]\n[[tables.data.fields]]\nname = \"x\"\ntype = \"f32\"\n");
     for c in 'a'..='z' {
-        s.push_str(&format!("[tables.{c}]\n[[tables.{c}.fields]]\nname = \"x\"\ntype = \"f32\"\n"));
+        let _ = write!(s, "[tables.{c}]\n[[tables.{c}.fields]]\nname = \"x\"\ntype = \"f32\"\n");
     }
     s
 }

@@ -20,6 +20,7 @@ struct Server {
     base: String,
     dir: tempfile::TempDir,
     agent: ureq::Agent,
+    metrics_base: Option<String>,
 }
 
 impl Drop for Server {
@@ -49,15 +50,24 @@ fn spawn_logged(dir: tempfile::TempDir, env: &[(&str, &str)], config: Option<&st
     let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let out = child.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
-    let base = loop {
+    // Start-up lines end with `durability: ...`.
+    let (mut base, mut metrics_base) = (None, None);
+    loop {
         let line = lines.next().expect("the server exited before listening").unwrap();
         if let Some(addr) = line.split("listening on ").nth(1) {
-            break addr.trim().to_string();
+            base = Some(addr.trim().to_string());
         }
-    };
+        if let Some(a) = line.split("metrics on ").nth(1) {
+            metrics_base = Some(a.trim().trim_end_matches("/metrics").to_string());
+        }
+        if line.starts_with("durability:") {
+            break;
+        }
+    }
+    let base = base.expect("no listening line");
     std::thread::spawn(move || for _ in lines {});
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    Server { child, base, dir, agent }
+    Server { child, base, dir, agent, metrics_base }
 }
 
 fn start(env: &[(&str, &str)]) -> Server {
@@ -369,6 +379,34 @@ fn transactions_queries_and_exact_values() {
         assert!(h.iter().any(|(a, b)| a == k && b == v), "{k} missing: {h:?}");
     }
     assert!(h.iter().any(|(a, _)| a == "x-request-id"));
+}
+
+#[test]
+fn cors_and_the_separate_metrics_listener() {
+    let s = start(&[("ECSDB_ALLOWED_ORIGINS", "https://game.example"), ("ECSDB_METRICS_BIND", "127.0.0.1:0")]);
+    let preflight = |origin: &str| {
+        s.agent
+            .run(
+                ureq::http::Request::builder()
+                    .method("OPTIONS")
+                    .uri(format!("{}/v1/stats", s.base))
+                    .header("origin", origin)
+                    .header("access-control-request-method", "GET")
+                    .body(())
+                    .unwrap(),
+            )
+            .unwrap()
+    };
+    let ok = preflight("https://game.example");
+    assert_eq!(
+        ok.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()),
+        Some("https://game.example")
+    );
+    let other = preflight("https://evil.example");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let m = s.metrics_base.clone().expect("the metrics listener was announced");
+    let text = s.agent.get(format!("{m}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(text.contains("ecsdb_entities"), "{text}");
 }
 
 #[test]

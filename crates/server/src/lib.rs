@@ -213,15 +213,6 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
         } else {
             "async (background fsync)"
         };
-        println!("ecsdb {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
-        println!("data directory: {}", c.db.database.data_dir.display());
-        println!(
-            "schema: {} v{} ({} tables)",
-            schema.name,
-            schema.version,
-            schema.tables.iter().filter(|t| !t.name.starts_with('_')).count()
-        );
-        println!("durability: {durability}");
         if let Some(mb) = &c.metrics.bind {
             let ml = tokio::net::TcpListener::bind(mb).await.map_err(|e| format!("bind {mb}: {e}"))?;
             println!("metrics on http://{}/metrics", ml.local_addr().map_err(|e| e.to_string())?);
@@ -232,6 +223,15 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
                 let _ = axum::serve(ml, metrics_app).await;
             });
         }
+        println!("ecsdb {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+        println!("data directory: {}", c.db.database.data_dir.display());
+        println!(
+            "schema: {} v{} ({} tables)",
+            schema.name,
+            schema.version,
+            schema.tables.iter().filter(|t| !t.name.starts_with('_')).count()
+        );
+        println!("durability: {durability}");
         let _ = std::io::stdout().flush();
         let app = app::router(state.clone());
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
