@@ -527,7 +527,7 @@ fn json_logs_carry_the_request_id_and_sigterm_stops_cleanly() {
     assert_eq!(r.status, 201);
     let id = r.body["id"].clone();
     // SIGTERM: drain, snapshot, exit 0.
-    let kill = Command::new("kill").args(["-TERM", &s.child.id().to_string()]).status().unwrap();
+    let kill = Command::new("sh").args(["-c", &format!("kill -TERM {}", s.child.id())]).status().unwrap();
     assert!(kill.success());
     let status = s.child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");

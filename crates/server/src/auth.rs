@@ -68,6 +68,14 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     Argon2::default().verify_password(password.as_bytes(), hash).is_ok()
 }
 
+/// Spend the same work as a real check when the user does not exist, so
+/// the answer's timing does not tell which usernames exist.
+pub fn verify_against_nothing(password: &str) {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = DUMMY.get_or_init(|| hash_password("not-a-real-password").unwrap_or_default());
+    let _ = verify_password(password, hash);
+}
+
 pub fn hash_api_key(key: &str) -> String {
     hex_encode(&Sha256::digest(key.as_bytes()))
 }

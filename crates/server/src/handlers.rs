@@ -166,7 +166,12 @@ pub struct LoginBody {
 pub async fn login(State(st): State<Shared>, Body(b): Body<LoginBody>) -> ApiResult<Json<J>> {
     blocking(&st, move |st| {
         let user = system::find_user(&st.db.read(), &b.username)?;
-        let ok = user.as_ref().is_some_and(|u| auth::verify_password(&b.password, &u.password_hash));
+        let ok = if let Some(u) = &user {
+            auth::verify_password(&b.password, &u.password_hash)
+        } else {
+            auth::verify_against_nothing(&b.password);
+            false
+        };
         let Some(user) = user.filter(|_| ok) else {
             st.metrics.auth_failures.inc();
             tracing::warn!(target: "audit", username = %b.username, "failed login");
