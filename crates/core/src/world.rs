@@ -708,6 +708,18 @@ impl World {
     /// Check internal invariants (locations, column lengths, reference
     /// counts, parents, relation ends). Returns every problem found.
     pub fn check_integrity(&self) -> Vec<String> {
+        self.integrity(true)
+    }
+
+    /// Only the invariants every primitive keeps, whatever it is fed:
+    /// locations, column lengths, reference counts, edge ends. (Schema
+    /// constraints — foreign-key targets, parent tables — are a commit's
+    /// job; a change set applied unchecked may break them, never these.)
+    pub fn check_structure(&self) -> Vec<String> {
+        self.integrity(false)
+    }
+
+    fn integrity(&self, constraints: bool) -> Vec<String> {
         let mut problems = Vec::new();
         for arch in &self.archetypes {
             for (i, c) in arch.columns.iter().enumerate() {
@@ -725,7 +737,7 @@ impl World {
                     Some(s) if s.archetype == arch.id && s.row as usize == row => {}
                     _ => problems.push(format!("entity {e} at archetype {} row {row} has a wrong location", arch.id)),
                 }
-                if !arch.parents_ok && !arch.is_empty() {
+                if constraints && !arch.parents_ok {
                     problems.push(format!("entity {e} has a component without its parent_table"));
                 }
             }
@@ -743,7 +755,7 @@ impl World {
                             }
                             let target_table = self.schema.table(t).stored_field(slot).foreign_key.unwrap_or(t);
                             *refs.entry((target, target_table)).or_default() += 1;
-                            if !self.has(target, target_table) {
+                            if constraints && !self.has(target, target_table) {
                                 problems.push(format!(
                                     "{}.{} of entity {e} references missing entity {target}",
                                     self.table_name(t),
