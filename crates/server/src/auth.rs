@@ -121,17 +121,13 @@ pub fn authenticate(db: &Database, tokens: &Tokens, header: Option<&str>) -> Api
     let w = db.read();
     if cred.starts_with(API_KEY_PREFIX) {
         let hash = hash_api_key(cred);
-        let key = system::list_api_keys(&w)?
-            .into_iter()
-            .find(|k| k.key_hash == hash)
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
+        let key =
+            system::find_api_key(&w, &hash)?.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
         return Ok(Principal { name: format!("key:{}", key.name), perms: key.perms, token_id: None });
     }
     let claims = tokens.check(cred)?;
     let now = system::now_ms();
-    let session = system::list_sessions(&w)?
-        .into_iter()
-        .find(|s| s.token_id == claims.jti)
+    let session = system::find_session(&w, &claims.jti)?
         .ok_or_else(|| ApiError::unauthorized("the session has ended (logged out); log in again"))?;
     if session.expires_ms <= now {
         return Err(ApiError::unauthorized("the token has expired; log in again"));

@@ -172,6 +172,49 @@ fn rows(w: &World, t: TableId) -> Vec<EntityId> {
     w.chunks(&[t]).flat_map(|c| c.entities().iter().copied()).collect()
 }
 
+/// The row of `table` whose string field `field` equals `value`, compared
+/// on the stored bytes (no decoding, no allocation: this runs for every
+/// authenticated request).
+fn find_by(w: &World, table_name: &str, field_name: &str, value: &str) -> ApiResult<Option<EntityId>> {
+    let t = table(w, table_name)?;
+    let slot = w
+        .schema()
+        .table(t)
+        .field(field_name)
+        .and_then(ecsdb::schema::Field::slot)
+        .ok_or_else(|| ApiError::internal(format!("system table {table_name} has no field {field_name}")))?;
+    for chunk in w.chunks(&[t]) {
+        for &id in chunk.entities() {
+            if w.field_bytes(id, t, slot).is_ok_and(|b| b == value.as_bytes()) {
+                return Ok(Some(id));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Add a row to a system table unless one with the same `key_field` exists.
+fn insert_unique(
+    db: &Database,
+    table_name: &str,
+    key_field: &str,
+    values: &[Value],
+    what: &str,
+) -> ApiResult<EntityId> {
+    let Some(Value::Str(key)) = values.first() else {
+        return Err(ApiError::internal("insert_unique needs the key first"));
+    };
+    let (id, _) = db.write(|t| {
+        if find_by(t, table_name, key_field, key).ok().flatten().is_some() {
+            return Err(ecsdb::EngineError::Query(format!("{what} `{key}` already exists")).into());
+        }
+        let e = t.create_entity()?;
+        t.insert(e, table_name, values)?;
+        Ok(e)
+    })?;
+    Ok(id)
+}
+
 /// A user.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -182,42 +225,34 @@ pub struct User {
     pub created_ms: u64,
 }
 
+fn user_at(w: &World, t: TableId, id: EntityId) -> User {
+    User {
+        id,
+        username: text(field(w, id, t, "username")),
+        password_hash: text(field(w, id, t, "password_hash")),
+        role: match field(w, id, t, "role") {
+            Value::Enum(i) => Role::from_index(i),
+            _ => Role::ReadOnly,
+        },
+        created_ms: num(&field(w, id, t, "created_ms")),
+    }
+}
+
 pub fn find_user(w: &World, username: &str) -> ApiResult<Option<User>> {
-    Ok(list_users(w)?.into_iter().find(|u| u.username == username))
+    let t = table(w, "_users")?;
+    Ok(find_by(w, "_users", "username", username)?.map(|id| user_at(w, t, id)))
 }
 
 pub fn list_users(w: &World) -> ApiResult<Vec<User>> {
     let t = table(w, "_users")?;
-    Ok(rows(w, t)
-        .into_iter()
-        .map(|id| User {
-            id,
-            username: text(field(w, id, t, "username")),
-            password_hash: text(field(w, id, t, "password_hash")),
-            role: match field(w, id, t, "role") {
-                Value::Enum(i) => Role::from_index(i),
-                _ => Role::ReadOnly,
-            },
-            created_ms: num(&field(w, id, t, "created_ms")),
-        })
-        .collect())
+    Ok(rows(w, t).into_iter().map(|id| user_at(w, t, id)).collect())
 }
 
 /// Add a user with an already hashed password.
 pub fn insert_user(db: &Database, username: &str, hash: &str, role: Role) -> ApiResult<EntityId> {
-    let (id, _) = db.write(|t| {
-        if find_user(t, username).ok().flatten().is_some() {
-            return Err(ecsdb::EngineError::Query(format!("user `{username}` already exists")).into());
-        }
-        let e = t.create_entity()?;
-        t.insert(
-            e,
-            "_users",
-            &[Value::Str(username.into()), Value::Str(hash.into()), Value::Enum(role.index()), Value::U64(now_ms())],
-        )?;
-        Ok(e)
-    })?;
-    Ok(id)
+    let values =
+        [Value::Str(username.into()), Value::Str(hash.into()), Value::Enum(role.index()), Value::U64(now_ms())];
+    insert_unique(db, "_users", "username", &values, "user")
 }
 
 pub fn set_password_hash(db: &Database, user: EntityId, hash: &str) -> ApiResult<()> {
@@ -235,18 +270,24 @@ pub struct Session {
     pub created_ms: u64,
 }
 
+fn session_at(w: &World, t: TableId, id: EntityId) -> Session {
+    Session {
+        id,
+        token_id: text(field(w, id, t, "token_id")),
+        username: text(field(w, id, t, "username")),
+        expires_ms: num(&field(w, id, t, "expires_ms")),
+        created_ms: num(&field(w, id, t, "created_ms")),
+    }
+}
+
+pub fn find_session(w: &World, token_id: &str) -> ApiResult<Option<Session>> {
+    let t = table(w, "_sessions")?;
+    Ok(find_by(w, "_sessions", "token_id", token_id)?.map(|id| session_at(w, t, id)))
+}
+
 pub fn list_sessions(w: &World) -> ApiResult<Vec<Session>> {
     let t = table(w, "_sessions")?;
-    Ok(rows(w, t)
-        .into_iter()
-        .map(|id| Session {
-            id,
-            token_id: text(field(w, id, t, "token_id")),
-            username: text(field(w, id, t, "username")),
-            expires_ms: num(&field(w, id, t, "expires_ms")),
-            created_ms: num(&field(w, id, t, "created_ms")),
-        })
-        .collect())
+    Ok(rows(w, t).into_iter().map(|id| session_at(w, t, id)).collect())
 }
 
 /// Record a session, dropping expired ones.
@@ -284,53 +325,43 @@ pub fn delete_sessions(db: &Database, pred: impl Fn(&Session) -> bool) -> ApiRes
 pub struct ApiKey {
     pub id: EntityId,
     pub name: String,
-    pub key_hash: String,
     pub perms: Perms,
     pub created_ms: u64,
 }
 
+fn key_at(w: &World, t: TableId, id: EntityId) -> ApiKey {
+    ApiKey {
+        id,
+        name: text(field(w, id, t, "name")),
+        perms: Perms(num(&field(w, id, t, "permissions")) as u8),
+        created_ms: num(&field(w, id, t, "created_ms")),
+    }
+}
+
+/// The key whose SHA-256 is `key_hash`.
+pub fn find_api_key(w: &World, key_hash: &str) -> ApiResult<Option<ApiKey>> {
+    let t = table(w, "_api_keys")?;
+    Ok(find_by(w, "_api_keys", "key_hash", key_hash)?.map(|id| key_at(w, t, id)))
+}
+
 pub fn list_api_keys(w: &World) -> ApiResult<Vec<ApiKey>> {
     let t = table(w, "_api_keys")?;
-    Ok(rows(w, t)
-        .into_iter()
-        .map(|id| ApiKey {
-            id,
-            name: text(field(w, id, t, "name")),
-            key_hash: text(field(w, id, t, "key_hash")),
-            perms: Perms(num(&field(w, id, t, "permissions")) as u8),
-            created_ms: num(&field(w, id, t, "created_ms")),
-        })
-        .collect())
+    Ok(rows(w, t).into_iter().map(|id| key_at(w, t, id)).collect())
 }
 
 pub fn insert_api_key(db: &Database, name: &str, key_hash: &str, perms: Perms) -> ApiResult<EntityId> {
-    let (id, _) = db.write(|t| {
-        if list_api_keys(t).unwrap_or_default().iter().any(|k| k.name == name) {
-            return Err(ecsdb::EngineError::Query(format!("an API key named `{name}` already exists")).into());
-        }
-        let e = t.create_entity()?;
-        t.insert(
-            e,
-            "_api_keys",
-            &[
-                Value::Str(name.into()),
-                Value::Str(key_hash.into()),
-                Value::U64(u64::from(perms.0)),
-                Value::U64(now_ms()),
-            ],
-        )?;
-        Ok(e)
-    })?;
-    Ok(id)
+    let values =
+        [Value::Str(name.into()), Value::Str(key_hash.into()), Value::U64(u64::from(perms.0)), Value::U64(now_ms())];
+    insert_unique(db, "_api_keys", "name", &values, "an API key named")
 }
 
 pub fn delete_api_key(db: &Database, name: &str) -> ApiResult<bool> {
     let (found, _) = db.write(|t| {
-        let k = list_api_keys(t).unwrap_or_default().into_iter().find(|k| k.name == name);
-        if let Some(k) = &k {
-            t.delete(k.id)?;
+        let id = find_by(t, "_api_keys", "name", name).ok().flatten();
+        if let Some(id) = id {
+            t.delete(id)?;
         }
-        Ok(k.is_some())
+        Ok(id.is_some())
     })?;
     Ok(found)
 }
