@@ -255,8 +255,6 @@ impl World {
     pub fn delete_entity(&mut self, id: EntityId) -> Result<()> {
         self.st()?;
         self.flush_for(id)?;
-        // Neighbours lose edges: their relation-end constraints are unaffected,
-        // but other rows' captures may sit in the same archetypes.
         let removed = self.despawn(id)?;
         let st = self.st()?;
         st.undo.push(Undo::Despawn(id, Box::new(removed)));

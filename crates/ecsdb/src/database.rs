@@ -239,7 +239,6 @@ fn open_durable(
     for r in &report.repaired {
         tracing::warn!(what = %r, "repair dropped data");
     }
-    let seq = world.seq();
     Ok((
         world,
         Durability {
@@ -253,7 +252,7 @@ fn open_durable(
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
         },
-        RecoveryReport { seq, ..report },
+        report,
     ))
 }
 

@@ -355,14 +355,13 @@ fn run_op(t: &mut ecsdb::Transaction<'_>, op: &J, i: usize, created: &mut Vec<En
     {
         return Err(ApiError::bad_request(format!("ops[{i}] ({kind}): unknown key `{k}`")));
     }
-    let rel = |t: &ecsdb::Transaction<'_>| -> ApiResult<String> {
+    let rel = || -> ApiResult<&str> {
         let r = op
             .get("relation")
             .and_then(J::as_str)
             .ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: missing \"relation\"")))?;
         user_table(r)?;
-        let _ = t;
-        Ok(r.to_string())
+        Ok(r)
     };
     match kind {
         "create" => {
@@ -396,13 +395,13 @@ fn run_op(t: &mut ecsdb::Transaction<'_>, op: &J, i: usize, created: &mut Vec<En
             t.delete(id).map_err(ctx)?;
         }
         "link" | "unlink" => {
-            let r = rel(t)?;
+            let r = rel()?;
             let from = op_id(op.get("from"), created, i)?;
             let to = op_id(op.get("to"), created, i)?;
             if kind == "link" {
-                t.link(&r, from, to, op.get("props")).map_err(ctx)?;
+                t.link(r, from, to, op.get("props")).map_err(ctx)?;
             } else {
-                t.unlink(&r, from, to).map_err(ctx)?;
+                t.unlink(r, from, to).map_err(ctx)?;
             }
         }
         _ => unreachable!("checked above"),
