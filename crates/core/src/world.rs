@@ -239,6 +239,11 @@ impl World {
     /// both share. Columns of tables only in `to` are left for the caller to
     /// push. Returns the new row.
     pub(crate) fn move_entity(&mut self, id: EntityId, from: ArchetypeId, row: usize, to: ArchetypeId) -> usize {
+        if from == to {
+            // Nothing to carry over: the entity already lives there (a
+            // component-less entity loaded into archetype 0, for one).
+            return row;
+        }
         let (src, dst) = two_mut(&mut self.archetypes, from as usize, to as usize);
         let new_row = dst.push_entity(id);
         for &t in &src.tables {
