@@ -37,6 +37,10 @@ use crate::schema::{RelationId, TableId};
 pub const CHANGESET_VERSION: u8 = 1;
 /// Bytes before the first op.
 pub const HEADER_LEN: usize = 5;
+/// Largest encoded change set: the commit log refuses longer records when
+/// reading, so a transaction is refused before commit when it grows past
+/// this (or past the database's smaller configured limit).
+pub const MAX_CHANGE_SET_BYTES: usize = 1 << 30;
 
 const OP_CREATE: u8 = 1;
 const OP_DELETE: u8 = 2;
@@ -152,6 +156,11 @@ impl ChangeSet {
 
     pub fn is_empty(&self) -> bool {
         self.ops == 0
+    }
+
+    /// Length of the encoding in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
     }
 
     /// The encoding (with the op count patched in).

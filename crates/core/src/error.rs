@@ -39,6 +39,12 @@ pub enum Error {
         "commit refused: live data would take {used_bytes} bytes, over the memory ceiling of {limit_bytes} bytes ([memory] max_capacity_mb)"
     )]
     MemoryLimit { used_bytes: usize, limit_bytes: usize },
+    #[error(
+        "transaction too large: its change set takes {bytes} bytes, over the limit of {limit} bytes ([transactions] max_transaction_mb); split it into smaller transactions"
+    )]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("the engine is poisoned and refuses writes: {0}")]
+    Poisoned(String),
     #[error("{0}")]
     IdUnavailable(String),
     #[error("the entity id space is exhausted")]

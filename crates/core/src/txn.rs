@@ -101,6 +101,9 @@ impl World {
         if self.txn.is_some() {
             return Err(Error::TransactionActive);
         }
+        if let Some(why) = &self.poisoned {
+            return Err(Error::Poisoned(why.clone()));
+        }
         self.txn = Some(Box::new(TxnState {
             undo: Vec::new(),
             cs: ChangeSet::new(),
@@ -123,7 +126,15 @@ impl World {
     }
 
     fn st(&mut self) -> Result<&mut TxnState> {
-        self.txn.as_deref_mut().ok_or(Error::NoTransaction)
+        let limit = self.max_commit_bytes;
+        let st = self.txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        // Refuse further operations once the change set is over the limit;
+        // the commit will be refused as well.
+        let bytes = st.cs.byte_len();
+        if bytes > limit {
+            return Err(Error::TooLarge { bytes, limit });
+        }
+        Ok(st)
     }
 
     /// Check every changed element of every live column image (bool, enum
@@ -200,9 +211,14 @@ impl World {
                 }
             }
             st.cs.end_set_many(mark);
-            st.undo[ui] = Undo::Fields(fields);
+            // At commit the image stays the undo entry: a commit can still
+            // be refused after this (a too-large change set, a commit sink),
+            // and the image restores the column exactly.
+            if !committing {
+                st.undo[ui] = Undo::Fields(fields);
+            }
         }
-        if st.captures.is_empty() {
+        if !committing {
             st.images.clear();
         }
         Ok(())
@@ -540,7 +556,10 @@ impl World {
             self.rollback();
             return Err(e);
         }
-        self.flush_captures(true)?;
+        if let Err(e) = self.flush_captures(true).and_then(|()| self.st().map(|_| ())) {
+            self.rollback();
+            return Err(e);
+        }
         Ok(&self.txn.as_ref().ok_or(Error::NoTransaction)?.cs)
     }
 
@@ -690,8 +709,15 @@ impl World {
                 }
             };
             // Undo entries replay operations that were valid moments ago on
-            // the same state; failure would be an engine bug.
-            debug_assert!(r.is_ok(), "rollback step failed: {r:?}");
+            // the same state; failure would be an engine bug. The state may
+            // then differ from every committed one: refuse all further
+            // writes (the owner reports it and serves reads).
+            if let Err(e) = r
+                && self.poisoned.is_none()
+            {
+                self.poisoned =
+                    Some(format!("a rollback step failed ({e}); the in-memory state may differ from the log"));
+            }
         }
         self.stats.rolled_back += 1;
     }

@@ -60,7 +60,7 @@ impl PartialEq for Value {
 pub fn fixed_size(ty: &FieldType, schema_custom_sizes: &dyn Fn(usize) -> usize) -> Option<usize> {
     Some(match ty {
         FieldType::Scalar(s) => s.size(),
-        FieldType::Array(t, n) => fixed_size(t, schema_custom_sizes)? * n,
+        FieldType::Array(t, n) => fixed_size(t, schema_custom_sizes)?.saturating_mul(*n),
         FieldType::FixedString(n) => *n,
         FieldType::Enum { width, .. } => *width,
         FieldType::Custom(id) => schema_custom_sizes(*id),

@@ -23,6 +23,9 @@ const SLOT_GROWTH_UNCHECKED: usize = 1 << 16;
 /// Largest slot-table growth allowed by one id when no memory ceiling is set.
 const MAX_SLOT_GROWTH_BYTES: usize = 1 << 30;
 
+/// Largest change set of one transaction unless configured otherwise.
+pub const DEFAULT_MAX_COMMIT_BYTES: usize = 256 << 20;
+
 /// What deleting an entity removed, enough to put it back exactly.
 #[derive(Debug, Clone, Default)]
 pub struct Removed {
@@ -55,6 +58,10 @@ pub struct World {
     pub(crate) check_touched: bool,
     pub(crate) txn: Option<Box<TxnState>>,
     pub(crate) stats: Stats,
+    /// Largest change set a transaction may build.
+    pub(crate) max_commit_bytes: usize,
+    /// Why writes are refused after a failed rollback step (see `rollback`).
+    pub(crate) poisoned: Option<String>,
 }
 
 /// Transaction counters.
@@ -101,6 +108,8 @@ impl World {
             check_touched,
             txn: None,
             stats: Stats::default(),
+            max_commit_bytes: DEFAULT_MAX_COMMIT_BYTES,
+            poisoned: None,
         };
         w.archetype_for(Vec::new());
         w
@@ -131,6 +140,21 @@ impl World {
 
     pub fn memory_limit(&self) -> Option<usize> {
         self.memory_limit_bytes
+    }
+
+    /// Largest change set one transaction may build (at most
+    /// [`crate::changeset::MAX_CHANGE_SET_BYTES`], what the log accepts).
+    pub fn set_max_commit_bytes(&mut self, bytes: usize) {
+        self.max_commit_bytes = bytes.min(crate::changeset::MAX_CHANGE_SET_BYTES);
+    }
+
+    pub fn max_commit_bytes(&self) -> usize {
+        self.max_commit_bytes
+    }
+
+    /// Why this world refuses writes, if a rollback step ever failed.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     pub fn entity_count(&self) -> usize {

@@ -76,11 +76,20 @@ pub struct TransactionsSection {
     pub wal_enabled: bool,
     /// Acknowledge a commit only once its log record is on stable storage.
     pub wal_sync_on_commit: bool,
+    /// Largest change set one transaction may build, in MiB (at most 1024,
+    /// the largest record the commit log reads back).
+    pub max_transaction_mb: u64,
 }
 
 impl Default for TransactionsSection {
     fn default() -> Self {
-        TransactionsSection { batch_size: 1000, batch_timeout_ms: 10, wal_enabled: true, wal_sync_on_commit: true }
+        TransactionsSection {
+            batch_size: 1000,
+            batch_timeout_ms: 10,
+            wal_enabled: true,
+            wal_sync_on_commit: true,
+            max_transaction_mb: 256,
+        }
     }
 }
 
@@ -175,21 +184,48 @@ impl DatabaseConfig {
     /// Check values that parse but make no sense.
     pub fn validate(&self) -> Result<(), DbError> {
         let mut problems = Vec::new();
-        if self.memory.buffer_growth_factor <= 1.0 {
-            problems.push("memory.buffer_growth_factor must be greater than 1".to_string());
+        let mut range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if !(lo..=hi).contains(&v) {
+                problems.push(format!("{key} = {v} is out of range: it must be between {lo} and {hi}"));
+            }
+        };
+        let m = &self.memory;
+        let t = &self.transactions;
+        let p = &self.persistence;
+        // Upper bounds are far above any sensible setting; they catch typos
+        // and values that overflow byte counts.
+        range("memory.initial_capacity_mb", m.initial_capacity_mb, 0, 1 << 24);
+        range("memory.max_capacity_mb", m.max_capacity_mb, 0, 1 << 24);
+        range("transactions.batch_size", u64::from(t.batch_size), 1, 1_000_000);
+        range("transactions.batch_timeout_ms", t.batch_timeout_ms, 1, 60_000);
+        range("transactions.max_transaction_mb", t.max_transaction_mb, 1, 1024);
+        range("replication.max_clients", u64::from(self.replication.max_clients), 1, 1_000_000);
+        range("persistence.snapshot_interval_secs", p.snapshot_interval_secs, 1, 31_536_000);
+        range("persistence.max_wal_size_mb", p.max_wal_size_mb, 1, 1 << 24);
+        range("persistence.wal_segment_mb", p.wal_segment_mb, 1, 4096);
+        range("persistence.snapshot_retention", u64::from(p.snapshot_retention), 1, 1000);
+        range("persistence.compaction_threads", u64::from(p.compaction_threads), 1, 256);
+        if !(1..=22).contains(&p.snapshot_compression_level) {
+            problems.push(format!(
+                "persistence.snapshot_compression_level = {} is out of range: zstd levels are 1 to 22",
+                p.snapshot_compression_level
+            ));
         }
-        if self.transactions.batch_size == 0 {
-            problems.push("transactions.batch_size must be at least 1".to_string());
+        if !(1..=22).contains(&self.replication.level) {
+            problems.push(format!(
+                "replication.level = {} is out of range: zstd levels are 1 to 22",
+                self.replication.level
+            ));
+        }
+        let g = m.buffer_growth_factor;
+        if !g.is_finite() || g <= 1.0 || g > 16.0 {
+            problems.push(format!("memory.buffer_growth_factor = {g} must be a number greater than 1 and at most 16"));
         }
         if !["zstd", "none"].contains(&self.replication.delta_compression.as_str()) {
             problems.push(format!(
                 "replication.delta_compression must be \"zstd\" or \"none\", not \"{}\"",
                 self.replication.delta_compression
             ));
-        }
-        if self.persistence.wal_segment_mb == 0 || self.persistence.snapshot_retention == 0 {
-            problems
-                .push("persistence.wal_segment_mb and persistence.snapshot_retention must be at least 1".to_string());
         }
         match self.profile.as_deref() {
             None | Some("development") => {}
@@ -336,6 +372,28 @@ compaction_enabled = true
         let e = DatabaseConfig::from_toml_str("[caching]\non = true\n").unwrap_err().to_string();
         assert!(e.contains("caching"), "{e}");
         let e = DatabaseConfig::from_toml_str("[memory]\nbuffer_growth_factor = 0.5\n").unwrap_err().to_string();
-        assert!(e.contains("buffer_growth_factor must be greater than 1"), "{e}");
+        assert!(e.contains("buffer_growth_factor = 0.5 must be a number greater than 1"), "{e}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused_with_their_key() {
+        for (text, key) in [
+            ("[memory]\nbuffer_growth_factor = nan\n", "memory.buffer_growth_factor = NaN"),
+            ("[memory]\nbuffer_growth_factor = inf\n", "memory.buffer_growth_factor = inf"),
+            ("[persistence]\nmax_wal_size_mb = 0\n", "persistence.max_wal_size_mb = 0 is out of range"),
+            ("[persistence]\nsnapshot_compression_level = 1000\n", "zstd levels are 1 to 22"),
+            ("[persistence]\nwal_segment_mb = 100000000\n", "persistence.wal_segment_mb = 100000000"),
+            ("[transactions]\nmax_transaction_mb = 2048\n", "max_transaction_mb = 2048"),
+            ("[transactions]\nbatch_timeout_ms = 0\n", "batch_timeout_ms = 0"),
+            ("[persistence]\nsnapshot_interval_secs = 0\n", "snapshot_interval_secs = 0"),
+        ] {
+            let e = DatabaseConfig::from_toml_str(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        // Several problems are reported together.
+        let e = DatabaseConfig::from_toml_str("[persistence]\nmax_wal_size_mb = 0\nsnapshot_retention = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_wal_size_mb") && e.contains("snapshot_retention"), "{e}");
     }
 }

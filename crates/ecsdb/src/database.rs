@@ -1,14 +1,18 @@
 //! The embeddable database: one schema, one world, a single writer and any
 //! number of concurrent readers.
 //!
-//! Concurrency model: the world sits behind a reader-writer lock. A
-//! [`Transaction`] holds the write lock from begin to commit or rollback, so
-//! transactions are serializable and see their own writes; readers
-//! ([`Database::read`]) hold the read lock and see one consistent committed
-//! state for as long as they hold it — a commit waits for them, and they
-//! never see a half-applied transaction. Keep read views and transactions
-//! short: they exclude each other. A thread must not open a transaction while
-//! it holds a read view (that would deadlock).
+//! Concurrency model: the world sits behind a reader-writer lock, and a
+//! separate *writer mutex* admits one writer at a time. A [`Transaction`]
+//! takes the writer mutex, then holds the write lock from begin to commit or
+//! rollback, so transactions are serializable and see their own writes;
+//! readers ([`Database::read`]) hold the read lock and see one consistent
+//! committed state for as long as they hold it — a commit waits for them,
+//! and they never see a half-applied transaction. A checkpoint takes the
+//! writer mutex and a *read* lock while it copies the state: writers queue
+//! on the mutex, not on the lock, so readers never wait behind a checkpoint.
+//! Keep read views and transactions short: they exclude each other (queries
+//! are bounded by a deadline). A thread must not open a transaction while it
+//! holds a read view (that would deadlock).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ecsdb_core::io;
 use ecsdb_core::{ChangeSet, ChunkMut, EntityId, FieldRef, Query, Row, Schema, TableId, Value, World};
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::config::DatabaseConfig;
 use crate::durability::{Durability, Triggers, WalSink};
@@ -31,6 +35,9 @@ pub const EXAMPLE_SCHEMA: &str = include_str!("../../../examples/schemas/rpg_gam
 
 struct Inner {
     world: RwLock<World>,
+    /// One writer at a time (transactions, checkpoint captures); taken
+    /// before `world`.
+    writer: Mutex<()>,
     schema: Arc<Schema>,
     config: DatabaseConfig,
     sinks: Vec<Box<dyn CommitSink>>,
@@ -173,9 +180,13 @@ impl DatabaseBuilder {
             World::new(schema.clone())
         };
         world.set_memory_limit(self.config.memory_limit_bytes());
+        world.set_max_commit_bytes(
+            usize::try_from(self.config.transactions.max_transaction_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+        );
         let db = Database {
             inner: Arc::new(Inner {
                 world: RwLock::new(world),
+                writer: Mutex::new(()),
                 schema,
                 config: self.config,
                 sinks,
@@ -347,6 +358,8 @@ impl Database {
             .ok_or_else(|| DbError::Config("checkpoint needs a durable database (a data directory)".into()))?;
         let started = Instant::now();
         let image = {
+            // Writers wait on the writer mutex, so readers keep reading.
+            let _writer = self.inner.writer.lock();
             let w = self.inner.world.read();
             d.store.begin_checkpoint(&w)?
         };
@@ -366,6 +379,12 @@ impl Database {
             Some(d) => Ok(d.store.wal().sync_to(seq)?),
             None => Ok(()),
         }
+    }
+
+    /// Whether an acknowledged commit can be made durable: the database has
+    /// a data directory and its commit log is enabled.
+    pub fn logs_commits(&self) -> bool {
+        self.inner.durability.is_some() && self.inner.config.transactions.wal_enabled
     }
 
     /// What recovery did when this database was opened.
@@ -483,10 +502,34 @@ impl Database {
     /// Begin a transaction (waits for the writer lock).
     pub fn transaction(&self) -> Result<Transaction<'_>> {
         self.check_writable()?;
-        let mut guard = self.inner.world.write();
-        guard.begin()?;
+        let writer = self.inner.writer.lock();
+        self.begin_locked(writer, self.inner.world.write())
+    }
+
+    /// Begin a transaction, waiting at most `wait` for the writer lock;
+    /// [`DbError::Busy`] (nothing changed) when it is not free in time.
+    pub fn transaction_within(&self, wait: Duration) -> Result<Transaction<'_>> {
+        self.check_writable()?;
+        let deadline = Instant::now() + wait;
+        let busy = || DbError::Busy(format!("no write slot within {} ms; nothing was changed", wait.as_millis()));
+        let writer = self.inner.writer.try_lock_until(deadline).ok_or_else(busy)?;
+        let world = self.inner.world.try_write_until(deadline).ok_or_else(busy)?;
+        self.begin_locked(writer, world)
+    }
+
+    fn begin_locked<'a>(
+        &'a self,
+        writer: MutexGuard<'a, ()>,
+        mut guard: RwLockWriteGuard<'a, World>,
+    ) -> Result<Transaction<'a>> {
+        if let Err(e) = guard.begin() {
+            if let Some(why) = guard.poisoned() {
+                self.enter_fail_stop(why.to_string());
+            }
+            return Err(e.into());
+        }
         self.inner.active.fetch_add(1, Ordering::Relaxed);
-        Ok(Transaction { db: self, guard: Some(guard) })
+        Ok(Transaction { db: self, guard: Some(guard), writer: Some(writer) })
     }
 
     /// Run `f` in a transaction and commit; roll back if `f` fails.
@@ -565,8 +608,15 @@ impl Database {
     }
 
     /// Whether the database refuses writes after a storage failure.
+    /// Covers the commit log's own fail-stop (a failed write or fsync) as
+    /// well as the database's (a commit that may not be durable, a failed
+    /// rollback).
     pub fn fail_stopped(&self) -> Option<String> {
-        if self.inner.fail_stop.load(Ordering::Acquire) { self.inner.fail_reason.lock().clone() } else { None }
+        if self.inner.fail_stop.load(Ordering::Acquire) {
+            return self.inner.fail_reason.lock().clone();
+        }
+        let d = self.inner.durability.as_ref()?;
+        d.store.wal().failure().map(|f| format!("the commit log failed: {f}"))
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -576,8 +626,16 @@ impl Database {
         }
     }
 
+    /// A failed rollback step leaves the engine poisoned: stop writes.
+    fn check_poisoned(&self, world: &World) {
+        if let Some(why) = world.poisoned() {
+            self.enter_fail_stop(why.to_string());
+        }
+    }
+
     fn enter_fail_stop(&self, reason: String) {
-        *self.inner.fail_reason.lock() = Some(reason);
+        // The first cause is the one worth reporting.
+        self.inner.fail_reason.lock().get_or_insert(reason);
         self.inner.fail_stop.store(true, Ordering::Release);
     }
 }
@@ -604,7 +662,9 @@ impl std::ops::Deref for ReadView<'_> {
 /// Dropping it without committing rolls it back.
 pub struct Transaction<'db> {
     db: &'db Database,
+    // Released in this order: the world first, then the writer mutex.
     guard: Option<RwLockWriteGuard<'db, World>>,
+    writer: Option<MutexGuard<'db, ()>>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -751,17 +811,36 @@ impl Transaction<'_> {
         let mut guard = self.guard.take().unwrap_or_else(|| unreachable!("transaction used after it ended"));
         db.inner.active.fetch_sub(1, Ordering::Relaxed);
         let seq = guard.next_seq();
-        let changes = guard.prepare_commit()?;
+        let changes = match guard.prepare_commit() {
+            Ok(c) => c,
+            Err(e) => {
+                db.check_poisoned(&guard);
+                return Err(e.into());
+            }
+        };
         if !changes.is_empty() {
-            for sink in &db.inner.sinks {
+            let sinks = &db.inner.sinks;
+            for (i, sink) in sinks.iter().enumerate() {
                 if let Err(e) = sink.append(seq, changes) {
+                    // Sinks that took the commit give it back, newest first;
+                    // one that cannot holds a commit the state will not have.
+                    for earlier in sinks[..i].iter().rev() {
+                        if let Err(ae) = earlier.abort(seq) {
+                            db.enter_fail_stop(format!(
+                                "commit {seq} was refused by a commit sink ({e}) and could not be taken back from another ({ae})"
+                            ));
+                        }
+                    }
                     guard.rollback();
+                    db.check_poisoned(&guard);
                     return Err(DbError::Sink(e));
                 }
             }
         }
         let commit = guard.finish_commit()?;
         drop(guard);
+        // Other writers may start while this one waits for its fsync (group commit).
+        drop(self.writer.take());
         if !commit.changes.is_empty() {
             for sink in &db.inner.sinks {
                 if let Err(e) = sink.wait_durable(commit.seq) {
@@ -782,8 +861,10 @@ impl Transaction<'_> {
     fn end_rollback(&mut self) {
         if let Some(mut g) = self.guard.take() {
             g.rollback();
+            self.db.check_poisoned(&g);
             self.db.inner.active.fetch_sub(1, Ordering::Relaxed);
         }
+        drop(self.writer.take());
     }
 }
 

@@ -22,6 +22,9 @@ impl CommitSink for WalSink {
     fn wait_durable(&self, seq: u64) -> Result<(), String> {
         self.0.commit_wait(seq).map_err(|e| e.to_string())
     }
+    fn abort(&self, seq: u64) -> Result<(), String> {
+        self.0.abort(seq).map_err(|e| e.to_string())
+    }
 }
 
 /// Checkpoint bookkeeping shared by the API and the maintenance thread.

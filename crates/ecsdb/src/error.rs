@@ -17,6 +17,8 @@ pub enum DbError {
     Engine(#[from] EngineError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("database busy: {0}")]
+    Busy(String),
     #[error("commit not recorded: {0}")]
     Sink(String),
     #[error("the database refuses writes after an unrecoverable storage error: {0}")]

@@ -22,4 +22,13 @@ pub trait CommitSink: Send + Sync + std::fmt::Debug {
         let _ = seq;
         Ok(())
     }
+
+    /// Take back commit `seq`, which this sink accepted but a later sink
+    /// refused: it will never become visible. Called under the writer lock,
+    /// in reverse sink order. An error here poisons the database (fail-stop):
+    /// the sink may hold a commit the state does not.
+    fn abort(&self, seq: u64) -> Result<(), String> {
+        let _ = seq;
+        Ok(())
+    }
 }

@@ -110,3 +110,121 @@ fn memory_ceiling_refuses_commits_and_changes_nothing() {
     })
     .unwrap();
 }
+
+/// A sink after the commit log refuses a commit: the log must give the
+/// record back, so the next commit follows without a gap and recovery never
+/// replays the refused commit.
+#[test]
+fn a_commit_refused_after_the_log_append_is_taken_back_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recorder::default());
+    let db = Database::builder()
+        .schema_toml(ecsdb::EXAMPLE_SCHEMA)
+        .unwrap()
+        .data_dir(dir.path())
+        .commit_sink(Box::new(Shared(rec.clone())))
+        .build()
+        .unwrap();
+    let keep = db.create_entity().unwrap();
+    *rec.refuse_next.lock().unwrap() = true;
+    let err = db.create_entity().unwrap_err();
+    assert!(matches!(err, DbError::Sink(_)), "{err}");
+    // The next commit is logged right after the first: no gap, no fail-stop.
+    let second = db.create_entity().unwrap();
+    assert_eq!(db.version(), 2);
+    assert!(db.fail_stopped().is_none());
+    let want = db.read().canonical_state();
+    drop(db);
+    let db = Database::builder().schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().data_dir(dir.path()).build().unwrap();
+    assert_eq!(db.read().canonical_state(), want);
+    assert!(db.read().contains(keep) && db.read().contains(second));
+    assert_eq!(db.read().entity_count(), 2);
+}
+
+/// In-place column writes are captured as images; a commit refused after
+/// they were turned into change-set entries must still restore them.
+#[test]
+fn a_refused_commit_restores_in_place_writes() {
+    let rec = Arc::new(Recorder::default());
+    let db = Database::builder()
+        .schema_toml(ecsdb::EXAMPLE_SCHEMA)
+        .unwrap()
+        .commit_sink(Box::new(Shared(rec.clone())))
+        .build()
+        .unwrap();
+    db.write(|t| {
+        for i in 0..100 {
+            t.create_entity_json(&json!({"entities": {}, "transform": {"position": [i, 0, 0]}}))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let before = db.read().canonical_state();
+    let pos = db.schema().field_ref("transform", "position").unwrap();
+    *rec.refuse_next.lock().unwrap() = true;
+    let mut txn = db.transaction().unwrap();
+    txn.for_each_chunk_mut(&[pos.table], |chunk| {
+        for p in chunk.write::<[f32; 3]>(pos)? {
+            p[1] += 5.0;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(matches!(txn.commit().unwrap_err(), DbError::Sink(_)));
+    assert_eq!(db.read().canonical_state(), before);
+}
+
+/// The change-set limit the log reader enforces is enforced before commit.
+#[test]
+fn a_transaction_over_the_size_limit_is_refused_and_changes_nothing() {
+    let cfg = ecsdb::DatabaseConfig::from_toml_str("[transactions]\nmax_transaction_mb = 1\n").unwrap();
+    let db = Database::builder().config(cfg).schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().build().unwrap();
+    let inv = db.schema().table_id("inventory").unwrap();
+    let row = vec![0u8; 512];
+    let before = db.read().canonical_state();
+    let err = db
+        .write(|t| {
+            for _ in 0..4000 {
+                let e = t.create_entity()?;
+                t.insert_row(e, inv, &row)?;
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("transaction too large"), "{err}");
+    assert!(err.to_string().contains("limit of 1048576 bytes"), "{err}");
+    assert_eq!(db.read().canonical_state(), before);
+    assert_eq!(db.version(), 0);
+    // In-place writes that push a commit over the limit are refused at commit.
+    db.write(|t| {
+        for i in 0..20_000 {
+            t.create_entity_json(&json!({"entities": {}, "transform": {"position": [i, 0, 0]}}))?;
+        }
+        Ok(())
+    })
+    .unwrap_err();
+    let cfg = ecsdb::DatabaseConfig::from_toml_str("[transactions]\nmax_transaction_mb = 1\n").unwrap();
+    let db = Database::builder().config(cfg).schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().build().unwrap();
+    for _ in 0..8 {
+        db.write(|t| {
+            for i in 0..10_000 {
+                t.create_entity_json(&json!({"entities": {}, "transform": {"position": [i, 0, 0]}}))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let before = db.read().canonical_state();
+    let pos = db.schema().field_ref("transform", "position").unwrap();
+    let mut txn = db.transaction().unwrap();
+    txn.for_each_chunk_mut(&[pos.table], |chunk| {
+        for p in chunk.write::<[f32; 3]>(pos)? {
+            p[1] += 1.0;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let err = txn.commit().unwrap_err();
+    assert!(err.to_string().contains("transaction too large"), "{err}");
+    assert_eq!(db.read().canonical_state(), before);
+}

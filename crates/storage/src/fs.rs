@@ -22,6 +22,9 @@ pub trait VFile: Send + Sync + std::fmt::Debug {
     fn sync(&self) -> io::Result<()>;
     /// Current length.
     fn len(&self) -> io::Result<u64>;
+    /// Cut the file to `len` bytes and make the cut durable; later appends
+    /// continue at the new end.
+    fn truncate(&self, len: u64) -> io::Result<()>;
     /// Whether the file is empty.
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
@@ -69,6 +72,12 @@ impl VFile for OsFile {
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.0.set_len(len)?;
+        (&self.0).seek(SeekFrom::Start(len))?;
+        self.0.sync_all()
     }
 }
 
@@ -231,6 +240,18 @@ impl VFile for SimHandle {
     fn len(&self) -> io::Result<u64> {
         let st = self.fs.state.lock();
         Ok(st.files.get(&self.path).ok_or_else(|| not_found(&self.path))?.data.len() as u64)
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        let mut st = self.fs.state.lock();
+        st.check_alive()?;
+        if st.faults.fail_syncs {
+            return Err(io::Error::other("fsync: input/output error (simulated)"));
+        }
+        let f = st.files.get_mut(&self.path).ok_or_else(|| not_found(&self.path))?;
+        f.data.truncate(len as usize);
+        f.synced = f.synced.min(f.data.len());
+        st.count_sync();
+        Ok(())
     }
 }
 

@@ -20,7 +20,10 @@ mod types;
 
 pub use error::{SchemaError, SchemaIssue};
 pub use model::{CustomType, EnumDef, Field, FieldRole, RelationDef, RelationId, Schema, Table, TableId};
-pub use parse::{MAX_FIELDS, MAX_NAME_LEN, MAX_RELATIONS, MAX_ROW_BYTES, MAX_TABLES, fnv1a};
+pub use parse::{
+    MAX_FIELDS, MAX_NAME_LEN, MAX_RELATIONS, MAX_ROW_BYTES, MAX_SCHEMA_FIXED_BYTES, MAX_SCHEMA_TEXT, MAX_TABLES,
+    MAX_VARIANTS, fnv1a,
+};
 pub use types::{FieldType, MAX_ARRAY_LEN, Scalar, TypeExpr, parse_type_expr};
 
 #[cfg(test)]

@@ -21,6 +21,12 @@ pub const MAX_FIELDS: usize = 1024;
 pub const MAX_ROW_BYTES: usize = 1 << 20;
 /// Most variants of one enum (stored in at most two bytes).
 pub const MAX_VARIANTS: usize = 65_536;
+/// Largest schema text accepted.
+pub const MAX_SCHEMA_TEXT: usize = 4 << 20;
+/// Most bytes all fixed-size fields of a schema (tables, relations, custom
+/// types) may add up to: defaults are built as values, and every table's
+/// zero row is kept, so this bounds what loading a schema can cost.
+pub const MAX_SCHEMA_FIXED_BYTES: usize = 8 << 20;
 
 const TOP_KEYS: &[&str] = &["database", "tables", "enums", "custom_types", "relations"];
 const DATABASE_KEYS: &[&str] = &["name", "version", "description"];
@@ -308,13 +314,17 @@ impl Schema {
                     continue;
                 };
                 ctx.unknown_keys(&at, et, ENUM_KEYS, "an enum");
-                let mut variants = Vec::new();
+                let mut variants: Vec<String> = Vec::new();
+                let mut seen: rustc_hash::FxHashSet<&str> = rustc_hash::FxHashSet::default();
                 match et.get("variants") {
+                    Some(toml::Value::Array(vs)) if vs.len() > MAX_VARIANTS => {
+                        ctx.push(&at, format!("enum has {} variants; at most {MAX_VARIANTS} are allowed", vs.len()));
+                    }
                     Some(toml::Value::Array(vs)) => {
                         for v in vs {
                             match v {
                                 toml::Value::String(s) => {
-                                    if variants.contains(s) {
+                                    if !seen.insert(s.as_str()) {
                                         ctx.push(&at, format!("duplicate variant `{s}`"));
                                     } else if s.is_empty() {
                                         ctx.push(&at, "variant names must not be empty");
@@ -333,10 +343,6 @@ impl Schema {
                 }
                 if variants.is_empty() && matches!(et.get("variants"), Some(toml::Value::Array(v)) if v.is_empty()) {
                     ctx.push(&at, "enum has no variants; declare at least one");
-                }
-                if variants.len() > MAX_VARIANTS {
-                    ctx.push(&at, format!("enum has {} variants; at most {MAX_VARIANTS} are allowed", variants.len()));
-                    variants.truncate(MAX_VARIANTS);
                 }
                 names.enums.insert(ename.clone(), enums.len());
                 names.enum_widths.push(if variants.len() <= 256 { 1 } else { 2 });
@@ -505,7 +511,7 @@ impl Schema {
                 }
                 if matches!(role, FieldRole::Stored { .. }) {
                     slot += 1;
-                    row_bytes += size.unwrap_or(16);
+                    row_bytes = row_bytes.saturating_add(size.unwrap_or(16));
                 }
                 fields.push(Field {
                     name: rf.name.clone(),
@@ -575,6 +581,9 @@ impl Schema {
                         }
                     };
                     let size = value::fixed_size(&ty, &|id| custom_types.get(id).map_or(0, |c: &CustomType| c.size));
+                    if let Some(sz) = size.filter(|&sz| sz > MAX_ROW_BYTES) {
+                        ctx.push(&fat, format!("property of {sz} bytes is larger than the maximum of {MAX_ROW_BYTES}"));
+                    }
                     defaults.push(rf.default.clone());
                     fields.push(Field {
                         name: rf.name.clone(),
@@ -610,6 +619,25 @@ impl Schema {
             relation_index,
             fingerprint: 0,
         };
+        // Defaults are materialized as values: refuse a schema whose fixed
+        // fields add up beyond a bound before building any of them.
+        let declared = schema
+            .tables
+            .iter()
+            .flat_map(|t| &t.fields)
+            .chain(schema.relations.iter().flat_map(|r| &r.fields))
+            .chain(schema.custom_types.iter().flat_map(|c| &c.fields))
+            .filter_map(|f| f.size)
+            .fold(0usize, usize::saturating_add);
+        if declared > MAX_SCHEMA_FIXED_BYTES {
+            ctx.push(
+                &At::default(),
+                format!(
+                    "the fixed-size fields of all tables, relations and custom types add up to {declared} bytes; at most {MAX_SCHEMA_FIXED_BYTES} are allowed"
+                ),
+            );
+            return Err(SchemaError { issues: ctx.issues });
+        }
         fill_defaults(&mut schema, &mut ctx, &raw_tables, &raw_customs, &relation_raw_defaults);
         if !ctx.issues.is_empty() {
             return Err(SchemaError { issues: ctx.issues });
@@ -620,6 +648,15 @@ impl Schema {
 }
 
 fn parse_doc(text: &str) -> Result<toml::Table, SchemaError> {
+    if text.len() > MAX_SCHEMA_TEXT {
+        return Err(SchemaError {
+            issues: vec![SchemaIssue {
+                table: None,
+                field: None,
+                reason: format!("schema text of {} bytes is larger than the maximum of {MAX_SCHEMA_TEXT}", text.len()),
+            }],
+        });
+    }
     toml::from_str(text).map_err(|e| SchemaError {
         issues: vec![SchemaIssue {
             table: None,
@@ -697,11 +734,20 @@ fn visit(
         let fat = At { table: at.table.clone(), field: Some(f.name.clone()) };
         match resolve(names, &f.ty) {
             Ok(ty) if ty.is_fixed() => {
-                total += value::fixed_size(&ty, &|id| sizes[id]).unwrap_or(0);
+                // Sizes of nested types multiply: add with a bound so a small
+                // schema cannot declare (or make us materialize) a huge type.
+                let size = value::fixed_size(&ty, &|id| sizes[id]).unwrap_or(0);
+                total = total.saturating_add(size);
+                if size > MAX_ROW_BYTES {
+                    ctx.push(&fat, format!("type of {size} bytes is larger than the maximum of {MAX_ROW_BYTES}"));
+                }
             }
             Ok(_) => ctx.push(&fat, "custom type fields must have a fixed size (no string or bytes)"),
             Err(e) => ctx.push(&fat, e),
         }
+    }
+    if total > MAX_ROW_BYTES {
+        ctx.push(&at, format!("custom type of {total} bytes is larger than the maximum of {MAX_ROW_BYTES}"));
     }
     sizes[i] = total;
     state[i] = 2;
@@ -798,6 +844,9 @@ fn fill_defaults(
 }
 
 fn compute_default(schema: &Schema, ty: &FieldType, raw: Option<&serde_json::Value>, ctx: &mut Ctx, at: &At) -> Value {
+    if value::size_in(schema, ty).is_some_and(|s| s > MAX_ROW_BYTES) {
+        return Value::Bool(false); // already reported as too large; never materialized
+    }
     match raw {
         None => Value::zero(ty, schema),
         Some(j) => value::from_json(ty, j, schema).unwrap_or_else(|e| {

@@ -223,3 +223,54 @@ fn invalid_toml_is_one_clear_error() {
     assert_eq!(errs.len(), 1);
     assert!(errs[0].starts_with("invalid TOML"), "{}", errs[0]);
 }
+
+#[test]
+fn nested_type_sizes_are_bounded_before_anything_is_built() {
+    // 65,536 × 65,536 × 8 bytes, in 250 bytes of schema: refused at once
+    // (it used to build the zero value of the type and exhaust memory).
+    let bomb = r#"
+[custom_types.c0]
+[[custom_types.c0.fields]]
+name = "a"
+type = "[u64; 65536]"
+[custom_types.c1]
+[[custom_types.c1.fields]]
+name = "a"
+type = "[c0; 65536]"
+[tables.t]
+[[tables.t.fields]]
+name = "x"
+type = "u8"
+"#;
+    let joined = errors(bomb).join("\n");
+    assert!(joined.contains("custom type c1"), "{joined}");
+    assert!(joined.contains("larger than the maximum of 1048576"), "{joined}");
+    let rel = "[relations.r]\n[[relations.r.fields]]\nname = \"p\"\ntype = \"[[u64; 65536]; 4]\"\n";
+    let joined = errors(rel).join("\n");
+    assert!(joined.contains("property of 2097152 bytes"), "{joined}");
+}
+
+#[test]
+fn the_whole_schema_has_a_size_budget() {
+    // Each table is within the row limit; together they are not.
+    let mut text = String::new();
+    for i in 0..20 {
+        use std::fmt::Write;
+        let _ = write!(text, "[tables.t{i}]\n[[tables.t{i}.fields]]\nname = \"a\"\ntype = \"[u64; 65536]\"\n");
+    }
+    let joined = errors(&text).join("\n");
+    assert!(joined.contains("add up to 10485760 bytes"), "{joined}");
+    let huge = "#".repeat(crate::schema::MAX_SCHEMA_TEXT + 1);
+    assert!(errors(&huge)[0].contains("schema text of"));
+}
+
+#[test]
+fn an_enum_with_too_many_variants_is_refused_without_reading_them() {
+    let variants: Vec<String> = (0..300_000).map(|i| format!("\"v{i}\"")).collect();
+    let text = format!("[enums.e]\nvariants = [{}]\n", variants.join(","));
+    let joined = errors(&text).join("\n");
+    assert!(joined.contains("enum has 300000 variants; at most 65536"), "{joined}");
+    // Duplicates are found with a set, not by rescanning the list.
+    let dup = "[enums.e]\nvariants = [\"a\", \"b\", \"a\"]\n";
+    assert!(errors(dup).join("\n").contains("duplicate variant `a`"));
+}

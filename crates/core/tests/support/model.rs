@@ -13,7 +13,6 @@ use std::sync::Arc;
 use ecsdb_core::{ChangeSet, EntityId, FieldRef, Schema, Value, World};
 use proptest::prelude::*;
 
-
 pub const SCHEMA: &str = r#"
 [database]
 name = "model"
@@ -386,4 +385,3 @@ pub fn canon_nan(m: &mut Model) {
         }
     }
 }
-

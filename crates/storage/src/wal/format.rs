@@ -18,8 +18,9 @@ pub const VERSION: u32 = 1;
 pub const HEADER_LEN: usize = 32;
 /// Record header size in bytes (len, crc, seq).
 pub const RECORD_HEADER_LEN: usize = 16;
-/// Largest payload a record may carry (larger lengths are corruption).
-pub const MAX_RECORD_LEN: usize = 1 << 30;
+/// Largest payload a record may carry: the largest change set the engine
+/// builds. The writer refuses longer payloads; the reader calls them corruption.
+pub const MAX_RECORD_LEN: usize = ecsdb_core::changeset::MAX_CHANGE_SET_BYTES;
 
 /// A segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

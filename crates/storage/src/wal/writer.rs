@@ -141,6 +141,11 @@ impl Wal {
         if let Some(f) = self.failure() {
             return Err(StorageError::FailStop(f));
         }
+        // Whatever the reader would refuse is refused here, before anything
+        // is written or acknowledged.
+        if payload.is_empty() || payload.len() > super::format::MAX_RECORD_LEN {
+            return Err(StorageError::TooLarge { bytes: payload.len(), limit: super::format::MAX_RECORD_LEN });
+        }
         let mut cur = self.cur.lock();
         let expected = self.written_seq.load(Ordering::Acquire) + 1;
         if seq != expected {
@@ -177,6 +182,28 @@ impl Wal {
             let _g = self.stop_cv.0.lock();
             self.stop_cv.1.notify_one();
         }
+        Ok(())
+    }
+
+    /// Take back record `seq`, the last one appended, because its commit was
+    /// refused after the append (another commit sink refused it). The record
+    /// is cut off its segment and the cut is made durable, so recovery never
+    /// replays a commit that was rolled back. If that fails the log enters
+    /// fail-stop (the caller must stop writing).
+    pub fn abort(&self, seq: u64) -> Result<(), StorageError> {
+        let mut cur = self.cur.lock();
+        if self.written_seq.load(Ordering::Acquire) != seq || cur.records == 0 {
+            return Err(self.fail(format!("abort of record {seq}, which is not the last one appended")));
+        }
+        let new_len = cur.len - cur.buf.len() as u64;
+        if let Err(e) = cur.file.truncate(new_len) {
+            return Err(self.fail(format!("{}: cutting off aborted record {seq}: {e}", cur.path.display())));
+        }
+        cur.len = new_len;
+        cur.records -= 1;
+        cur.buf.clear();
+        self.written_seq.store(seq - 1, Ordering::Release);
+        self.durable_seq.fetch_min(seq - 1, Ordering::AcqRel);
         Ok(())
     }
 
