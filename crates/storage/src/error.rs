@@ -16,8 +16,8 @@ pub enum StorageError {
     Gap { reason: String },
     #[error("data directory {} is in use by another process (pid {pid}); stop it first", path.display())]
     Locked { path: PathBuf, pid: String },
-    #[error("a record of {bytes} bytes cannot be logged: records hold 1 to {limit} bytes")]
-    TooLarge { bytes: usize, limit: usize },
+    #[error("{what} of {bytes} bytes cannot be written: the limit is {limit} bytes")]
+    TooLarge { what: &'static str, bytes: usize, limit: usize },
     #[error("the commit log refuses writes after a failed write or sync: {0}")]
     FailStop(String),
     #[error(transparent)]

@@ -40,8 +40,13 @@ const KIND_EDGES: u8 = 3;
 const KIND_END: u8 = 255;
 /// Rows per archetype block: bounds the memory one block needs to load.
 const ROWS_PER_BLOCK: usize = 65_536;
-/// Largest raw block accepted when reading (larger claims are corruption).
-const MAX_RAW_BLOCK: usize = 1 << 31;
+/// Archetype and edge blocks are cut at about this many raw bytes, so one
+/// block never comes near the reader's limit and loading needs little memory
+/// beyond the state itself.
+const TARGET_BLOCK_BYTES: usize = 16 << 20;
+/// Largest raw block: the reader calls larger claims corruption, and the
+/// writer refuses to write one (`raw_len` is a u32 on disk as well).
+pub const MAX_RAW_BLOCK: usize = 1 << 31;
 
 /// A captured, not yet written, snapshot.
 #[derive(Debug)]
@@ -89,8 +94,29 @@ pub fn capture(world: &World) -> Image {
         if arch.is_empty() {
             continue;
         }
-        for start in (0..arch.len()).step_by(ROWS_PER_BLOCK) {
-            let end = (start + ROWS_PER_BLOCK).min(arch.len());
+        let fixed_row: usize = arch
+            .columns
+            .iter()
+            .map(|c| match c {
+                ecsdb_core::archetype::Column::Fixed(f) => f.elem_size(),
+                ecsdb_core::archetype::Column::Var(_) => 4,
+            })
+            .sum::<usize>()
+            + 8;
+        let mut start = 0;
+        while start < arch.len() {
+            // Rows until the block holds about TARGET_BLOCK_BYTES (at least one).
+            let mut end = start;
+            let mut bytes = 0usize;
+            while end < arch.len() && end - start < ROWS_PER_BLOCK && (end == start || bytes < TARGET_BLOCK_BYTES) {
+                bytes += fixed_row;
+                for c in &arch.columns {
+                    if let ecsdb_core::archetype::Column::Var(v) = c {
+                        bytes += v.get(end).len();
+                    }
+                }
+                end += 1;
+            }
             let rows = end - start;
             let mut b = Vec::new();
             b.extend_from_slice(&(arch.tables.len() as u16).to_le_bytes());
@@ -117,25 +143,61 @@ pub fn capture(world: &World) -> Image {
                 }
             }
             blocks.push((KIND_ARCH, b));
+            start = end;
         }
     }
-    let mut b = Vec::new();
-    let edges: Vec<_> = world.relations().iter().collect();
-    b.extend_from_slice(&(edges.len() as u32).to_le_bytes());
-    for (k, p) in edges {
-        b.extend_from_slice(&k.rel.to_le_bytes());
-        b.extend_from_slice(&k.from.0.to_le_bytes());
-        b.extend_from_slice(&k.to.0.to_le_bytes());
-        b.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        b.extend_from_slice(p);
+    // Edges in blocks of about TARGET_BLOCK_BYTES each (at least one block).
+    let edge_block = |edges: &[(ecsdb_core::EdgeKey, &[u8])]| {
+        let mut b = Vec::new();
+        b.extend_from_slice(&(edges.len() as u32).to_le_bytes());
+        for (k, p) in edges {
+            b.extend_from_slice(&k.rel.to_le_bytes());
+            b.extend_from_slice(&k.from.0.to_le_bytes());
+            b.extend_from_slice(&k.to.0.to_le_bytes());
+            b.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            b.extend_from_slice(p);
+        }
+        (KIND_EDGES, b)
+    };
+    let mut pending: Vec<(ecsdb_core::EdgeKey, &[u8])> = Vec::new();
+    let mut pending_bytes = 0usize;
+    for (k, p) in world.relations().iter() {
+        pending_bytes += 22 + p.len();
+        pending.push((*k, p));
+        if pending_bytes >= TARGET_BLOCK_BYTES {
+            blocks.push(edge_block(&pending));
+            pending.clear();
+            pending_bytes = 0;
+        }
     }
-    blocks.push((KIND_EDGES, b));
+    if !pending.is_empty() || !blocks.iter().any(|(k, _)| *k == KIND_EDGES) {
+        blocks.push(edge_block(&pending));
+    }
     Image { seq: world.seq(), fingerprint: world.schema().fingerprint, created_ms: now_ms(), blocks }
 }
 
 /// Encode an image into the snapshot byte format (zstd `level`).
 pub fn encode(image: &Image, level: i32) -> Result<Vec<u8>, StorageError> {
     let mut out = Vec::with_capacity(image.raw_bytes() / 3 + 64);
+    encode_to(image, level, &mut |chunk| {
+        out.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Encode an image piece by piece into `emit` (a file, for a checkpoint:
+/// only one compressed block is held at a time). Every block is checked
+/// against the reader's limits first.
+fn encode_to(
+    image: &Image,
+    level: i32,
+    emit: &mut dyn FnMut(&[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    if let Some((_, raw)) = image.blocks.iter().find(|(_, raw)| raw.len() > MAX_RAW_BLOCK) {
+        return Err(StorageError::TooLarge { what: "a snapshot block", bytes: raw.len(), limit: MAX_RAW_BLOCK });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&image.seq.to_le_bytes());
@@ -143,31 +205,30 @@ pub fn encode(image: &Image, level: i32) -> Result<Vec<u8>, StorageError> {
     out.extend_from_slice(&image.created_ms.to_le_bytes());
     let crc = crc32c::crc32c(&out[..36]);
     out.extend_from_slice(&crc.to_le_bytes());
-    let push = |kind: u8, raw: &[u8], out: &mut Vec<u8>| -> Result<(), StorageError> {
+    emit(&out)?;
+    let mut push = |kind: u8, raw: &[u8]| -> Result<(), StorageError> {
         let comp = zstd::bulk::compress(raw, level).map_err(|e| StorageError::Corrupt {
             path: PathBuf::new(),
             offset: None,
             reason: format!("zstd: {e}"),
         })?;
-        let start = out.len();
-        out.push(kind);
-        out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(comp.len() as u32).to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 9]), &comp);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&comp);
-        Ok(())
+        let mut h = Vec::with_capacity(BLOCK_HEADER_LEN);
+        h.push(kind);
+        h.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        h.extend_from_slice(&(comp.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&h), &comp);
+        h.extend_from_slice(&crc.to_le_bytes());
+        emit(&h)?;
+        emit(&comp)
     };
     for (kind, raw) in &image.blocks {
-        push(*kind, raw, &mut out)?;
+        push(*kind, raw)?;
     }
-    push(KIND_END, &(image.blocks.len() as u32).to_le_bytes(), &mut out)?;
-    Ok(out)
+    push(KIND_END, &(image.blocks.len() as u32).to_le_bytes())
 }
 
 /// Write an image to `dir` atomically; returns its path and size.
 pub fn write(fs: &Arc<dyn Vfs>, dir: &Path, image: &Image, level: i32) -> Result<(PathBuf, u64), StorageError> {
-    let bytes = encode(image, level)?;
     let path = dir.join(snapshot_name(image.seq));
     let tmp = dir.join(format!("{}.tmp", snapshot_name(image.seq)));
     let io = |p: &Path| {
@@ -175,12 +236,20 @@ pub fn write(fs: &Arc<dyn Vfs>, dir: &Path, image: &Image, level: i32) -> Result
         move |e| StorageError::Io { path: p, source: e }
     };
     let f = fs.create(&tmp).map_err(io(&tmp))?;
-    f.append(&bytes).map_err(io(&tmp))?;
-    f.sync().map_err(io(&tmp))?;
+    let mut written = 0u64;
+    let streamed = encode_to(image, level, &mut |chunk| {
+        written += chunk.len() as u64;
+        f.append(chunk).map_err(io(&tmp))
+    })
+    .and_then(|()| f.sync().map_err(io(&tmp)));
     drop(f);
+    if let Err(e) = streamed {
+        let _ = fs.remove(&tmp); // never visible; recovery deletes it too
+        return Err(e);
+    }
     fs.rename(&tmp, &path).map_err(io(&path))?;
     fs.sync_dir(dir).map_err(io(dir))?;
-    Ok((path, bytes.len() as u64))
+    Ok((path, written))
 }
 
 /// Header fields of a snapshot.

@@ -144,7 +144,11 @@ impl Wal {
         // Whatever the reader would refuse is refused here, before anything
         // is written or acknowledged.
         if payload.is_empty() || payload.len() > super::format::MAX_RECORD_LEN {
-            return Err(StorageError::TooLarge { bytes: payload.len(), limit: super::format::MAX_RECORD_LEN });
+            return Err(StorageError::TooLarge {
+                what: "a commit log record",
+                bytes: payload.len(),
+                limit: super::format::MAX_RECORD_LEN,
+            });
         }
         let mut cur = self.cur.lock();
         let expected = self.written_seq.load(Ordering::Acquire) + 1;
