@@ -57,6 +57,10 @@ pub enum Error {
     TransactionActive,
     #[error("invalid query: {0}")]
     Query(String),
+    #[error("query too large: {0}")]
+    QueryLimit(String),
+    #[error("the query ran {ms} ms, past its deadline, and was cancelled")]
+    QueryTimeout { ms: u64 },
     #[error("import failed: {0}")]
     Import(String),
     #[error("change set {seq} does not apply: {reason}")]

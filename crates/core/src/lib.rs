@@ -30,7 +30,7 @@ pub mod world;
 pub use changeset::{ChangeSet, Op};
 pub use error::{Error, Result};
 pub use id::EntityId;
-pub use query::{CmpOp, Filter, OrderBy, Query, Related, Row};
+pub use query::{CmpOp, Filter, OrderBy, Query, QueryBudget, Related, Row};
 pub use relation::{Direction, EdgeKey};
 pub use schema::{RelationId, Schema, SchemaError, TableId};
 pub use txn::{ChunkMut, Commit};

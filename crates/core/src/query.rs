@@ -26,6 +26,32 @@ use crate::world::{World, id_from_json, id_json};
 
 /// Most rows one query returns when it sets no limit.
 pub const DEFAULT_LIMIT: usize = 10_000;
+/// Largest `limit` a query may ask for.
+pub const MAX_LIMIT: usize = 100_000;
+/// Most values an `in` filter may list.
+pub const MAX_IN_VALUES: usize = 65_536;
+/// Result size (an estimate of its JSON) a query may return by default.
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 64 << 20;
+
+/// What one query may cost: rows, result bytes and time. A query over
+/// budget stops and fails (it never holds a read view longer than its
+/// deadline).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryBudget {
+    /// Stop with [`Error::QueryTimeout`] once this instant has passed.
+    pub deadline: Option<std::time::Instant>,
+    /// Stop with [`Error::QueryLimit`] when the rows would take more.
+    pub max_result_bytes: usize,
+}
+
+impl Default for QueryBudget {
+    fn default() -> Self {
+        QueryBudget { deadline: None, max_result_bytes: DEFAULT_MAX_RESULT_BYTES }
+    }
+}
+
+/// How often (in rows visited) the deadline is looked at.
+const DEADLINE_EVERY: usize = 1024;
 
 /// A comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -112,6 +138,7 @@ struct CompiledFilter {
     table: TableId,
     field: usize,
     op: CmpOp,
+    /// For `in`: sorted (binary search), without duplicates.
     values: Vec<Value>,
 }
 
@@ -173,7 +200,7 @@ impl CompiledFilter {
             CmpOp::Gt => c(0) == Ordering::Greater,
             CmpOp::Ge => c(0) != Ordering::Less,
             CmpOp::Between => c(0) != Ordering::Less && c(1) != Ordering::Greater,
-            CmpOp::In => (0..self.values.len()).any(|i| c(i) == Ordering::Equal),
+            CmpOp::In => self.values.binary_search_by(|x| cmp_values(x, v)).is_ok(),
         }
     }
 }
@@ -194,7 +221,19 @@ impl World {
                 }
             },
             CmpOp::In => match &f.value {
-                serde_json::Value::Array(a) => a.iter().map(conv).collect::<Result<_>>()?,
+                serde_json::Value::Array(a) if a.len() > MAX_IN_VALUES => {
+                    return Err(Error::Query(format!(
+                        "filter on `{}`: in lists {} values; at most {MAX_IN_VALUES} are allowed",
+                        f.field,
+                        a.len()
+                    )));
+                }
+                serde_json::Value::Array(a) => {
+                    let mut vs = a.iter().map(conv).collect::<Result<Vec<_>>>()?;
+                    vs.sort_by(cmp_values);
+                    vs.dedup_by(|x, y| cmp_values(x, y) == Ordering::Equal);
+                    vs
+                }
                 _ => {
                     return Err(Error::Query(format!("filter on `{}`: in takes an array of values", f.field)));
                 }
@@ -210,8 +249,29 @@ impl World {
         Ok(CompiledFilter { table, field, op: f.op, values })
     }
 
-    /// Run a query.
+    /// Run a query with the default budget (no deadline).
     pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
+        self.query_within(q, &QueryBudget::default())
+    }
+
+    /// Run a query within a budget of time and result size.
+    pub fn query_within(&self, q: &Query, budget: &QueryBudget) -> Result<Vec<Row>> {
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit > MAX_LIMIT {
+            return Err(Error::Query(format!("limit {limit} is over the maximum of {MAX_LIMIT}; page with offset")));
+        }
+        let started = std::time::Instant::now();
+        let mut visited = 0usize;
+        let mut check_time = || -> Result<()> {
+            visited += 1;
+            if visited.is_multiple_of(DEADLINE_EVERY)
+                && let Some(d) = budget.deadline
+                && std::time::Instant::now() >= d
+            {
+                return Err(Error::QueryTimeout { ms: started.elapsed().as_millis() as u64 });
+            }
+            Ok(())
+        };
         let mut with: Vec<TableId> = q.with.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
         let without: Vec<TableId> = q.without.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
         let filters: Vec<CompiledFilter> = q.filters.iter().map(|f| self.compile_filter(f)).collect::<Result<_>>()?;
@@ -268,15 +328,32 @@ impl World {
             }
             None => None,
         };
-        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-        let stop_early = order.is_none();
-        let mut out: Vec<(Option<Value>, Row)> = Vec::new();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Ordered queries keep only (key, id) until the page is known.
+        let mut keyed: Vec<(Value, EntityId)> = Vec::new();
+        let mut out: Vec<Row> = Vec::new();
+        let mut bytes = 0usize;
         let mut skipped = 0;
+        let materialize = |id: EntityId, bytes: &mut usize| -> Result<Row> {
+            let values: Vec<(TableId, usize, Value)> =
+                select.iter().map(|&(t, fi)| Ok((t, fi, self.field_value(id, t, fi)?))).collect::<Result<_>>()?;
+            *bytes += 24 + values.iter().map(|(_, _, v)| 16 + v.approx_json_bytes()).sum::<usize>();
+            if *bytes > budget.max_result_bytes {
+                return Err(Error::QueryLimit(format!(
+                    "the result would take more than {} bytes; select fewer fields or ask for fewer rows (limit)",
+                    budget.max_result_bytes
+                )));
+            }
+            Ok(Row { id, values })
+        };
         'arch: for arch in self.archetypes() {
             if arch.is_empty() || !arch.has_all(&with) || without.iter().any(|&t| arch.has(t)) {
                 continue;
             }
             for &id in &arch.entities {
+                check_time()?;
                 if allowed.as_ref().is_some_and(|a| !a.contains(&id)) {
                     continue;
                 }
@@ -290,34 +367,32 @@ impl World {
                 if !ok {
                     continue;
                 }
-                if stop_early && skipped < q.offset {
+                if let Some((t, fi, _)) = order {
+                    keyed.push((self.field_value(id, t, fi)?, id));
+                    continue;
+                }
+                if skipped < q.offset {
                     skipped += 1;
                     continue;
                 }
-                let key = match order {
-                    Some((t, fi, _)) => Some(self.field_value(id, t, fi)?),
-                    None => None,
-                };
-                let values =
-                    select.iter().map(|&(t, fi)| Ok((t, fi, self.field_value(id, t, fi)?))).collect::<Result<_>>()?;
-                out.push((key, Row { id, values }));
-                if stop_early && out.len() >= limit {
+                out.push(materialize(id, &mut bytes)?);
+                if out.len() >= limit {
                     break 'arch;
                 }
             }
         }
         if let Some((_, _, desc)) = order {
-            out.sort_by(|a, b| {
-                let o = match (&a.0, &b.0) {
-                    (Some(x), Some(y)) => cmp_values(x, y),
-                    _ => Ordering::Equal,
-                };
+            keyed.sort_by(|a, b| {
+                let o = cmp_values(&a.0, &b.0);
                 let o = if desc { o.reverse() } else { o };
-                o.then(a.1.id.cmp(&b.1.id))
+                o.then(a.1.cmp(&b.1))
             });
-            return Ok(out.into_iter().skip(q.offset).take(limit).map(|(_, r)| r).collect());
+            for (_, id) in keyed.into_iter().skip(q.offset).take(limit) {
+                check_time()?;
+                out.push(materialize(id, &mut bytes)?);
+            }
         }
-        Ok(out.into_iter().map(|(_, r)| r).collect())
+        Ok(out)
     }
 
     /// JSON of result rows: `[{"id", "<table>": {"<field>": value}}]`.

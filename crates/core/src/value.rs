@@ -74,6 +74,19 @@ pub fn size_in(schema: &Schema, ty: &FieldType) -> Option<usize> {
 }
 
 impl Value {
+    /// About how many bytes this value takes as JSON (for result budgets).
+    pub fn approx_json_bytes(&self) -> usize {
+        match self {
+            Value::U64(_) | Value::I64(_) | Value::F64(_) => 20,
+            Value::F32(_) => 12,
+            Value::Bool(_) => 5,
+            Value::Enum(_) => 16,
+            Value::Str(s) => s.len() + 2,
+            Value::Bytes(b) => b.len() * 2 + 2,
+            Value::Array(v) | Value::Struct(v) => 2 + v.iter().map(|x| x.approx_json_bytes() + 1).sum::<usize>(),
+        }
+    }
+
     /// The zero value of a type: 0, false, empty string, first enum variant.
     pub fn zero(ty: &FieldType, schema: &Schema) -> Value {
         match ty {

@@ -30,6 +30,12 @@ use crate::sink::CommitSink;
 use ecsdb_storage::fs::{OsFs, Vfs};
 use ecsdb_storage::{CheckpointInfo, RecoveryReport, Store, StoreOptions, SyncMode};
 
+/// How long a writer waiting for readers parks (blocking new readers)
+/// before it steps back.
+const WRITER_PARK: Duration = Duration::from_millis(2);
+/// How long it then lets readers in.
+const WRITER_BACKOFF: Duration = Duration::from_millis(1);
+
 /// The bundled example schema (`examples/schemas/rpg_game.toml`).
 pub const EXAMPLE_SCHEMA: &str = include_str!("../../../examples/schemas/rpg_game.toml");
 
@@ -503,7 +509,36 @@ impl Database {
     pub fn transaction(&self) -> Result<Transaction<'_>> {
         self.check_writable()?;
         let writer = self.inner.writer.lock();
-        self.begin_locked(writer, self.inner.world.write())
+        let world = self.acquire_write(None).unwrap_or_else(|| unreachable!("no deadline"));
+        self.begin_locked(writer, world)
+    }
+
+    /// Take the world's write lock (the writer mutex is held). A parked
+    /// writer makes new readers queue behind it, so a writer waiting for a
+    /// long reader would stall every later reader: it parks only briefly,
+    /// then steps back and lets readers in before trying again.
+    fn acquire_write(&self, deadline: Option<Instant>) -> Option<RwLockWriteGuard<'_, World>> {
+        if let Some(g) = self.inner.world.try_write() {
+            return Some(g);
+        }
+        loop {
+            if let Some(g) = self.inner.world.try_write_for(WRITER_PARK) {
+                return Some(g);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            std::thread::sleep(WRITER_BACKOFF);
+        }
+    }
+
+    /// A read view, waiting at most `wait` for it ([`DbError::Busy`] then).
+    pub fn read_within(&self, wait: Duration) -> Result<ReadView<'_>> {
+        self.inner
+            .world
+            .try_read_for(wait)
+            .map(|guard| ReadView { guard })
+            .ok_or_else(|| DbError::Busy(format!("no read view within {} ms", wait.as_millis())))
     }
 
     /// Begin a transaction, waiting at most `wait` for the writer lock;
@@ -513,7 +548,7 @@ impl Database {
         let deadline = Instant::now() + wait;
         let busy = || DbError::Busy(format!("no write slot within {} ms; nothing was changed", wait.as_millis()));
         let writer = self.inner.writer.try_lock_until(deadline).ok_or_else(busy)?;
-        let world = self.inner.world.try_write_until(deadline).ok_or_else(busy)?;
+        let world = self.acquire_write(Some(deadline)).ok_or_else(busy)?;
         self.begin_locked(writer, world)
     }
 
@@ -557,6 +592,12 @@ impl Database {
     /// Run a query against the committed state.
     pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
         Ok(self.read().query(q)?)
+    }
+
+    /// Run a query within a budget of time and result size (it fails rather
+    /// than hold a read view past its deadline).
+    pub fn query_within(&self, q: &Query, budget: &ecsdb_core::QueryBudget) -> Result<Vec<Row>> {
+        Ok(self.read().query_within(q, budget)?)
     }
 
     /// Export the whole state as JSON.

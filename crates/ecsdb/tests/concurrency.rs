@@ -83,3 +83,94 @@ fn readers_see_consistent_totals_while_writers_transfer() {
     assert_eq!(m.transactions_active, 0);
     assert!(m.transactions_rolled_back > 0);
 }
+
+/// A writer waiting behind a long reader must not make every later reader
+/// queue behind it (reads would stall for as long as the slowest query).
+#[test]
+fn a_waiting_writer_does_not_stall_later_readers() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let db = Database::builder().schema_toml(SCHEMA).unwrap().build().unwrap();
+    let long_reader_done = Arc::new(AtomicBool::new(false));
+    thread::scope(|s| {
+        let view = db.read(); // the "long query"
+        let writer = s.spawn(|| {
+            db.write(|t| {
+                let e = t.create_entity()?;
+                t.insert(e, "account", &[Value::I64(1)])
+            })
+            .unwrap();
+        });
+        thread::sleep(Duration::from_millis(200)); // the writer is waiting now
+        let reader = s.spawn(|| {
+            let r = db.read();
+            // Got a view while the long reader still holds its own.
+            assert!(!long_reader_done.load(Ordering::SeqCst), "a later reader waited for the long reader");
+            r.entity_count()
+        });
+        // Give the later reader time; if it is stuck behind the writer, the
+        // long reader lets go after 3 s and the reader's assertion fails.
+        for _ in 0..150 {
+            if reader.is_finished() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        // A bounded wait for the write slot gives up, having changed nothing.
+        let busy = db.transaction_within(Duration::from_millis(50)).map(|_| ());
+        long_reader_done.store(true, Ordering::SeqCst);
+        drop(view);
+        assert_eq!(reader.join().unwrap(), 0);
+        assert!(matches!(busy, Err(ecsdb::DbError::Busy(_))), "{busy:?}");
+        writer.join().unwrap();
+    });
+    assert_eq!(db.read().entity_count(), 1);
+}
+
+/// A query past its deadline stops with an error instead of holding its
+/// read view; its result size is bounded too.
+#[test]
+fn queries_are_bounded_in_time_and_size() {
+    use ecsdb::{Query, QueryBudget};
+    use std::time::{Duration, Instant};
+    let db = Database::builder().schema_toml(SCHEMA).unwrap().build().unwrap();
+    db.write(|t| {
+        for i in 0..20_000 {
+            let e = t.create_entity()?;
+            t.insert(e, "account", &[Value::I64(i)])?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let q: Query =
+        serde_json::from_value(serde_json::json!({"with": ["account"], "order_by": {"field": "account.balance"}}))
+            .unwrap();
+    let past = QueryBudget {
+        deadline: Some(Instant::now().checked_sub(Duration::from_millis(1)).unwrap()),
+        ..QueryBudget::default()
+    };
+    let err = db.query_within(&q, &past).unwrap_err();
+    assert!(err.to_string().contains("past its deadline"), "{err}");
+    let small = QueryBudget { max_result_bytes: 10_000, ..QueryBudget::default() };
+    let err = db.query_within(&q, &small).unwrap_err();
+    assert!(err.to_string().contains("more than 10000 bytes"), "{err}");
+    assert_eq!(db.query_within(&q, &QueryBudget::default()).unwrap().len(), 10_000);
+    // limit 0 is no rows; limits past the maximum are refused.
+    let zero: Query = serde_json::from_value(serde_json::json!({"with": ["account"], "limit": 0})).unwrap();
+    assert!(db.query(&zero).unwrap().is_empty());
+    let huge: Query = serde_json::from_value(serde_json::json!({"with": ["account"], "limit": 1_000_000})).unwrap();
+    assert!(db.query(&huge).unwrap_err().to_string().contains("over the maximum"));
+    // A long `in` list is a set lookup.
+    let list: Vec<i64> = (0..60_000).map(|i| i * 3).collect();
+    let q: Query = serde_json::from_value(serde_json::json!({
+        "with": ["account"], "filters": [{"field": "account.balance", "op": "in", "value": list}], "limit": 100_000
+    }))
+    .unwrap();
+    assert_eq!(db.query(&q).unwrap().len(), 6667);
+    let too_many: Vec<i64> = (0..70_000).collect();
+    let q: Query = serde_json::from_value(serde_json::json!({
+        "with": ["account"], "filters": [{"field": "account.balance", "op": "in", "value": too_many}]
+    }))
+    .unwrap();
+    assert!(db.query(&q).unwrap_err().to_string().contains("at most 65536"));
+}

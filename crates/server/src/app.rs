@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -124,10 +124,10 @@ pub fn router(state: Shared) -> Router {
     let cors = cors_layer(&cfg.cors.allowed_origins);
     api.layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(cors)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_millis(cfg.server.request_timeout_ms),
-        ))
+        // No timeout layer around handlers: cutting one off would not undo
+        // a commit it already made. Bodies must arrive within the request
+        // timeout (`handlers::Body`), reads and writes wait for the database
+        // at most that long, and queries have their own deadline.
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.server.max_connections))
         .with_state(state)
 }

@@ -24,6 +24,12 @@ pub struct ServerSection {
     pub request_timeout_ms: u64,
     /// Larger request bodies get 413.
     pub body_limit_bytes: usize,
+    /// A query running longer is cancelled (503 `query_timeout`, nothing
+    /// changed); it never holds its read view past this.
+    pub query_timeout_ms: u64,
+    /// A query whose result (as JSON) would be larger fails with 400
+    /// `result_too_large`: ask for fewer rows or fields.
+    pub max_result_bytes: usize,
 }
 
 impl Default for ServerSection {
@@ -33,6 +39,8 @@ impl Default for ServerSection {
             max_connections: 1000,
             request_timeout_ms: 30_000,
             body_limit_bytes: 4 << 20,
+            query_timeout_ms: 10_000,
+            max_result_bytes: 32 << 20,
         }
     }
 }
@@ -195,9 +203,23 @@ impl ServerConfig {
         if !["pretty", "json"].contains(&self.logging.format.as_str()) {
             p.push(format!("logging.format must be \"pretty\" or \"json\", not \"{}\"", self.logging.format));
         }
-        if self.server.max_connections == 0 || self.server.body_limit_bytes == 0 || self.server.request_timeout_ms == 0
-        {
-            p.push("server.max_connections, body_limit_bytes and request_timeout_ms must be at least 1".into());
+        let s = &self.server;
+        for (key, v, lo, hi) in [
+            ("server.max_connections", s.max_connections as u64, 1, 1_000_000),
+            ("server.request_timeout_ms", s.request_timeout_ms, 1, 3_600_000),
+            ("server.query_timeout_ms", s.query_timeout_ms, 1, 3_600_000),
+            ("server.body_limit_bytes", s.body_limit_bytes as u64, 1, 1 << 30),
+            ("server.max_result_bytes", s.max_result_bytes as u64, 1024, 1 << 32),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                p.push(format!("{key} = {v} is out of range: it must be between {lo} and {hi}"));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+            p.push(format!(
+                "logging.level `{}` is not a log filter (error, warn, info, debug, trace, or directives like `ecsdb=debug`)",
+                self.logging.level
+            ));
         }
         if p.is_empty() { Ok(()) } else { Err(ConfigError(p.join("; "))) }
     }
@@ -218,7 +240,8 @@ pub fn parse_duration_secs(s: &str) -> Option<u64> {
         (i, 'd') => (&s[..i], 86_400),
         _ => (s, 1),
     };
-    num.parse::<u64>().ok().filter(|&n| n > 0).map(|n| n * mul)
+    // Ten years at most: longer lifetimes overflow token expiry times.
+    num.parse::<u64>().ok().filter(|&n| n > 0).and_then(|n| n.checked_mul(mul)).filter(|&s| s <= 10 * 365 * 86_400)
 }
 
 #[cfg(test)]
@@ -258,5 +281,20 @@ mod tests {
         assert!(c.apply_env([("RATE_LIMIT_WINDOW".to_string(), "x".to_string())]).is_err());
         assert_eq!(parse_duration_secs("7d"), Some(604_800));
         assert_eq!(parse_duration_secs("0"), None);
+        assert_eq!(parse_duration_secs("99999999999999999d"), None);
+        assert_eq!(parse_duration_secs("3651d"), None);
+    }
+
+    #[test]
+    fn nonsense_server_values_are_refused() {
+        for (text, want) in [
+            ("[logging]\nlevel = \"info,,=[\"\n", "logging.level"),
+            ("[server]\nquery_timeout_ms = 0\n", "server.query_timeout_ms = 0"),
+            ("[server]\nmax_result_bytes = 10\n", "server.max_result_bytes = 10"),
+            ("[auth]\njwt_expires_in = \"99999999999999d\"\n", "auth.jwt_expires_in"),
+        ] {
+            let e = ServerConfig::from_toml_str(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

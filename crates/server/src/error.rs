@@ -41,10 +41,25 @@ impl From<ecsdb::DbError> for ApiError {
             DbError::Engine(EngineError::MemoryLimit { .. }) => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "memory_limit", e.to_string())
             }
-            DbError::Engine(_) | DbError::Schema(_) => ApiError::bad_request(e.to_string()),
-            DbError::FailStop(_) | DbError::Sink(_) => {
+            DbError::Engine(EngineError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "transaction_too_large", e.to_string())
+            }
+            DbError::Engine(EngineError::QueryLimit(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "result_too_large", e.to_string())
+            }
+            DbError::Engine(EngineError::QueryTimeout { .. }) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query_timeout",
+                format!("{e} (server.query_timeout_ms); nothing was changed"),
+            ),
+            DbError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+            DbError::Engine(EngineError::Poisoned(_))
+            | DbError::FailStop(_)
+            | DbError::Sink(_)
+            | DbError::Storage(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e.to_string())
             }
+            DbError::Engine(_) | DbError::Schema(_) => ApiError::bad_request(e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }
     }

@@ -10,7 +10,7 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, extract::rejection::JsonRejection};
-use ecsdb::{Database, EntityId, Query};
+use ecsdb::{EntityId, Query};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value as J, json};
@@ -36,14 +36,51 @@ redacted_debug!(LoginBody, NewUser, NewPassword);
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<T: DeserializeOwned> FromRequest<Shared> for Body<T> {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(r) => Err(rejection(&r)),
+    async fn from_request(req: Request, state: &Shared) -> Result<Self, ApiError> {
+        // The body must arrive within the request timeout; database work
+        // has deadlines of its own and is never cut off half-way.
+        let limit = std::time::Duration::from_millis(state.config.server.request_timeout_ms);
+        match tokio::time::timeout(limit, Json::<T>::from_request(req, state)).await {
+            Ok(Ok(Json(v))) => Ok(Body(v)),
+            Ok(Err(r)) => Err(rejection(&r)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request body did not arrive within {} ms; nothing was changed", limit.as_millis()),
+            )),
         }
     }
+}
+
+/// How long a request waits for a read view or the write slot.
+fn wait(st: &Shared) -> std::time::Duration {
+    std::time::Duration::from_millis(st.config.server.request_timeout_ms)
+}
+
+/// Run `f` in a transaction that waits for the write slot at most the
+/// request timeout. Once begun it runs to the end: its outcome is what the
+/// response says.
+fn write<T>(
+    st: &Shared,
+    f: impl FnOnce(&mut ecsdb::Transaction<'_>) -> ecsdb::Result<T>,
+) -> ApiResult<(T, ecsdb::CommitInfo)> {
+    let mut txn = st.db.transaction_within(wait(st))?;
+    let out = f(&mut txn)?;
+    let info = txn.commit()?;
+    Ok((out, info))
+}
+
+/// `sync: true` promises a durable commit: refuse it up front when the
+/// database cannot keep that promise.
+fn check_sync(st: &Shared, sync: Option<bool>) -> ApiResult<()> {
+    if sync == Some(true) && !st.db.logs_commits() {
+        return Err(ApiError::bad_request(
+            "`sync: true` asks for a durable commit, but this server's commit log is disabled (transactions.wal_enabled = false); nothing was changed",
+        ));
+    }
+    Ok(())
 }
 
 fn rejection(r: &JsonRejection) -> ApiError {
@@ -93,8 +130,8 @@ fn parse_id(s: &str) -> ApiResult<EntityId> {
 }
 
 /// An entity the data API may see (no system component).
-fn visible(db: &Database, id: EntityId) -> ApiResult<()> {
-    let r = db.read();
+fn visible(st: &Shared, id: EntityId) -> ApiResult<()> {
+    let r = st.db.read_within(wait(st))?;
     let tables = r.tables_of(id).map_err(|_| ApiError::not_found(format!("entity {id} does not exist")))?;
     if tables.iter().any(|&t| r.schema().table(t).name.starts_with('_')) {
         return Err(ApiError::not_found(format!("entity {id} does not exist")));
@@ -245,8 +282,9 @@ pub async fn create_entity(
 ) -> ApiResult<(StatusCode, Json<J>)> {
     blocking(&st, move |st| {
         components_of(&b.components)?;
+        check_sync(st, b.sync)?;
         let t0 = Instant::now();
-        let (id, info) = st.db.write(|t| t.create_entity_json(&b.components))?;
+        let (id, info) = write(st, |t| t.create_entity_json(&b.components))?;
         st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
         wait_sync(st, info.seq, b.sync)?;
         audit(&p, "create_entity", &json!({"id": id.0}));
@@ -258,8 +296,9 @@ pub async fn create_entity(
 pub async fn get_entity(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<J>> {
     let id = parse_id(&id)?;
     blocking(&st, move |st| {
-        visible(&st.db, id)?;
-        Ok(Json(st.db.get_json(id)?))
+        visible(st, id)?;
+        let r = st.db.read_within(wait(st))?;
+        Ok(Json(r.entity_json(id).map_err(ecsdb::DbError::from)?))
     })
     .await
 }
@@ -272,10 +311,11 @@ pub async fn patch_entity(
 ) -> ApiResult<Json<J>> {
     let id = parse_id(&id)?;
     blocking(&st, move |st| {
-        visible(&st.db, id)?;
+        visible(st, id)?;
         let comps = components_of(&b.components)?.clone();
+        check_sync(st, b.sync)?;
         let t0 = Instant::now();
-        let ((), info) = st.db.write(|t| {
+        let ((), info) = write(st, |t| {
             for (table, fields) in &comps {
                 let tid = t.table_id(table)?;
                 if t.has(id, tid) { t.set_json(id, table, fields)? } else { t.insert_json(id, table, fields)? }
@@ -297,8 +337,8 @@ pub async fn delete_entity(
 ) -> ApiResult<Json<J>> {
     let id = parse_id(&id)?;
     blocking(&st, move |st| {
-        visible(&st.db, id)?;
-        let ((), info) = st.db.write(|t| t.delete(id))?;
+        visible(st, id)?;
+        let ((), info) = write(st, |t| t.delete(id))?;
         audit(&p, "delete_entity", &json!({"id": id.0}));
         Ok(Json(json!({"id": ecsdb::core::world::id_json(id), "seq": info.seq})))
     })
@@ -418,8 +458,9 @@ pub async fn transaction(
         return Err(ApiError::bad_request(format!("{} operations; at most {MAX_OPS} per transaction", b.ops.len())));
     }
     blocking(&st, move |st| {
+        check_sync(st, b.sync)?;
         let t0 = Instant::now();
-        let mut txn = st.db.transaction()?;
+        let mut txn = st.db.transaction_within(wait(st))?;
         let mut created = Vec::new();
         for (i, op) in b.ops.iter().enumerate() {
             // An error drops the transaction: rolled back, nothing changed.
@@ -445,8 +486,12 @@ pub async fn query(State(st): State<Shared>, Body(q): Body<Query>) -> ApiResult<
         user_table(f)?;
     }
     blocking(&st, move |st| {
-        let r = st.db.read();
-        let rows = r.query(&q).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let cfg = &st.config.server;
+        let timeout = std::time::Duration::from_millis(cfg.query_timeout_ms);
+        let budget =
+            ecsdb::QueryBudget { deadline: Some(Instant::now() + timeout), max_result_bytes: cfg.max_result_bytes };
+        let r = st.db.read_within(timeout)?;
+        let rows = r.query_within(&q, &budget).map_err(ecsdb::DbError::from)?;
         Ok(Json(json!({"rows": r.rows_json(&rows)})))
     })
     .await
@@ -592,6 +637,9 @@ pub async fn revoke_api_key(
 
 pub async fn checkpoint(State(st): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult<Json<J>> {
     blocking(&st, move |st| {
+        if let Some(why) = st.db.fail_stopped() {
+            return Err(ecsdb::DbError::FailStop(why).into());
+        }
         let info = st.db.checkpoint()?;
         audit(&p, "checkpoint", &json!({"seq": info.seq}));
         Ok(Json(json!({
