@@ -159,19 +159,29 @@ fn the_guides_tool_forms() {
     // ecsdb-fsck /data/ecsdb/
     let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-fsck")).arg(s(&d)).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    // ecsdb-restore /data/ecsdb/snapshots/<snap>: in place, needs --force.
+    // ecsdb-restore /data/ecsdb/snapshots/<snap>: in place, rolling back.
     let snap = std::fs::read_dir(d.join("snapshots")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-restore")).arg(s(&snap)).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
-    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-restore")).args([s(&snap), "--force"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let (code, out, _) = ecsdb(&["inspect", "stats", s(&d), "--json"]);
     assert_eq!(code, 0);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["entities"], 2);
-    // ecsdb-rebuild-from-wal DIR needs a target.
-    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-rebuild-from-wal")).arg(s(&d)).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // Into another directory that holds data: needs --force.
+    let other = root.path().join("other");
+    let (code, _, err) = ecsdb(&["init", "--schema", EXAMPLE, "--data-dir", s(&other)]);
+    assert_eq!(code, 0, "{err}");
+    ecsdb(&["checkpoint", "--data-dir", s(&other)]);
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_ecsdb-restore")).args([s(&snap), "--data-dir", s(&other)]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    // ecsdb-rebuild-from-wal DIR: a directory outside any data directory
+    // needs a target.
+    let lone = root.path().join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb-rebuild-from-wal")).arg(s(&lone)).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir"));
 }
 
 #[test]

@@ -403,6 +403,11 @@ impl World {
             self.note_growth();
         }
         let old = self.set_field(id, f.table, f.slot, bytes)?;
+        if old.as_slice() == bytes {
+            // Writing the value already stored changes nothing: no undo, no
+            // change-set entry (so no sequence number and no delta).
+            return Ok(());
+        }
         let is_fk = self.schema.table(f.table).stored_field(f.slot).foreign_key.is_some();
         let st = self.st()?;
         st.undo.push(Undo::Set(id, f.table, f.slot, old));

@@ -389,8 +389,14 @@ pub fn from_json(ty: &FieldType, v: &serde_json::Value, schema: &Schema) -> Resu
         FieldType::Scalar(Scalar::F32) => {
             let x = json_float(v)?;
             // f64 -> f32 must be exact for finite inputs that came from an f32;
-            // other values round to nearest, which is what users expect.
-            Value::F32(x as f32)
+            // other values round to nearest, which is what users expect. A
+            // finite number beyond f32's range is an error, not infinity
+            // (infinities are written as "inf" / "-inf").
+            let y = x as f32;
+            if x.is_finite() && !y.is_finite() {
+                return Err(format!("{x} is out of range for f32 (largest magnitude {:e})", f32::MAX));
+            }
+            Value::F32(y)
         }
         FieldType::Scalar(Scalar::F64) => Value::F64(json_float(v)?),
         FieldType::Scalar(_) => match v {

@@ -99,7 +99,8 @@ impl DatabaseBuilder {
         self
     }
 
-    /// Load the schema from a TOML file.
+    /// Load the schema from a TOML file. (An existing data directory needs
+    /// none: it keeps its schema in `schema.toml` and is opened with it.)
     pub fn schema_file(mut self, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| DbError::Io { path: path.to_path_buf(), source: e })?;
@@ -162,12 +163,26 @@ impl DatabaseBuilder {
     /// Open the database.
     pub fn build(self) -> Result<Database> {
         self.config.validate()?;
+        let stored = self.config.database.data_dir.join(SCHEMA_FILE_NAME);
         let schema = match self.schema {
             Some(s) => s,
             None => match &self.config.database.schema_file {
                 Some(p) => Arc::new(Schema::from_toml_str(
                     &std::fs::read_to_string(p).map_err(|e| DbError::Io { path: p.clone(), source: e })?,
                 )?),
+                // An existing data directory keeps its schema.
+                None if self.persistence
+                    && self.fs.as_ref().map_or_else(|| stored.exists(), |fs| fs.exists(&stored)) =>
+                {
+                    let bytes = match &self.fs {
+                        Some(fs) => fs.read(&stored),
+                        None => std::fs::read(&stored),
+                    }
+                    .map_err(|e| DbError::Io { path: stored.clone(), source: e })?;
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| DbError::Config(format!("{} is not UTF-8 text", stored.display())))?;
+                    Arc::new(Schema::from_stored_toml(&text)?)
+                }
                 None => return Err(DbError::NoSchema),
             },
         };
@@ -286,13 +301,15 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
         let text = String::from_utf8(fs.read(&path).map_err(io)?).unwrap_or_default();
         let stored = Schema::from_stored_toml(&text)?;
         if stored.fingerprint != schema.fingerprint {
+            let diff = ecsdb_core::schema::differences(&stored, schema, 20);
             return Err(DbError::Config(format!(
-                "{} holds another schema ({} v{}) than the one given ({} v{}); a data directory keeps one schema",
+                "{} holds another schema than the one given; a data directory keeps one schema (open it without a schema to use its own). Differences: {}",
                 path.display(),
-                stored.name,
-                stored.version,
-                schema.name,
-                schema.version
+                if diff.is_empty() {
+                    "none in content (the canonical text differs)".to_string()
+                } else {
+                    diff.join("; ")
+                },
             )));
         }
         return Ok(());

@@ -23,7 +23,9 @@ pub enum DbError {
     Sink(String),
     #[error("the database refuses writes after an unrecoverable storage error: {0}")]
     FailStop(String),
-    #[error("no schema given: call schema_file, schema_toml or schema on the builder")]
+    #[error(
+        "no schema given: call schema_file, schema_toml or schema on the builder (an existing data directory brings its own)"
+    )]
     NoSchema,
     #[error(transparent)]
     Storage(#[from] ecsdb_storage::StorageError),

@@ -65,7 +65,7 @@ fn commits_survive_reopen_and_checkpoints() {
 #[test]
 fn a_second_process_is_refused_with_the_holder_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let _db = open(dir.path());
+    let db = open(dir.path());
     let err = Database::builder()
         .config(config(dir.path()))
         .schema_toml(EXAMPLE_SCHEMA)
@@ -73,7 +73,25 @@ fn a_second_process_is_refused_with_the_holder_pid() {
         .enable_persistence()
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains(&format!("in use by another process (pid {})", std::process::id())), "{err}");
+    assert!(err.to_string().contains("is already open in this process"), "{err}");
+    // Another process holding it is named by its pid.
+    drop(db);
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("exec flock -n {} sleep 30", dir.path().join("LOCK").display())])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(dir.path().join("LOCK"), format!("{}\n", child.id())).unwrap();
+    let err = Database::builder()
+        .config(config(dir.path()))
+        .schema_toml(EXAMPLE_SCHEMA)
+        .unwrap()
+        .enable_persistence()
+        .build()
+        .unwrap_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(err.to_string().contains(&format!("in use by another process (pid {})", child.id())), "{err}");
 }
 
 #[test]
@@ -132,6 +150,12 @@ fn disk_full_refuses_the_commit_and_changes_nothing() {
     assert!(err.to_string().contains("no space left"), "{err}");
     assert_eq!(db.read().canonical_state(), before);
     assert!(db.get_json(db.read().entities().iter().next().unwrap()).is_ok());
+    // The log is in fail-stop: the database says so (health reads this),
+    // and refuses writes up front.
+    let why = db.fail_stopped().expect("the database must report the log's fail-stop");
+    assert!(why.contains("no space left"), "{why}");
+    fs.set_faults(Faults::default());
+    assert!(matches!(db.create_entity().unwrap_err(), DbError::FailStop(_)));
 }
 
 /// Power cut at every sync point: whatever survives is exactly the state of

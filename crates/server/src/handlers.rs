@@ -376,7 +376,12 @@ fn op_id(v: Option<&J>, created: &[EntityId], i: usize) -> ApiResult<EntityId> {
 fn run_op(t: &mut ecsdb::Transaction<'_>, op: &J, i: usize, created: &mut Vec<EntityId>) -> ApiResult<()> {
     let kind =
         op.get("op").and_then(J::as_str).ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: missing \"op\"")))?;
-    let ctx = |e: ecsdb::DbError| ApiError::bad_request(format!("ops[{i}] ({kind}): {e}"));
+    // Keep the error's status (413, 503, 507, ...) and name the operation.
+    let ctx = |e: ecsdb::DbError| {
+        let mut a = ApiError::from(e);
+        a.message = format!("ops[{i}] ({kind}): {}", a.message);
+        a
+    };
     let allowed: &[&str] = match kind {
         "create" => &["op", "components"],
         "set" => &["op", "id", "components"],

@@ -92,18 +92,28 @@ fn jwt_secret(c: &ServerConfig) -> Result<Vec<u8>, String> {
 }
 
 /// Open the database with the user schema plus the system tables.
+///
+/// Without a schema file, an existing data directory is opened with the
+/// schema it keeps (`schema.toml`); a new one gets the bundled example.
 pub fn open_database(c: &ServerConfig) -> Result<Database, String> {
-    let user_text = match &c.db.database.schema_file {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("schema {}: {e}", p.display()))?,
-        None => EXAMPLE_SCHEMA.to_string(),
-    };
-    let schema = Schema::with_system(&user_text, system::SYSTEM_SCHEMA).map_err(|e| e.to_string())?;
-    Database::builder()
-        .config(c.db.clone())
-        .schema(Arc::new(schema))
-        .enable_persistence()
-        .build()
-        .map_err(|e| e.to_string())
+    let stored = c.db.database.data_dir.join(ecsdb::SCHEMA_FILE_NAME);
+    let mut builder = Database::builder().config(c.db.clone()).enable_persistence();
+    if c.db.database.schema_file.is_some() || !stored.exists() {
+        let user_text = match &c.db.database.schema_file {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("schema {}: {e}", p.display()))?,
+            None => EXAMPLE_SCHEMA.to_string(),
+        };
+        let schema = Schema::with_system(&user_text, system::SYSTEM_SCHEMA).map_err(|e| e.to_string())?;
+        builder = builder.schema(Arc::new(schema));
+    }
+    let db = builder.build().map_err(|e| e.to_string())?;
+    if db.schema().table_id("_users").is_none() {
+        return Err(format!(
+            "{} was created without the server's system tables (users, sessions, API keys), by the embedded library or `ecsdb init`; serve a copy made with `ecsdb export` / `ecsdb import` into a new directory",
+            c.db.database.data_dir.display()
+        ));
+    }
+    Ok(db)
 }
 
 async fn shutdown_signal() {

@@ -18,6 +18,11 @@ pub enum StorageError {
     Locked { path: PathBuf, pid: String },
     #[error("{what} of {bytes} bytes cannot be written: the limit is {limit} bytes")]
     TooLarge { what: &'static str, bytes: usize, limit: usize },
+    #[error(
+        "data directory {} is already open in this process; share the open database (clone its handle) instead of opening it twice",
+        path.display()
+    )]
+    LockedHere { path: PathBuf },
     #[error("the commit log refuses writes after a failed write or sync: {0}")]
     FailStop(String),
     #[error(transparent)]

@@ -34,6 +34,9 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, StorageError> {
             let mut pid = String::new();
             let _ = f.read_to_string(&mut pid);
             let pid = pid.trim().to_string();
+            if pid == std::process::id().to_string() {
+                return Err(StorageError::LockedHere { path: dir.to_path_buf() });
+            }
             return Err(StorageError::Locked {
                 path: dir.to_path_buf(),
                 pid: if pid.is_empty() { "unknown".into() } else { pid },
@@ -56,7 +59,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let held = lock_dir(d.path()).unwrap();
         let e = lock_dir(d.path()).unwrap_err().to_string();
-        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(e.contains("already open in this process"), "{e}");
         drop(held);
         lock_dir(d.path()).unwrap();
     }

@@ -71,6 +71,46 @@ pub fn open(schema: Arc<Schema>, config: DatabaseConfig, repair: bool) -> Result
         .map_err(|e| e.to_string())
 }
 
+/// Create a directory (and its parents) readable by the owner only (0700).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Write a file readable by the owner only (0600) and make it durable:
+/// every file a tool writes holds data or secrets.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Open a file for writing, readable by the owner only (0600).
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
 /// A progress bar on a terminal; hidden in scripts.
 pub fn progress(len: u64, msg: &'static str) -> indicatif::ProgressBar {
     if std::io::stderr().is_terminal() {

@@ -22,7 +22,12 @@ pub fn run(args: &Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match Schema::from_toml_str(&text) {
+    // A data directory's own copy (`<data_dir>/schema.toml`) may hold the
+    // server's system tables, whose reserved names user schemas may not use.
+    let in_data_dir = args.file.file_name().is_some_and(|n| n == ecsdb::SCHEMA_FILE_NAME)
+        && args.file.parent().is_some_and(|d| ["wal", "snapshots", "LOCK"].iter().any(|x| d.join(x).exists()));
+    let parsed = if in_data_dir { Schema::from_stored_toml(&text) } else { Schema::from_toml_str(&text) };
+    match parsed {
         Ok(schema) => {
             if args.json {
                 match serde_json::to_string_pretty(&schema.to_json()) {

@@ -1,6 +1,8 @@
-//! `rebuild-from-wal WAL_DIR --data-dir D`: rebuild a state by replaying a
-//! commit log from its first commit (when snapshots are lost), and start a
-//! data directory from it.
+//! `rebuild-from-wal WAL_DIR [--data-dir D]`: rebuild a state by replaying a
+//! commit log from its first commit (when snapshots are lost or damaged),
+//! and start a data directory from it. Without `--data-dir` the log's own
+//! data directory is rebuilt in place: its snapshots are moved aside
+//! (never deleted) and replaced by one taken from the replayed log.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,21 +19,44 @@ use super::common::{config_for, fail, open, progress, schema_for};
 pub struct Args {
     /// A log directory (`wal`, `wal_archive`) or a data directory (both are used).
     pub wal_dir: PathBuf,
+    /// Target data directory (default: the one the log belongs to, rebuilt
+    /// in place).
     #[arg(long = "data-dir", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
     /// Schema file (default: schema.toml next to the log).
     #[arg(long)]
     pub schema: Option<PathBuf>,
 }
 
+struct Resolved {
+    data_dir: PathBuf,
+}
+
 pub fn run(args: &Args) -> ExitCode {
     let w = &args.wal_dir;
-    let (segment_dirs, schema_home): (Vec<PathBuf>, PathBuf) = if w.join("wal").is_dir() {
-        (vec![w.join("wal_archive"), w.join("wal")], w.clone())
+    // A data directory, or its `wal/` or `wal_archive/`: then both of its
+    // log directories hold the log. Any other directory is a log on its own.
+    let home = if w.join("wal").is_dir() {
+        Some(w.clone())
     } else {
-        (vec![w.clone()], w.parent().map(Path::to_path_buf).unwrap_or_default())
+        w.parent()
+            .filter(|p| w.file_name().is_some_and(|n| n == "wal" || n == "wal_archive") && p.join("wal").is_dir())
+            .map(Path::to_path_buf)
     };
-    let schema = match schema_for(&schema_home, args.schema.as_deref()) {
+    let (segment_dirs, schema_home): (Vec<PathBuf>, PathBuf) = match &home {
+        Some(h) => (vec![h.join("wal_archive"), h.join("wal")], h.clone()),
+        None => (vec![w.clone()], w.parent().map(Path::to_path_buf).unwrap_or_default()),
+    };
+    let in_place = args.data_dir.is_none();
+    let schema_file = args.schema.clone();
+    let Some(data_dir) = args.data_dir.clone().or_else(|| home.clone()) else {
+        return fail(format!(
+            "{} is not part of a data directory; name the directory to rebuild into with --data-dir",
+            w.display()
+        ));
+    };
+    let args = &Resolved { data_dir };
+    let schema = match schema_for(&schema_home, schema_file.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -56,12 +81,22 @@ pub fn run(args: &Args) -> ExitCode {
             segs.first().map_or_else(|| "none".to_string(), |s| s.1.display().to_string())
         ));
     }
-    if ["wal", "snapshots"]
-        .iter()
-        .any(|d| std::fs::read_dir(args.data_dir.join(d)).is_ok_and(|mut r| r.next().is_some()))
+    if !in_place
+        && ["wal", "snapshots"]
+            .iter()
+            .any(|d| std::fs::read_dir(args.data_dir.join(d)).is_ok_and(|mut r| r.next().is_some()))
     {
         return fail(format!("{} already holds data; rebuild into an empty directory", args.data_dir.display()));
     }
+    // In place, nobody else may have the directory open meanwhile.
+    let lock = if in_place {
+        match ecsdb::storage::lock::lock_dir(&args.data_dir) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
     let pb = progress(segs.len() as u64, "replaying");
     let mut world = World::new(schema.clone());
     let mut report = ecsdb::RecoveryReport::default();
@@ -79,6 +114,16 @@ pub fn run(args: &Args) -> ExitCode {
     }
     let snaps = args.data_dir.join("snapshots");
     let fs: Arc<dyn Vfs> = Arc::new(OsFs);
+    if in_place && std::fs::read_dir(&snaps).is_ok_and(|mut r| r.next().is_some()) {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let aside = args.data_dir.join(format!("pre-rebuild-{stamp}"));
+        if let Err(e) =
+            super::common::create_private_dir(&aside).and_then(|()| std::fs::rename(&snaps, aside.join("snapshots")))
+        {
+            return fail(format!("moving {} aside: {e}", snaps.display()));
+        }
+        println!("moved the existing snapshots to {}", aside.join("snapshots").display());
+    }
     if let Err(e) = fs.create_dir_all(&snaps) {
         return fail(format!("{}: {e}", snaps.display()));
     }
@@ -91,6 +136,7 @@ pub fn run(args: &Args) -> ExitCode {
         Err(e) => return fail(e),
     };
     config.persistence.checkpoint_on_shutdown = false;
+    drop(lock); // opening takes it again
     match open(schema, config, false).and_then(|db| {
         let seq = db.version();
         db.close().map_err(|e| e.to_string())?;

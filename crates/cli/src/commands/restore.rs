@@ -1,7 +1,10 @@
-//! `restore SNAPSHOT --data-dir D`: start a data directory from a snapshot.
+//! `restore SNAPSHOT [--data-dir D]`: start a data directory from a snapshot.
 //! The snapshot is verified by loading it before anything is written; an
 //! existing directory with data is refused unless `--force`, which moves its
-//! files aside (never deletes them).
+//! files aside (never deletes them). Without `--data-dir` the snapshot's own
+//! directory is rolled back to it (its data is moved aside, as with
+//! `--force`). `snapshots/latest` (any extension) names the newest snapshot
+//! that verifies.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,8 +17,8 @@ use super::common::{config_for, fail, open, schema_for};
 pub struct Args {
     /// The snapshot file (`.snap`).
     pub snapshot: PathBuf,
-    /// Target data directory (default: the one the snapshot sits in, which
-    /// then needs --force: its current data is moved aside).
+    /// Target data directory (default: the one the snapshot sits in, whose
+    /// current data is then moved aside to `pre-restore-<time>/`).
     #[arg(long = "data-dir", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Schema file (default: the schema.toml of the snapshot's data directory).
@@ -39,10 +42,77 @@ fn has_data(dir: &Path) -> bool {
         .any(|d| std::fs::read_dir(dir.join(d)).is_ok_and(|mut rd| rd.next().is_some()))
 }
 
+/// `snapshots/latest[.ext]` → the newest snapshot there that verifies.
+fn resolve_latest(path: &Path) -> Result<PathBuf, String> {
+    let is_latest = path.file_stem().is_some_and(|s| s == "latest") && !path.exists();
+    if !is_latest {
+        return Ok(path.to_path_buf());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let snaps = ecsdb::storage::store::list_snapshots(&ecsdb::storage::fs::OsFs, dir).map_err(|e| e.to_string())?;
+    for (_, p) in snaps {
+        if std::fs::read(&p).is_ok_and(|b| snapshot::verify(&p, &b).is_ok()) {
+            return Ok(p);
+        }
+        eprintln!("warning: skipping {}, which does not verify", p.display());
+    }
+    Err(format!("{} names the newest snapshot, but {} holds no snapshot that verifies", path.display(), dir.display()))
+}
+
+/// Roll a data directory back to its snapshot at `seq`: what comes after it
+/// (newer snapshots, log segments holding later commits) moves aside to
+/// `pre-restore-<time>/`; the log up to `seq` stays, so the directory can
+/// still be rebuilt from its log.
+fn roll_back_in_place(dir: &Path, seq: u64) -> Result<(), String> {
+    use ecsdb::storage::fs::OsFs;
+    use ecsdb::storage::store::{list_segments, list_snapshots};
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let aside = dir.join(format!("pre-restore-{stamp}"));
+    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for (s, p) in list_snapshots(&OsFs, &dir.join("snapshots")).map_err(|e| e.to_string())? {
+        if s > seq {
+            moves.push((p.clone(), aside.join("snapshots").join(p.file_name().unwrap_or_default())));
+        }
+    }
+    for sub in ["wal", "wal_archive"] {
+        let segs = list_segments(&OsFs, &dir.join(sub)).map_err(|e| e.to_string())?;
+        for (i, (first, p)) in segs.iter().enumerate() {
+            // The last commit a segment holds: just before the next one's
+            // first, or (for the newest) found by reading it.
+            let last = match segs.get(i + 1) {
+                Some((next, _)) => next - 1,
+                None => std::fs::read(p)
+                    .ok()
+                    .and_then(|b| ecsdb::storage::wal::format::scan(&b).ok())
+                    .and_then(|s| s.records.last().map(|r| r.seq))
+                    .unwrap_or(first.saturating_sub(1)),
+            };
+            if last > seq {
+                moves.push((p.clone(), aside.join(sub).join(p.file_name().unwrap_or_default())));
+            }
+        }
+    }
+    for (from, to) in &moves {
+        if let Some(parent) = to.parent() {
+            super::common::create_private_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::rename(from, to).map_err(|e| format!("moving {} aside: {e}", from.display()))?;
+    }
+    if !moves.is_empty() {
+        println!("moved {} file(s) holding state after sequence {seq} to {}", moves.len(), aside.display());
+    }
+    Ok(())
+}
+
 pub fn run(args: &Args) -> ExitCode {
-    let source_dir = args.snapshot.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let snapshot = match resolve_latest(&args.snapshot) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let source_dir = snapshot.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let in_place = args.data_dir.is_none();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| source_dir.clone());
-    let args = &Resolved { snapshot: args.snapshot.clone(), data_dir, schema: args.schema.clone(), force: args.force };
+    let args = &Resolved { snapshot, data_dir, schema: args.schema.clone(), force: args.force || in_place };
     // Read the snapshot before anything moves (it may live in the target).
     let bytes = match std::fs::read(&args.snapshot) {
         Ok(b) => b,
@@ -56,13 +126,26 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(w) => w,
         Err(e) => return fail(format!("the snapshot does not load: {e}")),
     };
-    if has_data(&args.data_dir) {
+    // Nobody else may have the directory open while its files move.
+    let lock = if args.data_dir.is_dir() {
+        match ecsdb::storage::lock::lock_dir(&args.data_dir) {
+            Ok(l) => Some(l),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
+    if in_place {
+        if let Err(e) = roll_back_in_place(&args.data_dir, world.seq()) {
+            return fail(e);
+        }
+    } else if has_data(&args.data_dir) {
         if !args.force {
             return fail(format!("{} already holds data; pass --force to move it aside", args.data_dir.display()));
         }
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let aside = args.data_dir.join(format!("pre-restore-{stamp}"));
-        if let Err(e) = std::fs::create_dir_all(&aside) {
+        if let Err(e) = super::common::create_private_dir(&aside) {
             return fail(format!("{}: {e}", aside.display()));
         }
         for d in ["wal", "snapshots", "wal_archive", ecsdb::SCHEMA_FILE_NAME] {
@@ -76,13 +159,16 @@ pub fn run(args: &Args) -> ExitCode {
         println!("moved the existing data to {}", aside.display());
     }
     let snaps = args.data_dir.join("snapshots");
-    if let Err(e) = std::fs::create_dir_all(&snaps) {
+    if let Err(e) = super::common::create_private_dir(&snaps) {
         return fail(format!("{}: {e}", snaps.display()));
     }
     let target = snaps.join(snapshot::snapshot_name(world.seq()));
-    if let Err(e) = std::fs::write(&target, &bytes).and_then(|()| std::fs::File::open(&target)?.sync_all()) {
+    // In place the snapshot is already there: never rewrite it.
+    let already = std::fs::read(&target).is_ok_and(|b| b == bytes);
+    if !already && let Err(e) = super::common::write_private(&target, &bytes) {
         return fail(format!("{}: {e}", target.display()));
     }
+    drop(lock); // opening takes it again
     let mut config = match config_for(&args.data_dir, None) {
         Ok(c) => c,
         Err(e) => return fail(e),

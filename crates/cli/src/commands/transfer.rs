@@ -83,7 +83,7 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let mut out: Box<dyn Write> = match &args.out {
-        Some(p) => match std::fs::File::create(p) {
+        Some(p) => match super::common::create_private(p) {
             Ok(f) => Box::new(std::io::BufWriter::new(f)),
             Err(e) => return fail(format!("{}: {e}", p.display())),
         },

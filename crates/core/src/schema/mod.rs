@@ -12,12 +12,14 @@
 //! Entity ids: a root table's `primary_key` (u64) and a component's
 //! `entity_id` owner key are the entity's own id and are never stored.
 
+mod diff;
 mod dump;
 mod error;
 mod model;
 mod parse;
 mod types;
 
+pub use diff::differences;
 pub use error::{SchemaError, SchemaIssue};
 pub use model::{CustomType, EnumDef, Field, FieldRole, RelationDef, RelationId, Schema, Table, TableId};
 pub use parse::{
