@@ -236,3 +236,45 @@ fn the_guides_diagnostic_and_recovery_commands_run_verbatim() {
         assert_eq!(srv.call("GET", &format!("/v1/entities/{id}"), Some(&t), None).status, 200, "{id}");
     }
 }
+
+/// At the memory ceiling, logins still work (sessions are bounded
+/// bookkeeping), so an operator can get in and delete data; sessions do not
+/// pile up.
+#[test]
+fn a_full_database_still_lets_operators_in_and_sessions_are_bounded() {
+    let srv = spawn(tempfile::tempdir().unwrap(), &[("ECSDB_MAX_MEMORY_MB", "1")], None);
+    let t = srv.admin();
+    let mut last = None;
+    for _ in 0..60 {
+        let ops: Vec<J> =
+            (0..50).map(|_| json!({"op": "create", "components": {"entities": {}, "inventory": {}}})).collect();
+        let r = srv.call("POST", "/v1/transactions", Some(&t), Some(&json!({"ops": ops})));
+        if r.status != 200 {
+            assert_eq!(r.status, 507, "{}", r.body);
+            break;
+        }
+        last = r.body["ids"].as_array().and_then(|a| a.first().cloned());
+    }
+    // Top it up one entity at a time until even one does not fit.
+    for _ in 0..100 {
+        let r =
+            srv.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {}, "inventory": {}}})));
+        if r.status == 507 {
+            break;
+        }
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = srv.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {}, "inventory": {}}})));
+    assert_eq!(r.status, 507, "the ceiling was not reached: {}", r.body);
+    for _ in 0..33 {
+        srv.admin();
+    }
+    let sessions = srv.call("GET", "/v1/admin/sessions", Some(&t), None);
+    let n = sessions.body["sessions"].as_array().map_or(0, Vec::len);
+    assert!(n <= 32, "{n} sessions for one user");
+    // The newest login works; the one from the start was the oldest and ended.
+    let fresh = srv.admin();
+    let id = last.unwrap();
+    assert_eq!(srv.call("DELETE", &format!("/v1/entities/{id}"), Some(&fresh), None).status, 200);
+    assert_eq!(srv.call("GET", "/v1/stats", Some(&t), None).status, 401);
+}

@@ -57,7 +57,8 @@ impl Entities {
     /// Allocate a fresh id. Returns `None` when the 32-bit index space is full.
     pub(crate) fn alloc(&mut self) -> Option<EntityId> {
         while let Some(i) = self.free.pop() {
-            let s = &mut self.slots[i as usize];
+            // Stale entries (a slot revived or taken back by a rollback) are skipped.
+            let Some(s) = self.slots.get_mut(i as usize) else { continue };
             if !s.alive && s.generation != RETIRED {
                 s.alive = true;
                 self.alive += 1;
@@ -121,10 +122,29 @@ impl Entities {
     /// Undo an allocation made in a rolled-back transaction: the id was never
     /// committed, so its slot returns to the free list at the same generation.
     pub(crate) fn unalloc(&mut self, id: EntityId) {
+        let i = id.index() as usize;
+        let fresh = id.generation() == 1 && i + 1 == self.slots.len();
         if let Some(s) = self.slot_mut(id) {
             s.alive = false;
             self.alive -= 1;
-            self.free.push(id.index());
+            if !fresh {
+                self.free.push(id.index());
+                return;
+            }
+        } else {
+            return;
+        }
+        // A slot this transaction added at the end of the table goes away
+        // again, with the never-used slots an explicit id skipped over, so
+        // a rolled-back transaction leaves the table as it found it.
+        self.slots.pop();
+        while let Some(last) = self.slots.last()
+            && !last.alive
+            && last.generation == 1
+            && self.free.last().is_some_and(|&f| f as usize + 1 == self.slots.len())
+        {
+            self.slots.pop();
+            self.free.pop();
         }
     }
 
@@ -167,8 +187,11 @@ impl Entities {
         }
     }
 
+    /// Accounted bytes: every slot plus room for it in the free list. A
+    /// function of the slots alone, so the same state accounts the same
+    /// after a restart (the free list's length depends on history).
     pub fn heap_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Slot>() + self.free.len() * 4
+        self.slots.len() * (std::mem::size_of::<Slot>() + 4)
     }
 }
 

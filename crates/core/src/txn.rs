@@ -85,6 +85,8 @@ pub(crate) struct TxnState {
     /// Accounted bytes before the first operation that can grow memory
     /// (measured lazily: only growing transactions pay for it).
     start_bytes: Option<usize>,
+    /// Commit even over the memory ceiling (small bookkeeping writes).
+    exempt_memory: bool,
 }
 
 /// A committed transaction.
@@ -116,7 +118,16 @@ impl World {
             check_touched: self.check_touched,
             images: Vec::new(),
             start_bytes: None,
+            exempt_memory: false,
         }));
+        Ok(())
+    }
+
+    /// Let the active transaction commit even over the memory ceiling. For
+    /// small, bounded bookkeeping writes (a server's login sessions) that
+    /// must not lock everyone out when the data has reached the ceiling.
+    pub fn exempt_from_memory_limit(&mut self) -> Result<()> {
+        self.st()?.exempt_memory = true;
         Ok(())
     }
 
@@ -659,7 +670,7 @@ impl World {
                 self.check_edge_ends(&k)?;
             }
         }
-        if let (Some(limit), Some(start)) = (self.memory_limit_bytes, st.start_bytes) {
+        if let (Some(limit), Some(start), false) = (self.memory_limit_bytes, st.start_bytes, st.exempt_memory) {
             let used = self.data_bytes();
             if used > limit && used > start {
                 return Err(Error::MemoryLimit { used_bytes: used, limit_bytes: limit });

@@ -20,6 +20,10 @@ use crate::value::{self, Value};
 
 /// Slot-table growth (in slots) that needs no memory check.
 const SLOT_GROWTH_UNCHECKED: usize = 1 << 16;
+/// Most slots one explicit id (import, replay) may add past the end of the
+/// entity table: ids are handed out densely, so a bigger jump is a hostile
+/// or damaged input that would make every later start pay for it.
+const MAX_ID_GAP: usize = 1 << 20;
 /// Largest slot-table growth allowed by one id when no memory ceiling is set.
 const MAX_SLOT_GROWTH_BYTES: usize = 1 << 30;
 
@@ -457,6 +461,12 @@ impl World {
         // index: bound that by the memory ceiling (or a hard cap without one),
         // so a hostile import or a damaged log cannot exhaust memory.
         let grow = (id.index() as usize + 1).saturating_sub(self.entities.slot_count());
+        if grow > MAX_ID_GAP {
+            return Err(Error::IdUnavailable(format!(
+                "entity id {id}: index {} is {grow} slots past the end of the entity table; one id may skip at most {MAX_ID_GAP} (load entities in id order)",
+                id.index()
+            )));
+        }
         if grow > SLOT_GROWTH_UNCHECKED {
             let bytes = grow.saturating_mul(crate::entities::SLOT_BYTES);
             let room = match self.memory_limit_bytes {

@@ -201,6 +201,15 @@ impl DatabaseBuilder {
             World::new(schema.clone())
         };
         world.set_memory_limit(self.config.memory_limit_bytes());
+        if let Some(limit) = self.config.memory_limit_bytes()
+            && world.data_bytes() > limit
+        {
+            tracing::warn!(
+                used_bytes = world.data_bytes(),
+                limit_bytes = limit,
+                "the recovered data is over the memory ceiling ([memory] max_capacity_mb): commits that add data are refused until data is deleted or the ceiling raised"
+            );
+        }
         world.set_max_commit_bytes(
             usize::try_from(self.config.transactions.max_transaction_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         );
@@ -851,6 +860,13 @@ impl Transaction<'_> {
             .relation_id(relation)
             .ok_or_else(|| ecsdb_core::Error::NoSuchRelation(relation.to_string()))?;
         Ok(self.w().unlink_edge(rel, from, to)?)
+    }
+
+    /// Commit this transaction even over the memory ceiling: for small,
+    /// bounded bookkeeping writes only (a server's login sessions), so a
+    /// full database still lets its operators log in and delete data.
+    pub fn exempt_from_memory_limit(&mut self) -> Result<()> {
+        Ok(self.w().exempt_from_memory_limit()?)
     }
 
     /// Iterate every archetype holding all `tables` with typed, in-place

@@ -214,7 +214,8 @@ fn import_rejects_malformed_documents_and_changes_nothing() {
         (json!({"entities": [{"id": "x"}]}), "entities[0] has no valid `id`"),
         (json!({"entities": [{"id": a.0}]}), "already exists"),
         (json!({"entities": [{"id": 77}]}), "entity id 77 has an invalid generation"),
-        (json!({"entities": [{"id": (1u64 << 32) | 0xffff_fff0}]}), "would grow the entity table"),
+        (json!({"entities": [{"id": (1u64 << 32) | 0xffff_fff0}]}), "one id may skip at most 1048576"),
+        (json!({"entities": [{"id": (1u64 << 32) | 0x05f5_e100}]}), "one id may skip at most 1048576"),
         (
             json!({"entities": [{"id": NEW}], "components": {"player": [{"entity_id": NEW, "level": "x"}]}}),
             "components.player[0]",

@@ -290,12 +290,27 @@ pub fn list_sessions(w: &World) -> ApiResult<Vec<Session>> {
     Ok(rows(w, t).into_iter().map(|id| session_at(w, t, id)).collect())
 }
 
-/// Record a session, dropping expired ones.
+/// Sessions one user may hold; a login beyond it ends the oldest.
+pub const MAX_SESSIONS_PER_USER: usize = 32;
+
+/// Record a session, dropping expired ones and the user's oldest beyond
+/// [`MAX_SESSIONS_PER_USER`]. Sessions are bounded, so they may be written
+/// over the memory ceiling: a full database still lets its admins log in.
 pub fn insert_session(db: &Database, token_id: &str, username: &str, expires_ms: u64) -> ApiResult<()> {
     let now = now_ms();
     db.write(|t| {
+        t.exempt_from_memory_limit()?;
+        let mut mine = Vec::new();
         for s in list_sessions(t).unwrap_or_default() {
             if s.expires_ms <= now {
+                t.delete(s.id)?;
+            } else if s.username == username {
+                mine.push(s);
+            }
+        }
+        if mine.len() >= MAX_SESSIONS_PER_USER {
+            mine.sort_by_key(|s| (s.created_ms, s.id));
+            for s in &mine[..=mine.len() - MAX_SESSIONS_PER_USER] {
                 t.delete(s.id)?;
             }
         }

@@ -79,6 +79,9 @@ proptest! {
             store = s;
             prop_assert_eq!(&state(&recovered), &live);
             prop_assert_eq!(recovered.seq(), w.seq());
+            // The memory ceiling counts the same after a restart.
+            prop_assert_eq!(recovered.data_bytes(), w.data_bytes());
+            prop_assert_eq!(loaded.data_bytes(), w.data_bytes());
             prop_assert!(recovered.check_integrity().is_empty());
             // Carry on with the recovered world: ids handed out after a
             // restart must not collide with committed ones either.

@@ -38,12 +38,37 @@ pub struct ExportArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Largest import file: a quarter of the memory ceiling, at least 64 MiB
+/// (1 GiB without a ceiling).
+fn import_limit(config: &ecsdb::DatabaseConfig) -> u64 {
+    config.memory_limit_bytes().map_or(1 << 30, |b| (b as u64 / 4).max(64 << 20))
+}
+
 pub fn import(args: &ImportArgs) -> ExitCode {
     let d = &args.dir.resolved();
     let schema = match schema_for(&d.data_dir, d.schema.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let config = match config_for(&d.data_dir, d.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    // The whole document is parsed before anything is written (all or
+    // nothing), and parsed JSON takes several times its size: bound the file
+    // by the memory ceiling before reading it.
+    let limit = import_limit(&config);
+    match std::fs::metadata(&args.file) {
+        Ok(m) if m.len() > limit => {
+            return fail(format!(
+                "{} is {} bytes; an import file may take at most {limit} bytes (a quarter of [memory] max_capacity_mb, at least 64 MiB): split the export",
+                args.file.display(),
+                m.len()
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return fail(format!("{}: {e}", args.file.display())),
+    }
     let text = match std::fs::read_to_string(&args.file) {
         Ok(t) => t,
         Err(e) => return fail(format!("{}: {e}", args.file.display())),
@@ -52,10 +77,7 @@ pub fn import(args: &ImportArgs) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(format!("{}: not JSON: {e}", args.file.display())),
     };
-    let config = match config_for(&d.data_dir, d.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    drop(text);
     let db = match open(schema, config, false) {
         Ok(db) => db,
         Err(e) => return fail(e),
