@@ -194,3 +194,78 @@ fn a_locked_directory_is_refused() {
     assert!(err.contains(&format!("in use by another process (pid {})", std::process::id())), "{err}");
     drop(db);
 }
+
+/// A data directory with 30 commits: the first 20 archived behind two
+/// checkpoints, the last 10 in the live log. Returns it and the live segment.
+fn with_history(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let d = root.join("data");
+    let mut c = ecsdb::DatabaseConfig::default();
+    c.persistence.checkpoint_on_shutdown = false;
+    let db =
+        ecsdb::Database::builder().config(c).schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().data_dir(&d).build().unwrap();
+    for i in 0..30u32 {
+        db.write(|t| t.create_entity_json(&serde_json::json!({"entities": {}, "player": {"level": i}}))).unwrap();
+        if i == 9 || i == 19 {
+            db.checkpoint().unwrap();
+        }
+    }
+    db.close().unwrap();
+    drop(db);
+    let mut live: Vec<_> = std::fs::read_dir(d.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 32)
+        .collect();
+    live.sort();
+    (d, live.pop().unwrap())
+}
+
+#[test]
+fn tools_and_recovery_judge_the_log_tail_alike() {
+    // A newest segment cut inside its header: a crash while creating it.
+    let root = tempfile::tempdir().unwrap();
+    let (d, _) = with_history(root.path());
+    std::fs::write(d.join("wal").join(format!("{:020}.wal", 31)), [b'E', b'C', b'S']).unwrap();
+    let (code, out, err) = ecsdb(&["verify", s(&d)]);
+    assert_eq!(code, 0, "verify: {out}{err}");
+    assert!(out.contains("unfinished segment header"), "{out}");
+    let (code, out, err) = ecsdb(&["fsck", s(&d)]);
+    assert_eq!(code, 0, "fsck: {out}{err}");
+    assert!(out.contains("recovered sequence 30"), "{out}");
+
+    // A flipped byte in the last (complete) record: both call it damage.
+    let root = tempfile::tempdir().unwrap();
+    let (d, live) = with_history(root.path());
+    let mut b = std::fs::read(&live).unwrap();
+    let n = b.len();
+    b[n - 3] ^= 0x20;
+    std::fs::write(&live, &b).unwrap();
+    let (code, _, err) = ecsdb(&["verify", s(&d)]);
+    assert_eq!(code, 1, "verify passed a damaged last record");
+    assert!(err.contains("complete last record"), "{err}");
+    let (code, _, err) = ecsdb(&["fsck", s(&d)]);
+    assert_eq!(code, 1, "{err}");
+    let (code, out, err) = ecsdb(&["fsck", s(&d), "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dropped commit 30"), "{out}");
+    let (code, out, err) = ecsdb(&["fsck", s(&d)]);
+    assert_eq!(code, 0, "after repair: {out}{err}");
+
+    // Damage in an archived segment (covered by the snapshot): repair cuts
+    // it, says which commits left the history, and fsck then passes.
+    let root = tempfile::tempdir().unwrap();
+    let (d, _) = with_history(root.path());
+    let mut archived: Vec<_> = std::fs::read_dir(d.join("wal_archive")).unwrap().map(|e| e.unwrap().path()).collect();
+    archived.sort();
+    let first = &archived[0];
+    let b = std::fs::read(first).unwrap();
+    std::fs::write(first, &b[..b.len() - 5]).unwrap();
+    let (code, _, err) = ecsdb(&["fsck", s(&d)]);
+    assert_eq!(code, 1, "a damaged archive passed: {err}");
+    let (code, out, err) = ecsdb(&["fsck", s(&d), "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("archived log cut"), "{out}");
+    let (code, out, err) = ecsdb(&["fsck", s(&d)]);
+    assert_eq!(code, 0, "after repair: {out}{err}");
+    assert!(out.contains("recovered sequence 30"), "{out}");
+}

@@ -126,6 +126,9 @@ pub struct PersistenceSection {
     pub snapshot_interval_ops: u64,
     pub snapshot_interval_secs: u64,
     pub wal_archive_enabled: bool,
+    /// Most MiB `wal_archive/` keeps (0 = no limit); the oldest archived
+    /// segments not needed by a retained snapshot go first.
+    pub wal_archive_max_mb: u64,
     pub compaction_enabled: bool,
     pub compaction_threads: u32,
     /// Alias of `[transactions] wal_sync_on_commit` (the guide shows it in
@@ -150,6 +153,7 @@ impl Default for PersistenceSection {
             snapshot_interval_ops: 100_000,
             snapshot_interval_secs: 300,
             wal_archive_enabled: true,
+            wal_archive_max_mb: 1024,
             compaction_enabled: true,
             compaction_threads: 1,
             wal_sync_on_commit: None,
@@ -202,6 +206,7 @@ impl DatabaseConfig {
         range("replication.max_clients", u64::from(self.replication.max_clients), 1, 1_000_000);
         range("persistence.snapshot_interval_secs", p.snapshot_interval_secs, 1, 31_536_000);
         range("persistence.max_wal_size_mb", p.max_wal_size_mb, 1, 1 << 24);
+        range("persistence.wal_archive_max_mb", p.wal_archive_max_mb, 0, 1 << 24);
         range("persistence.wal_segment_mb", p.wal_segment_mb, 1, 4096);
         range("persistence.snapshot_retention", u64::from(p.snapshot_retention), 1, 1000);
         range("persistence.compaction_threads", u64::from(p.compaction_threads), 1, 256);

@@ -269,6 +269,7 @@ fn open_durable(
         retention: p.snapshot_retention as usize,
         repair,
         compression_level: p.snapshot_compression_level,
+        archive_max_bytes: p.wal_archive_max_mb.saturating_mul(1 << 20),
     };
     let (store, world, report) = Store::open(fs, &dir, schema, opts)?;
     if let Some((path, off)) = &report.truncated_tail {

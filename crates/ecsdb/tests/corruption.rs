@@ -112,13 +112,28 @@ fn corruption_table() {
         b[at] ^= 0x40;
         std::fs::write(&p, b).unwrap();
     };
-    // Case: flipped bit in the last record's payload (nothing after it): torn.
+    // Case: flipped bit in the last record's payload (nothing after it). The
+    // record is complete, so its bytes were written: damage to a possibly
+    // acknowledged commit, never cut silently. Repair cuts it and says so.
     check(
         "bit flip in the last record",
         |d| {
             let s = segments(d).pop().unwrap();
             let at = std::fs::metadata(&s).unwrap().len() as usize - 2;
             flip(s, at);
+        },
+        &Expect::Refuses("in the last record, which is complete"),
+        Some(19),
+    );
+    // Case: the last record's bytes never reached the disk (zeros): torn.
+    check(
+        "zeroed last record",
+        |d| {
+            let s = segments(d).pop().unwrap();
+            let mut b = std::fs::read(&s).unwrap();
+            let at = last_record_offset(&s);
+            b[at..].fill(0);
+            std::fs::write(&s, b).unwrap();
         },
         &Expect::Opens(19),
         None,

@@ -110,7 +110,15 @@ fn a_different_schema_is_refused() {
         .enable_persistence()
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("a data directory keeps one schema"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("a data directory keeps one schema"), "{msg}");
+    // The differences are named, not two fingerprints or versions.
+    assert!(msg.contains("table `player` is only in the directory's schema"), "{msg}");
+    assert!(msg.contains("table `x` is only in the given schema"), "{msg}");
+    // Without a schema, the directory opens with its own.
+    let db = Database::builder().config(config(dir.path())).enable_persistence().build().unwrap();
+    assert_eq!(db.read().entity_count(), 1);
+    assert!(db.schema().table_id("player").is_some());
 }
 
 fn sim_db(fs: &SimFs) -> Database {

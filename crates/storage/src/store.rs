@@ -44,6 +44,9 @@ pub struct StoreOptions {
     pub repair: bool,
     /// zstd level for snapshots.
     pub compression_level: i32,
+    /// Most bytes `wal_archive/` keeps (0 = no limit): the oldest archived
+    /// segments go first, but never one the retained snapshots still need.
+    pub archive_max_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -55,6 +58,7 @@ impl Default for StoreOptions {
             retention: 3,
             repair: false,
             compression_level: 1,
+            archive_max_bytes: 1 << 30,
         }
     }
 }
@@ -209,6 +213,9 @@ pub fn replay(
         if let Some((next_first, _)) = segments.get(i + 1)
             && *next_first <= world.seq() + 1
         {
+            if repair {
+                repair_covered(fs, path, report)?;
+            }
             continue;
         }
         if *first > world.seq() + 1 {
@@ -263,8 +270,8 @@ pub fn replay(
             })?;
             report.records_replayed += 1;
         }
-        if let Tail::Damaged { offset, reason, valid_after } = s.tail {
-            let torn = last && !valid_after;
+        if let Tail::Damaged { offset, reason, valid_after, torn, dropped } = s.tail {
+            let torn = last && torn;
             if torn || repair {
                 if mode != Mode::ReadOnly {
                     fs.truncate(path, offset as u64).map_err(io(path))?;
@@ -272,15 +279,38 @@ pub fn replay(
                 if torn {
                     report.truncated_tail = Some((path.clone(), offset as u64));
                 } else {
-                    report.repaired.push(format!("{}: log cut at byte {offset} ({reason})", path.display()));
+                    let damaged = s.records.last().map_or(s.header.first_seq, |r| r.seq + 1);
+                    report.repaired.push(format!(
+                        "{}: log cut at byte {offset} ({reason}): dropped commit {damaged}{}",
+                        path.display(),
+                        describe_seqs(", and the commits after it in this segment: ", &dropped)
+                    ));
                 }
                 if !last {
                     for (_, later) in &segments[i + 1..] {
-                        report.repaired.push(format!("{}: removed (after the cut)", later.display()));
+                        let held = fs
+                            .read(later)
+                            .ok()
+                            .and_then(|b| scan(&b).ok())
+                            .map(|s| s.records.iter().map(|r| r.seq).collect::<Vec<_>>())
+                            .unwrap_or_default();
+                        report.repaired.push(format!(
+                            "{}: removed (after the cut){}",
+                            later.display(),
+                            describe_seqs(", holding commits ", &held)
+                        ));
                         fs.remove(later).map_err(io(later))?;
                     }
                     return Ok(());
                 }
+            } else if last && !valid_after {
+                return Err(StorageError::Corrupt {
+                    path: path.clone(),
+                    offset: Some(offset as u64),
+                    reason: format!(
+                        "{reason} in the last record, which is complete: its bytes were written, so this is damage, not a torn write, and it may be an acknowledged commit (use repair to cut the log here; what is dropped is listed)"
+                    ),
+                });
             } else {
                 return Err(StorageError::Corrupt {
                     path: path.clone(),
@@ -290,6 +320,56 @@ pub fn replay(
                     ),
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// `prefix` and the sequence numbers as ranges (`5..=9, 12`), or nothing.
+fn describe_seqs(prefix: &str, seqs: &[u64]) -> String {
+    if seqs.is_empty() {
+        return String::new();
+    }
+    let mut parts = Vec::new();
+    let mut start = seqs[0];
+    let mut prev = seqs[0];
+    for &s in &seqs[1..] {
+        if s != prev + 1 {
+            parts.push(if start == prev { start.to_string() } else { format!("{start}..={prev}") });
+            start = s;
+        }
+        prev = s;
+    }
+    parts.push(if start == prev { start.to_string() } else { format!("{start}..={prev}") });
+    format!("{prefix}{}", parts.join(", "))
+}
+
+/// Repair of a segment every record of which the state already holds (an
+/// archived one, covered by the snapshot): damage there loses only log
+/// history, so the segment is cut at the damage (or set aside whole as
+/// `*.wal.damaged` when its header is unreadable), and that is reported.
+fn repair_covered(fs: &dyn Vfs, path: &Path, report: &mut RecoveryReport) -> Result<(), StorageError> {
+    let bytes = fs.read(path).map_err(io(path))?;
+    match scan(&bytes) {
+        Ok(s) => {
+            if let Tail::Damaged { offset, reason, dropped, .. } = s.tail {
+                fs.truncate(path, offset as u64).map_err(io(path))?;
+                let damaged = s.records.last().map_or(s.header.first_seq, |r| r.seq + 1);
+                report.repaired.push(format!(
+                    "{}: archived log cut at byte {offset} ({reason}): commit {damaged}{} left the log history (the snapshot holds their effects)",
+                    path.display(),
+                    describe_seqs(" and ", &dropped)
+                ));
+            }
+        }
+        Err(reason) => {
+            let aside = path.with_extension("wal.damaged");
+            fs.rename(path, &aside).map_err(io(path))?;
+            report.repaired.push(format!(
+                "{}: unreadable archived segment ({reason}) set aside as {} (the snapshot holds its commits)",
+                path.display(),
+                aside.display()
+            ));
         }
     }
     Ok(())
@@ -391,6 +471,7 @@ impl Store {
             self.fs.remove(&old).map_err(io(&old))?;
         }
         self.fs.sync_dir(&snaps).map_err(io(&snaps))?;
+        self.prune_archive()?;
         Ok(CheckpointInfo {
             seq: image.seq,
             path,
@@ -399,6 +480,39 @@ impl Store {
             write_ms,
             segments_archived: archived,
         })
+    }
+
+    /// Keep `wal_archive/` within `archive_max_bytes`: remove the oldest
+    /// archived segments, but only those whose every commit is at or below
+    /// the oldest retained snapshot (recovery can fall back to that snapshot
+    /// and needs the log after it).
+    fn prune_archive(&self) -> Result<(), StorageError> {
+        if self.opts.archive_max_bytes == 0 {
+            return Ok(());
+        }
+        let dir = self.dir.join("wal_archive");
+        let segs = list_segments(self.fs.as_ref(), &dir)?;
+        let mut total: u64 = segs.iter().filter_map(|(_, p)| self.fs.file_len(p).ok()).sum();
+        let oldest_snapshot =
+            list_snapshots(self.fs.as_ref(), &self.dir.join("snapshots"))?.last().map_or(0, |(s, _)| *s);
+        let mut removed = false;
+        for (i, (_, p)) in segs.iter().enumerate() {
+            if total <= self.opts.archive_max_bytes {
+                break;
+            }
+            // The segment's commits end just before the next one starts.
+            let needed = segs.get(i + 1).is_none_or(|(next, _)| next - 1 > oldest_snapshot);
+            if needed {
+                break;
+            }
+            total -= self.fs.file_len(p).unwrap_or(0);
+            self.fs.remove(p).map_err(io(p))?;
+            removed = true;
+        }
+        if removed {
+            self.fs.sync_dir(&dir).map_err(io(&dir))?;
+        }
+        Ok(())
     }
 
     /// Bytes of live log segments.

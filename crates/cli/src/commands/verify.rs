@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ecsdb::storage::snapshot;
-use ecsdb::storage::wal::format::{Tail, parse_segment_name, scan};
+use ecsdb::storage::wal::format::{Tail, is_unfinished_header, parse_segment_name, scan};
 
 use super::common::progress;
 
@@ -24,21 +24,32 @@ struct Report {
     checked: usize,
 }
 
-fn verify_snapshot(p: &Path, r: &mut Report) {
+/// Returns the snapshot's sequence when it verifies.
+fn verify_snapshot(p: &Path, r: &mut Report) -> Option<u64> {
     r.checked += 1;
     match std::fs::read(p) {
         Ok(b) => match snapshot::verify(p, &b) {
             Ok(info) => {
                 r.notes.push(format!("{}: snapshot at sequence {}, {} blocks, ok", p.display(), info.seq, info.blocks));
+                Some(info.seq)
             }
-            Err(e) => r.problems.push(e.to_string()),
+            Err(e) => {
+                r.problems.push(e.to_string());
+                None
+            }
         },
-        Err(e) => r.problems.push(format!("{}: {e}", p.display())),
+        Err(e) => {
+            r.problems.push(format!("{}: {e}", p.display()));
+            None
+        }
     }
 }
 
-/// Verify segments in order; returns the (first, last) sequence seen.
-fn verify_segments(mut segs: Vec<(u64, PathBuf)>, r: &mut Report) -> Option<(u64, u64)> {
+/// Verify segments in order; returns the (first, last) sequence seen. A gap
+/// whose missing commits are all at or below `covered` (the newest snapshot
+/// that verifies) is a note: recovery never needs those commits, only a
+/// rebuild of the whole history does.
+fn verify_segments(mut segs: Vec<(u64, PathBuf)>, covered: u64, r: &mut Report) -> Option<(u64, u64)> {
     segs.sort();
     let pb = progress(segs.len() as u64, "verifying segments");
     let mut range: Option<(u64, u64)> = None;
@@ -55,6 +66,12 @@ fn verify_segments(mut segs: Vec<(u64, PathBuf)>, r: &mut Report) -> Option<(u64
         };
         let s = match scan(&b) {
             Ok(s) => s,
+            // The same judgement recovery makes: the newest segment cut
+            // short in its header was being created when the process died.
+            Err(e) if i + 1 == n && is_unfinished_header(&b) => {
+                r.notes.push(format!("{}: unfinished segment header ({e}); recovery removes it", p.display()));
+                continue;
+            }
             Err(e) => {
                 r.problems.push(format!("{}: {e}", p.display()));
                 continue;
@@ -68,6 +85,17 @@ fn verify_segments(mut segs: Vec<(u64, PathBuf)>, r: &mut Report) -> Option<(u64
             ));
         }
         if let Some((_, last)) = range
+            && s.header.first_seq > last + 1
+            && !s.records.is_empty()
+            && s.header.first_seq <= covered + 1
+        {
+            r.notes.push(format!(
+                "{}: the log history has a gap (commits {}..={} are missing); snapshot {covered} covers it, so recovery does not need them, but rebuild-from-wal cannot start before it",
+                p.display(),
+                last + 1,
+                s.header.first_seq - 1
+            ));
+        } else if let Some((_, last)) = range
             && s.header.first_seq != last + 1
             && !s.records.is_empty()
         {
@@ -80,9 +108,14 @@ fn verify_segments(mut segs: Vec<(u64, PathBuf)>, r: &mut Report) -> Option<(u64
         if let Some(lastrec) = s.records.last() {
             range = Some((range.map_or(s.header.first_seq, |x| x.0), lastrec.seq));
         }
-        if let Tail::Damaged { offset, reason, valid_after } = s.tail {
-            if i + 1 == n && !valid_after {
+        if let Tail::Damaged { offset, reason, valid_after, torn, .. } = s.tail {
+            if i + 1 == n && torn {
                 r.notes.push(format!("{}: torn record at byte {offset} ({reason}); recovery cuts it off", p.display()));
+            } else if i + 1 == n && !valid_after {
+                r.problems.push(format!(
+                    "{} at byte {offset}: {reason} in a complete last record (damage, not a torn write; recovery refuses to open until `ecsdb fsck --repair`)",
+                    p.display()
+                ));
             } else {
                 r.problems.push(format!("{} at byte {offset}: {reason}", p.display()));
             }
@@ -113,18 +146,21 @@ pub fn run(args: &Args) -> ExitCode {
             let snaps = std::fs::read_dir(p.join("snapshots"))
                 .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect::<Vec<_>>())
                 .unwrap_or_default();
+            let mut covered = 0;
             for s in snaps.iter().filter(|s| s.extension().is_some_and(|x| x == "snap")) {
-                verify_snapshot(s, &mut r);
+                if let Some(seq) = verify_snapshot(s, &mut r) {
+                    covered = covered.max(seq);
+                }
             }
             let mut segs = segments_in(&p.join("wal_archive"));
             let live = segments_in(&p.join("wal"));
             segs.retain(|(s, _)| !live.iter().any(|(l, _)| l == s));
             segs.extend(live);
-            if let Some((a, b)) = verify_segments(segs, &mut r) {
+            if let Some((a, b)) = verify_segments(segs, covered, &mut r) {
                 r.notes.push(format!("log holds sequences {a}..={b}"));
             }
         } else {
-            if let Some((a, b)) = verify_segments(segments_in(p), &mut r) {
+            if let Some((a, b)) = verify_segments(segments_in(p), 0, &mut r) {
                 r.notes.push(format!("log holds sequences {a}..={b}"));
             }
             if r.checked == 0 {
@@ -132,10 +168,10 @@ pub fn run(args: &Args) -> ExitCode {
             }
         }
     } else if p.extension().is_some_and(|x| x == "snap") {
-        verify_snapshot(p, &mut r);
+        let _ = verify_snapshot(p, &mut r);
     } else if p.extension().is_some_and(|x| x == "wal") {
         let first = p.file_name().and_then(|n| n.to_str()).and_then(parse_segment_name).unwrap_or(0);
-        verify_segments(vec![(first, p.clone())], &mut r);
+        verify_segments(vec![(first, p.clone())], 0, &mut r);
     } else if p.exists() {
         r.problems
             .push(format!("{}: not a data directory, log directory, .wal segment or .snap snapshot", p.display()));

@@ -111,7 +111,34 @@ pub enum Tail {
         /// Whether a valid record follows the damage somewhere later in the
         /// segment (then it is not a torn tail but corruption in the middle).
         valid_after: bool,
+        /// Whether the damage looks like a write a crash cut short: nothing
+        /// valid after it, and the record incomplete (its header or payload
+        /// runs past the end of the file) or unwritten (zeros to the end). A
+        /// *complete* record whose checksum fails is damage to bytes that
+        /// were written — possibly an acknowledged commit — and is never
+        /// cut silently. (Damage to the length field of the final record
+        /// can look like a cut-short write; that case cannot be told apart.)
+        torn: bool,
+        /// Sequence numbers of valid-looking records after the damage (what
+        /// cutting the log here would drop, beyond the damaged record).
+        dropped: Vec<u64>,
     },
+}
+
+/// Whether damage at `offset` looks like a write cut short (see `Tail`).
+pub fn looks_torn(b: &[u8], offset: usize) -> bool {
+    let rest = b.get(offset..).unwrap_or_default();
+    if rest.len() < RECORD_HEADER_LEN || rest.iter().all(|&x| x == 0) {
+        return true;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    RECORD_HEADER_LEN + len > rest.len()
+}
+
+/// What a segment too short for its header means: a crash while the
+/// segment was being created (it can hold no commit) when it is the newest.
+pub fn is_unfinished_header(b: &[u8]) -> bool {
+    b.len() < HEADER_LEN
 }
 
 /// Result of scanning a segment.
@@ -157,9 +184,24 @@ pub fn scan(b: &[u8]) -> Result<Scan, String> {
                     Ok(r) => format!("sequence {} where {expect} was expected", r.seq),
                     Err(e) => e,
                 };
-                let valid_after = (at + 1..b.len().saturating_sub(RECORD_HEADER_LEN))
-                    .any(|p| try_record(b, p).is_ok_and(|r| r.seq >= expect));
-                return Ok(Scan { header, records, tail: Tail::Damaged { offset: at, reason, valid_after } });
+                let mut dropped = Vec::new();
+                let mut p = at + 1;
+                while p + RECORD_HEADER_LEN <= b.len() {
+                    match try_record(b, p) {
+                        Ok(r) if r.seq >= expect => {
+                            dropped.push(r.seq);
+                            p = r.payload.1;
+                        }
+                        _ => p += 1,
+                    }
+                }
+                let valid_after = !dropped.is_empty();
+                let torn = !valid_after && looks_torn(b, at);
+                return Ok(Scan {
+                    header,
+                    records,
+                    tail: Tail::Damaged { offset: at, reason, valid_after, torn, dropped },
+                });
             }
         }
     }
