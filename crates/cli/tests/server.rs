@@ -369,6 +369,9 @@ fn health_turns_degraded_then_unhealthy() {
     std::fs::remove_dir_all(s.dir.path().join("data")).unwrap();
     let h = s.call("GET", "/health", None, None);
     assert_eq!((h.status, h.body["status"].as_str()), (503, Some("unhealthy")), "{}", h.body);
+    // Unauthenticated clients learn no paths.
+    let text = h.body.to_string();
+    assert!(!text.contains(s.dir.path().to_str().unwrap()), "{text}");
 }
 
 #[test]

@@ -25,22 +25,34 @@ pub struct Check {
 pub fn checks(st: &Shared) -> Vec<Check> {
     let mut v = Vec::new();
     let dir = st.config.db.database.data_dir.clone();
+    // Details are read by unauthenticated clients: no paths, no OS error
+    // texts (those go to the server log).
     let failed = st.db.fail_stopped();
+    if let Some(why) = &failed {
+        tracing::error!(reason = %why, "health: writes are refused after a storage failure");
+    }
     v.push(Check {
         name: "fail_stop",
         healthy: failed.is_none(),
         critical: true,
-        detail: failed.unwrap_or_else(|| "writes accepted".into()),
+        detail: if failed.is_some() {
+            "writes refused after a storage failure (see the server log); restart once the disk is fixed".into()
+        } else {
+            "writes accepted".into()
+        },
     });
     let probe = dir.join(".health-probe");
     let writable = std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe));
+    if let Err(e) = &writable {
+        tracing::error!(dir = %dir.display(), error = %e, "health: the data directory is not writable");
+    }
     v.push(Check {
         name: "storage_writable",
         healthy: writable.is_ok(),
         critical: true,
-        detail: match writable {
-            Ok(()) => format!("{} is writable", dir.display()),
-            Err(e) => format!("{}: {e}", dir.display()),
+        detail: match &writable {
+            Ok(()) => "the data directory is writable".into(),
+            Err(e) => format!("the data directory is not writable ({:?}; see the server log)", e.kind()),
         },
     });
     match fs4::available_space(&dir) {
