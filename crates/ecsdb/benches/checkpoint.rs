@@ -9,7 +9,7 @@
 //!   two readers reading entities in a loop: the longest and 99th-percentile
 //!   wait of a reader for its read view, the longest writer pause, and the
 //!   peak resident set while the checkpoint ran.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::many_single_char_names)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,13 +156,7 @@ fn main() {
     cfg.persistence.snapshot_interval_secs = 31_536_000;
     cfg.persistence.checkpoint_on_shutdown = false;
     cfg.transactions.max_transaction_mb = 1024;
-    let db = Database::builder()
-        .config(cfg)
-        .schema_toml(EXAMPLE_SCHEMA)
-        .unwrap()
-        .data_dir(dir.path())
-        .build()
-        .unwrap();
+    let db = Database::builder().config(cfg).schema_toml(EXAMPLE_SCHEMA).unwrap().data_dir(dir.path()).build().unwrap();
     let base = rss_bytes();
     println!("process at start: {:.0} MiB RSS", mib(base));
     let mut have = 0;
