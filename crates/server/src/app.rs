@@ -70,8 +70,12 @@ pub struct AppState {
     pub tokens: Tokens,
     pub config: ServerConfig,
     pub metrics: Metrics,
+    /// Requests without valid credentials, per client IP.
     pub ip_limiter: RateLimiter,
+    /// Requests per credential.
     pub cred_limiter: RateLimiter,
+    /// Failed logins, per `user:<name>` and per `ip:<addr>`.
+    pub login_failures: RateLimiter,
     pub started: Instant,
     next_request: AtomicU64,
 }
@@ -80,8 +84,9 @@ impl AppState {
     pub fn new(db: Database, tokens: Tokens, config: ServerConfig, clock: Arc<dyn crate::limits::Clock>) -> AppState {
         let rl = &config.rate_limit;
         AppState {
-            ip_limiter: RateLimiter::new(rl.window_secs, rl.max_requests, clock.clone()),
-            cred_limiter: RateLimiter::new(rl.window_secs, rl.max_requests, clock),
+            ip_limiter: RateLimiter::new(rl.window_secs, rl.max_unauthenticated, clock.clone()),
+            cred_limiter: RateLimiter::new(rl.window_secs, rl.max_requests, clock.clone()),
+            login_failures: RateLimiter::new(rl.window_secs, rl.login_failures_max, clock),
             db,
             tokens,
             config,
@@ -98,8 +103,6 @@ pub type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     let cfg = &state.config;
     let api = Router::new()
-        .route("/health", get(handlers::health))
-        .route("/metrics", get(handlers::metrics))
         .route("/v1/openapi.json", get(handlers::openapi))
         .route("/v1/auth/login", post(handlers::login))
         .route("/v1/auth/logout", post(handlers::logout))
@@ -120,23 +123,36 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/admin/checkpoint", post(handlers::checkpoint))
         .fallback(handlers::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .layer(axum::extract::DefaultBodyLimit::max(cfg.server.body_limit_bytes));
+        .layer(axum::extract::DefaultBodyLimit::max(cfg.server.body_limit_bytes))
+        // Requests served at once; health and metrics are outside it, so a
+        // flood of slow requests never hides the server's state.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.server.max_connections));
+    let probes = Router::new()
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
     let cors = cors_layer(&cfg.cors.allowed_origins);
-    api.layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(cors)
-        // No timeout layer around handlers: cutting one off would not undo
-        // a commit it already made. Bodies must arrive within the request
-        // timeout (`handlers::Body`), reads and writes wait for the database
-        // at most that long, and queries have their own deadline.
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.server.max_connections))
-        .with_state(state)
+    // No timeout layer around handlers: cutting one off would not undo a
+    // commit it already made. Headers must arrive within
+    // `server.header_timeout_ms` (the connection is cut), bodies within
+    // `server.request_timeout_ms` (`handlers::Body`), reads and writes wait
+    // for the database at most that long, and queries have their own
+    // deadline. `observe` is outermost, so every response (preflights, 408s,
+    // 413s, 429s) carries the security headers, a request id and metrics.
+    probes.merge(api).layer(cors).layer(middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
 }
 
 fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
-    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allow = if origins.iter().any(|o| o == "*") {
+        // Any origin; credentials are bearer tokens sent by the page itself,
+        // never cookies, so a wildcard exposes nothing extra.
+        tower_http::cors::AllowOrigin::any()
+    } else {
+        tower_http::cors::AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
     tower_http::cors::CorsLayer::new()
-        .allow_origin(list)
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
 }
 
@@ -160,9 +176,15 @@ async fn observe(State(st): State<Shared>, req: Request, next: Next) -> Response
     let ip = client_ip(&req);
     // Every log line of this request carries its id.
     let span = tracing::info_span!("request", request_id = %id);
-    let mut resp = if let Err(retry) = st.ip_limiter.check(&ip) {
-        st.metrics.rate_limited.inc();
-        too_many(retry)
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut resp = if declared.is_some_and(|n| n > st.config.server.body_limit_bytes as u64) {
+        // Refused before a byte of the body is read.
+        refuse(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the limit of {} bytes", st.config.server.body_limit_bytes),
+        ))
     } else {
         tracing::Instrument::instrument(next.run(req), span.clone()).await
     };
@@ -190,21 +212,30 @@ fn refuse(e: ApiError) -> Response {
     r
 }
 
-fn too_many(retry_after: u64) -> Response {
-    let mut r = refuse(ApiError::new(
+/// A 429 with `Retry-After`.
+pub fn too_many_error(retry_after: u64) -> ApiError {
+    let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         format!("too many requests; retry in {retry_after} s"),
-    ));
-    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    r
+    );
+    e.retry_after = Some(retry_after);
+    e
 }
 
-/// The access rule of a matched route.
+fn too_many(retry_after: u64) -> Response {
+    refuse(too_many_error(retry_after))
+}
+
+/// The access rule of a matched route (HEAD is GET without a body).
 pub fn access_of(method: &Method, route: &str) -> Option<Access> {
-    ROUTES.iter().find(|(m, p, _)| *m == method.as_str() && *p == route).map(|r| r.2)
+    let m = if method == Method::HEAD { "GET" } else { method.as_str() };
+    ROUTES.iter().find(|(rm, p, _)| *rm == m && *p == route).map(|r| r.2)
+}
+
+/// Routes that are never rate limited: probes must always answer.
+fn is_probe(route: &str) -> bool {
+    route == "/health" || route == "/metrics"
 }
 
 /// Authenticate and check the route's access rule; the principal is put in
@@ -215,7 +246,14 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
     };
     let Some(access) = access_of(req.method(), &route) else {
         if req.method() == Method::OPTIONS {
-            return next.run(req).await;
+            // Not a CORS preflight (the CORS layer answers those): say which
+            // methods the route takes.
+            let allow: Vec<&str> = ROUTES.iter().filter(|(_, p, _)| *p == route).map(|r| r.0).collect();
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                r.headers_mut().insert(header::ALLOW, v);
+            }
+            return r;
         }
         // Fail closed: a route without an access rule is never served.
         return ApiError::new(
@@ -225,7 +263,16 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
         )
         .into_response();
     };
+    let ip = client_ip(&req);
     if access == Access::Public {
+        // Probes are never limited; other public routes (login) count
+        // against the unauthenticated allowance of the client's IP.
+        if !is_probe(&route)
+            && let Err(retry) = st.ip_limiter.check(&ip)
+        {
+            st.metrics.rate_limited.inc();
+            return too_many(retry);
+        }
         return next.run(req).await;
     }
     let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -240,6 +287,12 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             st.metrics.auth_failures.inc();
+            // Refused credentials count against the IP's unauthenticated
+            // allowance (guessing tokens or keys).
+            if let Err(retry) = st.ip_limiter.check(&ip) {
+                st.metrics.rate_limited.inc();
+                return too_many(retry);
+            }
             return refuse(e);
         }
         Err(e) => return ApiError::internal(e.to_string()).into_response(),

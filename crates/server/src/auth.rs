@@ -3,8 +3,8 @@
 //! as SHA-256). Checking a request yields a [`Principal`] with permissions.
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use ecsdb::Database;
 use ecsdb::core::value::hex_encode;
+use ecsdb::{Database, EntityId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,6 +28,9 @@ pub struct Principal {
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    /// The user's entity id: a user deleted and created again under the
+    /// same name is another user, and old tokens do not carry over.
+    uid: u64,
     jti: String,
     iat: u64,
     exp: u64,
@@ -85,11 +88,11 @@ impl Tokens {
         Tokens { enc: EncodingKey::from_secret(secret), dec: DecodingKey::from_secret(secret), ttl_secs }
     }
 
-    /// A token for `username`, bound to session `jti`.
-    pub fn issue(&self, username: &str, jti: &str) -> ApiResult<(String, u64)> {
+    /// A token for user `username` (entity `uid`), bound to session `jti`.
+    pub fn issue(&self, username: &str, uid: EntityId, jti: &str) -> ApiResult<(String, u64)> {
         let now = system::now_ms() / 1000;
-        let exp = now + self.ttl_secs;
-        let claims = Claims { sub: username.into(), jti: jti.into(), iat: now, exp };
+        let exp = now.saturating_add(self.ttl_secs);
+        let claims = Claims { sub: username.into(), uid: uid.0, jti: jti.into(), iat: now, exp };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc)
             .map_err(|e| ApiError::internal(format!("token signing failed: {e}")))?;
         Ok((t, exp * 1000))
@@ -132,8 +135,12 @@ pub fn authenticate(db: &Database, tokens: &Tokens, header: Option<&str>) -> Api
     if session.expires_ms <= now {
         return Err(ApiError::unauthorized("the token has expired; log in again"));
     }
+    // The session, the token and the user must all be the same user: a
+    // session id of another user, or a user re-created under the same name,
+    // does not authenticate.
     let user = system::find_user(&w, &claims.sub)?
-        .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+        .filter(|u| u.id.0 == claims.uid && session.username == u.username)
+        .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists; log in again"))?;
     Ok(Principal { name: user.username, perms: user.role.perms(), token_id: Some(claims.jti) })
 }
 

@@ -18,8 +18,14 @@ pub struct ConfigError(pub String);
 pub struct ServerSection {
     /// Address to listen on.
     pub bind: String,
-    /// Requests served at once; more wait.
+    /// Requests served at once; more wait (`/health` and `/metrics` are
+    /// never held back by it).
     pub max_connections: usize,
+    /// Open connections one client IP may hold; more are closed at once.
+    pub max_connections_per_ip: usize,
+    /// A connection must send a request's headers within this (slow or
+    /// stalled clients are cut off).
+    pub header_timeout_ms: u64,
     /// A request taking longer gets 408.
     pub request_timeout_ms: u64,
     /// Larger request bodies get 413.
@@ -37,6 +43,8 @@ impl Default for ServerSection {
         ServerSection {
             bind: "127.0.0.1:8080".into(),
             max_connections: 1000,
+            max_connections_per_ip: 256,
+            header_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             body_limit_bytes: 4 << 20,
             query_timeout_ms: 10_000,
@@ -66,13 +74,21 @@ impl Default for AuthSection {
 pub struct RateLimitSection {
     /// Window length in seconds.
     pub window_secs: u64,
-    /// Requests allowed per client IP, and per credential, in one window.
+    /// Requests allowed per credential (user or API key) in one window;
+    /// 0 = no limit. Sized for a database: a game server's traffic.
     pub max_requests: u32,
+    /// Requests without valid credentials (logins, refused credentials)
+    /// allowed per client IP in one window; 0 = no limit.
+    pub max_unauthenticated: u32,
+    /// Failed logins allowed per username and per client IP in one window;
+    /// past it that name (from any IP) and that IP (for any name) are
+    /// refused until the window ends. 0 = no limit.
+    pub login_failures_max: u32,
 }
 
 impl Default for RateLimitSection {
     fn default() -> Self {
-        RateLimitSection { window_secs: 60, max_requests: 100 }
+        RateLimitSection { window_secs: 60, max_requests: 60_000, max_unauthenticated: 600, login_failures_max: 10 }
     }
 }
 
@@ -197,8 +213,11 @@ impl ServerConfig {
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             p.push("auth.jwt_secret must be at least 32 characters".into());
         }
-        if self.rate_limit.window_secs == 0 || self.rate_limit.max_requests == 0 {
-            p.push("rate_limit.window_secs and rate_limit.max_requests must be at least 1".into());
+        if self.rate_limit.window_secs == 0 || self.rate_limit.window_secs > 86_400 {
+            p.push(format!(
+                "rate_limit.window_secs = {} is out of range: it must be between 1 and 86400",
+                self.rate_limit.window_secs
+            ));
         }
         if !["pretty", "json"].contains(&self.logging.format.as_str()) {
             p.push(format!("logging.format must be \"pretty\" or \"json\", not \"{}\"", self.logging.format));
@@ -206,6 +225,8 @@ impl ServerConfig {
         let s = &self.server;
         for (key, v, lo, hi) in [
             ("server.max_connections", s.max_connections as u64, 1, 1_000_000),
+            ("server.max_connections_per_ip", s.max_connections_per_ip as u64, 1, 1_000_000),
+            ("server.header_timeout_ms", s.header_timeout_ms, 1, 3_600_000),
             ("server.request_timeout_ms", s.request_timeout_ms, 1, 3_600_000),
             ("server.query_timeout_ms", s.query_timeout_ms, 1, 3_600_000),
             ("server.body_limit_bytes", s.body_limit_bytes as u64, 1, 1 << 30),

@@ -1,7 +1,7 @@
 //! Route handlers. Database work runs on the blocking pool (a sync commit
-//! waits for an fsync). System tables (`_users`, ...) are invisible to the
-//! data API: names starting with `_` are refused and entities holding a
-//! system component are treated as absent.
+//! waits for an fsync). Every data operation, query and stat goes through
+//! `guard`, which keeps the system tables (`_users`, ...) and the entities
+//! holding them out of the data API.
 
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use serde_json::{Value as J, json};
 use crate::app::{Access, ROUTES, Shared};
 use crate::auth::{self, API_KEY_PREFIX, Principal};
 use crate::error::{ApiError, ApiResult};
+use crate::guard::{self, DataOp, DataWriter};
 use crate::system::{self, Perms, Role};
 
 /// Bodies carrying passwords print without them.
@@ -118,35 +119,8 @@ fn audit(who: &Principal, action: &str, detail: &J) {
     tracing::info!(target: "audit", who = %who.name, action, detail = %detail, "audit");
 }
 
-fn user_table(name: &str) -> ApiResult<()> {
-    if name.starts_with('_') {
-        return Err(ApiError::bad_request(format!("table `{name}` is reserved for the system")));
-    }
-    Ok(())
-}
-
 fn parse_id(s: &str) -> ApiResult<EntityId> {
     s.parse::<u64>().map(EntityId).map_err(|_| ApiError::bad_request(format!("`{s}` is not an entity id")))
-}
-
-/// An entity the data API may see (no system component).
-fn visible(st: &Shared, id: EntityId) -> ApiResult<()> {
-    let r = st.db.read_within(wait(st))?;
-    let tables = r.tables_of(id).map_err(|_| ApiError::not_found(format!("entity {id} does not exist")))?;
-    if tables.iter().any(|&t| r.schema().table(t).name.starts_with('_')) {
-        return Err(ApiError::not_found(format!("entity {id} does not exist")));
-    }
-    Ok(())
-}
-
-fn components_of(v: &J) -> ApiResult<&serde_json::Map<String, J>> {
-    let m = v.as_object().ok_or_else(|| {
-        ApiError::bad_request("`components` must be an object of tables: {\"table\": {\"field\": value}}")
-    })?;
-    for k in m.keys() {
-        user_table(k)?;
-    }
-    Ok(m)
 }
 
 fn wait_sync(st: &Shared, seq: u64, sync: Option<bool>) -> ApiResult<()> {
@@ -200,7 +174,22 @@ pub struct LoginBody {
     password: String,
 }
 
-pub async fn login(State(st): State<Shared>, Body(b): Body<LoginBody>) -> ApiResult<Json<J>> {
+pub async fn login(
+    State(st): State<Shared>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    Body(b): Body<LoginBody>,
+) -> ApiResult<Json<J>> {
+    // Failed logins are limited per username and per client IP: after
+    // `rate_limit.login_failures_max` in a window, that name (from anywhere)
+    // and that IP (for any name) wait for the next window.
+    let ip = peer.ip().to_string();
+    let user_key = format!("user:{}", b.username);
+    let ip_key = format!("ip:{ip}");
+    if let Some(retry) = st.login_failures.over(&user_key).or_else(|| st.login_failures.over(&ip_key)) {
+        st.metrics.rate_limited.inc();
+        tracing::warn!(target: "audit", username = ?b.username, client = %ip, "login refused: too many failed attempts");
+        return Err(crate::app::too_many_error(retry));
+    }
     blocking(&st, move |st| {
         let user = system::find_user(&st.db.read(), &b.username)?;
         let ok = if let Some(u) = &user {
@@ -211,11 +200,15 @@ pub async fn login(State(st): State<Shared>, Body(b): Body<LoginBody>) -> ApiRes
         };
         let Some(user) = user.filter(|_| ok) else {
             st.metrics.auth_failures.inc();
-            tracing::warn!(target: "audit", username = %b.username, "failed login");
+            st.login_failures.hit(&user_key);
+            st.login_failures.hit(&ip_key);
+            // Debug formatting escapes newlines and control characters: a
+            // username cannot forge log lines or send terminal escapes.
+            tracing::warn!(target: "audit", username = ?b.username, client = %ip, "failed login");
             return Err(ApiError::unauthorized("wrong username or password"));
         };
         let jti = auth::random_hex(16)?;
-        let (token, expires_ms) = st.tokens.issue(&user.username, &jti)?;
+        let (token, expires_ms) = st.tokens.issue(&user.username, user.id, &jti)?;
         system::insert_session(&st.db, &jti, &user.username, expires_ms)?;
         tracing::info!(target: "audit", who = %user.username, action = "login", "audit");
         Ok(Json(json!({"token": token, "expires_in": st.tokens.ttl_secs, "role": user.role.name()})))
@@ -247,14 +240,15 @@ pub async fn schema(State(st): State<Shared>) -> Json<J> {
     Json(s)
 }
 
-pub async fn stats(State(st): State<Shared>) -> Json<J> {
+pub async fn stats(State(st): State<Shared>) -> ApiResult<Json<J>> {
     let m = st.db.metrics();
     let s = st.db.storage_stats();
-    Json(json!({
-        "entities": m.total_entities,
-        "components": m.total_components,
-        "relations": m.total_relations,
-        "archetypes": m.archetypes,
+    let c = guard::user_counts(&st.db.read_within(wait(&st))?);
+    Ok(Json(json!({
+        "entities": c.entities,
+        "components": c.components,
+        "relations": c.relations,
+        "archetypes": c.archetypes,
         "transactions": {"active": m.transactions_active, "committed": m.transactions_committed, "rolled_back": m.transactions_rolled_back},
         "operations": m.total_operations,
         "sequence": m.sequence,
@@ -265,7 +259,7 @@ pub async fn stats(State(st): State<Shared>) -> Json<J> {
         "snapshots": s.map(|s| s.checkpoints),
         "last_snapshot_seq": s.map(|s| s.last_checkpoint_seq),
         "uptime_s": st.started.elapsed().as_secs_f64(),
-    }))
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,10 +275,10 @@ pub async fn create_entity(
     Body(b): Body<EntityBody>,
 ) -> ApiResult<(StatusCode, Json<J>)> {
     blocking(&st, move |st| {
-        components_of(&b.components)?;
+        guard::components(&b.components)?;
         check_sync(st, b.sync)?;
         let t0 = Instant::now();
-        let (id, info) = write(st, |t| t.create_entity_json(&b.components))?;
+        let (id, info) = write(st, |t| DataWriter::new(t).create(&b.components))?;
         st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
         wait_sync(st, info.seq, b.sync)?;
         audit(&p, "create_entity", &json!({"id": id.0}));
@@ -296,8 +290,8 @@ pub async fn create_entity(
 pub async fn get_entity(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<J>> {
     let id = parse_id(&id)?;
     blocking(&st, move |st| {
-        visible(st, id)?;
         let r = st.db.read_within(wait(st))?;
+        guard::visible(&r, id)?;
         Ok(Json(r.entity_json(id).map_err(ecsdb::DbError::from)?))
     })
     .await
@@ -311,17 +305,13 @@ pub async fn patch_entity(
 ) -> ApiResult<Json<J>> {
     let id = parse_id(&id)?;
     blocking(&st, move |st| {
-        visible(st, id)?;
-        let comps = components_of(&b.components)?.clone();
+        let comps = guard::components(&b.components)?.clone();
         check_sync(st, b.sync)?;
         let t0 = Instant::now();
-        let ((), info) = write(st, |t| {
-            for (table, fields) in &comps {
-                let tid = t.table_id(table)?;
-                if t.has(id, tid) { t.set_json(id, table, fields)? } else { t.insert_json(id, table, fields)? }
-            }
-            Ok(())
-        })?;
+        let mut txn = st.db.transaction_within(wait(st))?;
+        guard::visible(&txn, id)?;
+        DataWriter::new(&mut txn).set(id, &comps)?;
+        let info = txn.commit()?;
         st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
         wait_sync(st, info.seq, b.sync)?;
         audit(&p, "update_entity", &json!({"id": id.0, "tables": comps.keys().collect::<Vec<_>>()}));
@@ -337,8 +327,10 @@ pub async fn delete_entity(
 ) -> ApiResult<Json<J>> {
     let id = parse_id(&id)?;
     blocking(&st, move |st| {
-        visible(st, id)?;
-        let ((), info) = write(st, |t| t.delete(id))?;
+        let mut txn = st.db.transaction_within(wait(st))?;
+        guard::visible(&txn, id)?;
+        DataWriter::new(&mut txn).delete(id)?;
+        let info = txn.commit()?;
         audit(&p, "delete_entity", &json!({"id": id.0}));
         Ok(Json(json!({"id": ecsdb::core::world::id_json(id), "seq": info.seq})))
     })
@@ -355,105 +347,6 @@ pub struct TxnBody {
 /// Most operations in one transaction request.
 const MAX_OPS: usize = 100_000;
 
-fn op_id(v: Option<&J>, created: &[EntityId], i: usize) -> ApiResult<EntityId> {
-    match v {
-        Some(J::String(s)) if s.starts_with('$') => {
-            let n: usize =
-                s[1..].parse().map_err(|_| ApiError::bad_request(format!("ops[{i}]: bad reference `{s}`")))?;
-            created.get(n).copied().ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "ops[{i}]: `{s}` refers to no earlier create (there are {})",
-                    created.len()
-                ))
-            })
-        }
-        Some(v) => ecsdb::core::world::id_from_json(v)
-            .ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: bad entity id {v}"))),
-        None => Err(ApiError::bad_request(format!("ops[{i}]: missing entity id"))),
-    }
-}
-
-fn run_op(t: &mut ecsdb::Transaction<'_>, op: &J, i: usize, created: &mut Vec<EntityId>) -> ApiResult<()> {
-    let kind =
-        op.get("op").and_then(J::as_str).ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: missing \"op\"")))?;
-    // Keep the error's status (413, 503, 507, ...) and name the operation.
-    let ctx = |e: ecsdb::DbError| {
-        let mut a = ApiError::from(e);
-        a.message = format!("ops[{i}] ({kind}): {}", a.message);
-        a
-    };
-    let allowed: &[&str] = match kind {
-        "create" => &["op", "components"],
-        "set" => &["op", "id", "components"],
-        "remove" => &["op", "id", "table"],
-        "delete" => &["op", "id"],
-        "link" => &["op", "relation", "from", "to", "props"],
-        "unlink" => &["op", "relation", "from", "to"],
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "ops[{i}]: unknown op `{other}` (create, set, remove, delete, link, unlink)"
-            )));
-        }
-    };
-    if let Some(m) = op.as_object()
-        && let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str()))
-    {
-        return Err(ApiError::bad_request(format!("ops[{i}] ({kind}): unknown key `{k}`")));
-    }
-    let rel = || -> ApiResult<&str> {
-        let r = op
-            .get("relation")
-            .and_then(J::as_str)
-            .ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: missing \"relation\"")))?;
-        user_table(r)?;
-        Ok(r)
-    };
-    match kind {
-        "create" => {
-            let comps = op.get("components").cloned().unwrap_or_else(|| json!({}));
-            components_of(&comps)?;
-            created.push(t.create_entity_json(&comps).map_err(ctx)?);
-        }
-        "set" => {
-            let id = op_id(op.get("id"), created, i)?;
-            let comps = op.get("components").cloned().unwrap_or_else(|| json!({}));
-            for (table, fields) in components_of(&comps)? {
-                let tid = t.table_id(table).map_err(|e| ctx(e.into()))?;
-                if t.has(id, tid) {
-                    t.set_json(id, table, fields).map_err(ctx)?;
-                } else {
-                    t.insert_json(id, table, fields).map_err(ctx)?;
-                }
-            }
-        }
-        "remove" => {
-            let id = op_id(op.get("id"), created, i)?;
-            let table = op
-                .get("table")
-                .and_then(J::as_str)
-                .ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: missing \"table\"")))?;
-            user_table(table)?;
-            t.remove(id, table).map_err(ctx)?;
-        }
-        "delete" => {
-            let id = op_id(op.get("id"), created, i)?;
-            t.delete(id).map_err(ctx)?;
-        }
-        "link" | "unlink" => {
-            let r = rel()?;
-            let from = op_id(op.get("from"), created, i)?;
-            let to = op_id(op.get("to"), created, i)?;
-            if kind == "link" {
-                t.link(r, from, to, op.get("props")).map_err(ctx)?;
-            } else {
-                t.unlink(r, from, to).map_err(ctx)?;
-            }
-        }
-        _ => unreachable!("checked above"),
-    }
-    Ok(())
-}
-
 pub async fn transaction(
     State(st): State<Shared>,
     Extension(p): Extension<Principal>,
@@ -465,12 +358,15 @@ pub async fn transaction(
     blocking(&st, move |st| {
         check_sync(st, b.sync)?;
         let t0 = Instant::now();
+        // Typed first: a malformed op is refused before the write slot is taken.
+        let ops = b.ops.iter().enumerate().map(|(i, v)| DataOp::parse(v, i)).collect::<ApiResult<Vec<_>>>()?;
         let mut txn = st.db.transaction_within(wait(st))?;
-        let mut created = Vec::new();
-        for (i, op) in b.ops.iter().enumerate() {
+        let mut w = DataWriter::new(&mut txn);
+        for (i, op) in ops.iter().enumerate() {
             // An error drops the transaction: rolled back, nothing changed.
-            run_op(&mut txn, op, i, &mut created)?;
+            w.apply(op, i)?;
         }
+        let created = std::mem::take(&mut w.created);
         let info = txn.commit()?;
         st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
         wait_sync(st, info.seq, b.sync)?;
@@ -482,20 +378,13 @@ pub async fn transaction(
 }
 
 pub async fn query(State(st): State<Shared>, Body(q): Body<Query>) -> ApiResult<Json<J>> {
-    for t in q.with.iter().chain(&q.without) {
-        user_table(t)?;
-    }
-    for f in
-        q.filters.iter().map(|f| &f.field).chain(q.select.iter().flatten()).chain(q.order_by.as_ref().map(|o| &o.field))
-    {
-        user_table(f)?;
-    }
     blocking(&st, move |st| {
         let cfg = &st.config.server;
         let timeout = std::time::Duration::from_millis(cfg.query_timeout_ms);
         let budget =
             ecsdb::QueryBudget { deadline: Some(Instant::now() + timeout), max_result_bytes: cfg.max_result_bytes };
         let r = st.db.read_within(timeout)?;
+        let q = guard::user_query(&r, q)?;
         let rows = r.query_within(&q, &budget).map_err(ecsdb::DbError::from)?;
         Ok(Json(json!({"rows": r.rows_json(&rows)})))
     })
@@ -527,13 +416,7 @@ pub async fn create_user(
         .ok_or_else(|| ApiError::bad_request(format!("unknown role `{}` (Admin, ReadWrite, ReadOnly)", b.role)))?;
     blocking(&st, move |st| {
         let hash = auth::hash_password(&b.password)?;
-        system::insert_user(&st.db, &b.username, &hash, role).map_err(|e| {
-            if e.message.contains("already exists") {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.message)
-            } else {
-                e
-            }
-        })?;
+        system::insert_user(&st.db, &b.username, &hash, role)?;
         audit(&p, "create_user", &json!({"username": b.username, "role": role.name()}));
         Ok((StatusCode::CREATED, Json(json!({"username": b.username, "role": role.name()}))))
     })
@@ -549,6 +432,8 @@ pub async fn list_users(State(st): State<Shared>) -> ApiResult<Json<J>> {
 #[serde(deny_unknown_fields)]
 pub struct NewPassword {
     password: String,
+    /// Required when changing one's own password.
+    current_password: Option<String>,
 }
 
 pub async fn change_password(
@@ -563,6 +448,14 @@ pub async fn change_password(
     blocking(&st, move |st| {
         let user =
             system::find_user(&st.db.read(), &name)?.ok_or_else(|| ApiError::not_found(format!("no user `{name}`")))?;
+        if p.name == name {
+            let ok = b.current_password.as_deref().is_some_and(|c| auth::verify_password(c, &user.password_hash));
+            if !ok {
+                return Err(ApiError::forbidden(
+                    "changing your own password needs `current_password`, the password you have now",
+                ));
+            }
+        }
         let hash = auth::hash_password(&b.password)?;
         system::set_password_hash(&st.db, user.id, &hash)?;
         // Existing sessions of that user end.
@@ -599,13 +492,7 @@ pub async fn create_api_key(
     let perms = Perms::from_names(&b.permissions)?;
     blocking(&st, move |st| {
         let key = format!("{API_KEY_PREFIX}{}", auth::random_hex(24)?);
-        system::insert_api_key(&st.db, &b.name, &auth::hash_api_key(&key), perms).map_err(|e| {
-            if e.message.contains("already exists") {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.message)
-            } else {
-                e
-            }
-        })?;
+        system::insert_api_key(&st.db, &b.name, &auth::hash_api_key(&key), perms)?;
         audit(&p, "create_api_key", &json!({"name": b.name, "permissions": perms.names()}));
         Ok((
             StatusCode::CREATED,

@@ -10,10 +10,12 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod handlers;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod serve;
 pub mod system;
 
 use std::io::Write;
@@ -138,6 +140,14 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: draining requests");
 }
 
+fn conn_limits(c: &ServerConfig) -> serve::ConnLimits {
+    serve::ConnLimits {
+        header_timeout: std::time::Duration::from_millis(c.server.header_timeout_ms),
+        per_ip: c.server.max_connections_per_ip,
+        drain: std::time::Duration::from_millis(c.server.request_timeout_ms.saturating_add(5_000)),
+    }
+}
+
 /// A server running on a background thread (benchmarks, embedding).
 #[derive(Debug)]
 pub struct Running {
@@ -180,12 +190,12 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
             let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else { return };
             rt.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                let limits = conn_limits(&state.config);
                 let app = app::router(state);
-                let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
+                serve::serve(listener, app, limits, async {
+                    let _ = rx.await;
+                })
+                .await;
             });
         })
         .map_err(|e| e.to_string())?;
@@ -244,10 +254,8 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
         println!("durability: {durability}");
         let _ = std::io::stdout().flush();
         let app = app::router(state.clone());
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| e.to_string())
+        serve::serve(listener, app, conn_limits(&c), shutdown_signal()).await;
+        Ok::<(), String>(())
     })?;
     drop(state);
     db.close().map_err(|e| e.to_string())?;

@@ -53,8 +53,38 @@ impl RateLimiter {
         }
     }
 
-    /// Count a request for `key`; `Err(retry_after_secs)` when over the limit.
+    /// Whether the limit is off (`max = 0`).
+    pub fn is_off(&self) -> bool {
+        self.max == 0
+    }
+
+    /// `Some(retry_after_secs)` when `key` is over the limit, without
+    /// counting anything.
+    pub fn over(&self, key: &str) -> Option<u64> {
+        if self.max == 0 {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        let start = now - now % self.window_ms;
+        let w = self.windows.lock();
+        w.get(key)
+            .filter(|(s, n)| *s == start && *n >= self.max)
+            .map(|_| (start + self.window_ms - now).div_ceil(1000).max(1))
+    }
+
+    /// Count one event for `key` (e.g. a failed login).
+    pub fn hit(&self, key: &str) {
+        if self.max > 0 {
+            let _ = self.check(key);
+        }
+    }
+
+    /// Count a request for `key`; `Err(retry_after_secs)` when over the
+    /// limit. A limit of 0 is off.
     pub fn check(&self, key: &str) -> Result<(), u64> {
+        if self.max == 0 {
+            return Ok(());
+        }
         let now = self.clock.now_ms();
         let start = now - now % self.window_ms;
         let mut w = self.windows.lock();

@@ -204,15 +204,18 @@ fn insert_unique(
     let Some(Value::Str(key)) = values.first() else {
         return Err(ApiError::internal("insert_unique needs the key first"));
     };
-    let (id, _) = db.write(|t| {
-        if find_by(t, table_name, key_field, key).ok().flatten().is_some() {
-            return Err(ecsdb::EngineError::Query(format!("{what} `{key}` already exists")).into());
-        }
-        let e = t.create_entity()?;
-        t.insert(e, table_name, values)?;
-        Ok(e)
-    })?;
-    Ok(id)
+    let mut txn = db.transaction()?;
+    if find_by(&txn, table_name, key_field, key)?.is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            format!("{what} `{key}` already exists"),
+        ));
+    }
+    let e = txn.create_entity()?;
+    txn.insert(e, table_name, values)?;
+    txn.commit()?;
+    Ok(e)
 }
 
 /// A user.

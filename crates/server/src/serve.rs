@@ -1,0 +1,103 @@
+//! The accept loop: HTTP/1 connections served by hyper with a deadline for
+//! each request's headers (slow or stalled clients are cut off instead of
+//! holding a connection forever), a cap on the connections one client IP
+//! may hold open, and graceful shutdown (stop accepting, let requests in
+//! flight finish, then close).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tower::Service;
+
+/// Connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Headers of each request must arrive within this.
+    pub header_timeout: Duration,
+    /// Open connections per client IP.
+    pub per_ip: usize,
+    /// How long shutdown waits for requests in flight.
+    pub drain: Duration,
+}
+
+/// Open connections per IP; a slot is given back when its guard drops.
+#[derive(Debug, Default, Clone)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+struct Slot(PerIp, IpAddr);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock();
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl PerIp {
+    fn take(&self, ip: IpAddr, max: usize) -> Option<Slot> {
+        let mut m = self.0.lock();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self.clone(), ip))
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let per_ip = PerIp::default();
+    let mut make = app.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = per_ip.take(peer.ip(), limits.per_ip) else {
+            tracing::warn!(client = %peer.ip(), max = limits.per_ip, "connection refused: too many open connections from this address");
+            drop(stream);
+            continue;
+        };
+        let Ok(svc) = make.call(peer).await;
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = watched.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.drain) => {
+            tracing::warn!(secs = limits.drain.as_secs(), "requests still running after the drain period; closing");
+        }
+    }
+}
