@@ -131,7 +131,9 @@ pub fn router(state: Shared) -> Router {
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
-    let cors = cors_layer(&cfg.cors.allowed_origins);
+    // Without allowed origins there is no CORS at all (OPTIONS then says
+    // which methods a route takes, like any other request).
+    let cors = (!cfg.cors.allowed_origins.is_empty()).then(|| cors_layer(&cfg.cors.allowed_origins));
     // No timeout layer around handlers: cutting one off would not undo a
     // commit it already made. Headers must arrive within
     // `server.header_timeout_ms` (the connection is cut), bodies within
@@ -139,7 +141,11 @@ pub fn router(state: Shared) -> Router {
     // for the database at most that long, and queries have their own
     // deadline. `observe` is outermost, so every response (preflights, 408s,
     // 413s, 429s) carries the security headers, a request id and metrics.
-    probes.merge(api).layer(cors).layer(middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
+    probes
+        .merge(api)
+        .layer(tower::util::option_layer(cors))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
 }
 
 fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {

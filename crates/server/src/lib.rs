@@ -59,7 +59,9 @@ pub fn load_config(opts: &ServeOptions) -> Result<ServerConfig, String> {
 fn init_logging(c: &ServerConfig) {
     let filter = tracing_subscriber::EnvFilter::try_new(&c.logging.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     // try_init: a second server in one process keeps the first subscriber.
     let _ = if c.logging.format == "json" { b.json().try_init() } else { b.try_init() };
 }
