@@ -43,7 +43,7 @@ impl Default for ServerSection {
         ServerSection {
             bind: "127.0.0.1:8080".into(),
             max_connections: 1000,
-            max_connections_per_ip: 256,
+            max_connections_per_ip: 64,
             header_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             body_limit_bytes: 4 << 20,
