@@ -564,8 +564,12 @@ impl World {
 
     /// Validate the transaction's deferred constraints. On failure the
     /// transaction is rolled back and the error returned.
+    /// Validate the transaction for commit. On any error it has been rolled
+    /// back (the world is as before `begin`, with no transaction active).
     pub fn prepare_commit(&mut self) -> Result<&ChangeSet> {
-        self.st()?;
+        if self.txn.is_none() {
+            return Err(Error::NoTransaction);
+        }
         // Images are converted only once nothing can fail any more: a failed
         // check rolls back, which needs them.
         if let Err(e) = self.validate_captures().and_then(|()| self.check_deferred()) {

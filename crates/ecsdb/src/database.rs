@@ -889,6 +889,11 @@ impl Transaction<'_> {
         let changes = match guard.prepare_commit() {
             Ok(c) => c,
             Err(e) => {
+                // prepare_commit rolls back on failure; make sure of it, so a
+                // refused commit can never leave its transaction behind.
+                if guard.in_transaction() {
+                    guard.rollback();
+                }
                 db.check_poisoned(&guard);
                 return Err(e.into());
             }

@@ -228,3 +228,38 @@ fn a_transaction_over_the_size_limit_is_refused_and_changes_nothing() {
     assert!(err.to_string().contains("transaction too large"), "{err}");
     assert_eq!(db.read().canonical_state(), before);
 }
+
+/// The operation that pushes a change set over the limit succeeds on its
+/// own; the commit is then refused — and must roll back, leaving no
+/// transaction behind and nothing visible (this once left the transaction
+/// open: every later write failed and a checkpoint saved the refused data).
+#[test]
+fn a_commit_refused_for_size_leaves_no_transaction_behind() {
+    let schema = "[tables.blob]\n[[tables.blob.fields]]\nname = \"data\"\ntype = \"bytes\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ecsdb::DatabaseConfig::from_toml_str("[transactions]\nmax_transaction_mb = 1\n").unwrap();
+    let db = Database::builder().config(cfg).schema_toml(schema).unwrap().data_dir(dir.path()).build().unwrap();
+    let before = db.read().canonical_state();
+    for size in [(1 << 20) - 40, (1 << 20) - 20, (1 << 20) - 10, 1 << 20] {
+        let hex = "ab".repeat(size);
+        let r = db.write(|t| t.create_entity_json(&json!({"blob": {"data": hex}})));
+        if let Err(e) = r {
+            assert!(e.to_string().contains("transaction too large"), "{size}: {e}");
+            assert!(db.read().canonical_state() == before, "{size}: the refused data is visible");
+            assert!(!db.read().in_transaction(), "{size}: the refused transaction is still open");
+        } else {
+            db.write(|t| {
+                let ids: Vec<_> = t.entities().iter().collect();
+                ids.into_iter().try_for_each(|e| t.delete(e))
+            })
+            .unwrap();
+        }
+    }
+    // Writes go on, and a checkpoint and a restart hold no refused data.
+    let ok = db.create_entity().unwrap();
+    db.checkpoint().unwrap();
+    drop(db);
+    let db = Database::builder().data_dir(dir.path()).build().unwrap();
+    assert_eq!(db.read().entity_count(), 1);
+    assert!(db.read().contains(ok));
+}
