@@ -269,3 +269,33 @@ fn tools_and_recovery_judge_the_log_tail_alike() {
     assert_eq!(code, 0, "after repair: {out}{err}");
     assert!(out.contains("recovered sequence 30"), "{out}");
 }
+
+/// A closed stdout or stderr (`| head`) ends a command with its own exit
+/// code, never a panic (101).
+#[test]
+fn closed_output_pipes_are_not_a_crash() {
+    use std::process::Stdio;
+    let root = tempfile::tempdir().unwrap();
+    let d = seeded(root.path());
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ecsdb"))
+            .args(["verify", s(&root.path().join("missing"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        drop(child.stdout.take());
+        assert_eq!(child.wait().unwrap().code(), Some(1));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ecsdb"))
+            .args(["inspect", "stats", s(&d)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let code = child.wait().unwrap().code();
+        assert!(code == Some(0) || code == Some(1), "{code:?}");
+    }
+}

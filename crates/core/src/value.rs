@@ -81,7 +81,17 @@ impl Value {
             Value::F32(_) => 12,
             Value::Bool(_) => 5,
             Value::Enum(_) => 16,
-            Value::Str(s) => s.len() + 2,
+            // Exactly as JSON escapes it: control characters take up to six bytes.
+            Value::Str(s) => {
+                2 + s
+                    .bytes()
+                    .map(|b| match b {
+                        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                        0..0x20 => 6,
+                        _ => 1,
+                    })
+                    .sum::<usize>()
+            }
             Value::Bytes(b) => b.len() * 2 + 2,
             Value::Array(v) | Value::Struct(v) => 2 + v.iter().map(|x| x.approx_json_bytes() + 1).sum::<usize>(),
         }
@@ -532,4 +542,18 @@ pub fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
                 .ok_or_else(|| format!("invalid hex digit at position {i}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Result budgets count strings exactly as JSON writes them.
+    #[test]
+    fn string_sizes_match_their_json() {
+        for s in ["plain", "quote\"back\\slash", "\u{1}\u{2}\n\t\r\u{8}\u{c}\u{1f}", "ünïcødé", ""] {
+            let json = serde_json::to_string(s).unwrap_or_default();
+            assert_eq!(Value::Str(s.into()).approx_json_bytes(), json.len(), "{s:?}");
+        }
+    }
 }

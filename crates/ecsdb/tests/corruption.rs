@@ -125,6 +125,20 @@ fn corruption_table() {
         &Expect::Refuses("in the last record, which is complete"),
         Some(19),
     );
+    // Case: the last record's length field made impossible (over the record
+    // limit): damage, not a write cut short.
+    check(
+        "impossible length in the last record",
+        |d| {
+            let s = segments(d).pop().unwrap();
+            let mut b = std::fs::read(&s).unwrap();
+            let at = last_record_offset(&s);
+            b[at + 3] = 0x7f;
+            std::fs::write(&s, b).unwrap();
+        },
+        &Expect::Refuses("in the last record, which is complete"),
+        Some(19),
+    );
     // Case: the last record's bytes never reached the disk (zeros): torn.
     check(
         "zeroed last record",

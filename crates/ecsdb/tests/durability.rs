@@ -228,3 +228,19 @@ fn workload_step(db: &Database, i: u32) -> ecsdb::Result<u64> {
     })?;
     Ok(info.seq)
 }
+
+/// A data directory removed under a running database: the next sync finds
+/// its log segment deleted, so the commit is not acknowledged as durable and
+/// the database stops taking writes (reads go on).
+#[test]
+fn a_removed_data_directory_is_never_acknowledged_as_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let a = spawn_player(&db, 1);
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let err = db.write(|t| t.set_json(a, "player", &json!({"level": 2}))).unwrap_err();
+    assert!(err.to_string().contains("deleted while open"), "{err}");
+    assert!(db.fail_stopped().is_some());
+    assert!(matches!(db.create_entity().unwrap_err(), DbError::FailStop(_)));
+    assert!(db.get_json(a).is_ok());
+}

@@ -76,6 +76,8 @@ pub struct AppState {
     pub cred_limiter: RateLimiter,
     /// Failed logins, per `user:<name>` and per `ip:<addr>`.
     pub login_failures: RateLimiter,
+    /// Queries running at once.
+    pub queries: tokio::sync::Semaphore,
     pub started: Instant,
     next_request: AtomicU64,
 }
@@ -87,6 +89,10 @@ impl AppState {
             ip_limiter: RateLimiter::new(rl.window_secs, rl.max_unauthenticated, clock.clone()),
             cred_limiter: RateLimiter::new(rl.window_secs, rl.max_requests, clock.clone()),
             login_failures: RateLimiter::new(rl.window_secs, rl.login_failures_max, clock),
+            queries: tokio::sync::Semaphore::new(match config.server.max_concurrent_queries {
+                0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                n => n,
+            }),
             db,
             tokens,
             config,

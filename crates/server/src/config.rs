@@ -36,6 +36,11 @@ pub struct ServerSection {
     /// A query whose result (as JSON) would be larger fails with 400
     /// `result_too_large`: ask for fewer rows or fields.
     pub max_result_bytes: usize,
+    /// Queries running at once; more wait (at most `query_timeout_ms`, then
+    /// 503 `busy`). Queries are CPU-bound: more than the cores only slows
+    /// every one of them, and everything else with them. 0 = the number of
+    /// CPU cores.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for ServerSection {
@@ -49,6 +54,7 @@ impl Default for ServerSection {
             body_limit_bytes: 4 << 20,
             query_timeout_ms: 10_000,
             max_result_bytes: 32 << 20,
+            max_concurrent_queries: 0,
         }
     }
 }
@@ -231,12 +237,13 @@ impl ServerConfig {
             ("server.query_timeout_ms", s.query_timeout_ms, 1, 3_600_000),
             ("server.body_limit_bytes", s.body_limit_bytes as u64, 1, 1 << 30),
             ("server.max_result_bytes", s.max_result_bytes as u64, 1024, 1 << 32),
+            ("server.max_concurrent_queries", s.max_concurrent_queries as u64, 0, 100_000),
         ] {
             if !(lo..=hi).contains(&v) {
                 p.push(format!("{key} = {v} is out of range: it must be between {lo} and {hi}"));
             }
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
+        if !valid_log_filter(&self.logging.level) {
             p.push(format!(
                 "logging.level `{}` is not a log filter (error, warn, info, debug, trace, or directives like `ecsdb=debug`)",
                 self.logging.level
@@ -249,6 +256,25 @@ impl ServerConfig {
     pub fn token_ttl_secs(&self) -> u64 {
         parse_duration_secs(&self.auth.jwt_expires_in).unwrap_or(86_400)
     }
+}
+
+/// A log filter: comma-separated directives, each a level (`error`,
+/// `warn`, `info`, `debug`, `trace`, `off`) or `target=level`, where a bare
+/// target must be a module path (`ecsdb_server::app`) or one of ours
+/// (`ecsdb…`). Anything else (`verbose`, an empty string) would silently
+/// switch logging off, so it is refused.
+pub fn valid_log_filter(s: &str) -> bool {
+    const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+    let level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    !s.trim().is_empty()
+        && s.split(',').all(|d| {
+            let d = d.trim();
+            match d.rsplit_once('=') {
+                Some((target, l)) => !target.trim().is_empty() && level(l),
+                None => level(d) || d.contains("::") || d.starts_with("ecsdb"),
+            }
+        })
+        && tracing_subscriber::EnvFilter::try_new(s).is_ok()
 }
 
 /// `3600`, `45s`, `30m`, `24h`, `7d` → seconds.
@@ -307,9 +333,21 @@ mod tests {
     }
 
     #[test]
+    fn log_filters() {
+        for ok in ["info", "WARN", "ecsdb=debug,info", "ecsdb_server::app=trace", "off", "ecsdb"] {
+            assert!(valid_log_filter(ok), "{ok}");
+        }
+        for bad in ["verbose", "", " ", "info,", "info,verbose", "x=loud", "=info"] {
+            assert!(!valid_log_filter(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn nonsense_server_values_are_refused() {
         for (text, want) in [
             ("[logging]\nlevel = \"info,,=[\"\n", "logging.level"),
+            ("[logging]\nlevel = \"verbose\"\n", "logging.level `verbose`"),
+            ("[logging]\nlevel = \"\"\n", "logging.level"),
             ("[server]\nquery_timeout_ms = 0\n", "server.query_timeout_ms = 0"),
             ("[server]\nmax_result_bytes = 10\n", "server.max_result_bytes = 10"),
             ("[auth]\njwt_expires_in = \"99999999999999d\"\n", "auth.jwt_expires_in"),

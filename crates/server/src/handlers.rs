@@ -378,6 +378,18 @@ pub async fn transaction(
 }
 
 pub async fn query(State(st): State<Shared>, Body(q): Body<Query>) -> ApiResult<Json<J>> {
+    let timeout = std::time::Duration::from_millis(st.config.server.query_timeout_ms);
+    let st2 = st.clone();
+    let Ok(Ok(_permit)) = tokio::time::timeout(timeout, st2.queries.acquire()).await else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!(
+                "every query slot (server.max_concurrent_queries) stayed taken for server.query_timeout_ms ({} ms); nothing was changed, retry",
+                timeout.as_millis()
+            ),
+        ));
+    };
     blocking(&st, move |st| {
         let cfg = &st.config.server;
         let timeout = std::time::Duration::from_millis(cfg.query_timeout_ms);

@@ -62,7 +62,12 @@ pub fn checks(st: &Shared) -> Vec<Check> {
             critical: false,
             detail: format!("{} MiB free", free >> 20),
         }),
-        Err(e) => v.push(Check { name: "disk_free", healthy: false, critical: false, detail: e.to_string() }),
+        Err(e) => v.push(Check {
+            name: "disk_free",
+            healthy: false,
+            critical: false,
+            detail: format!("free space unknown ({:?})", e.kind()),
+        }),
     }
     if let Some(s) = st.db.storage_stats() {
         let max = st.config.db.persistence.max_wal_size_mb.saturating_mul(1 << 20);

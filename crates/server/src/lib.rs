@@ -6,6 +6,14 @@
 //! and structured logs. See `docs/API.md`.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+/// `println!` that never panics (start-up lines to a closed stdout).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -61,7 +69,14 @@ fn init_logging(c: &ServerConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: a log file gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // A log that cannot be written (a full disk) must not take the server
+    // down: write errors are dropped instead of reported on stderr (which
+    // panics when stderr itself is full).
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false);
     // try_init: a second server in one process keeps the first subscriber.
     let _ = if c.logging.format == "json" { b.json().try_init() } else { b.try_init() };
 }
@@ -215,10 +230,8 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
     }
     let secret = jwt_secret(&c)?;
     if let Some(pw) = auth::ensure_admin(&db, std::env::var("ECSDB_ADMIN_PASSWORD").ok()).map_err(|e| e.message)? {
-        println!("created user `admin` with password: {pw}");
-        println!(
-            "(shown once; set ECSDB_ADMIN_PASSWORD to choose it, change it with POST /v1/admin/users/admin/password)"
-        );
+        say!("created user `admin` with password: {pw}");
+        say!("(shown once; set ECSDB_ADMIN_PASSWORD to choose it, change it with POST /v1/admin/users/admin/password)");
     }
     let tokens = auth::Tokens::new(&secret, c.token_ttl_secs());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -237,7 +250,7 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
         };
         if let Some(mb) = &c.metrics.bind {
             let ml = tokio::net::TcpListener::bind(mb).await.map_err(|e| format!("bind {mb}: {e}"))?;
-            println!("metrics on http://{}/metrics", ml.local_addr().map_err(|e| e.to_string())?);
+            say!("metrics on http://{}/metrics", ml.local_addr().map_err(|e| e.to_string())?);
             let st = state.clone();
             let metrics_app =
                 axum::Router::new().route("/metrics", axum::routing::get(handlers::metrics)).with_state(st);
@@ -245,15 +258,15 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
                 let _ = axum::serve(ml, metrics_app).await;
             });
         }
-        println!("ecsdb {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
-        println!("data directory: {}", c.db.database.data_dir.display());
-        println!(
+        say!("ecsdb {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+        say!("data directory: {}", c.db.database.data_dir.display());
+        say!(
             "schema: {} v{} ({} tables)",
             schema.name,
             schema.version,
             schema.tables.iter().filter(|t| !t.name.starts_with('_')).count()
         );
-        println!("durability: {durability}");
+        say!("durability: {durability}");
         let _ = std::io::stdout().flush();
         let app = app::router(state.clone());
         serve::serve(listener, app, conn_limits(&c), shutdown_signal()).await;

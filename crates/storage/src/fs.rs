@@ -68,7 +68,21 @@ impl VFile for OsFile {
         (&self.0).write_all(buf)
     }
     fn sync(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.0.sync_data()?;
+        // A file deleted while open (its directory removed under a running
+        // server) still takes writes and syncs, but nothing of it survives:
+        // acknowledging would be a lie.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if self.0.metadata()?.nlink() == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the file was deleted while open (was the data directory removed?)",
+                ));
+            }
+        }
+        Ok(())
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())

@@ -22,7 +22,7 @@ pub fn run(args: &DirArgs) -> ExitCode {
     };
     match db.checkpoint() {
         Ok(info) => {
-            println!(
+            out!(
                 "snapshot at sequence {}: {} ({} bytes, {} raw, written in {:.1} ms, {} segment(s) archived)",
                 info.seq,
                 info.path.display(),

@@ -30,7 +30,7 @@ impl DirArgs {
 
 /// Print an error and return exit code 1.
 pub fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
+    err!("error: {msg}");
     ExitCode::from(1)
 }
 

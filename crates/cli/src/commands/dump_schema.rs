@@ -18,7 +18,7 @@ pub fn run(args: &Args) -> ExitCode {
     let text = match std::fs::read_to_string(&args.file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", args.file.display());
+            err!("error: cannot read {}: {e}", args.file.display());
             return ExitCode::from(1);
         }
     };
@@ -31,19 +31,19 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(schema) => {
             if args.json {
                 match serde_json::to_string_pretty(&schema.to_json()) {
-                    Ok(s) => println!("{s}"),
+                    Ok(s) => out!("{s}"),
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        err!("error: {e}");
                         return ExitCode::from(1);
                     }
                 }
             } else {
-                print!("{}", schema.to_toml_string());
+                out_raw!("{}", schema.to_toml_string());
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {}: {e}", args.file.display());
+            err!("error: {}: {e}", args.file.display());
             ExitCode::from(1)
         }
     }

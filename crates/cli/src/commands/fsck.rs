@@ -43,9 +43,9 @@ pub fn run(args: &Args) -> ExitCode {
             Ok(db) => {
                 let r = db.recovery_report().cloned().unwrap_or_default();
                 for x in &r.repaired {
-                    println!("repaired: {x}");
+                    out!("repaired: {x}");
                 }
-                println!("repaired state at sequence {}", db.version());
+                out!("repaired state at sequence {}", db.version());
                 match db.close() {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => fail(e),
@@ -57,12 +57,12 @@ pub fn run(args: &Args) -> ExitCode {
     match recover_read_only(&OsFs, &d.data_dir, &schema) {
         Ok((world, report)) => {
             for s in &report.skipped_snapshots {
-                println!("warning: skipped snapshot: {s}");
+                out!("warning: skipped snapshot: {s}");
             }
             if let Some((p, off)) = &report.truncated_tail {
-                println!("note: torn record at {} byte {off} (cut off on the next open)", p.display());
+                out!("note: torn record at {} byte {off} (cut off on the next open)", p.display());
             }
-            println!(
+            out!(
                 "recovered sequence {} ({} entities, {} relations; snapshot {}, {} log records replayed)",
                 world.seq(),
                 world.entity_count(),
@@ -71,10 +71,10 @@ pub fn run(args: &Args) -> ExitCode {
                 report.records_replayed
             );
             if verify == ExitCode::SUCCESS && report.skipped_snapshots.is_empty() {
-                println!("fsck: ok");
+                out!("fsck: ok");
                 ExitCode::SUCCESS
             } else {
-                eprintln!("fsck: problems found (see above); the state itself recovers");
+                err!("fsck: problems found (see above); the state itself recovers");
                 ExitCode::from(1)
             }
         }

@@ -19,7 +19,7 @@ pub fn run(args: &DirArgs) -> ExitCode {
     };
     match open(schema.clone(), config, false).and_then(|db| db.close().map_err(|e| e.to_string())) {
         Ok(()) => {
-            println!(
+            out!(
                 "initialized {} with schema {} v{} ({} tables)",
                 args.data_dir.display(),
                 schema.name,

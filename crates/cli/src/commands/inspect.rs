@@ -88,22 +88,22 @@ pub fn run(what: &What) -> ExitCode {
         },
     });
     if *json {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    println!("data directory  {}", data_dir.display());
-    println!("schema          {} v{}", schema.name, schema.version);
-    println!("sequence        {}", world.seq());
-    println!("entities        {}", world.entity_count());
+    out!("data directory  {}", data_dir.display());
+    out!("schema          {} v{}", schema.name, schema.version);
+    out!("sequence        {}", world.seq());
+    out!("entities        {}", world.entity_count());
     for t in &schema.tables {
-        println!("  {:<14}{}", t.name, world.table_len(t.id));
+        out!("  {:<14}{}", t.name, world.table_len(t.id));
     }
-    println!("archetypes      {}", out["archetypes"]);
+    out!("archetypes      {}", out["archetypes"]);
     for (name, n) in &relations {
-        println!("relation {name:<15} {n}");
+        out!("relation {name:<15} {n}");
     }
-    println!("memory          {} bytes (accounted live data)", world.data_bytes());
-    println!(
+    out!("memory          {} bytes (accounted live data)", world.data_bytes());
+    out!(
         "log             {} segment(s), {} archived, {} + {} bytes, sequences {}..={}",
         segs.len(),
         archived.len(),
@@ -113,7 +113,7 @@ pub fn run(what: &What) -> ExitCode {
         world.seq()
     );
     for s in &snapshots {
-        println!(
+        out!(
             "snapshot        seq {} {} bytes, {} s old ({})",
             s["seq"],
             s["bytes"],

@@ -122,7 +122,7 @@ pub fn run(args: &Args) -> ExitCode {
         {
             return fail(format!("moving {} aside: {e}", snaps.display()));
         }
-        println!("moved the existing snapshots to {}", aside.join("snapshots").display());
+        out!("moved the existing snapshots to {}", aside.join("snapshots").display());
     }
     if let Err(e) = fs.create_dir_all(&snaps) {
         return fail(format!("{}: {e}", snaps.display()));
@@ -143,7 +143,7 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(seq)
     }) {
         Ok(seq) => {
-            println!(
+            out!(
                 "rebuilt sequence {seq} from {} record(s) in {} segment(s) into {}",
                 report.records_replayed,
                 segs.len(),

@@ -54,7 +54,7 @@ fn resolve_latest(path: &Path) -> Result<PathBuf, String> {
         if std::fs::read(&p).is_ok_and(|b| snapshot::verify(&p, &b).is_ok()) {
             return Ok(p);
         }
-        eprintln!("warning: skipping {}, which does not verify", p.display());
+        err!("warning: skipping {}, which does not verify", p.display());
     }
     Err(format!("{} names the newest snapshot, but {} holds no snapshot that verifies", path.display(), dir.display()))
 }
@@ -99,7 +99,7 @@ fn roll_back_in_place(dir: &Path, seq: u64) -> Result<(), String> {
         std::fs::rename(from, to).map_err(|e| format!("moving {} aside: {e}", from.display()))?;
     }
     if !moves.is_empty() {
-        println!("moved {} file(s) holding state after sequence {seq} to {}", moves.len(), aside.display());
+        out!("moved {} file(s) holding state after sequence {seq} to {}", moves.len(), aside.display());
     }
     Ok(())
 }
@@ -156,7 +156,7 @@ pub fn run(args: &Args) -> ExitCode {
                 return fail(format!("moving {} aside: {e}", from.display()));
             }
         }
-        println!("moved the existing data to {}", aside.display());
+        out!("moved the existing data to {}", aside.display());
     }
     let snaps = args.data_dir.join("snapshots");
     if let Err(e) = super::common::create_private_dir(&snaps) {
@@ -176,7 +176,7 @@ pub fn run(args: &Args) -> ExitCode {
     config.persistence.checkpoint_on_shutdown = false;
     match open(schema, config, false) {
         Ok(db) => {
-            println!(
+            out!(
                 "restored {} at sequence {} ({} entities) into {}",
                 args.snapshot.display(),
                 db.version(),

@@ -84,7 +84,7 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     };
     match db.import_json(&doc) {
         Ok((n, info)) => {
-            println!("imported {n} entities in commit {}", info.seq);
+            out!("imported {n} entities in commit {}", info.seq);
             match db.close() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),

@@ -179,16 +179,16 @@ pub fn run(args: &Args) -> ExitCode {
         r.problems.push(format!("{}: no such file or directory", p.display()));
     }
     for n in &r.notes {
-        println!("{n}");
+        out!("{n}");
     }
     if r.problems.is_empty() {
-        println!("ok: {} file(s) verified", r.checked);
+        out!("ok: {} file(s) verified", r.checked);
         ExitCode::SUCCESS
     } else {
         for e in &r.problems {
-            eprintln!("problem: {e}");
+            err!("problem: {e}");
         }
-        eprintln!("{} problem(s) in {} file(s)", r.problems.len(), r.checked);
+        err!("{} problem(s) in {} file(s)", r.problems.len(), r.checked);
         ExitCode::from(1)
     }
 }

@@ -50,6 +50,9 @@ struct Ctx {
     issues: Vec<SchemaIssue>,
     /// System schemas may use names starting with `_`.
     allow_reserved: bool,
+    /// A type is too large or nests too deep: its default values must not
+    /// be built (that is what such a schema would blow up).
+    types_unsound: bool,
 }
 
 impl Ctx {
@@ -280,7 +283,7 @@ impl Schema {
     }
 
     fn from_doc(doc: &toml::Table, allow_reserved: bool) -> Result<Schema, SchemaError> {
-        let mut ctx = Ctx { issues: Vec::new(), allow_reserved };
+        let mut ctx = Ctx { issues: Vec::new(), allow_reserved, types_unsound: false };
         let root = At::default();
         ctx.unknown_keys(&root, doc, TOP_KEYS, "the schema");
 
@@ -638,6 +641,9 @@ impl Schema {
             );
             return Err(SchemaError { issues: ctx.issues });
         }
+        if ctx.types_unsound {
+            return Err(SchemaError { issues: ctx.issues });
+        }
         fill_defaults(&mut schema, &mut ctx, &raw_tables, &raw_customs, &relation_raw_defaults);
         if !ctx.issues.is_empty() {
             return Err(SchemaError { issues: ctx.issues });
@@ -699,7 +705,8 @@ fn parse_fk(
     }
 }
 
-/// Depth-first sizing of custom type `i`, reporting cycles.
+/// Depth-first sizing of custom type `i`, reporting cycles and nesting
+/// deeper than `MAX_TYPE_DEPTH` (which also bounds this recursion).
 fn visit(
     i: usize,
     raw: &[(String, Vec<RawField>)],
@@ -707,11 +714,18 @@ fn visit(
     state: &mut [u8],
     sizes: &mut [usize],
     ctx: &mut Ctx,
+    depth: usize,
 ) {
     if state[i] == 2 {
         return;
     }
     let at = At { table: Some(format!("custom type {}", raw[i].0)), field: None };
+    if depth > super::types::MAX_TYPE_DEPTH {
+        ctx.types_unsound = true;
+        ctx.push(&at, format!("custom types nest more than {} deep here", super::types::MAX_TYPE_DEPTH));
+        state[i] = 2;
+        return;
+    }
     if state[i] == 1 {
         ctx.push(&at, "custom type contains itself");
         return;
@@ -728,7 +742,7 @@ fn visit(
                     state[i] = 2;
                     return;
                 }
-                visit(j, raw, names, state, sizes, ctx);
+                visit(j, raw, names, state, sizes, ctx, depth + 1);
             }
         }
         let fat = At { table: at.table.clone(), field: Some(f.name.clone()) };
@@ -739,6 +753,7 @@ fn visit(
                 let size = value::fixed_size(&ty, &|id| sizes[id]).unwrap_or(0);
                 total = total.saturating_add(size);
                 if size > MAX_ROW_BYTES {
+                    ctx.types_unsound = true;
                     ctx.push(&fat, format!("type of {size} bytes is larger than the maximum of {MAX_ROW_BYTES}"));
                 }
             }
@@ -747,6 +762,7 @@ fn visit(
         }
     }
     if total > MAX_ROW_BYTES {
+        ctx.types_unsound = true;
         ctx.push(&at, format!("custom type of {total} bytes is larger than the maximum of {MAX_ROW_BYTES}"));
     }
     sizes[i] = total;
@@ -759,7 +775,7 @@ fn resolve_customs(ctx: &mut Ctx, names: &TypeNames, raw: &[(String, Vec<RawFiel
     let mut state = vec![0u8; n]; // 0 new, 1 visiting, 2 done
     let mut sizes = vec![0usize; n];
     for i in 0..n {
-        visit(i, raw, names, &mut state, &mut sizes, ctx);
+        visit(i, raw, names, &mut state, &mut sizes, ctx, 0);
     }
     raw.iter()
         .enumerate()

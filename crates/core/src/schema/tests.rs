@@ -274,3 +274,30 @@ fn an_enum_with_too_many_variants_is_refused_without_reading_them() {
     let dup = "[enums.e]\nvariants = [\"a\", \"b\", \"a\"]\n";
     assert!(errors(dup).join("\n").contains("duplicate variant `a`"));
 }
+
+#[test]
+fn deep_type_chains_are_refused_quickly_and_without_recursion() {
+    use std::fmt::Write;
+    // d0 -> d1 -> ... -> d19999: each custom type holds the next.
+    let mut text = String::new();
+    for i in 0..20_000 {
+        let _ = write!(text, "[custom_types.d{i}]\n[[custom_types.d{i}.fields]]\nname = \"x\"\n");
+        if i + 1 < 20_000 {
+            let _ = writeln!(text, "type = \"d{}\"", i + 1);
+        } else {
+            text.push_str("type = \"u8\"\n");
+        }
+    }
+    text.push_str("[tables.t]\n[[tables.t.fields]]\nname = \"v\"\ntype = \"d0\"\n");
+    let joined = errors(&text).join("\n");
+    assert!(joined.contains("custom types nest more than 8 deep"), "{}", &joined[..joined.len().min(300)]);
+    // Arrays nested too deep, in one expression.
+    let deep = format!("{}u8{}", "[".repeat(5000), "; 2]".repeat(5000));
+    let t = format!("[tables.t]\n[[tables.t.fields]]\nname = \"v\"\ntype = \"{deep}\"\n");
+    assert!(errors(&t).join("\n").contains("nests arrays 5000 deep"));
+    // Eight levels are fine.
+    let ok = format!("{}u8{}", "[".repeat(8), "; 2]".repeat(8));
+    assert!(
+        Schema::from_toml_str(&format!("[tables.t]\n[[tables.t.fields]]\nname = \"v\"\ntype = \"{ok}\"\n")).is_ok()
+    );
+}

@@ -120,8 +120,32 @@ impl fmt::Display for TypeExpr {
     }
 }
 
+/// Deepest nesting of arrays in one type expression, and of custom types
+/// in one another: types are walked recursively, so depth is bounded.
+pub const MAX_TYPE_DEPTH: usize = 8;
+
 /// Parse a type expression: `u32`, `vec3`, `[f32; 3]`, `[[u8; 4]; 2]`.
 pub fn parse_type_expr(s: &str) -> Result<TypeExpr, String> {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    for c in s.chars() {
+        match c {
+            '[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_TYPE_DEPTH {
+        let shown: String = s.chars().take(40).collect();
+        return Err(format!("type `{shown}…` nests arrays {deepest} deep; at most {MAX_TYPE_DEPTH} are allowed"));
+    }
+    parse_nested(s)
+}
+
+fn parse_nested(s: &str) -> Result<TypeExpr, String> {
     let s = s.trim();
     if let Some(inner) = s.strip_prefix('[') {
         let inner = inner.strip_suffix(']').ok_or_else(|| format!("type `{s}`: array type must end with `]`"))?;
@@ -137,7 +161,7 @@ pub fn parse_type_expr(s: &str) -> Result<TypeExpr, String> {
             }
         }
         let i = split.ok_or_else(|| format!("type `{s}`: array type must be `[T; N]`"))?;
-        let elem = parse_type_expr(&inner[..i])?;
+        let elem = parse_nested(&inner[..i])?;
         let len_text = inner[i + 1..].trim();
         let len: usize =
             len_text.parse().map_err(|_| format!("type `{s}`: array length `{len_text}` is not a number"))?;

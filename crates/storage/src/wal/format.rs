@@ -132,7 +132,9 @@ pub fn looks_torn(b: &[u8], offset: usize) -> bool {
         return true;
     }
     let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-    RECORD_HEADER_LEN + len > rest.len()
+    // A length no writer can produce is damage to written bytes, not a
+    // record cut short.
+    len != 0 && len <= MAX_RECORD_LEN && RECORD_HEADER_LEN + len > rest.len()
 }
 
 /// What a segment too short for its header means: a crash while the
