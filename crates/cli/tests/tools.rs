@@ -268,6 +268,10 @@ fn tools_and_recovery_judge_the_log_tail_alike() {
     let (code, out, err) = ecsdb(&["fsck", s(&d)]);
     assert_eq!(code, 0, "after repair: {out}{err}");
     assert!(out.contains("recovered sequence 30"), "{out}");
+    // The guide's form on the archive alone agrees: the gap is covered.
+    let (code, out, err) = ecsdb(&["verify", &format!("{}/", d.join("wal_archive").display())]);
+    assert_eq!(code, 0, "verify wal_archive/ after repair: {out}{err}");
+    assert!(out.contains("has a gap"), "{out}");
 }
 
 /// A closed stdout or stderr (`| head`) ends a command with its own exit

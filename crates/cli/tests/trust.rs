@@ -278,3 +278,42 @@ fn a_full_database_still_lets_operators_in_and_sessions_are_bounded() {
     assert_eq!(srv.call("DELETE", &format!("/v1/entities/{id}"), Some(&fresh), None).status, 200);
     assert_eq!(srv.call("GET", "/v1/stats", Some(&t), None).status, 401);
 }
+
+/// A server's export holds user data only (unless asked for the system
+/// tables) and imports into any directory with the same user schema.
+#[test]
+fn a_servers_export_imports_elsewhere() {
+    let srv = spawn(tempfile::tempdir().unwrap(), &[], None);
+    let t = srv.admin();
+    for i in 0..3 {
+        let r = srv.call(
+            "POST",
+            "/v1/entities",
+            Some(&t),
+            Some(&json!({"components": {"entities": {}, "player": {"level": i}}})),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let dir = stop(srv, true);
+    let data = dir.path().join("data");
+    let out = dir.path().join("export.json");
+    let bin = env!("CARGO_BIN_EXE_ecsdb");
+    let (code, _, err) = tool(bin, &["export", "--data-dir", s(&data), "--format", "json", "--out", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    let doc: J = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(doc["entities"].as_array().unwrap().len(), 3, "{doc}");
+    assert!(doc["components"].get("_users").is_none());
+    let fresh = dir.path().join("fresh");
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/schemas/rpg_game.toml");
+    assert_eq!(tool(bin, &["init", "--schema", schema, "--data-dir", s(&fresh)]).0, 0);
+    let (code, o, err) = tool(bin, &["import", "--data-dir", s(&fresh), s(&out)]);
+    assert_eq!(code, 0, "{o}{err}");
+    assert!(o.contains("imported 3 entities"), "{o}");
+    // The secrets only on request.
+    let (code, o, _) = tool(bin, &["export", "--data-dir", s(&data), "--format", "json", "--include-system"]);
+    assert_eq!(code, 0);
+    assert!(o.contains("_users") && o.contains("argon2"));
+    let (code, _, err) = tool(bin, &["export", "--data-dir", s(&data), "--format", "csv", "--table", "_users"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--include-system"), "{err}");
+}

@@ -36,6 +36,38 @@ pub struct ExportArgs {
     /// Output file (default: standard output).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also export a server's system tables (users with password hashes,
+    /// sessions, API-key hashes). Without it an export holds user data only
+    /// and imports into any directory with the same user schema.
+    #[arg(long)]
+    pub include_system: bool,
+}
+
+/// Drop system tables (`_…`), the entities holding them and system
+/// relations from a whole-database export.
+fn strip_system(world: &ecsdb::World, doc: &mut serde_json::Value) {
+    let is_system = |name: &str| name.starts_with('_');
+    let system: std::collections::HashSet<String> = world
+        .entities()
+        .iter()
+        .filter(|&id| world.tables_of(id).is_ok_and(|ts| ts.iter().any(|&t| is_system(&world.schema().table(t).name))))
+        .map(|id| ecsdb::core::world::id_json(id).to_string())
+        .collect();
+    if let Some(serde_json::Value::Array(es)) = doc.get_mut("entities") {
+        es.retain(|e| !system.contains(&e["id"].to_string()));
+    }
+    for key in ["components", "relations"] {
+        if let Some(serde_json::Value::Object(m)) = doc.get_mut(key) {
+            m.retain(|name, _| !is_system(name));
+        }
+    }
+    if let Some(serde_json::Value::Object(rels)) = doc.get_mut("relations") {
+        for rows in rels.values_mut() {
+            if let serde_json::Value::Array(rows) = rows {
+                rows.retain(|r| !system.contains(&r["from"].to_string()) && !system.contains(&r["to"].to_string()));
+            }
+        }
+    }
 }
 
 /// Largest import file: a quarter of the memory ceiling, at least 64 MiB
@@ -95,6 +127,12 @@ pub fn import(args: &ImportArgs) -> ExitCode {
 }
 
 pub fn export(args: &ExportArgs) -> ExitCode {
+    if let Some(t) = &args.table
+        && t.starts_with('_')
+        && !args.include_system
+    {
+        return fail(format!("`{t}` is a system table; pass --include-system to export it (it holds secrets)"));
+    }
     let d = &args.dir.resolved();
     let schema = match schema_for(&d.data_dir, d.schema.as_deref()) {
         Ok(s) => s,
@@ -114,7 +152,13 @@ pub fn export(args: &ExportArgs) -> ExitCode {
     let r = match args.format {
         Format::Json => {
             let doc = match &args.table {
-                None => Ok(export_json(&world)),
+                None => {
+                    let mut doc = export_json(&world);
+                    if !args.include_system {
+                        strip_system(&world, &mut doc);
+                    }
+                    Ok(doc)
+                }
                 Some(t) => world.table_id(t).map(|tid| export_table_json(&world, tid)).map_err(|e| e.to_string()),
             };
             doc.and_then(|d| serde_json::to_writer_pretty(&mut out, &d).map_err(|e| e.to_string()))
