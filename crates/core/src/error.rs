@@ -29,7 +29,9 @@ pub enum Error {
         "component `{table}` of entity {entity} cannot be removed: {count} foreign key value(s) still reference it"
     )]
     ComponentReferenced { entity: EntityId, table: String, count: u32 },
-    #[error("entity {entity} has component `{table}` but not its parent_table `{parent}`")]
+    #[error(
+        "entity {entity} has component `{table}` but not its parent_table `{parent}`: add `{parent}` (the JSON API adds it with its defaults) or remove `{table}` too"
+    )]
     ParentMissing { entity: EntityId, table: String, parent: String },
     #[error("relation `{relation}`: {reason}")]
     RelationEnd { relation: String, reason: String },

@@ -509,6 +509,12 @@ impl Database {
         DatabaseBuilder::default()
     }
 
+    /// Open an existing durable database with the schema it keeps
+    /// (`<dir>/schema.toml`) and the default configuration.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Database> {
+        Database::builder().data_dir(dir).build()
+    }
+
     /// An in-memory database over the bundled example schema.
     pub fn example() -> Result<Database> {
         Database::builder().schema_toml(EXAMPLE_SCHEMA)?.build()
@@ -775,10 +781,58 @@ impl Transaction<'_> {
             })
         })?;
         let id = self.create_entity()?;
-        for (table, fields) in map {
-            self.insert_json(id, table, fields)?;
-        }
+        self.upsert_json(id, map)?;
         Ok(id)
+    }
+
+    /// Set the given fields of each table of `components`, adding the
+    /// components the entity lacks — parents first, and a missing
+    /// `parent_table` (transitively) with its defaults, so
+    /// `{"player": {...}}` also creates the `entities` row it needs.
+    pub fn upsert_json(&mut self, id: EntityId, components: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        let schema = self.schema().clone();
+        let mut items: Vec<(usize, TableId, &String, &serde_json::Value)> = Vec::with_capacity(components.len());
+        for (name, fields) in components {
+            let t = self.table(name)?;
+            let mut depth = 0;
+            let mut p = schema.table(t).parent;
+            while let Some(pt) = p {
+                depth += 1;
+                p = schema.table(pt).parent;
+                if depth > schema.tables.len() {
+                    break; // cycles are refused by the schema; never loop
+                }
+            }
+            items.push((depth, t, name, fields));
+        }
+        items.sort_by_key(|(d, t, _, _)| (*d, *t));
+        for (_, t, name, fields) in items {
+            if self.has(id, t) {
+                self.set_json(id, name, fields)?;
+            } else {
+                self.insert_json(id, name, fields)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Add the missing ancestors (`parent_table` chain) of `t` with defaults.
+    fn ensure_parents(&mut self, id: EntityId, t: TableId) -> Result<()> {
+        let schema = self.schema().clone();
+        let mut missing = Vec::new();
+        let mut p = schema.table(t).parent;
+        while let Some(pt) = p {
+            if self.has(id, pt) || missing.contains(&pt) {
+                break;
+            }
+            missing.push(pt);
+            p = schema.table(pt).parent;
+        }
+        let empty = serde_json::Value::Object(serde_json::Map::new());
+        for pt in missing.into_iter().rev() {
+            self.w().insert_json(id, pt, &empty)?;
+        }
+        Ok(())
     }
 
     pub fn delete(&mut self, id: EntityId) -> Result<()> {
@@ -808,8 +862,13 @@ impl Transaction<'_> {
     }
 
     /// Add a component from a JSON object (missing fields take defaults).
+    /// A missing `parent_table` is added first, with its defaults.
     pub fn insert_json(&mut self, id: EntityId, table: &str, fields: &serde_json::Value) -> Result<()> {
         let t = self.table(table)?;
+        if !self.contains(id) {
+            return Err(ecsdb_core::Error::NoSuchEntity(id).into());
+        }
+        self.ensure_parents(id, t)?;
         Ok(self.w().insert_json(id, t, fields)?)
     }
 

@@ -63,4 +63,6 @@ pub use ecsdb_core::{
 };
 pub use ecsdb_storage::{self as storage, CheckpointInfo, RecoveryReport};
 pub use error::{DbError, EngineError, Result, SchemaError};
+/// Re-exported: JSON values appear in this crate's signatures.
+pub use serde_json;
 pub use sink::CommitSink;

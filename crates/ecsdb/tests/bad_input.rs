@@ -108,10 +108,9 @@ fn deferred_constraints_roll_back_the_whole_transaction() {
     let (db, a, b) = seeded();
     // parent_table: player needs entities.
     rejects(&db, "has component `player` but not its parent_table `entities`", |t| {
-        let e = t.create_entity()?;
-        t.insert_json(e, "player", &json!({"name": "orphan"}))?;
+        let e = t.create_entity_json(&json!({"player": {"name": "orphan"}}))?;
         t.set_json(a, "player", &json!({"level": 50}))?; // also undone
-        Ok(())
+        t.remove(e, "entities") // the parent goes, the child stays
     });
     // Relation end constraint: owns.from must be a player.
     rejects(&db, "relation `owns`: source entity", |t| t.link("owns", b, a, None));
@@ -247,4 +246,27 @@ fn bad_schema_and_config_are_reported_at_build() {
     assert!(err.to_string().contains("a.x: unknown type `nope`"), "{err}");
     let err = Database::builder().build().unwrap_err();
     assert!(matches!(err, DbError::NoSchema), "{err}");
+}
+
+/// The base row: a component whose `parent_table` is missing brings it along
+/// with its defaults; explicit parents work in any order; removing a parent
+/// that is still needed names what to do.
+#[test]
+fn parents_are_added_with_their_defaults() {
+    let db = db();
+    let (a, _) = db.write(|t| t.create_entity_json(&json!({"player": {"level": 3}}))).unwrap();
+    let got = db.get_json(a).unwrap();
+    assert_eq!(got["components"]["player"]["level"], 3);
+    assert!(got["components"]["entities"].is_object(), "{got}");
+    // Explicit parent values, child first in the object: still one row each.
+    let (b, _) =
+        db.write(|t| t.create_entity_json(&json!({"player": {"level": 1}, "entities": {"version": 7}}))).unwrap();
+    assert_eq!(db.get_json(b).unwrap()["components"]["entities"]["version"], 7);
+    // Adding a child to an entity without its parent adds the parent.
+    let (c, _) = db.write(|t| t.create_entity_json(&json!({}))).unwrap();
+    db.write(|t| t.insert_json(c, "health", &json!({"hp": 5}))).unwrap();
+    assert!(db.get_json(c).unwrap()["components"]["entities"].is_object());
+    // Removing the parent alone is refused, saying what to do.
+    let err = db.write(|t| t.remove(a, "entities")).unwrap_err().to_string();
+    assert!(err.contains("add `entities`") && err.contains("remove `player` too"), "{err}");
 }

@@ -163,15 +163,7 @@ impl<'t, 'db> DataWriter<'t, 'db> {
     /// Set the given fields of each table, adding the components the entity
     /// lacks.
     pub fn set(&mut self, id: EntityId, comps: &Map<String, J>) -> ecsdb::Result<()> {
-        for (table, fields) in comps {
-            let tid = self.txn.table_id(table)?;
-            if self.txn.has(id, tid) {
-                self.txn.set_json(id, table, fields)?;
-            } else {
-                self.txn.insert_json(id, table, fields)?;
-            }
-        }
-        Ok(())
+        self.txn.upsert_json(id, comps)
     }
 
     pub fn delete(&mut self, id: EntityId) -> ecsdb::Result<()> {
