@@ -343,3 +343,102 @@ fn every_file_the_tools_write_is_private() {
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the export is {mode:o}");
 }
+
+/// Password guesses sent at the same moment, or through `current_password`
+/// with a stolen token, are limited like sequential failed logins.
+#[test]
+fn concurrent_and_current_password_guesses_are_limited() {
+    let s = spawn(tempfile::tempdir().unwrap(), &[], None);
+    let admin = s.admin();
+    let victim = s.user(&admin, "victim", "ReadWrite");
+    let p = port(&s.base);
+    let guesses: Vec<u16> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..40)
+            .map(|i| {
+                sc.spawn(move || {
+                    let body = json!({"username": "victim", "password": format!("guess-{i:04}")}).to_string();
+                    raw(
+                        &format!("127.0.9.{}", i + 1),
+                        p,
+                        &format!(
+                            "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        ),
+                    )
+                    .0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let evaluated = guesses.iter().filter(|&&c| c == 401).count();
+    assert!(evaluated <= 10, "{evaluated} concurrent guesses were evaluated: {guesses:?}");
+    assert!(guesses.iter().all(|c| [401, 429, 503].contains(c)), "{guesses:?}");
+    // Guessing the current password with the victim's own token.
+    let other = s.user(&admin, "other", "ReadWrite");
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = s.call(
+            "POST",
+            "/v1/admin/users/other/password",
+            Some(&other),
+            Some(&json!({"password": "new-password-9", "current_password": format!("wrong-{i}")})),
+        );
+        statuses.push(r.status);
+    }
+    assert!(statuses.contains(&429), "current_password guesses were not limited: {statuses:?}");
+    drop(victim);
+}
+
+/// Two credentials are refused; the auth scheme is case-insensitive.
+#[test]
+fn authorization_header_tricks() {
+    let s = spawn(tempfile::tempdir().unwrap(), &[], None);
+    let t = s.admin();
+    let p = port(&s.base);
+    let (status, text) = raw(
+        "127.0.0.1",
+        p,
+        &format!(
+            "GET /v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nAuthorization: Bearer junk\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = raw(
+        "127.0.0.1",
+        p,
+        &format!("GET /v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: bearer {t}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
+/// `export --out` writes a new private file: not into an existing file's
+/// inode and permissions, not through a symbolic link.
+#[test]
+fn export_out_never_reuses_a_file_or_follows_a_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_ecsdb");
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/schemas/rpg_game.toml");
+    let d = root.path().join("data");
+    let ok = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ok(&["init", "--schema", schema, "--data-dir", d.to_str().unwrap()]);
+    let open = root.path().join("open.json");
+    std::fs::write(&open, "x").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    ok(&["export", "--data-dir", d.to_str().unwrap(), "--format", "json", "--out", open.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(&open).unwrap().permissions().mode() & 0o777, 0o600);
+    let target = root.path().join("target.txt");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = root.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    ok(&["export", "--data-dir", d.to_str().unwrap(), "--format", "json", "--out", link.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    let nested = root.path().join("new/sub/out.json");
+    ok(&["export", "--data-dir", d.to_str().unwrap(), "--format", "json", "--out", nested.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(nested.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+}

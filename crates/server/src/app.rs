@@ -78,6 +78,8 @@ pub struct AppState {
     pub login_failures: RateLimiter,
     /// Queries running at once.
     pub queries: tokio::sync::Semaphore,
+    /// Password hashes computed at once (argon2id takes ~19 MiB each).
+    pub password_checks: tokio::sync::Semaphore,
     pub started: Instant,
     next_request: AtomicU64,
 }
@@ -89,6 +91,9 @@ impl AppState {
             ip_limiter: RateLimiter::new(rl.window_secs, rl.max_unauthenticated, clock.clone()),
             cred_limiter: RateLimiter::new(rl.window_secs, rl.max_requests, clock.clone()),
             login_failures: RateLimiter::new(rl.window_secs, rl.login_failures_max, clock),
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2),
+            ),
             queries: tokio::sync::Semaphore::new(match config.server.max_concurrent_queries {
                 0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
                 n => n,
@@ -105,12 +110,17 @@ impl AppState {
 
 pub type Shared = Arc<AppState>;
 
+/// Login requests handled at once (the rest wait; password checks are
+/// bounded separately, one per core).
+const LOGIN_SLOTS: usize = 64;
+/// A login body is a name and a password.
+const LOGIN_BODY_LIMIT: usize = 16 << 10;
+
 /// The router with every middleware.
 pub fn router(state: Shared) -> Router {
     let cfg = &state.config;
     let api = Router::new()
         .route("/v1/openapi.json", get(handlers::openapi))
-        .route("/v1/auth/login", post(handlers::login))
         .route("/v1/auth/logout", post(handlers::logout))
         .route("/v1/schema", get(handlers::schema))
         .route("/v1/stats", get(handlers::stats))
@@ -133,6 +143,14 @@ pub fn router(state: Shared) -> Router {
         // Requests served at once; health and metrics are outside it, so a
         // flood of slow requests never hides the server's state.
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.server.max_connections));
+    // Logins are public and read a body before anything is known of the
+    // caller: they get slots of their own, so slow login bodies cannot take
+    // the request slots of authenticated traffic.
+    let login = Router::new()
+        .route("/v1/auth/login", post(handlers::login))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(LOGIN_BODY_LIMIT))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(LOGIN_SLOTS));
     let probes = Router::new()
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
@@ -148,6 +166,7 @@ pub fn router(state: Shared) -> Router {
     // deadline. `observe` is outermost, so every response (preflights, 408s,
     // 413s, 429s) carries the security headers, a request id and metrics.
     probes
+        .merge(login)
         .merge(api)
         .layer(tower::util::option_layer(cors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -260,7 +279,11 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
         if req.method() == Method::OPTIONS {
             // Not a CORS preflight (the CORS layer answers those): say which
             // methods the route takes.
-            let allow: Vec<&str> = ROUTES.iter().filter(|(_, p, _)| *p == route).map(|r| r.0).collect();
+            let mut allow: Vec<&str> = ROUTES.iter().filter(|(_, p, _)| *p == route).map(|r| r.0).collect();
+            if allow.contains(&"GET") {
+                allow.push("HEAD");
+            }
+            allow.push("OPTIONS");
             let mut r = StatusCode::NO_CONTENT.into_response();
             if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
                 r.headers_mut().insert(header::ALLOW, v);
@@ -286,6 +309,10 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
             return too_many(retry);
         }
         return next.run(req).await;
+    }
+    // Two credentials are ambiguous (a proxy may read the other one).
+    if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return refuse(ApiError::bad_request("send one Authorization header"));
     }
     let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let st2 = st.clone();

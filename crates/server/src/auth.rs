@@ -116,9 +116,11 @@ impl Tokens {
 /// Resolve an `Authorization` header value to a principal.
 pub fn authenticate(db: &Database, tokens: &Tokens, header: Option<&str>) -> ApiResult<Principal> {
     let h = header.ok_or_else(|| ApiError::unauthorized("missing Authorization header (Bearer <token or API key>)"))?;
+    // The scheme is case-insensitive (RFC 7235).
     let cred = h
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, c)| c.trim())
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token or API key>`"))?;
     let w = db.read();

@@ -216,8 +216,13 @@ impl ServerConfig {
                 self.auth.jwt_expires_in
             ));
         }
-        if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            p.push("auth.jwt_secret must be at least 32 characters".into());
+        if self.auth.jwt_secret.as_ref().is_some_and(|s| {
+            let mut distinct: Vec<char> = s.trim().chars().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            s.trim().len() < 32 || distinct.len() < 8
+        }) {
+            p.push("auth.jwt_secret must be at least 32 characters (not counting spaces at its ends), with at least 8 different ones".into());
         }
         if self.rate_limit.window_secs == 0 || self.rate_limit.window_secs > 86_400 {
             p.push(format!(

@@ -111,8 +111,15 @@ impl DataOp {
     /// Parse `ops[i]`, naming it in the error.
     pub fn parse(v: &J, i: usize) -> ApiResult<DataOp> {
         DataOp::deserialize(v).map_err(|e| {
+            // serde names internal types for untagged enums; say it plainly.
+            let msg = e.to_string();
+            let msg = if msg.contains("untagged enum IdRef") {
+                "an entity id must be a number, a decimal string or \"$N\"".to_string()
+            } else {
+                msg
+            };
             ApiError::bad_request(format!(
-                "ops[{i}]: {e} (ops are create, set, remove, delete, link, unlink; see docs/API.md)"
+                "ops[{i}]: {msg} (ops are create, set, remove, delete, link, unlink; see docs/API.md)"
             ))
         })
     }

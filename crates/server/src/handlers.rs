@@ -174,6 +174,48 @@ pub struct LoginBody {
     password: String,
 }
 
+/// Count one password attempt for `user` from `ip` up front (so attempts
+/// sent at the same moment cannot all be evaluated), refusing with 429 when
+/// either is over `rate_limit.login_failures_max`. A successful attempt is
+/// given back with [`refund_attempt`].
+fn reserve_attempt(st: &Shared, user: &str, ip: &str) -> ApiResult<()> {
+    let (uk, ik) = (format!("user:{user}"), format!("ip:{ip}"));
+    let refused = match st.login_failures.check(&uk) {
+        Err(retry) => Some(retry),
+        Ok(()) => st.login_failures.check(&ik).err().inspect(|_| st.login_failures.refund(&uk)),
+    };
+    if let Some(retry) = refused {
+        st.metrics.rate_limited.inc();
+        tracing::warn!(target: "audit", username = ?user, client = %ip, "password attempt refused: too many failures");
+        return Err(crate::app::too_many_error(retry));
+    }
+    Ok(())
+}
+
+fn refund_attempt(st: &Shared, user: &str, ip: &str) {
+    st.login_failures.refund(&format!("user:{user}"));
+    st.login_failures.refund(&format!("ip:{ip}"));
+}
+
+/// Run password hashing (argon2id, ~19 MiB and tens of ms each) with at
+/// most one per core at once, so concurrent logins cannot exhaust memory.
+async fn hashing<T, F>(st: &Shared, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Shared) -> ApiResult<T> + Send + 'static,
+{
+    let wait = std::time::Duration::from_millis(st.config.server.request_timeout_ms.min(5_000));
+    let st2 = st.clone();
+    let Ok(Ok(_permit)) = tokio::time::timeout(wait, st2.password_checks.acquire()).await else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many password checks at once; nothing was changed, retry",
+        ));
+    };
+    blocking(st, f).await
+}
+
 pub async fn login(
     State(st): State<Shared>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -183,14 +225,9 @@ pub async fn login(
     // `rate_limit.login_failures_max` in a window, that name (from anywhere)
     // and that IP (for any name) wait for the next window.
     let ip = peer.ip().to_string();
-    let user_key = format!("user:{}", b.username);
-    let ip_key = format!("ip:{ip}");
-    if let Some(retry) = st.login_failures.over(&user_key).or_else(|| st.login_failures.over(&ip_key)) {
-        st.metrics.rate_limited.inc();
-        tracing::warn!(target: "audit", username = ?b.username, client = %ip, "login refused: too many failed attempts");
-        return Err(crate::app::too_many_error(retry));
-    }
-    blocking(&st, move |st| {
+    reserve_attempt(&st, &b.username, &ip)?;
+    let (name, ip2) = (b.username.clone(), ip.clone());
+    let r = hashing(&st, move |st| {
         let user = system::find_user(&st.db.read(), &b.username)?;
         let ok = if let Some(u) = &user {
             auth::verify_password(&b.password, &u.password_hash)
@@ -200,20 +237,25 @@ pub async fn login(
         };
         let Some(user) = user.filter(|_| ok) else {
             st.metrics.auth_failures.inc();
-            st.login_failures.hit(&user_key);
-            st.login_failures.hit(&ip_key);
             // Debug formatting escapes newlines and control characters: a
             // username cannot forge log lines or send terminal escapes.
-            tracing::warn!(target: "audit", username = ?b.username, client = %ip, "failed login");
+            tracing::warn!(target: "audit", username = ?b.username, client = %ip2, "failed login");
             return Err(ApiError::unauthorized("wrong username or password"));
         };
+        refund_attempt(st, &b.username, &ip2);
         let jti = auth::random_hex(16)?;
         let (token, expires_ms) = st.tokens.issue(&user.username, user.id, &jti)?;
-        system::insert_session(&st.db, &jti, &user.username, expires_ms)?;
+        // The session is recorded only if the password is still the one
+        // checked: a login racing a password change does not survive it.
+        system::insert_session(&st.db, &jti, &user.username, &user.password_hash, expires_ms)?;
         tracing::info!(target: "audit", who = %user.username, action = "login", "audit");
         Ok(Json(json!({"token": token, "expires_in": st.tokens.ttl_secs, "role": user.role.name()})))
     })
-    .await
+    .await;
+    if matches!(&r, Err(e) if e.code == "busy") {
+        refund_attempt(&st, &name, &ip);
+    }
+    r
 }
 
 pub async fn logout(State(st): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult<StatusCode> {
@@ -414,8 +456,17 @@ pub struct NewUser {
 }
 
 fn check_username(u: &str) -> ApiResult<()> {
-    let ok = !u.is_empty() && u.len() <= 64 && u.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if ok { Ok(()) } else { Err(ApiError::bad_request("usernames are 1 to 64 letters, digits, `_`, `.` or `-`")) }
+    let ok = !u.is_empty()
+        && u.len() <= 64
+        && u.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && u.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "names are 1 to 64 letters, digits, `_`, `.` or `-`, starting with a letter or digit",
+        ))
+    }
 }
 
 pub async fn create_user(
@@ -426,7 +477,15 @@ pub async fn create_user(
     check_username(&b.username)?;
     let role = Role::parse(&b.role)
         .ok_or_else(|| ApiError::bad_request(format!("unknown role `{}` (Admin, ReadWrite, ReadOnly)", b.role)))?;
-    blocking(&st, move |st| {
+    hashing(&st, move |st| {
+        // Names that differ only in case would look alike in every list.
+        if system::list_users(&st.db.read())?.iter().any(|u| u.username.eq_ignore_ascii_case(&b.username)) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("user `{}` already exists (names are compared without case)", b.username),
+            ));
+        }
         let hash = auth::hash_password(&b.password)?;
         system::insert_user(&st.db, &b.username, &hash, role)?;
         audit(&p, "create_user", &json!({"username": b.username, "role": role.name()}));
@@ -451,27 +510,36 @@ pub struct NewPassword {
 pub async fn change_password(
     State(st): State<Shared>,
     Extension(p): Extension<Principal>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Path(name): Path<String>,
     Body(b): Body<NewPassword>,
 ) -> ApiResult<StatusCode> {
     if p.name != name && !p.perms.has(Perms::ADMIN) {
         return Err(ApiError::forbidden("only admins change other users' passwords"));
     }
-    blocking(&st, move |st| {
+    let own = p.name == name;
+    let ip = peer.ip().to_string();
+    // Guessing `current_password` with a stolen token counts like failed logins.
+    if own {
+        reserve_attempt(&st, &name, &ip)?;
+    }
+    hashing(&st, move |st| {
         let user =
             system::find_user(&st.db.read(), &name)?.ok_or_else(|| ApiError::not_found(format!("no user `{name}`")))?;
-        if p.name == name {
+        if own {
             let ok = b.current_password.as_deref().is_some_and(|c| auth::verify_password(c, &user.password_hash));
             if !ok {
+                st.metrics.auth_failures.inc();
+                tracing::warn!(target: "audit", username = ?name, client = %ip, "wrong current password");
                 return Err(ApiError::forbidden(
                     "changing your own password needs `current_password`, the password you have now",
                 ));
             }
+            refund_attempt(st, &name, &ip);
         }
         let hash = auth::hash_password(&b.password)?;
-        system::set_password_hash(&st.db, user.id, &hash)?;
-        // Existing sessions of that user end.
-        system::delete_sessions(&st.db, |s| s.username == name)?;
+        // One commit: the new hash and the end of every session of the user.
+        system::set_password_ending_sessions(&st.db, user.id, &name, &hash)?;
         audit(&p, "change_password", &json!({"username": name}));
         Ok(StatusCode::NO_CONTENT)
     })

@@ -31,13 +31,17 @@ impl Clock for ManualClock {
     }
 }
 
-/// At most `max` requests per key in each window of `window_ms`.
+/// At most about `max` requests per key in any span of `window_ms`: a
+/// sliding-window estimate (the previous fixed window's count, weighted by
+/// how much of it still overlaps the span, plus the current window's), so a
+/// burst around a window boundary cannot get twice the allowance.
 #[derive(Debug)]
 pub struct RateLimiter {
     window_ms: u64,
     max: u32,
     clock: Arc<dyn Clock>,
-    windows: Mutex<HashMap<String, (u64, u32)>>,
+    /// key → (current window start, count in it, count in the one before).
+    windows: Mutex<HashMap<String, (u64, u32, u32)>>,
 }
 
 /// Most keys remembered before stale windows are swept.
@@ -58,6 +62,21 @@ impl RateLimiter {
         self.max == 0
     }
 
+    /// Roll `e` forward to the window starting at `start`.
+    fn roll(&self, e: &mut (u64, u32, u32), start: u64) {
+        if e.0 != start {
+            let prev = if e.0 + self.window_ms == start { e.1 } else { 0 };
+            *e = (start, 0, prev);
+        }
+    }
+
+    /// The estimate for `e` at `now`, and the seconds until it drops.
+    fn estimate(&self, e: &(u64, u32, u32), now: u64) -> (u64, u64) {
+        let left = self.window_ms - (now - e.0);
+        let weighted = u64::from(e.2) * left / self.window_ms;
+        (weighted + u64::from(e.1), left.div_ceil(1000).max(1))
+    }
+
     /// `Some(retry_after_secs)` when `key` is over the limit, without
     /// counting anything.
     pub fn over(&self, key: &str) -> Option<u64> {
@@ -67,9 +86,22 @@ impl RateLimiter {
         let now = self.clock.now_ms();
         let start = now - now % self.window_ms;
         let w = self.windows.lock();
-        w.get(key)
-            .filter(|(s, n)| *s == start && *n >= self.max)
-            .map(|_| (start + self.window_ms - now).div_ceil(1000).max(1))
+        let mut e = *w.get(key)?;
+        self.roll(&mut e, start);
+        let (n, retry) = self.estimate(&e, now);
+        (n >= u64::from(self.max)).then_some(retry)
+    }
+
+    /// Give back one count of `key` in the current window (an attempt that
+    /// was counted up front and turned out not to count, e.g. a login that
+    /// succeeded).
+    pub fn refund(&self, key: &str) {
+        let now = self.clock.now_ms();
+        let start = now - now % self.window_ms;
+        if let Some(e) = self.windows.lock().get_mut(key) {
+            self.roll(e, start);
+            e.1 = e.1.saturating_sub(1);
+        }
     }
 
     /// Count one event for `key` (e.g. a failed login).
@@ -80,7 +112,7 @@ impl RateLimiter {
     }
 
     /// Count a request for `key`; `Err(retry_after_secs)` when over the
-    /// limit. A limit of 0 is off.
+    /// limit (then nothing is counted). A limit of 0 is off.
     pub fn check(&self, key: &str) -> Result<(), u64> {
         if self.max == 0 {
             return Ok(());
@@ -89,14 +121,14 @@ impl RateLimiter {
         let start = now - now % self.window_ms;
         let mut w = self.windows.lock();
         if w.len() >= SWEEP_AT {
-            w.retain(|_, (s, _)| *s == start);
+            let oldest = start.saturating_sub(self.window_ms);
+            w.retain(|_, (s, _, _)| *s >= oldest);
         }
-        let e = w.entry(key.to_string()).or_insert((start, 0));
-        if e.0 != start {
-            *e = (start, 0);
-        }
-        if e.1 >= self.max {
-            return Err((start + self.window_ms - now).div_ceil(1000).max(1));
+        let e = w.entry(key.to_string()).or_insert((start, 0, 0));
+        self.roll(e, start);
+        let (n, retry) = self.estimate(e, now);
+        if n >= u64::from(self.max) {
+            return Err(retry);
         }
         e.1 += 1;
         Ok(())
@@ -119,7 +151,34 @@ mod tests {
         rl.check("5.6.7.8").unwrap();
         *clock.0.lock() += 30_000;
         assert_eq!(rl.check("1.2.3.4"), Err(30));
+        // At the next window's start the last one still counts in full...
+        *clock.0.lock() += 30_000;
+        assert_eq!(rl.check("1.2.3.4"), Err(60));
+        // ...and less as the span slides past it.
         *clock.0.lock() += 30_000;
         rl.check("1.2.3.4").unwrap();
+    }
+
+    #[test]
+    fn a_burst_around_a_boundary_gets_one_allowance() {
+        let clock = Arc::new(ManualClock::default());
+        *clock.0.lock() = 1_200_000 + 59_000; // one second before a boundary
+        let rl = RateLimiter::new(60, 10, clock.clone());
+        let mut allowed = 0;
+        for _ in 0..10 {
+            allowed += u32::from(rl.check("user:admin").is_ok());
+        }
+        *clock.0.lock() += 2_000; // just past the boundary
+        for _ in 0..10 {
+            allowed += u32::from(rl.check("user:admin").is_ok());
+        }
+        assert!(allowed <= 11, "{allowed} allowed in two seconds");
+        // Refunds give a count back.
+        let rl = RateLimiter::new(60, 1, clock.clone());
+        rl.check("k").unwrap();
+        assert!(rl.check("k").is_err());
+        rl.refund("k");
+        rl.check("k").unwrap();
+        assert!(rl.over("k").is_some());
     }
 }

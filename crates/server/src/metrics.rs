@@ -88,7 +88,9 @@ impl Metrics {
     /// The Prometheus text exposition, with database figures refreshed.
     pub fn render(&self, db: &ecsdb::Database) -> String {
         let dm = db.metrics();
-        self.entities.set(dm.total_entities as i64);
+        // User data only: system rows (sessions, users, keys) would let any
+        // scraper watch logins.
+        self.entities.set(crate::guard::user_counts(&db.read()).entities as i64);
         self.memory.set(dm.memory_bytes as i64);
         self.tx_active.set(dm.transactions_active as i64);
         catch_up(&self.operations, dm.total_operations);

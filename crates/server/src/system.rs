@@ -258,8 +258,17 @@ pub fn insert_user(db: &Database, username: &str, hash: &str, role: Role) -> Api
     insert_unique(db, "_users", "username", &values, "user")
 }
 
-pub fn set_password_hash(db: &Database, user: EntityId, hash: &str) -> ApiResult<()> {
-    db.write(|t| t.set(user, "_users", "password_hash", &Value::Str(hash.into())))?;
+/// Set a user's password hash and end all of their sessions, in one commit.
+pub fn set_password_ending_sessions(db: &Database, user: EntityId, username: &str, hash: &str) -> ApiResult<()> {
+    db.write(|t| {
+        t.set(user, "_users", "password_hash", &Value::Str(hash.into()))?;
+        for s in list_sessions(t).unwrap_or_default() {
+            if s.username == username {
+                t.delete(s.id)?;
+            }
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -299,31 +308,42 @@ pub const MAX_SESSIONS_PER_USER: usize = 32;
 /// Record a session, dropping expired ones and the user's oldest beyond
 /// [`MAX_SESSIONS_PER_USER`]. Sessions are bounded, so they may be written
 /// over the memory ceiling: a full database still lets its admins log in.
-pub fn insert_session(db: &Database, token_id: &str, username: &str, expires_ms: u64) -> ApiResult<()> {
+pub fn insert_session(
+    db: &Database,
+    token_id: &str,
+    username: &str,
+    password_hash: &str,
+    expires_ms: u64,
+) -> ApiResult<()> {
     let now = now_ms();
-    db.write(|t| {
-        t.exempt_from_memory_limit()?;
-        let mut mine = Vec::new();
-        for s in list_sessions(t).unwrap_or_default() {
-            if s.expires_ms <= now {
-                t.delete(s.id)?;
-            } else if s.username == username {
-                mine.push(s);
-            }
+    let mut t = db.transaction()?;
+    // The password checked must still be the user's: a password change that
+    // committed meanwhile ended every session, this one included.
+    if find_user(&t, username)?.is_none_or(|u| u.password_hash != password_hash) {
+        return Err(ApiError::unauthorized("the password changed during the login; log in again"));
+    }
+    t.exempt_from_memory_limit()?;
+    let mut mine = Vec::new();
+    for s in list_sessions(&t).unwrap_or_default() {
+        if s.expires_ms <= now {
+            t.delete(s.id)?;
+        } else if s.username == username {
+            mine.push(s);
         }
-        if mine.len() >= MAX_SESSIONS_PER_USER {
-            mine.sort_by_key(|s| (s.created_ms, s.id));
-            for s in &mine[..=mine.len() - MAX_SESSIONS_PER_USER] {
-                t.delete(s.id)?;
-            }
+    }
+    if mine.len() >= MAX_SESSIONS_PER_USER {
+        mine.sort_by_key(|s| (s.created_ms, s.id));
+        for s in &mine[..=mine.len() - MAX_SESSIONS_PER_USER] {
+            t.delete(s.id)?;
         }
-        let e = t.create_entity()?;
-        t.insert(
-            e,
-            "_sessions",
-            &[Value::Str(token_id.into()), Value::Str(username.into()), Value::U64(expires_ms), Value::U64(now)],
-        )
-    })?;
+    }
+    let e = t.create_entity()?;
+    t.insert(
+        e,
+        "_sessions",
+        &[Value::Str(token_id.into()), Value::Str(username.into()), Value::U64(expires_ms), Value::U64(now)],
+    )?;
+    t.commit()?;
     Ok(())
 }
 

@@ -99,16 +99,54 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Open a file for writing, readable by the owner only (0600).
-pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+/// An output file being written privately: a new 0600 file beside the
+/// target (never an existing file's inode or permissions, never through a
+/// symbolic link), renamed over the target by [`PrivateFile::finish`]; a
+/// missing parent directory is created 0700. Dropped unfinished, it is
+/// removed.
+#[derive(Debug)]
+pub struct PrivateFile {
+    pub file: std::fs::File,
+    tmp: PathBuf,
+    target: PathBuf,
+    done: bool,
+}
+
+impl PrivateFile {
+    pub fn create(target: &Path) -> std::io::Result<PrivateFile> {
+        let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.exists() {
+            create_private_dir(parent)?;
+        }
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(&tmp)?;
+        Ok(PrivateFile { file, tmp, target: target.to_path_buf(), done: false })
     }
-    opts.open(path)
+
+    /// Make the file durable and put it in place (replacing a link, not
+    /// following it).
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.target)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// A progress bar on a terminal; hidden in scripts.

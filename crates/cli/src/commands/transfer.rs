@@ -142,11 +142,15 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
-    let mut out: Box<dyn Write> = match &args.out {
-        Some(p) => match super::common::create_private(p) {
-            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+    let mut private = match &args.out {
+        Some(p) => match super::common::PrivateFile::create(p) {
+            Ok(f) => Some(f),
             Err(e) => return fail(format!("{}: {e}", p.display())),
         },
+        None => None,
+    };
+    let mut out: Box<dyn Write + '_> = match &mut private {
+        Some(f) => Box::new(std::io::BufWriter::new(&mut f.file)),
         None => Box::new(std::io::stdout().lock()),
     };
     let r = match args.format {
@@ -174,7 +178,9 @@ pub fn export(args: &ExportArgs) -> ExitCode {
             }
         }
     };
-    match r.and_then(|()| out.flush().map_err(|e| e.to_string())) {
+    let r = r.and_then(|()| out.flush().map_err(|e| e.to_string()));
+    drop(out);
+    match r.and_then(|()| private.map_or(Ok(()), |f| f.finish().map_err(|e| e.to_string()))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

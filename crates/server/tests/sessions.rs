@@ -1,0 +1,32 @@
+//! Sessions are recorded only for the password that was checked: a login
+//! racing a password change cannot leave a session behind.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use ecsdb::{Database, Schema};
+use ecsdb_server::system::{self, Role};
+
+fn db() -> Database {
+    let schema = Schema::with_system(ecsdb::EXAMPLE_SCHEMA, system::SYSTEM_SCHEMA).unwrap();
+    Database::builder().schema(Arc::new(schema)).build().unwrap()
+}
+
+#[test]
+fn a_session_for_a_changed_password_is_refused() {
+    let db = db();
+    let old = "argon2-hash-old";
+    system::insert_user(&db, "ana", old, Role::ReadWrite).unwrap();
+    let user = system::find_user(&db.read(), "ana").unwrap().unwrap();
+    system::insert_session(&db, "s1", "ana", old, u64::MAX).unwrap();
+    // The password changes (ending s1) while a second login, checked against
+    // the old hash, is still on its way.
+    system::set_password_ending_sessions(&db, user.id, "ana", "argon2-hash-new").unwrap();
+    assert!(system::find_session(&db.read(), "s1").unwrap().is_none());
+    let late = system::insert_session(&db, "s2", "ana", old, u64::MAX).unwrap_err();
+    assert_eq!(late.status, 401, "{}", late.message);
+    assert!(system::find_session(&db.read(), "s2").unwrap().is_none());
+    // With the current hash it works.
+    system::insert_session(&db, "s3", "ana", "argon2-hash-new", u64::MAX).unwrap();
+    assert!(system::find_session(&db.read(), "s3").unwrap().is_some());
+}
