@@ -1,4 +1,4 @@
-//! Fixed-window rate limiting per key (client IP, credential), with the
+//! Sliding-window rate limiting per key (client IP, credential, username),
 //! clock behind a trait so tests can move time without sleeping.
 
 use std::collections::HashMap;
