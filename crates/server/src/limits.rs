@@ -1,5 +1,5 @@
 //! Sliding-window rate limiting per key (client IP, credential, username),
-//! clock behind a trait so tests can move time without sleeping.
+//! with the clock behind a trait so tests can move time without sleeping.
 
 use std::collections::HashMap;
 use std::sync::Arc;
