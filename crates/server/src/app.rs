@@ -95,7 +95,10 @@ impl AppState {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2),
             ),
             queries: tokio::sync::Semaphore::new(match config.server.max_concurrent_queries {
-                0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                // A few per core: enough to keep the cores busy while some
+                // wait on I/O or locks, few enough that heavy queries cannot
+                // starve everything else.
+                0 => 4 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
                 n => n,
             }),
             db,

@@ -37,9 +37,9 @@ pub struct ServerSection {
     /// `result_too_large`: ask for fewer rows or fields.
     pub max_result_bytes: usize,
     /// Queries running at once; more wait (at most `query_timeout_ms`, then
-    /// 503 `busy`). Queries are CPU-bound: more than the cores only slows
-    /// every one of them, and everything else with them. 0 = the number of
-    /// CPU cores.
+    /// 503 `busy`). Queries are CPU-bound: many more than the cores only
+    /// slows every one of them, and everything else with them. 0 = four per
+    /// CPU core.
     pub max_concurrent_queries: usize,
 }
 
