@@ -57,11 +57,6 @@ impl RateLimiter {
         }
     }
 
-    /// Whether the limit is off (`max = 0`).
-    pub fn is_off(&self) -> bool {
-        self.max == 0
-    }
-
     /// Roll `e` forward to the window starting at `start`.
     fn roll(&self, e: &mut (u64, u32, u32), start: u64) {
         if e.0 != start {
@@ -77,21 +72,6 @@ impl RateLimiter {
         (weighted + u64::from(e.1), left.div_ceil(1000).max(1))
     }
 
-    /// `Some(retry_after_secs)` when `key` is over the limit, without
-    /// counting anything.
-    pub fn over(&self, key: &str) -> Option<u64> {
-        if self.max == 0 {
-            return None;
-        }
-        let now = self.clock.now_ms();
-        let start = now - now % self.window_ms;
-        let w = self.windows.lock();
-        let mut e = *w.get(key)?;
-        self.roll(&mut e, start);
-        let (n, retry) = self.estimate(&e, now);
-        (n >= u64::from(self.max)).then_some(retry)
-    }
-
     /// Give back one count of `key` in the current window (an attempt that
     /// was counted up front and turned out not to count, e.g. a login that
     /// succeeded).
@@ -101,13 +81,6 @@ impl RateLimiter {
         if let Some(e) = self.windows.lock().get_mut(key) {
             self.roll(e, start);
             e.1 = e.1.saturating_sub(1);
-        }
-    }
-
-    /// Count one event for `key` (e.g. a failed login).
-    pub fn hit(&self, key: &str) {
-        if self.max > 0 {
-            let _ = self.check(key);
         }
     }
 
@@ -179,6 +152,6 @@ mod tests {
         assert!(rl.check("k").is_err());
         rl.refund("k");
         rl.check("k").unwrap();
-        assert!(rl.over("k").is_some());
+        assert!(rl.check("k").is_err());
     }
 }

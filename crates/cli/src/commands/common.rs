@@ -83,22 +83,6 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
-/// Write a file readable by the owner only (0600) and make it durable:
-/// every file a tool writes holds data or secrets.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
-}
-
 /// An output file being written privately: a new 0600 file beside the
 /// target (never an existing file's inode or permissions, never through a
 /// symbolic link), renamed over the target by [`PrivateFile::finish`]; a

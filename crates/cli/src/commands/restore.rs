@@ -165,7 +165,14 @@ pub fn run(args: &Args) -> ExitCode {
     let target = snaps.join(snapshot::snapshot_name(world.seq()));
     // In place the snapshot is already there: never rewrite it.
     let already = std::fs::read(&target).is_ok_and(|b| b == bytes);
-    if !already && let Err(e) = super::common::write_private(&target, &bytes) {
+    let written = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = super::common::PrivateFile::create(&target)?;
+        f.file.write_all(&bytes)?;
+        f.finish()?;
+        std::fs::File::open(&snaps)?.sync_all()
+    };
+    if !already && let Err(e) = written() {
         return fail(format!("{}: {e}", target.display()));
     }
     drop(lock); // opening takes it again
