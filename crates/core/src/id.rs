@@ -30,9 +30,11 @@ impl EntityId {
     }
 }
 
+/// One id format everywhere: `Debug`, `Display` and JSON all show the
+/// 64-bit number (`index()` and `generation()` take it apart).
 impl fmt::Debug for EntityId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}v{}", self.index(), self.generation())
+        write!(f, "{}", self.0)
     }
 }
 

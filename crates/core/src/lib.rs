@@ -36,4 +36,4 @@ pub use schema::{RelationId, Schema, SchemaError, TableId};
 pub use txn::{ChunkMut, Commit};
 pub use typed::{Chunk, Element, FieldRef};
 pub use value::Value;
-pub use world::{CanonicalState, World};
+pub use world::{CanonicalState, Edge, World};

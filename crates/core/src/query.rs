@@ -134,6 +134,27 @@ pub struct Row {
     pub values: Vec<(TableId, usize, Value)>,
 }
 
+impl Row {
+    /// The values with their table and field names, in selection order.
+    pub fn named<'a>(&'a self, schema: &'a crate::Schema) -> impl Iterator<Item = (&'a str, &'a str, &'a Value)> + 'a {
+        self.values.iter().map(move |(t, fi, v)| {
+            let table = schema.table(*t);
+            (table.name.as_str(), table.fields[*fi].name.as_str(), v)
+        })
+    }
+
+    /// The value of `table.field` in this row, if it was selected.
+    pub fn get(&self, schema: &crate::Schema, table: &str, field: &str) -> Option<&Value> {
+        self.values
+            .iter()
+            .find(|(t, fi, _)| {
+                let tb = schema.table(*t);
+                tb.name == table && tb.fields[*fi].name == field
+            })
+            .map(|(_, _, v)| v)
+    }
+}
+
 struct CompiledFilter {
     table: TableId,
     field: usize,

@@ -30,6 +30,15 @@ const MAX_SLOT_GROWTH_BYTES: usize = 1 << 30;
 /// Largest change set of one transaction unless configured otherwise.
 pub const DEFAULT_MAX_COMMIT_BYTES: usize = 256 << 20;
 
+/// One edge of a relation with its properties by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edge {
+    pub from: EntityId,
+    pub to: EntityId,
+    /// `{"property": value}` as JSON (same rules as component values).
+    pub props: serde_json::Value,
+}
+
 /// What deleting an entity removed, enough to put it back exactly.
 #[derive(Debug, Clone, Default)]
 pub struct Removed {
@@ -895,6 +904,31 @@ impl World {
             comps.insert(self.table_name(t), self.component_json(id, t)?);
         }
         Ok(serde_json::json!({ "id": id_json(id), "components": comps }))
+    }
+
+    /// The edges of `relation` touching `id` in `dir` (`Out`: `id` is the
+    /// source), each with its properties by name — one call instead of a
+    /// walk through the relation index.
+    pub fn edges(&self, relation: &str, id: EntityId, dir: crate::relation::Direction) -> Result<Vec<Edge>> {
+        use crate::relation::Direction;
+        let rel = self.schema.relation_id(relation).ok_or_else(|| Error::NoSuchRelation(relation.to_string()))?;
+        self.location(id)?;
+        let mut out = Vec::new();
+        for k in self.relations.edges_of(id) {
+            let outgoing = k.from == id;
+            let wanted = k.rel == rel
+                && match dir {
+                    Direction::Out => outgoing,
+                    Direction::In => k.to == id,
+                    Direction::Both => true,
+                };
+            if wanted && let Some(p) = self.relations.get(&k) {
+                out.push(Edge { from: k.from, to: k.to, props: self.props_json(rel, p) });
+            }
+        }
+        out.sort_by_key(|e| (e.from, e.to));
+        out.dedup_by_key(|e| (e.from, e.to));
+        Ok(out)
     }
 
     /// JSON object of an edge's properties.

@@ -58,8 +58,8 @@ pub use database::{
     Transaction,
 };
 pub use ecsdb_core::{
-    self as core, ChangeSet, CmpOp, Direction, EntityId, FieldRef, Filter, Op, OrderBy, Query, QueryBudget, Related,
-    Row, Schema, TableId, Value, World, schema,
+    self as core, ChangeSet, CmpOp, Direction, Edge, EntityId, FieldRef, Filter, Op, OrderBy, Query, QueryBudget,
+    Related, Row, Schema, TableId, Value, World, schema,
 };
 pub use ecsdb_storage::{self as storage, CheckpointInfo, RecoveryReport};
 pub use error::{DbError, EngineError, Result, SchemaError};

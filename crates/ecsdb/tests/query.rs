@@ -125,3 +125,40 @@ fn csv_export_has_header_and_rows() {
     assert_eq!(lines.next().unwrap(), format!("{},p0,0,{}", ids[0].0, u64::MAX));
     assert_eq!(text.lines().count(), 11);
 }
+
+/// Results by name, edges with their properties in one call, one id format.
+#[test]
+fn rows_by_name_edges_in_one_call_and_one_id_format() {
+    use ecsdb::{Direction, Query, Value};
+    let db = ecsdb::Database::example().unwrap();
+    let ((a, b), _) = db
+        .write(|t| {
+            let a = t.create_entity_json(&serde_json::json!({"player": {"name": "ana", "level": 3}}))?;
+            let b = t.create_entity_json(&serde_json::json!({"player": {"name": "bo", "level": 5}}))?;
+            t.link("follows", a, b, Some(&serde_json::json!({"since_tick": 7})))?;
+            Ok((a, b))
+        })
+        .unwrap();
+    let q: Query = serde_json::from_value(serde_json::json!({
+        "with": ["player"], "select": ["player.name", "player.level"], "order_by": {"field": "player.level"}
+    }))
+    .unwrap();
+    let rows = db.query(&q).unwrap();
+    let schema = db.schema();
+    let named: Vec<(&str, &str, &Value)> = rows[0].named(schema).collect();
+    assert_eq!(named[0].0, "player");
+    assert_eq!(named[0].1, "name");
+    assert_eq!(rows[1].get(schema, "player", "level"), Some(&Value::U64(5)));
+    assert_eq!(rows[1].get(schema, "player", "nope"), None);
+    let r = db.read();
+    let out = r.edges("follows", a, Direction::Out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].from, out[0].to), (a, b));
+    assert_eq!(out[0].props["since_tick"], 7);
+    assert_eq!(r.edges("follows", b, Direction::In).unwrap(), out);
+    assert!(r.edges("follows", a, Direction::In).unwrap().is_empty());
+    assert!(r.edges("nope", a, Direction::Out).is_err());
+    // Debug, Display and JSON agree.
+    assert_eq!(format!("{a:?}"), a.to_string());
+    assert_eq!(ecsdb::core::world::id_json(a).to_string(), a.to_string());
+}
