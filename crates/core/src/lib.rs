@@ -13,6 +13,7 @@
 
 pub mod archetype;
 pub mod changeset;
+pub mod component;
 pub mod entities;
 pub mod error;
 pub mod id;

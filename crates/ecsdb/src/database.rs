@@ -617,6 +617,20 @@ impl Database {
         Ok(id)
     }
 
+    /// Check that `T` (a `#[derive(Component)]` struct) fits this database's
+    /// schema: its table exists, every struct field is a stored field of a
+    /// type the Rust type can hold, and every stored field has a struct
+    /// field. Every mismatch is reported at once.
+    pub fn register<T: ecsdb_core::component::Component>(&self) -> Result<ecsdb_core::component::Binding> {
+        ecsdb_core::component::Binding::of::<T>(self.schema()).map_err(|problems| {
+            DbError::Engine(ecsdb_core::Error::TypeMismatch {
+                table: T::TABLE.to_string(),
+                field: "*".into(),
+                reason: problems.join("; "),
+            })
+        })
+    }
+
     /// An entity as JSON: `{"id", "components": {...}}`.
     pub fn get_json(&self, id: EntityId) -> Result<serde_json::Value> {
         Ok(self.read().entity_json(id)?)
@@ -920,6 +934,29 @@ impl Transaction<'_> {
             .relation_id(relation)
             .ok_or_else(|| ecsdb_core::Error::NoSuchRelation(relation.to_string()))?;
         Ok(self.w().unlink_edge(rel, from, to)?)
+    }
+
+    /// Add component `T` (a `#[derive(Component)]` struct) to `id`; a
+    /// missing `parent_table` is added first, with its defaults.
+    pub fn insert_component<T: ecsdb_core::component::Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
+        let t = self.table(T::TABLE)?;
+        if !self.contains(id) {
+            return Err(ecsdb_core::Error::NoSuchEntity(id).into());
+        }
+        self.ensure_parents(id, t)?;
+        Ok(self.w().insert_component(id, c)?)
+    }
+
+    /// Overwrite component `T` of `id`, field by field.
+    pub fn set_component<T: ecsdb_core::component::Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
+        Ok(self.w().set_component(id, c)?)
+    }
+
+    /// Create an entity holding component `T` (and its parents, with defaults).
+    pub fn spawn_component<T: ecsdb_core::component::Component>(&mut self, c: &T) -> Result<EntityId> {
+        let id = self.create_entity()?;
+        self.insert_component(id, c)?;
+        Ok(id)
     }
 
     /// Commit this transaction even over the memory ceiling: for small,

@@ -57,10 +57,13 @@ pub use database::{
     CommitInfo, Database, DatabaseBuilder, DatabaseMetrics, EXAMPLE_SCHEMA, ReadView, SCHEMA_FILE_NAME, StorageStats,
     Transaction,
 };
+/// `#[derive(Component)]`: a struct as a row of a schema table.
+pub use ecsdb_core::component::{Binding, Component, FieldValue};
 pub use ecsdb_core::{
     self as core, ChangeSet, CmpOp, Direction, Edge, EntityId, FieldRef, Filter, Op, OrderBy, Query, QueryBudget,
     Related, Row, Schema, TableId, Value, World, schema,
 };
+pub use ecsdb_derive::Component;
 pub use ecsdb_storage::{self as storage, CheckpointInfo, RecoveryReport};
 pub use error::{DbError, EngineError, Result, SchemaError};
 /// Re-exported: JSON values appear in this crate's signatures.

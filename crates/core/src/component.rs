@@ -1,0 +1,269 @@
+//! Typed components: a Rust struct as a row of a schema table.
+//!
+//! `#[derive(Component)]` (crate `ecsdb-derive`, re-exported by `ecsdb`)
+//! describes a struct — its table and, per field, a name and a Rust type
+//! that knows which schema types it fits ([`FieldValue`]). [`Binding`]
+//! checks the description against a schema once, reporting every mismatch,
+//! and maps struct fields to the table's stored fields; the typed reads and
+//! writes on [`World`] go through it.
+
+use crate::error::{Error, Result};
+use crate::id::EntityId;
+use crate::schema::{FieldType, Scalar, Schema, TableId};
+use crate::typed::FieldRef;
+use crate::value::Value;
+use crate::world::World;
+
+/// One struct field, as the derive describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldDecl {
+    pub name: &'static str,
+    /// The Rust type as written (for messages).
+    pub rust_type: &'static str,
+    /// Whether a schema field type can hold this Rust type.
+    pub fits: fn(&FieldType) -> bool,
+}
+
+/// A Rust struct stored as a row of one table.
+pub trait Component: Sized {
+    /// The table's name in the schema.
+    const TABLE: &'static str;
+    /// The struct's fields, in declaration order.
+    fn fields() -> Vec<FieldDecl>;
+    /// Field values, in declaration order.
+    fn to_values(&self) -> Vec<Value>;
+    /// The struct from field values in declaration order (`None` when a
+    /// value does not fit its field's Rust type).
+    fn from_values(values: &[Value]) -> Option<Self>;
+}
+
+/// A Rust type a field can hold.
+pub trait FieldValue: Sized {
+    /// Whether a schema field of type `ty` can hold it.
+    fn fits(ty: &FieldType) -> bool;
+    fn to_value(&self) -> Value;
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+macro_rules! unsigned {
+    ($($t:ty => $s:ident),*) => {$(
+        impl FieldValue for $t {
+            fn fits(ty: &FieldType) -> bool {
+                *ty == FieldType::Scalar(Scalar::$s)
+            }
+            fn to_value(&self) -> Value {
+                Value::U64(u64::from(*self))
+            }
+            fn from_value(v: &Value) -> Option<Self> {
+                match v {
+                    Value::U64(x) => <$t>::try_from(*x).ok(),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+unsigned!(u8 => U8, u16 => U16, u32 => U32, u64 => U64);
+
+macro_rules! signed {
+    ($($t:ty => $s:ident),*) => {$(
+        impl FieldValue for $t {
+            fn fits(ty: &FieldType) -> bool {
+                *ty == FieldType::Scalar(Scalar::$s)
+            }
+            fn to_value(&self) -> Value {
+                Value::I64(i64::from(*self))
+            }
+            fn from_value(v: &Value) -> Option<Self> {
+                match v {
+                    Value::I64(x) => <$t>::try_from(*x).ok(),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+signed!(i8 => I8, i16 => I16, i32 => I32, i64 => I64);
+
+impl FieldValue for f32 {
+    fn fits(ty: &FieldType) -> bool {
+        *ty == FieldType::Scalar(Scalar::F32)
+    }
+    fn to_value(&self) -> Value {
+        Value::F32(*self)
+    }
+    fn from_value(v: &Value) -> Option<Self> {
+        if let Value::F32(x) = v { Some(*x) } else { None }
+    }
+}
+
+impl FieldValue for f64 {
+    fn fits(ty: &FieldType) -> bool {
+        *ty == FieldType::Scalar(Scalar::F64)
+    }
+    fn to_value(&self) -> Value {
+        Value::F64(*self)
+    }
+    fn from_value(v: &Value) -> Option<Self> {
+        if let Value::F64(x) = v { Some(*x) } else { None }
+    }
+}
+
+impl FieldValue for bool {
+    fn fits(ty: &FieldType) -> bool {
+        *ty == FieldType::Scalar(Scalar::Bool)
+    }
+    fn to_value(&self) -> Value {
+        Value::Bool(*self)
+    }
+    fn from_value(v: &Value) -> Option<Self> {
+        if let Value::Bool(x) = v { Some(*x) } else { None }
+    }
+}
+
+/// A stored entity reference (`u64` with `foreign_key`).
+impl FieldValue for EntityId {
+    fn fits(ty: &FieldType) -> bool {
+        *ty == FieldType::Scalar(Scalar::U64)
+    }
+    fn to_value(&self) -> Value {
+        Value::U64(self.0)
+    }
+    fn from_value(v: &Value) -> Option<Self> {
+        if let Value::U64(x) = v { Some(EntityId(*x)) } else { None }
+    }
+}
+
+/// `[u8; N]` fixed strings and `string`.
+impl FieldValue for String {
+    fn fits(ty: &FieldType) -> bool {
+        matches!(ty, FieldType::FixedString(_) | FieldType::String)
+    }
+    fn to_value(&self) -> Value {
+        Value::Str(self.clone())
+    }
+    fn from_value(v: &Value) -> Option<Self> {
+        if let Value::Str(s) = v { Some(s.clone()) } else { None }
+    }
+}
+
+/// `bytes`.
+impl FieldValue for Vec<u8> {
+    fn fits(ty: &FieldType) -> bool {
+        *ty == FieldType::Bytes
+    }
+    fn to_value(&self) -> Value {
+        Value::Bytes(self.clone())
+    }
+    fn from_value(v: &Value) -> Option<Self> {
+        if let Value::Bytes(b) = v { Some(b.clone()) } else { None }
+    }
+}
+
+/// `[T; N]` arrays.
+impl<T: FieldValue, const N: usize> FieldValue for [T; N] {
+    fn fits(ty: &FieldType) -> bool {
+        matches!(ty, FieldType::Array(t, n) if *n == N && T::fits(t))
+    }
+    fn to_value(&self) -> Value {
+        Value::Array(self.iter().map(FieldValue::to_value).collect())
+    }
+    fn from_value(v: &Value) -> Option<Self> {
+        let Value::Array(items) = v else { return None };
+        let items: Vec<T> = items.iter().map(T::from_value).collect::<Option<_>>()?;
+        <[T; N]>::try_from(items).ok()
+    }
+}
+
+/// How a component type maps onto its table in one schema.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub table: TableId,
+    /// Per struct field, its stored slot.
+    pub slots: Vec<usize>,
+    /// Per stored slot, the struct field holding it.
+    pub field_of_slot: Vec<usize>,
+}
+
+impl Binding {
+    /// Check `T` against `schema`; every mismatch is reported at once.
+    pub fn of<T: Component>(schema: &Schema) -> std::result::Result<Binding, Vec<String>> {
+        let type_name = std::any::type_name::<T>().rsplit("::").next().unwrap_or("component");
+        let Some(t) = schema.table_id(T::TABLE) else {
+            return Err(vec![format!("{type_name}: the schema has no table `{}`", T::TABLE)]);
+        };
+        let table = schema.table(t);
+        let mut problems = Vec::new();
+        let mut slots = Vec::new();
+        for f in T::fields() {
+            match table.field(f.name) {
+                None => problems.push(format!("{type_name}.{}: table `{}` has no field `{}`", f.name, table.name, f.name)),
+                Some(sf) => match sf.slot() {
+                    None => problems.push(format!(
+                        "{type_name}.{}: `{}.{}` is the entity id itself, not a stored value; leave it out of the struct",
+                        f.name, table.name, f.name
+                    )),
+                    Some(_) if !(f.fits)(&sf.ty) => problems.push(format!(
+                        "{type_name}.{}: the Rust type {} cannot hold `{}.{}` of type {}",
+                        f.name, f.rust_type, table.name, f.name, sf.type_text
+                    )),
+                    Some(slot) => slots.push(slot),
+                },
+            }
+        }
+        let mut field_of_slot = vec![usize::MAX; table.stored_len()];
+        for (i, &s) in slots.iter().enumerate() {
+            field_of_slot[s] = i;
+        }
+        for (s, &i) in field_of_slot.iter().enumerate() {
+            if i == usize::MAX {
+                let f = table.stored_field(s);
+                problems.push(format!(
+                    "{type_name}: field `{}` of table `{}` ({}) has no struct field",
+                    f.name, table.name, f.type_text
+                ));
+            }
+        }
+        if problems.is_empty() { Ok(Binding { table: t, slots, field_of_slot }) } else { Err(problems) }
+    }
+}
+
+fn bind<T: Component>(w: &World) -> Result<Binding> {
+    Binding::of::<T>(w.schema()).map_err(|p| Error::TypeMismatch {
+        table: T::TABLE.to_string(),
+        field: "*".into(),
+        reason: p.join("; "),
+    })
+}
+
+impl World {
+    /// Component `T` of `id`, typed.
+    pub fn get_component<T: Component>(&self, id: EntityId) -> Result<T> {
+        let b = bind::<T>(self)?;
+        let table = self.schema().table(b.table);
+        let values =
+            b.slots.iter().map(|&s| self.field_value(id, b.table, table.stored[s])).collect::<Result<Vec<_>>>()?;
+        T::from_values(&values).ok_or_else(|| Error::TypeMismatch {
+            table: T::TABLE.into(),
+            field: "*".into(),
+            reason: "a stored value does not fit its Rust type".into(),
+        })
+    }
+
+    /// Add component `T` to `id` (in a transaction).
+    pub fn insert_component<T: Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
+        let b = bind::<T>(self)?;
+        let values = c.to_values();
+        let ordered: Vec<Value> = b.field_of_slot.iter().map(|&i| values[i].clone()).collect();
+        self.insert_values(id, b.table, &ordered)
+    }
+
+    /// Overwrite component `T` of `id` field by field (in a transaction).
+    pub fn set_component<T: Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
+        let b = bind::<T>(self)?;
+        for (v, &slot) in c.to_values().iter().zip(&b.slots) {
+            self.set_value(id, FieldRef { table: b.table, slot }, v)?;
+        }
+        Ok(())
+    }
+}

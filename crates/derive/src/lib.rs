@@ -1,0 +1,85 @@
+//! `#[derive(Component)]`: a Rust struct with named fields as a row of a
+//! schema table. The table is the struct's name in snake case, or
+//! `#[ecsdb(table = "name")]`; each field maps to the table's stored field
+//! of the same name. The derive only describes the struct; whether it fits
+//! the schema is checked when the type is registered with a database
+//! (`Database::register`), which reports every mismatch at once.
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{Data, DeriveInput, Fields, LitStr, parse_macro_input};
+
+#[proc_macro_derive(Component, attributes(ecsdb))]
+pub fn derive_component(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match expand(&input) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let name = &input.ident;
+    let mut table = snake_case(&name.to_string());
+    for attr in &input.attrs {
+        if attr.path().is_ident("ecsdb") {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("table") {
+                    table = meta.value()?.parse::<LitStr>()?.value();
+                    Ok(())
+                } else {
+                    Err(meta.error("expected `table = \"name\"`"))
+                }
+            })?;
+        }
+    }
+    let Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new_spanned(name, "Component can be derived for structs with named fields only"));
+    };
+    let Fields::Named(fields) = &data.fields else {
+        return Err(syn::Error::new_spanned(name, "Component can be derived for structs with named fields only"));
+    };
+    let idents: Vec<_> = fields.named.iter().filter_map(|f| f.ident.clone()).collect();
+    let names: Vec<String> = idents.iter().map(ToString::to_string).collect();
+    let types: Vec<_> = fields.named.iter().map(|f| f.ty.clone()).collect();
+    let type_names: Vec<String> = types.iter().map(|t| quote!(#t).to_string().replace(' ', "")).collect();
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    Ok(quote! {
+        impl #impl_generics ::ecsdb::Component for #name #ty_generics #where_clause {
+            const TABLE: &'static str = #table;
+            fn fields() -> ::std::vec::Vec<::ecsdb::core::component::FieldDecl> {
+                ::std::vec![#(
+                    ::ecsdb::core::component::FieldDecl {
+                        name: #names,
+                        rust_type: #type_names,
+                        fits: <#types as ::ecsdb::core::component::FieldValue>::fits,
+                    }
+                ),*]
+            }
+            fn to_values(&self) -> ::std::vec::Vec<::ecsdb::Value> {
+                ::std::vec![#( ::ecsdb::core::component::FieldValue::to_value(&self.#idents) ),*]
+            }
+            fn from_values(values: &[::ecsdb::Value]) -> ::std::option::Option<Self> {
+                let mut it = values.iter();
+                ::std::option::Option::Some(Self {
+                    #( #idents: ::ecsdb::core::component::FieldValue::from_value(it.next()?)?, )*
+                })
+            }
+        }
+    })
+}
