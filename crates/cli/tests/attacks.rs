@@ -30,7 +30,7 @@ fn connect_from(from: &str, port: u16) -> TcpStream {
     let dst: SocketAddr = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
     sock.connect(&dst.into()).unwrap();
     let s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s
 }
 

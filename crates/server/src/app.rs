@@ -78,8 +78,10 @@ pub struct AppState {
     pub login_failures: RateLimiter,
     /// Queries running at once.
     pub queries: tokio::sync::Semaphore,
-    /// Password hashes computed at once (argon2id takes ~19 MiB each).
+    /// Password hashes computed at once (argon2id takes ~19 MiB each)...
     pub password_checks: tokio::sync::Semaphore,
+    /// ...on these threads.
+    pub hashers: crate::hashers::Hashers,
     pub started: Instant,
     next_request: AtomicU64,
 }
@@ -91,9 +93,8 @@ impl AppState {
             ip_limiter: RateLimiter::new(rl.window_secs, rl.max_unauthenticated, clock.clone()),
             cred_limiter: RateLimiter::new(rl.window_secs, rl.max_requests, clock.clone()),
             login_failures: RateLimiter::new(rl.window_secs, rl.login_failures_max, clock),
-            password_checks: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2),
-            ),
+            password_checks: tokio::sync::Semaphore::new(hash_threads()),
+            hashers: crate::hashers::Hashers::new(hash_threads()),
             queries: tokio::sync::Semaphore::new(match config.server.max_concurrent_queries {
                 // A few per core: enough to keep the cores busy while some
                 // wait on I/O or locks, few enough that heavy queries cannot
@@ -112,6 +113,11 @@ impl AppState {
 }
 
 pub type Shared = Arc<AppState>;
+
+/// Password checks at once: one per core, at least two.
+fn hash_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2)
+}
 
 /// Login requests handled at once (the rest wait; password checks are
 /// bounded separately, one per core).
@@ -212,12 +218,17 @@ async fn observe(State(st): State<Shared>, req: Request, next: Next) -> Response
     let span = tracing::info_span!("request", request_id = %id);
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let mut resp = if declared.is_some_and(|n| n > st.config.server.body_limit_bytes as u64) {
+    let limit = if path == "/v1/auth/login" {
+        LOGIN_BODY_LIMIT.min(st.config.server.body_limit_bytes)
+    } else {
+        st.config.server.body_limit_bytes
+    };
+    let mut resp = if declared.is_some_and(|n| n > limit as u64) {
         // Refused before a byte of the body is read.
         refuse(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the request body is larger than the limit of {} bytes", st.config.server.body_limit_bytes),
+            format!("the request body is larger than the limit of {limit} bytes"),
         ))
     } else {
         tracing::Instrument::instrument(next.run(req), span.clone()).await

@@ -213,7 +213,8 @@ where
             "too many password checks at once; nothing was changed, retry",
         ));
     };
-    blocking(st, f).await
+    let st3 = st.clone();
+    st.hashers.run(move || f(&st3)).await.unwrap_or_else(|| Err(ApiError::internal("password hashing stopped")))
 }
 
 pub async fn login(

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod guard;
 pub mod handlers;
+pub mod hashers;
 pub mod health;
 pub mod limits;
 pub mod metrics;

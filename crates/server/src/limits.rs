@@ -65,11 +65,23 @@ impl RateLimiter {
         }
     }
 
-    /// The estimate for `e` at `now`, and the seconds until it drops.
+    /// The estimate for `e` at `now` (rounded up, so the allowance is never
+    /// exceeded), and the seconds until one more request would fit.
     fn estimate(&self, e: &(u64, u32, u32), now: u64) -> (u64, u64) {
-        let left = self.window_ms - (now - e.0);
-        let weighted = u64::from(e.2) * left / self.window_ms;
-        (weighted + u64::from(e.1), left.div_ceil(1000).max(1))
+        let w = self.window_ms;
+        let max = u64::from(self.max);
+        let (count, prev) = (u64::from(e.1), u64::from(e.2));
+        let left = w - (now - e.0);
+        let n = (prev * left).div_ceil(w) + count;
+        // When does ceil(prev' * left' / w) + count' drop below max?
+        let wait = if count >= max {
+            // Only in the next window, once this one's count has slid off far enough.
+            left + (w - (max - 1) * w / count.max(1))
+        } else {
+            // With nothing from the window before, there is room already.
+            ((max - count - 1) * w).checked_div(prev).map_or(0, |fits| left.saturating_sub(fits))
+        };
+        (n, wait.div_ceil(1000).max(1))
     }
 
     /// Give back one count of `key` in the current window (an attempt that
@@ -120,16 +132,20 @@ mod tests {
         for _ in 0..3 {
             rl.check("1.2.3.4").unwrap();
         }
-        assert_eq!(rl.check("1.2.3.4"), Err(60));
+        // Retry-After is when one more request fits: 20 s into the next
+        // window the three have slid down to two (rounded up).
+        assert_eq!(rl.check("1.2.3.4"), Err(80));
         rl.check("5.6.7.8").unwrap();
         *clock.0.lock() += 30_000;
-        assert_eq!(rl.check("1.2.3.4"), Err(30));
-        // At the next window's start the last one still counts in full...
+        assert_eq!(rl.check("1.2.3.4"), Err(50));
         *clock.0.lock() += 30_000;
-        assert_eq!(rl.check("1.2.3.4"), Err(60));
-        // ...and less as the span slides past it.
-        *clock.0.lock() += 30_000;
+        assert_eq!(rl.check("1.2.3.4"), Err(20));
+        *clock.0.lock() += 19_000;
+        assert!(rl.check("1.2.3.4").is_err());
+        *clock.0.lock() += 1_000;
         rl.check("1.2.3.4").unwrap();
+        // Then it is full again until more of the old window slides off.
+        assert!(rl.check("1.2.3.4").is_err());
     }
 
     #[test]
@@ -145,7 +161,7 @@ mod tests {
         for _ in 0..10 {
             allowed += u32::from(rl.check("user:admin").is_ok());
         }
-        assert!(allowed <= 11, "{allowed} allowed in two seconds");
+        assert!(allowed <= 10, "{allowed} allowed in two seconds");
         // Refunds give a count back.
         let rl = RateLimiter::new(60, 1, clock.clone());
         rl.check("k").unwrap();
