@@ -303,3 +303,25 @@ fn closed_output_pipes_are_not_a_crash() {
         assert!(code == Some(0) || code == Some(1), "{code:?}");
     }
 }
+
+/// Restore does not fill a directory that holds other files.
+#[test]
+fn restore_refuses_a_foreign_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let d = seeded(root.path());
+    ecsdb(&["checkpoint", "--data-dir", s(&d)]);
+    let snap = std::fs::read_dir(d.join("snapshots")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let home = root.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("notes.txt"), "mine").unwrap();
+    for force in [false, true] {
+        let mut args = vec!["restore", s(&snap), "--data-dir", s(&home)];
+        if force {
+            args.push("--force");
+        }
+        let (code, _, err) = ecsdb(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("not an ecsdb data directory"), "{err}");
+    }
+    assert_eq!(std::fs::read_dir(&home).unwrap().count(), 1);
+}

@@ -166,7 +166,11 @@ impl ServerConfig {
         };
         debug_assert!(SERVER_SECTIONS.iter().all(|s| !doc.contains_key(*s)));
         let rest = toml::to_string(&doc).map_err(|e| ConfigError(e.to_string()))?;
-        c.db = DatabaseConfig::from_toml_str(&rest).map_err(|e| ConfigError(e.to_string()))?;
+        c.db = DatabaseConfig::from_toml_str(&rest).map_err(|e| match e {
+            // Said once, by ConfigError's own prefix.
+            ecsdb::DbError::Config(m) => ConfigError(m),
+            other => ConfigError(other.to_string()),
+        })?;
         c.validate()?;
         Ok(c)
     }

@@ -126,6 +126,24 @@ pub fn run(args: &Args) -> ExitCode {
         Ok(w) => w,
         Err(e) => return fail(format!("the snapshot does not load: {e}")),
     };
+    // A directory with other files in it is not ours to fill.
+    let foreign = !in_place
+        && !has_data(&args.data_dir)
+        && std::fs::read_dir(&args.data_dir).is_ok_and(|rd| {
+            rd.filter_map(Result::ok).any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !["LOCK", ecsdb::SCHEMA_FILE_NAME, "wal", "snapshots", "wal_archive", "jwt_secret"]
+                    .contains(&name.as_str())
+                    && !name.starts_with("pre-restore-")
+                    && !name.starts_with("pre-rebuild-")
+            })
+        });
+    if foreign {
+        return fail(format!(
+            "{} holds files that are not an ecsdb data directory; restore into a new or empty directory",
+            args.data_dir.display()
+        ));
+    }
     // Nobody else may have the directory open while its files move.
     let lock = if args.data_dir.is_dir() {
         match ecsdb::storage::lock::lock_dir(&args.data_dir) {
