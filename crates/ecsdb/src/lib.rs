@@ -69,3 +69,9 @@ pub use error::{DbError, EngineError, Result, SchemaError};
 /// Re-exported: JSON values appear in this crate's signatures.
 pub use serde_json;
 pub use sink::CommitSink;
+
+/// The README's code blocks, compiled and run as doc tests: the library
+/// snippet newcomers copy must build against the crate as published.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
