@@ -22,6 +22,9 @@ pub struct FieldDecl {
     pub rust_type: &'static str,
     /// Whether a schema field type can hold this Rust type.
     pub fits: fn(&FieldType) -> bool,
+    /// For Rust enums: their variant names, which must be the schema
+    /// enum's, in order.
+    pub variants: Option<&'static [&'static str]>,
 }
 
 /// A Rust struct stored as a row of one table.
@@ -41,6 +44,11 @@ pub trait Component: Sized {
 pub trait FieldValue: Sized {
     /// Whether a schema field of type `ty` can hold it.
     fn fits(ty: &FieldType) -> bool;
+    /// A Rust enum's variant names (`#[derive(Enum)]`), checked against the
+    /// schema enum's at registration.
+    fn variants() -> Option<&'static [&'static str]> {
+        None
+    }
     fn to_value(&self) -> Value;
     fn from_value(v: &Value) -> Option<Self>;
 }
@@ -207,6 +215,26 @@ impl Binding {
                         "{type_name}.{}: the Rust type {} cannot hold `{}.{}` of type {}",
                         f.name, f.rust_type, table.name, f.name, sf.type_text
                     )),
+                    Some(_)
+                        if f.variants.is_some_and(|vs| match &sf.ty {
+                            FieldType::Enum { id, .. } => {
+                                !schema.enums[*id].variants.iter().map(String::as_str).eq(vs.iter().copied())
+                            }
+                            _ => false,
+                        }) =>
+                    {
+                        let schema_variants = match &sf.ty {
+                            FieldType::Enum { id, .. } => schema.enums[*id].variants.join(", "),
+                            _ => String::new(),
+                        };
+                        problems.push(format!(
+                            "{type_name}.{}: the variants of {} ({}) are not those of `{}` ({schema_variants}), in order",
+                            f.name,
+                            f.rust_type,
+                            f.variants.unwrap_or_default().join(", "),
+                            sf.type_text
+                        ));
+                    }
                     Some(slot) => slots.push(slot),
                 },
             }

@@ -18,6 +18,53 @@ pub fn derive_component(input: TokenStream) -> TokenStream {
     }
 }
 
+/// `#[derive(Enum)]`: a fieldless Rust enum as a schema enum. Variants map
+/// by position; their names in snake case must be the schema's, in order
+/// (checked when a component using it is registered).
+#[proc_macro_derive(Enum)]
+pub fn derive_enum(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match expand_enum(&input) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_enum(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    let name = &input.ident;
+    let Data::Enum(data) = &input.data else {
+        return Err(syn::Error::new_spanned(name, "Enum can be derived for fieldless enums only"));
+    };
+    let mut idents = Vec::new();
+    for v in &data.variants {
+        if !matches!(v.fields, Fields::Unit) {
+            return Err(syn::Error::new_spanned(v, "Enum variants cannot carry fields"));
+        }
+        idents.push(v.ident.clone());
+    }
+    let names: Vec<String> = idents.iter().map(|i| snake_case(&i.to_string())).collect();
+    let indexes: Vec<u16> = (0..idents.len()).map(|i| u16::try_from(i).unwrap_or(u16::MAX)).collect();
+    Ok(quote! {
+        impl ::ecsdb::core::component::FieldValue for #name {
+            fn fits(ty: &::ecsdb::schema::FieldType) -> bool {
+                ::std::matches!(ty, ::ecsdb::schema::FieldType::Enum { .. })
+            }
+            fn variants() -> ::std::option::Option<&'static [&'static str]> {
+                ::std::option::Option::Some(&[#(#names),*])
+            }
+            fn to_value(&self) -> ::ecsdb::Value {
+                ::ecsdb::Value::Enum(match self { #( Self::#idents => #indexes, )* })
+            }
+            fn from_value(v: &::ecsdb::Value) -> ::std::option::Option<Self> {
+                match v {
+                    #( ::ecsdb::Value::Enum(#indexes) => ::std::option::Option::Some(Self::#idents), )*
+                    _ => ::std::option::Option::None,
+                }
+            }
+        }
+    })
+}
+
 fn snake_case(name: &str) -> String {
     let mut out = String::new();
     for (i, c) in name.chars().enumerate() {
@@ -68,6 +115,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                         name: #names,
                         rust_type: #type_names,
                         fits: <#types as ::ecsdb::core::component::FieldValue>::fits,
+                        variants: <#types as ::ecsdb::core::component::FieldValue>::variants(),
                     }
                 ),*]
             }

@@ -63,7 +63,7 @@ pub use ecsdb_core::{
     self as core, ChangeSet, CmpOp, Direction, Edge, EntityId, FieldRef, Filter, Op, OrderBy, Query, QueryBudget,
     Related, Row, Schema, TableId, Value, World, schema,
 };
-pub use ecsdb_derive::Component;
+pub use ecsdb_derive::{Component, Enum};
 pub use ecsdb_storage::{self as storage, CheckpointInfo, RecoveryReport};
 pub use error::{DbError, EngineError, Result, SchemaError};
 /// Re-exported: JSON values appear in this crate's signatures.

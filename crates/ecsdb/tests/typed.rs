@@ -97,3 +97,56 @@ fn typed_writes_and_reads_match_the_json_api() {
     let bare = typed.create_entity().unwrap();
     assert!(typed.read().get_component::<Hero>(bare).is_err());
 }
+
+const ENUM_SCHEMA: &str = r#"
+[enums.kind]
+variants = ["player", "npc", "treasure_chest"]
+
+[tables.unit]
+[[tables.unit.fields]]
+name = "kind"
+type = "kind"
+[[tables.unit.fields]]
+name = "hp"
+type = "u16"
+"#;
+
+#[derive(ecsdb::Enum, Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Player,
+    Npc,
+    TreasureChest,
+}
+
+#[derive(Component, Debug, PartialEq)]
+struct Unit {
+    kind: Kind,
+    hp: u16,
+}
+
+#[derive(ecsdb::Enum, Debug, Clone, Copy, PartialEq)]
+enum Shuffled {
+    Npc,
+    Player,
+    TreasureChest,
+}
+
+#[derive(Component, Debug)]
+#[ecsdb(table = "unit")]
+struct ShuffledUnit {
+    kind: Shuffled,
+    hp: u16,
+}
+
+/// Enum fields map to Rust enums by position, with the names checked.
+#[test]
+fn enum_fields_are_rust_enums() {
+    let db = Database::builder().schema_toml(ENUM_SCHEMA).unwrap().build().unwrap();
+    db.register::<Unit>().unwrap();
+    let e = db.register::<ShuffledUnit>().unwrap_err().to_string();
+    assert!(e.contains("the variants of Shuffled (npc, player, treasure_chest) are not those of `kind`"), "{e}");
+    let u = Unit { kind: Kind::TreasureChest, hp: 7 };
+    let (id, _) = db.write(|t| t.spawn_component(&u)).unwrap();
+    assert_eq!(db.read().get_component::<Unit>(id).unwrap(), u);
+    assert_eq!(db.get_json(id).unwrap()["components"]["unit"]["kind"], "treasure_chest");
+}
