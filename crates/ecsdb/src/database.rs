@@ -244,6 +244,7 @@ fn open_durable(
         (fs, None)
     } else {
         OsFs.create_dir_all(&dir).map_err(|e| DbError::Io { path: dir.clone(), source: e })?;
+        restrict_dir(&dir);
         (Arc::new(OsFs), Some(ecsdb_storage::lock::lock_dir(&dir)?))
     };
     ensure_schema_file(fs.as_ref(), &dir, schema)?;
@@ -296,6 +297,22 @@ fn open_durable(
         },
         report,
     ))
+}
+
+/// A data directory holds data and secrets: make an existing one that
+/// others may read 0700, as new ones are created (a warning where that is
+/// not allowed, e.g. a directory someone else owns).
+fn restrict_dir(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(dir)
+            && m.permissions().mode() & 0o077 != 0
+            && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "the data directory is readable by others and its mode could not be set to 0700");
+        }
+    }
 }
 
 /// Name of the schema copy kept in a data directory (tools read it).

@@ -244,3 +244,16 @@ fn a_removed_data_directory_is_never_acknowledged_as_durable() {
     assert!(matches!(db.create_entity().unwrap_err(), DbError::FailStop(_)));
     assert!(db.get_json(a).is_ok());
 }
+
+/// An existing data directory others could read is made 0700 on open.
+#[test]
+fn an_open_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = open(&d);
+    assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+    drop(db);
+}
