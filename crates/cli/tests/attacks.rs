@@ -1,8 +1,10 @@
 //! Attacks replayed against the real server binary: system rows through the
 //! data API, forged sessions, slow and flooding clients, rate limits,
 //! log injection, leaked paths, and the modes of every file the tools write.
-//! (A short version runs in `cargo test`; every attack is bounded in count
-//! and time, on loopback only.)
+//! A short version runs in `cargo test`; `ECSDB_ATTACK_SCALE=N` multiplies
+//! the request counts of the floods and guess storms (the long suite:
+//! `ECSDB_ATTACK_SCALE=10 cargo test --release -p ecsdb-cli --test attacks`).
+//! Every attack is bounded in count and time, on loopback only.
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::many_single_char_names)]
 
@@ -17,6 +19,11 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{Value as J, json};
 use support::{SECRET, spawn, spawn_logged};
+
+/// How many times the short suite's request counts to send.
+fn scale() -> usize {
+    std::env::var("ECSDB_ATTACK_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1).clamp(1, 100)
+}
 
 fn port(base: &str) -> u16 {
     base.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
@@ -214,11 +221,11 @@ fn slow_and_flooding_clients_cannot_exhaust_the_server() {
 fn default_rate_limits_fit_a_database() {
     let s = spawn(tempfile::tempdir().unwrap(), &[], None);
     let t = s.admin();
-    for i in 0..2000 {
+    for i in 0..2000 * scale() {
         let r = s.call("GET", "/v1/stats", Some(&t), None);
         assert_eq!(r.status, 200, "request {i}: {}", r.body);
     }
-    for i in 0..1000 {
+    for i in 0..1000 * scale() {
         assert_eq!(s.call("GET", "/health", None, None).status, 200, "health {i}");
     }
     let mut statuses = Vec::new();
@@ -353,7 +360,7 @@ fn concurrent_and_current_password_guesses_are_limited() {
     let victim = s.user(&admin, "victim", "ReadWrite");
     let p = port(&s.base);
     let guesses: Vec<u16> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..40)
+        let handles: Vec<_> = (0..(40 * scale()).min(250))
             .map(|i| {
                 sc.spawn(move || {
                     let body = json!({"username": "victim", "password": format!("guess-{i:04}")}).to_string();
