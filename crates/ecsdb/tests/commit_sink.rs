@@ -30,6 +30,31 @@ impl CommitSink for Shared {
     }
 }
 
+/// `n` entities with a transform each, in one commit.
+fn spawn_movers(db: &Database, n: i32) {
+    db.write(|t| {
+        for i in 0..n {
+            t.create_entity_json(&json!({"entities": {}, "transform": {"position": [i, 0, 0]}}))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// A transaction that moves every transform in place by `dy` (not committed).
+fn move_all(db: &Database, dy: f32) -> ecsdb::Transaction<'_> {
+    let pos = db.schema().field_ref("transform", "position").unwrap();
+    let mut txn = db.transaction().unwrap();
+    txn.for_each_chunk_mut(&[pos.table], |chunk| {
+        for p in chunk.write::<[f32; 3]>(pos)? {
+            p[1] += dy;
+        }
+        Ok(())
+    })
+    .unwrap();
+    txn
+}
+
 #[test]
 fn replaying_the_recorded_log_rebuilds_the_state() {
     let rec = Arc::new(Recorder::default());
@@ -152,24 +177,10 @@ fn a_refused_commit_restores_in_place_writes() {
         .commit_sink(Box::new(Shared(rec.clone())))
         .build()
         .unwrap();
-    db.write(|t| {
-        for i in 0..100 {
-            t.create_entity_json(&json!({"entities": {}, "transform": {"position": [i, 0, 0]}}))?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    spawn_movers(&db, 100);
     let before = db.read().canonical_state();
-    let pos = db.schema().field_ref("transform", "position").unwrap();
     *rec.refuse_next.lock().unwrap() = true;
-    let mut txn = db.transaction().unwrap();
-    txn.for_each_chunk_mut(&[pos.table], |chunk| {
-        for p in chunk.write::<[f32; 3]>(pos)? {
-            p[1] += 5.0;
-        }
-        Ok(())
-    })
-    .unwrap();
+    let txn = move_all(&db, 5.0);
     assert!(matches!(txn.commit().unwrap_err(), DbError::Sink(_)));
     assert_eq!(db.read().canonical_state(), before);
 }
@@ -206,25 +217,10 @@ fn a_transaction_over_the_size_limit_is_refused_and_changes_nothing() {
     let cfg = ecsdb::DatabaseConfig::from_toml_str("[transactions]\nmax_transaction_mb = 1\n").unwrap();
     let db = Database::builder().config(cfg).schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().build().unwrap();
     for _ in 0..8 {
-        db.write(|t| {
-            for i in 0..10_000 {
-                t.create_entity_json(&json!({"entities": {}, "transform": {"position": [i, 0, 0]}}))?;
-            }
-            Ok(())
-        })
-        .unwrap();
+        spawn_movers(&db, 10_000);
     }
     let before = db.read().canonical_state();
-    let pos = db.schema().field_ref("transform", "position").unwrap();
-    let mut txn = db.transaction().unwrap();
-    txn.for_each_chunk_mut(&[pos.table], |chunk| {
-        for p in chunk.write::<[f32; 3]>(pos)? {
-            p[1] += 1.0;
-        }
-        Ok(())
-    })
-    .unwrap();
-    let err = txn.commit().unwrap_err();
+    let err = move_all(&db, 1.0).commit().unwrap_err();
     assert!(err.to_string().contains("transaction too large"), "{err}");
     assert_eq!(db.read().canonical_state(), before);
 }
