@@ -300,17 +300,30 @@ fn open_durable(
 }
 
 /// A data directory holds data and secrets: make an existing one that
-/// others may read 0700, as new ones are created (a warning where that is
-/// not allowed, e.g. a directory someone else owns).
+/// others may read 0700, as new ones are created — but only when it holds
+/// nothing but a database's own files (a data directory pointed at `/tmp`
+/// or a home directory must not have its mode changed: a warning then, as
+/// when the change is not allowed).
 fn restrict_dir(dir: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(dir)
-            && m.permissions().mode() & 0o077 != 0
-            && let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "the data directory is readable by others and its mode could not be set to 0700");
+        const OURS: &[&str] =
+            &["LOCK", SCHEMA_FILE_NAME, "schema.toml.tmp", "wal", "wal_archive", "snapshots", "jwt_secret"];
+        let Ok(m) = std::fs::metadata(dir) else { return };
+        let others_may_read = m.permissions().mode() & 0o077 != 0;
+        if !others_may_read {
+            return;
+        }
+        let only_ours = std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.filter_map(std::result::Result::ok).all(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                OURS.contains(&name.as_str()) || name.starts_with("pre-restore-") || name.starts_with("pre-rebuild-")
+            })
+        });
+        let changed = only_ours && std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).is_ok();
+        if !changed {
+            tracing::warn!(dir = %dir.display(), "the data directory is readable by others; it holds data and secrets (make it 0700)");
         }
     }
 }

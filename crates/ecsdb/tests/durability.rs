@@ -257,3 +257,18 @@ fn an_open_data_directory_is_private() {
     assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
     drop(db);
 }
+
+/// A data directory shared with other files (a home directory, `/tmp`) keeps
+/// its mode: only a directory holding nothing but the database is changed.
+#[test]
+fn a_shared_directory_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("home");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("notes.txt"), "mine").unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = open(&d);
+    assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o755);
+    drop(db);
+}

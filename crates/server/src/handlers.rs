@@ -61,15 +61,18 @@ fn wait(st: &Shared) -> std::time::Duration {
 }
 
 /// Run `f` in a transaction that waits for the write slot at most the
-/// request timeout. Once begun it runs to the end: its outcome is what the
-/// response says.
+/// request timeout, commit it and record the commit latency. Once begun it
+/// runs to the end: its outcome is what the response says. An error from
+/// `f` drops the transaction: rolled back, nothing changed.
 fn write<T>(
     st: &Shared,
-    f: impl FnOnce(&mut ecsdb::Transaction<'_>) -> ecsdb::Result<T>,
+    f: impl FnOnce(&mut ecsdb::Transaction<'_>) -> ApiResult<T>,
 ) -> ApiResult<(T, ecsdb::CommitInfo)> {
+    let t0 = Instant::now();
     let mut txn = st.db.transaction_within(wait(st))?;
     let out = f(&mut txn)?;
     let info = txn.commit()?;
+    st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
     Ok((out, info))
 }
 
@@ -320,9 +323,7 @@ pub async fn create_entity(
     blocking(&st, move |st| {
         guard::components(&b.components)?;
         check_sync(st, b.sync)?;
-        let t0 = Instant::now();
-        let (id, info) = write(st, |t| DataWriter::new(t).create(&b.components))?;
-        st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
+        let (id, info) = write(st, |t| Ok(DataWriter::new(t).create(&b.components)?))?;
         wait_sync(st, info.seq, b.sync)?;
         audit(&p, "create_entity", &json!({"id": id.0}));
         Ok((StatusCode::CREATED, Json(json!({"id": ecsdb::core::world::id_json(id), "seq": info.seq}))))
@@ -350,12 +351,10 @@ pub async fn patch_entity(
     blocking(&st, move |st| {
         let comps = guard::components(&b.components)?.clone();
         check_sync(st, b.sync)?;
-        let t0 = Instant::now();
-        let mut txn = st.db.transaction_within(wait(st))?;
-        guard::visible(&txn, id)?;
-        DataWriter::new(&mut txn).set(id, &comps)?;
-        let info = txn.commit()?;
-        st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
+        let ((), info) = write(st, |t| {
+            guard::visible(t, id)?;
+            Ok(DataWriter::new(t).set(id, &comps)?)
+        })?;
         wait_sync(st, info.seq, b.sync)?;
         audit(&p, "update_entity", &json!({"id": id.0, "tables": comps.keys().collect::<Vec<_>>()}));
         Ok(Json(json!({"id": ecsdb::core::world::id_json(id), "seq": info.seq})))
@@ -370,10 +369,10 @@ pub async fn delete_entity(
 ) -> ApiResult<Json<J>> {
     let id = parse_id(&id)?;
     blocking(&st, move |st| {
-        let mut txn = st.db.transaction_within(wait(st))?;
-        guard::visible(&txn, id)?;
-        DataWriter::new(&mut txn).delete(id)?;
-        let info = txn.commit()?;
+        let ((), info) = write(st, |t| {
+            guard::visible(t, id)?;
+            Ok(DataWriter::new(t).delete(id)?)
+        })?;
         audit(&p, "delete_entity", &json!({"id": id.0}));
         Ok(Json(json!({"id": ecsdb::core::world::id_json(id), "seq": info.seq})))
     })
@@ -400,18 +399,15 @@ pub async fn transaction(
     }
     blocking(&st, move |st| {
         check_sync(st, b.sync)?;
-        let t0 = Instant::now();
         // Typed first: a malformed op is refused before the write slot is taken.
         let ops = b.ops.iter().enumerate().map(|(i, v)| DataOp::parse(v, i)).collect::<ApiResult<Vec<_>>>()?;
-        let mut txn = st.db.transaction_within(wait(st))?;
-        let mut w = DataWriter::new(&mut txn);
-        for (i, op) in ops.iter().enumerate() {
-            // An error drops the transaction: rolled back, nothing changed.
-            w.apply(op, i)?;
-        }
-        let created = std::mem::take(&mut w.created);
-        let info = txn.commit()?;
-        st.metrics.commit_latency.observe(t0.elapsed().as_secs_f64());
+        let (created, info) = write(st, |t| {
+            let mut w = DataWriter::new(t);
+            for (i, op) in ops.iter().enumerate() {
+                w.apply(op, i)?;
+            }
+            Ok(w.created)
+        })?;
         wait_sync(st, info.seq, b.sync)?;
         audit(&p, "transaction", &json!({"ops": b.ops.len(), "seq": info.seq}));
         let ids: Vec<J> = created.iter().map(|&id| ecsdb::core::world::id_json(id)).collect();
@@ -479,14 +475,6 @@ pub async fn create_user(
     let role = Role::parse(&b.role)
         .ok_or_else(|| ApiError::bad_request(format!("unknown role `{}` (Admin, ReadWrite, ReadOnly)", b.role)))?;
     hashing(&st, move |st| {
-        // Names that differ only in case would look alike in every list.
-        if system::list_users(&st.db.read())?.iter().any(|u| u.username.eq_ignore_ascii_case(&b.username)) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("user `{}` already exists (names are compared without case)", b.username),
-            ));
-        }
         let hash = auth::hash_password(&b.password)?;
         system::insert_user(&st.db, &b.username, &hash, role)?;
         audit(&p, "create_user", &json!({"username": b.username, "role": role.name()}));

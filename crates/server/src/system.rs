@@ -193,7 +193,10 @@ fn find_by(w: &World, table_name: &str, field_name: &str, value: &str) -> ApiRes
     Ok(None)
 }
 
-/// Add a row to a system table unless one with the same `key_field` exists.
+/// Add a row to a system table unless one whose `key_field` equals the key
+/// without regard to case exists (names that differ only in case would look
+/// alike in every list). Checked inside the inserting transaction, so two
+/// concurrent creations cannot both pass.
 fn insert_unique(
     db: &Database,
     table_name: &str,
@@ -205,11 +208,18 @@ fn insert_unique(
         return Err(ApiError::internal("insert_unique needs the key first"));
     };
     let mut txn = db.transaction()?;
-    if find_by(&txn, table_name, key_field, key)?.is_some() {
+    let t = table(&txn, table_name)?;
+    let slot = txn.schema().table(t).field(key_field).and_then(ecsdb::schema::Field::slot);
+    let taken = slot.is_some_and(|slot| {
+        rows(&txn, t)
+            .into_iter()
+            .any(|id| txn.field_bytes(id, t, slot).is_ok_and(|b| b.eq_ignore_ascii_case(key.as_bytes())))
+    });
+    if taken {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
             "conflict",
-            format!("{what} `{key}` already exists"),
+            format!("{what} `{key}` already exists (names are compared without case)"),
         ));
     }
     let e = txn.create_entity()?;

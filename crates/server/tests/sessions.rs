@@ -30,3 +30,14 @@ fn a_session_for_a_changed_password_is_refused() {
     system::insert_session(&db, "s3", "ana", "argon2-hash-new", u64::MAX).unwrap();
     assert!(system::find_session(&db.read(), "s3").unwrap().is_some());
 }
+
+/// Names are unique without regard to case, checked in the inserting commit.
+#[test]
+fn names_differing_in_case_are_one_name() {
+    let db = db();
+    system::insert_user(&db, "Ana", "h", Role::ReadOnly).unwrap();
+    let e = system::insert_user(&db, "aNA", "h", Role::Admin).unwrap_err();
+    assert_eq!(e.status, 409, "{}", e.message);
+    system::insert_api_key(&db, "Svc", "k1", system::Perms(1)).unwrap();
+    assert_eq!(system::insert_api_key(&db, "svc", "k2", system::Perms(1)).unwrap_err().status, 409);
+}
