@@ -28,7 +28,7 @@ pub struct FieldDecl {
 }
 
 /// A Rust struct stored as a row of one table.
-pub trait Component: Sized {
+pub trait Component: Sized + 'static {
     /// The table's name in the schema.
     const TABLE: &'static str;
     /// The struct's fields, in declaration order.
@@ -256,12 +256,22 @@ impl Binding {
     }
 }
 
-fn bind<T: Component>(w: &World) -> Result<Binding> {
-    Binding::of::<T>(w.schema()).map_err(|p| Error::TypeMismatch {
+/// The binding of `T` in this world, checked once and then kept: a world's
+/// schema never changes, and typed reads and writes run on hot paths.
+fn bind<T: Component>(w: &World) -> Result<std::sync::Arc<Binding>> {
+    let key = std::any::TypeId::of::<T>();
+    if let Some(b) = w.bindings.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(b);
+    }
+    let b = std::sync::Arc::new(Binding::of::<T>(w.schema()).map_err(|p| Error::TypeMismatch {
         table: T::TABLE.to_string(),
         field: "*".into(),
         reason: p.join("; "),
-    })
+    })?);
+    if let Ok(mut m) = w.bindings.lock() {
+        m.insert(key, b.clone());
+    }
+    Ok(b)
 }
 
 impl World {

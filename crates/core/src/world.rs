@@ -75,6 +75,8 @@ pub struct World {
     pub(crate) max_commit_bytes: usize,
     /// Why writes are refused after a failed rollback step (see `rollback`).
     pub(crate) poisoned: Option<String>,
+    /// Typed components already checked against this world's schema.
+    pub(crate) bindings: std::sync::Mutex<FxHashMap<std::any::TypeId, Arc<crate::component::Binding>>>,
 }
 
 /// Transaction counters.
@@ -123,6 +125,7 @@ impl World {
             stats: Stats::default(),
             max_commit_bytes: DEFAULT_MAX_COMMIT_BYTES,
             poisoned: None,
+            bindings: std::sync::Mutex::new(FxHashMap::default()),
         };
         w.archetype_for(Vec::new());
         w
