@@ -299,6 +299,23 @@ fn open_durable(
     ))
 }
 
+/// Whether a name belongs in a data directory: the database's own files
+/// and folders, and what the tools set aside there. Anything else means the
+/// directory is shared with other files.
+pub fn is_data_dir_entry(name: &str) -> bool {
+    const OURS: &[&str] = &[
+        "LOCK",
+        SCHEMA_FILE_NAME,
+        "schema.toml.tmp",
+        "wal",
+        "wal_archive",
+        "snapshots",
+        "jwt_secret",
+        ".health-probe",
+    ];
+    OURS.contains(&name) || name.starts_with("pre-restore-") || name.starts_with("pre-rebuild-")
+}
+
 /// A data directory holds data and secrets: make an existing one that
 /// others may read 0700, as new ones are created — but only when it holds
 /// nothing but a database's own files (a data directory pointed at `/tmp`
@@ -308,18 +325,13 @@ fn restrict_dir(dir: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        const OURS: &[&str] =
-            &["LOCK", SCHEMA_FILE_NAME, "schema.toml.tmp", "wal", "wal_archive", "snapshots", "jwt_secret"];
         let Ok(m) = std::fs::metadata(dir) else { return };
         let others_may_read = m.permissions().mode() & 0o077 != 0;
         if !others_may_read {
             return;
         }
         let only_ours = std::fs::read_dir(dir).is_ok_and(|rd| {
-            rd.filter_map(std::result::Result::ok).all(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                OURS.contains(&name.as_str()) || name.starts_with("pre-restore-") || name.starts_with("pre-rebuild-")
-            })
+            rd.filter_map(std::result::Result::ok).all(|e| is_data_dir_entry(&e.file_name().to_string_lossy()))
         });
         let changed = only_ours && std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).is_ok();
         if !changed {

@@ -55,7 +55,7 @@ mod sink;
 pub use config::DatabaseConfig;
 pub use database::{
     CommitInfo, Database, DatabaseBuilder, DatabaseMetrics, EXAMPLE_SCHEMA, ReadView, SCHEMA_FILE_NAME, StorageStats,
-    Transaction,
+    Transaction, is_data_dir_entry,
 };
 /// `#[derive(Component)]`: a struct as a row of a schema table.
 pub use ecsdb_core::component::{Binding, Component, FieldValue};

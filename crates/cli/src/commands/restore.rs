@@ -130,13 +130,7 @@ pub fn run(args: &Args) -> ExitCode {
     let foreign = !in_place
         && !has_data(&args.data_dir)
         && std::fs::read_dir(&args.data_dir).is_ok_and(|rd| {
-            rd.filter_map(Result::ok).any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                !["LOCK", ecsdb::SCHEMA_FILE_NAME, "wal", "snapshots", "wal_archive", "jwt_secret"]
-                    .contains(&name.as_str())
-                    && !name.starts_with("pre-restore-")
-                    && !name.starts_with("pre-rebuild-")
-            })
+            rd.filter_map(Result::ok).any(|e| !ecsdb::is_data_dir_entry(&e.file_name().to_string_lossy()))
         });
     if foreign {
         return fail(format!(
