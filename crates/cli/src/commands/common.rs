@@ -71,6 +71,14 @@ pub fn open(schema: Arc<Schema>, config: DatabaseConfig, repair: bool) -> Result
         .map_err(|e| e.to_string())
 }
 
+/// Whether a data directory already holds a database's data (log segments
+/// or snapshots).
+pub fn holds_data(dir: &Path) -> bool {
+    ["wal", "snapshots", "wal_archive"]
+        .iter()
+        .any(|d| std::fs::read_dir(dir.join(d)).is_ok_and(|mut rd| rd.next().is_some()))
+}
+
 /// Create a directory (and its parents) readable by the owner only (0700).
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();

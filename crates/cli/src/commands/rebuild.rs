@@ -81,11 +81,7 @@ pub fn run(args: &Args) -> ExitCode {
             segs.first().map_or_else(|| "none".to_string(), |s| s.1.display().to_string())
         ));
     }
-    if !in_place
-        && ["wal", "snapshots"]
-            .iter()
-            .any(|d| std::fs::read_dir(args.data_dir.join(d)).is_ok_and(|mut r| r.next().is_some()))
-    {
+    if !in_place && super::common::holds_data(&args.data_dir) {
         return fail(format!("{} already holds data; rebuild into an empty directory", args.data_dir.display()));
     }
     // In place, nobody else may have the directory open meanwhile.

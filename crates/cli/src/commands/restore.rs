@@ -36,12 +36,6 @@ struct Resolved {
     force: bool,
 }
 
-fn has_data(dir: &Path) -> bool {
-    ["wal", "snapshots", "wal_archive"]
-        .iter()
-        .any(|d| std::fs::read_dir(dir.join(d)).is_ok_and(|mut rd| rd.next().is_some()))
-}
-
 /// `snapshots/latest[.ext]` → the newest snapshot there that verifies.
 fn resolve_latest(path: &Path) -> Result<PathBuf, String> {
     let is_latest = path.file_stem().is_some_and(|s| s == "latest") && !path.exists();
@@ -128,7 +122,7 @@ pub fn run(args: &Args) -> ExitCode {
     };
     // A directory with other files in it is not ours to fill.
     let foreign = !in_place
-        && !has_data(&args.data_dir)
+        && !super::common::holds_data(&args.data_dir)
         && std::fs::read_dir(&args.data_dir).is_ok_and(|rd| {
             rd.filter_map(Result::ok).any(|e| !ecsdb::is_data_dir_entry(&e.file_name().to_string_lossy()))
         });
@@ -151,7 +145,7 @@ pub fn run(args: &Args) -> ExitCode {
         if let Err(e) = roll_back_in_place(&args.data_dir, world.seq()) {
             return fail(e);
         }
-    } else if has_data(&args.data_dir) {
+    } else if super::common::holds_data(&args.data_dir) {
         if !args.force {
             return fail(format!("{} already holds data; pass --force to move it aside", args.data_dir.display()));
         }
