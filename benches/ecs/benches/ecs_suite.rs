@@ -68,6 +68,26 @@ fn simple_db(schema: &Arc<Schema>) -> Simple {
     Simple { db, t }
 }
 
+/// The bulk path, as the peers' `spawn_batch`: rows gathered column by
+/// column, then one spawn (one `SpawnMany` in the change set).
+fn simple_insert_batch(s: &Simple, n: usize) {
+    let m = bytemuck::bytes_of(&[1.0f32; 16]);
+    let v = bytemuck::bytes_of(&[1.0f32, 0.0, 0.0]);
+    let mut txn = s.db.transaction().unwrap();
+    let mut b = txn.batch(&["transform", "position", "rotation", "velocity"]).unwrap();
+    b.reserve(n);
+    let cols = [m, v, v, v];
+    let order: Vec<usize> = s.t.iter().map(|&t| b.column_of(t, 0).unwrap()).collect();
+    for _ in 0..n {
+        for (k, &c) in order.iter().enumerate() {
+            b.push_field(c, cols[k]);
+        }
+        b.end_row().unwrap();
+    }
+    txn.spawn_batch(b).unwrap();
+    txn.commit().unwrap();
+}
+
 fn simple_insert_ecsdb(s: &Simple, n: usize) {
     let m = bytemuck::bytes_of(&[1.0f32; 16]).to_vec();
     let v = bytemuck::bytes_of(&[1.0f32, 0.0, 0.0]).to_vec();
@@ -100,7 +120,24 @@ fn bench_simple_insert(c: &mut Criterion) {
     let schema = Arc::new(Schema::from_toml_str(SIMPLE_SCHEMA).unwrap());
     let mut g = c.benchmark_group("simple_insert");
     g.bench_function("ecsdb", |b| {
-        b.iter_batched(|| simple_db(&schema), |s| simple_insert_ecsdb(&s, N), BatchSize::LargeInput);
+        b.iter_batched(
+            || simple_db(&schema),
+            |s| {
+                simple_insert_batch(&s, N);
+                s
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    g.bench_function("ecsdb_rows", |b| {
+        b.iter_batched(
+            || simple_db(&schema),
+            |s| {
+                simple_insert_ecsdb(&s, N);
+                s
+            },
+            BatchSize::LargeInput,
+        );
     });
     g.bench_function("hecs", |b| {
         b.iter(|| {
@@ -271,13 +308,25 @@ fn bench_million(c: &mut Criterion) {
     let v = bytemuck::bytes_of(&[1.0f32, 0.0, 0.0]).to_vec();
     let create_ecsdb = |s: &Simple| {
         let mut txn = s.db.transaction().unwrap();
+        let mut b = txn.batch(&["position", "velocity"]).unwrap();
+        b.reserve(M);
         for _ in 0..M {
-            txn.spawn_rows(&[(s.t[1], &v), (s.t[3], &v)]).unwrap();
+            b.push_field(0, &v);
+            b.push_field(1, &v);
+            b.end_row().unwrap();
         }
+        txn.spawn_batch(b).unwrap();
         txn.commit().unwrap();
     };
     g.bench_function("create/ecsdb", |b| {
-        b.iter_batched(|| simple_db(&schema), |s| create_ecsdb(&s), BatchSize::PerIteration);
+        b.iter_batched(
+            || simple_db(&schema),
+            |s| {
+                create_ecsdb(&s);
+                s
+            },
+            BatchSize::PerIteration,
+        );
     });
     g.bench_function("create/hecs", |b| {
         b.iter(|| {

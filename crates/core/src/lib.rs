@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod archetype;
+pub mod batch;
 pub mod changeset;
 pub mod component;
 pub mod entities;
@@ -28,7 +29,7 @@ pub mod typed;
 pub mod value;
 pub mod world;
 
-pub use changeset::{ChangeSet, Op};
+pub use changeset::{ChangeSet, Op, SpawnColumn};
 pub use error::{Error, Result};
 pub use id::EntityId;
 pub use query::{CmpOp, Filter, OrderBy, Query, QueryBudget, Related, Row};

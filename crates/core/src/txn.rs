@@ -16,7 +16,7 @@
 use rustc_hash::FxHashSet;
 
 use crate::archetype::{Archetype, ArchetypeId, Column};
-use crate::changeset::{ChangeSet, Op};
+use crate::changeset::{ChangeSet, Op, SpawnColumn};
 use crate::error::{Error, Result};
 use crate::id::EntityId;
 use crate::relation::EdgeKey;
@@ -42,6 +42,8 @@ enum Undo {
         start: usize,
     },
     Fields(Vec<(EntityId, TableId, usize, Vec<u8>)>),
+    /// Entities a batch created (undone newest first).
+    SpawnMany(Vec<EntityId>),
 }
 
 /// Rows compared at once when diffing a column image.
@@ -204,7 +206,7 @@ impl World {
             let now = c.bytes();
             let image = &st.images[start..start + rows * size];
             let mut fields = Vec::new();
-            let mut mark = st.cs.begin_set_many(t, slot as u16, size as u32, rows);
+            let mut rows: Vec<u32> = Vec::new();
             // Blocks of rows first: an unchanged block costs one comparison.
             let block = DIFF_BLOCK_ROWS * size;
             for (b, (old_block, new_block)) in image.chunks(block).zip(now[..image.len()].chunks(block)).enumerate() {
@@ -213,15 +215,17 @@ impl World {
                 }
                 for (i, (old, new)) in old_block.chunks_exact(size).zip(new_block.chunks_exact(size)).enumerate() {
                     if !same_bytes(old, new) {
-                        let id = archetype.entities[b * DIFF_BLOCK_ROWS + i];
-                        st.cs.set_many_entry(&mut mark, id, new);
+                        let row = b * DIFF_BLOCK_ROWS + i;
+                        rows.push(row as u32);
                         if !committing {
-                            fields.push((id, t, slot, old.to_vec()));
+                            fields.push((archetype.entities[row], t, slot, old.to_vec()));
                         }
                     }
                 }
             }
-            st.cs.end_set_many(mark);
+            if !rows.is_empty() {
+                st.cs.push_set_run_rows(t, slot as u16, size, &archetype.entities, &rows, now);
+            }
             // At commit the image stays the undo entry: a commit can still
             // be refused after this (a too-large change set, a commit sink),
             // and the image restores the column exactly.
@@ -322,6 +326,84 @@ impl World {
         if st.check_touched {
             st.touched.push(id);
         }
+        Ok(())
+    }
+
+    /// Create `count` entities with components `tables` (ascending table
+    /// ids), their values given column by column: one column per stored
+    /// field, tables in order, each table's stored fields in slot order
+    /// (see [`SpawnColumn`]). All or nothing; logged as one `SpawnMany`.
+    pub fn spawn_batch(
+        &mut self,
+        tables: &[TableId],
+        count: usize,
+        columns: &[SpawnColumn<'_>],
+    ) -> Result<Vec<EntityId>> {
+        let (a, ids) = self.begin_batch(tables, count, columns)?;
+        self.place_batch(a, &ids, columns);
+        self.end_batch(tables, &ids, columns)?;
+        Ok(ids)
+    }
+
+    /// Spawn a built batch: like [`World::spawn_batch`], its columns moved
+    /// (not copied) into an empty archetype.
+    pub(crate) fn spawn_built(&mut self, b: crate::batch::BatchBuilder) -> Result<Vec<EntityId>> {
+        let (tables, count, cols) = b.into_parts();
+        let view: Vec<SpawnColumn<'_>> = cols
+            .iter()
+            .map(|c| match c {
+                Column::Fixed(f) => SpawnColumn::Fixed { size: f.elem_size(), bytes: f.bytes() },
+                Column::Var(v) => SpawnColumn::Var((0..v.len()).map(|i| v.get(i)).collect()),
+            })
+            .collect();
+        let (a, ids) = self.begin_batch(&tables, count, &view)?;
+        // Log first, while the columns are still borrowed; then move them.
+        let ids = self.end_batch(&tables, &ids, &view).map(|()| ids)?;
+        drop(view);
+        self.place_batch_owned(a, &ids, cols);
+        Ok(ids)
+    }
+
+    /// Check a batch and allocate its ids (nothing placed yet).
+    fn begin_batch(
+        &mut self,
+        tables: &[TableId],
+        count: usize,
+        columns: &[SpawnColumn<'_>],
+    ) -> Result<(crate::archetype::ArchetypeId, Vec<EntityId>)> {
+        self.st()?;
+        let a = self.check_batch(tables, count, columns)?;
+        if self.txn.as_ref().is_some_and(|s| !s.captures.is_empty()) {
+            self.flush_captures(false)?;
+        }
+        self.note_growth();
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            let Some(id) = self.entities.alloc() else {
+                for &id in ids.iter().rev() {
+                    self.entities.unalloc(id);
+                }
+                return Err(Error::IdSpaceExhausted);
+            };
+            ids.push(id);
+        }
+        Ok((a, ids))
+    }
+
+    /// Record a batch in the transaction (change set, checks, undo).
+    fn end_batch(&mut self, tables: &[TableId], ids: &[EntityId], columns: &[SpawnColumn<'_>]) -> Result<()> {
+        let World { txn, fk_slots, .. } = self;
+        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        st.cs.push_spawn_many(tables, ids, columns);
+        for &t in tables {
+            for &slot in &fk_slots[t as usize] {
+                st.fk_writes.extend(ids.iter().map(|&id| (id, t, slot)));
+            }
+        }
+        if st.check_touched {
+            st.touched.extend_from_slice(ids);
+        }
+        st.undo.push(Undo::SpawnMany(ids.to_vec()));
         Ok(())
     }
 
@@ -720,6 +802,7 @@ impl World {
                     }
                     Ok(())
                 }
+                Undo::SpawnMany(ids) => ids.iter().rev().try_for_each(|&id| self.unspawn(id)),
                 Undo::Fields(list) => {
                     let mut r = Ok(());
                     for (id, t, slot, old) in list.into_iter().rev() {

@@ -223,6 +223,14 @@ impl World {
         self.schema.table(t).name.clone()
     }
 
+    /// The archetype of exactly `tables` (sorted), created when new.
+    pub(crate) fn archetype_for_tables(&mut self, tables: &[TableId]) -> ArchetypeId {
+        match self.archetype_index.get(tables) {
+            Some(&a) => a,
+            None => self.archetype_for(tables.to_vec()),
+        }
+    }
+
     fn archetype_for(&mut self, tables: Vec<TableId>) -> ArchetypeId {
         if let Some(&a) = self.archetype_index.get(&tables) {
             return a;
@@ -469,6 +477,13 @@ impl World {
 
     /// Create an entity with a given id.
     pub(crate) fn spawn_at(&mut self, id: EntityId) -> Result<()> {
+        self.alloc_id_at(id)?;
+        self.place_new(id);
+        Ok(())
+    }
+
+    /// Take a given id (import, replay), not yet placed in any archetype.
+    pub(crate) fn alloc_id_at(&mut self, id: EntityId) -> Result<()> {
         // An id far beyond the slots in use grows the slot table up to its
         // index: bound that by the memory ceiling (or a hard cap without one),
         // so a hostile import or a damaged log cannot exhaust memory.
@@ -492,9 +507,7 @@ impl World {
                 )));
             }
         }
-        self.entities.alloc_at(id).map_err(Error::IdUnavailable)?;
-        self.place_new(id);
-        Ok(())
+        self.entities.alloc_at(id).map_err(Error::IdUnavailable)
     }
 
     fn place_new(&mut self, id: EntityId) {
@@ -623,12 +636,17 @@ impl World {
     /// Undo an entity created in a rolled-back transaction, with whatever
     /// components it still holds (a bundle spawn logs no per-component undo).
     pub(crate) fn unspawn(&mut self, id: EntityId) -> Result<()> {
-        let (a, _) = self.location(id)?;
-        let tables = self.archetypes[a as usize].tables.clone();
-        for &t in tables.iter().rev() {
-            self.remove_component(id, t)?;
-        }
         let (a, r) = self.location(id)?;
+        for i in 0..self.archetypes[a as usize].tables.len() {
+            let t = self.archetypes[a as usize].tables[i];
+            if self.fk_slots[t as usize].is_empty() {
+                continue;
+            }
+            let old = self.encode_row(a, r, t).unwrap_or_default();
+            let layout = &self.layouts[t as usize];
+            let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(&old).unwrap_or_default() };
+            self.fk_adjust_row(t, &old, &parts, -1);
+        }
         self.remove_row(a, r);
         self.entities.unalloc(id);
         Ok(())
@@ -723,6 +741,17 @@ impl World {
                     check_table(table)?;
                     op.set_many_entries()
                         .try_for_each(|(id, bytes)| self.set_field(id, table, slot.into(), bytes).map(|_| ()))
+                }
+                Op::SetRun { table, slot, size, ids, values } => {
+                    check_table(table)?;
+                    let size = size as usize;
+                    ids.iter().enumerate().try_for_each(|(k, id)| {
+                        self.set_field(id, table, slot.into(), &values[k * size..(k + 1) * size]).map(|_| ())
+                    })
+                }
+                Op::SpawnMany { ids, .. } => {
+                    let ids: Vec<EntityId> = ids.iter().collect();
+                    self.apply_batch(&op.spawn_tables(), &ids, &op.spawn_columns())
                 }
             };
             r.map_err(|e| fail(format!("op {i}: {e}")))?;

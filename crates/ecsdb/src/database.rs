@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ecsdb_core::batch::BatchBuilder;
 use ecsdb_core::io;
 use ecsdb_core::{ChangeSet, ChunkMut, EntityId, FieldRef, Query, Row, Schema, TableId, Value, World};
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -992,6 +993,20 @@ impl Transaction<'_> {
     /// Overwrite component `T` of `id`, field by field.
     pub fn set_component<T: ecsdb_core::component::Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
         Ok(self.w().set_component(id, c)?)
+    }
+
+    /// An empty batch of entities with components `tables`, for
+    /// [`Transaction::spawn_batch`].
+    pub fn batch(&self, tables: &[&str]) -> Result<BatchBuilder> {
+        let ids = tables.iter().map(|t| self.table(t)).collect::<Result<Vec<_>>>()?;
+        Ok(BatchBuilder::new(self, &ids)?)
+    }
+
+    /// Create every entity of `batch` at once (column by column, one
+    /// `SpawnMany` in the change set); all or nothing. Returns their ids in
+    /// row order.
+    pub fn spawn_batch(&mut self, batch: BatchBuilder) -> Result<Vec<EntityId>> {
+        Ok(batch.spawn(self.w())?)
     }
 
     /// Create an entity holding component `T` (and its parents, with defaults).

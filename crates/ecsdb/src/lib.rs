@@ -58,6 +58,7 @@ pub use database::{
     Transaction, is_data_dir_entry,
 };
 /// `#[derive(Component)]`: a struct as a row of a schema table.
+pub use ecsdb_core::batch::BatchBuilder;
 pub use ecsdb_core::component::{Binding, Component, FieldValue};
 pub use ecsdb_core::{
     self as core, ChangeSet, CmpOp, Direction, Edge, EntityId, FieldRef, Filter, Op, OrderBy, Query, QueryBudget,

@@ -216,7 +216,7 @@ fn a_transaction_over_the_size_limit_is_refused_and_changes_nothing() {
     .unwrap_err();
     let cfg = ecsdb::DatabaseConfig::from_toml_str("[transactions]\nmax_transaction_mb = 1\n").unwrap();
     let db = Database::builder().config(cfg).schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().build().unwrap();
-    for _ in 0..8 {
+    for _ in 0..10 {
         spawn_movers(&db, 10_000);
     }
     let before = db.read().canonical_state();

@@ -41,6 +41,12 @@ impl VarColumn {
         self.bytes -= self.items[row].len();
         self.items.swap_remove(row);
     }
+    /// Keep the first `rows` values.
+    pub fn truncate(&mut self, rows: usize) {
+        for b in self.items.drain(rows.min(self.items.len())..) {
+            self.bytes -= b.len();
+        }
+    }
 }
 
 /// A dense buffer of fixed-size elements.
@@ -70,11 +76,20 @@ impl FixedColumn {
         self.len == 0
     }
 
+    #[inline]
     fn ensure(&mut self, rows: usize) {
         let words = (rows * self.size).div_ceil(8);
         if self.words.len() < words {
-            self.words.resize(words, 0);
+            self.grow(words);
         }
+    }
+
+    /// Grow the zero-initialised part geometrically, so appending one row
+    /// at a time costs one comparison and a copy.
+    #[cold]
+    fn grow(&mut self, words: usize) {
+        let target = words.max(self.words.len() * 2).max(8);
+        self.words.resize(target, 0);
     }
 
     /// All elements' bytes.
@@ -96,12 +111,13 @@ impl FixedColumn {
         &mut self.bytes_mut()[row * s..(row + 1) * s]
     }
 
+    #[inline]
     pub fn push(&mut self, b: &[u8]) {
         debug_assert_eq!(b.len(), self.size);
+        let start = self.len * self.size;
         self.ensure(self.len + 1);
+        bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[start..start + self.size].copy_from_slice(b);
         self.len += 1;
-        let row = self.len - 1;
-        self.get_mut(row).copy_from_slice(b);
     }
 
     /// Remove `row`, moving the last element into its place.
@@ -128,6 +144,28 @@ impl FixedColumn {
         let start = self.len * self.size;
         self.len += rows;
         self.bytes_mut()[start..].copy_from_slice(b);
+    }
+
+    /// Append one zeroed element and return it for the caller to fill.
+    pub fn push_zeroed(&mut self) -> &mut [u8] {
+        self.ensure(self.len + 1);
+        self.len += 1;
+        let row = self.len - 1;
+        self.get_mut(row)
+    }
+
+    /// Keep the first `rows` elements.
+    pub fn truncate(&mut self, rows: usize) {
+        if rows < self.len {
+            let end = rows * self.size;
+            let old = self.len * self.size;
+            self.bytes_mut_upto(old)[end..].fill(0);
+            self.len = rows;
+        }
+    }
+
+    fn bytes_mut_upto(&mut self, n: usize) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut::<u64, u8>(&mut self.words)[..n]
     }
 
     /// Reserve room for `extra` more rows.
@@ -188,6 +226,26 @@ impl Column {
         match self {
             Column::Fixed(c) => c.get_mut(row).copy_from_slice(b),
             Column::Var(v) => v.set(row, b),
+        }
+    }
+
+    /// Keep the first `rows` values.
+    pub fn truncate(&mut self, rows: usize) {
+        match self {
+            Column::Fixed(c) => c.truncate(rows),
+            Column::Var(v) => v.truncate(rows),
+        }
+    }
+
+    /// Append every value of `other` (same kind and size).
+    pub fn append(&mut self, other: &Column) {
+        match (self, other) {
+            (Column::Fixed(a), Column::Fixed(b)) => a.extend(b.bytes()),
+            (a, b) => {
+                for i in 0..b.len() {
+                    a.push(b.get(i));
+                }
+            }
         }
     }
 

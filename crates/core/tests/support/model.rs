@@ -102,6 +102,8 @@ pub enum Gen {
     Unlink(usize, usize),
     Shift(f32),
     Bundle(Vec<u8>),
+    /// A bulk spawn of up to 4 entities with root, name and refs.
+    Batch(u8, Vec<u8>, Target),
 }
 
 pub fn arb_f32() -> impl Strategy<Value = f32> {
@@ -132,6 +134,8 @@ pub fn arb_gen() -> impl Strategy<Value = Gen> {
         1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Gen::Unlink(a, b)),
         1 => arb_f32().prop_map(Gen::Shift),
         1 => proptest::collection::vec(any::<u8>(), 24).prop_map(Gen::Bundle),
+        1 => (0u8..5, proptest::collection::vec(any::<u8>(), 24), arb_target())
+            .prop_map(|(n, b, t)| Gen::Batch(n, b, t)),
     ]
 }
 
@@ -331,6 +335,32 @@ pub fn run_txn(
                 let dup = [(HP, refs[1].1), (HP, refs[1].1)];
                 assert!(w.insert_rows(id, &dup).is_err());
             }
+            Gen::Batch(n, b, tg) => {
+                let target = target_id(model, tg);
+                let mut batch = ecsdb_core::batch::BatchBuilder::new(w, &[REFS, NAME, ROOT]).unwrap();
+                let mut rows = Vec::new();
+                for k in 0..*n {
+                    let mut b = b.clone();
+                    b.rotate_left(usize::from(k));
+                    let comps: BTreeMap<u16, Vec<Value>> =
+                        [ROOT, NAME, REFS].iter().map(|&t| (t, values_for(t, &b, target, 0.0))).collect();
+                    let row: Vec<(u16, &[Value])> = comps.iter().map(|(t, v)| (*t, v.as_slice())).collect();
+                    batch.push_values(w, &row).unwrap();
+                    rows.push(comps);
+                }
+                let ids = if k_borrowed(b) {
+                    let cols = batch.columns();
+                    w.spawn_batch(batch.tables(), batch.len(), &cols).unwrap()
+                } else {
+                    batch.spawn(w).unwrap()
+                };
+                assert_eq!(ids.len(), rows.len());
+                for (id, comps) in ids.into_iter().zip(rows) {
+                    assert!(!ever.contains(&id), "committed id {id:?} was handed out again");
+                    created.push(id);
+                    model.entities.insert(id, comps);
+                }
+            }
             Gen::Shift(d) => {
                 let p = FieldRef { table: POS, slot: 0 };
                 w.for_each_chunk_mut(&[POS], |chunk| {
@@ -368,6 +398,11 @@ pub fn run_txn(
             None
         }
     }
+}
+
+/// Which batch path a generated batch takes (borrowed columns or moved ones).
+fn k_borrowed(b: &[u8]) -> bool {
+    b[23] & 1 == 1
 }
 
 pub fn canon_nan(m: &mut Model) {
