@@ -55,6 +55,61 @@ fn simple_bundle() -> (Transform, Position, Rotation, Velocity) {
     (Transform([1.0; 16]), Position([1.0, 0.0, 0.0]), Rotation([1.0, 0.0, 0.0]), Velocity([1.0, 0.0, 0.0]))
 }
 
+/// The same components as ecsdb typed components (`#[derive(Component)]`).
+mod typed {
+    #[derive(Clone, Copy, ecsdb::Component)]
+    pub struct Transform {
+        pub m: [f32; 16],
+    }
+    #[derive(Clone, Copy, ecsdb::Component)]
+    pub struct Position {
+        pub v: [f32; 3],
+    }
+    #[derive(Clone, Copy, ecsdb::Component)]
+    pub struct Rotation {
+        pub v: [f32; 3],
+    }
+    #[derive(Clone, Copy, ecsdb::Component)]
+    pub struct Velocity {
+        pub v: [f32; 3],
+    }
+    #[derive(Clone, Copy, ecsdb::Component)]
+    pub struct Data {
+        pub x: f32,
+    }
+
+    pub fn bundle() -> (Transform, Position, Rotation, Velocity) {
+        (
+            Transform { m: [1.0; 16] },
+            Position { v: [1.0, 0.0, 0.0] },
+            Rotation { v: [1.0, 0.0, 0.0] },
+            Velocity { v: [1.0, 0.0, 0.0] },
+        )
+    }
+
+    pub fn pv() -> (Position, Velocity) {
+        (Position { v: [1.0, 0.0, 0.0] }, Velocity { v: [1.0, 0.0, 0.0] })
+    }
+}
+
+fn simple_insert_typed(s: &Simple, n: usize) {
+    let mut txn = s.db.transaction().unwrap();
+    txn.spawn_batch((0..n).map(|_| typed::bundle())).unwrap();
+    txn.commit().unwrap();
+}
+
+fn simple_iter_typed(s: &Simple) {
+    let mut txn = s.db.transaction().unwrap();
+    txn.query::<(&mut typed::Position, &typed::Velocity)>()
+        .for_each(|_, (p, v)| {
+            p.v[0] += v.v[0];
+            p.v[1] += v.v[1];
+            p.v[2] += v.v[2];
+        })
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 // ------------------------------------------------------------------ ecsdb fixtures
 
 struct Simple {
@@ -84,7 +139,7 @@ fn simple_insert_batch(s: &Simple, n: usize) {
         }
         b.end_row().unwrap();
     }
-    txn.spawn_batch(b).unwrap();
+    txn.spawn_columns(b).unwrap();
     txn.commit().unwrap();
 }
 
@@ -129,6 +184,16 @@ fn bench_simple_insert(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
+    g.bench_function("ecsdb_typed", |b| {
+        b.iter_batched(
+            || simple_db(&schema),
+            |s| {
+                simple_insert_typed(&s, N);
+                s
+            },
+            BatchSize::LargeInput,
+        );
+    });
     g.bench_function("ecsdb_rows", |b| {
         b.iter_batched(
             || simple_db(&schema),
@@ -162,6 +227,7 @@ fn bench_simple_iter(c: &mut Criterion) {
     let s = simple_db(&schema);
     simple_insert_ecsdb(&s, N);
     g.bench_function("ecsdb", |b| b.iter(|| simple_iter_ecsdb(&s)));
+    g.bench_function("ecsdb_typed", |b| b.iter(|| simple_iter_typed(&s)));
     let mut hw = hecs::World::new();
     hw.spawn_batch((0..N).map(|_| simple_bundle()));
     g.bench_function("hecs", |b| {
@@ -183,6 +249,64 @@ fn bench_simple_iter(c: &mut Criterion) {
                 p.0[1] += v.0[1];
                 p.0[2] += v.0[2];
             }
+        });
+    });
+    g.finish();
+}
+
+/// Read-only iteration: sum position · velocity over 10k entities.
+fn bench_read_iter(c: &mut Criterion) {
+    let schema = Arc::new(Schema::from_toml_str(SIMPLE_SCHEMA).unwrap());
+    let mut g = c.benchmark_group("read_iter");
+    let s = simple_db(&schema);
+    simple_insert_ecsdb(&s, N);
+    g.bench_function("ecsdb_typed", |b| {
+        b.iter(|| {
+            let mut acc = 0.0f32;
+            let r = s.db.read();
+            for (_, (p, v)) in r.query::<(&typed::Position, &typed::Velocity)>().iter().unwrap() {
+                acc += p.v[0] * v.v[0] + p.v[1] * v.v[1] + p.v[2] * v.v[2];
+            }
+            std::hint::black_box(acc)
+        });
+    });
+    let pos = schema.field_ref("position", "v").unwrap();
+    let vel = schema.field_ref("velocity", "v").unwrap();
+    g.bench_function("ecsdb", |b| {
+        b.iter(|| {
+            let mut acc = 0.0f32;
+            let r = s.db.read();
+            for chunk in r.chunks(&[pos.table, vel.table]) {
+                let p = chunk.column::<[f32; 3]>(pos).unwrap();
+                let v = chunk.column::<[f32; 3]>(vel).unwrap();
+                for (p, v) in p.iter().zip(v) {
+                    acc += p[0] * v[0] + p[1] * v[1] + p[2] * v[2];
+                }
+            }
+            std::hint::black_box(acc)
+        });
+    });
+    let mut hw = hecs::World::new();
+    hw.spawn_batch((0..N).map(|_| simple_bundle()));
+    g.bench_function("hecs", |b| {
+        b.iter(|| {
+            let mut acc = 0.0f32;
+            for (p, v) in hw.query::<(&Position, &Velocity)>().iter() {
+                acc += p.0[0] * v.0[0] + p.0[1] * v.0[1] + p.0[2] * v.0[2];
+            }
+            std::hint::black_box(acc)
+        });
+    });
+    let mut bw = bevy_ecs::world::World::new();
+    bw.spawn_batch((0..N).map(|_| simple_bundle()));
+    let mut q = bw.query::<(&Position, &Velocity)>();
+    g.bench_function("bevy_ecs", |b| {
+        b.iter(|| {
+            let mut acc = 0.0f32;
+            for (p, v) in q.iter(&bw) {
+                acc += p.0[0] * v.0[0] + p.0[1] * v.0[1] + p.0[2] * v.0[2];
+            }
+            std::hint::black_box(acc)
         });
     });
     g.finish();
@@ -218,6 +342,13 @@ fn bench_frag_iter(c: &mut Criterion) {
                 Ok(())
             })
             .unwrap();
+            txn.commit().unwrap();
+        });
+    });
+    g.bench_function("ecsdb_typed", |b| {
+        b.iter(|| {
+            let mut txn = db.transaction().unwrap();
+            txn.query::<(&mut typed::Data,)>().for_each(|_, (d,)| d.x *= 2.0).unwrap();
             txn.commit().unwrap();
         });
     });
@@ -315,7 +446,7 @@ fn bench_million(c: &mut Criterion) {
             b.push_field(1, &v);
             b.end_row().unwrap();
         }
-        txn.spawn_batch(b).unwrap();
+        txn.spawn_columns(b).unwrap();
         txn.commit().unwrap();
     };
     g.bench_function("create/ecsdb", |b| {
@@ -342,9 +473,22 @@ fn bench_million(c: &mut Criterion) {
             w
         });
     });
+    g.bench_function("create/ecsdb_typed", |b| {
+        b.iter_batched(
+            || simple_db(&schema),
+            |s| {
+                let mut txn = s.db.transaction().unwrap();
+                txn.spawn_batch((0..M).map(|_| typed::pv())).unwrap();
+                txn.commit().unwrap();
+                s
+            },
+            BatchSize::PerIteration,
+        );
+    });
     let s = simple_db(&schema);
     create_ecsdb(&s);
     g.bench_function("iter/ecsdb", |b| b.iter(|| simple_iter_ecsdb(&s)));
+    g.bench_function("iter/ecsdb_typed", |b| b.iter(|| simple_iter_typed(&s)));
     let mut hw = hecs::World::new();
     hw.spawn_batch((0..M).map(|_| (Position([1.0, 0.0, 0.0]), Velocity([1.0, 0.0, 0.0]))));
     g.bench_function("iter/hecs", |b| {
@@ -371,7 +515,15 @@ fn bench_million(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_simple_insert, bench_simple_iter, bench_frag_iter, bench_add_remove, bench_million);
+criterion_group!(
+    benches,
+    bench_simple_insert,
+    bench_simple_iter,
+    bench_read_iter,
+    bench_frag_iter,
+    bench_add_remove,
+    bench_million
+);
 
 /// Median estimate (ns) criterion recorded for `group/name`.
 fn median_ns(group: &str, name: &str) -> Option<f64> {
@@ -387,17 +539,25 @@ fn median_ns(group: &str, name: &str) -> Option<f64> {
 fn print_ratios() {
     println!("\n{:<28} {:>12} {:>12} {:>12} {:>10} {:>10}", "workload", "ecsdb", "hecs", "bevy_ecs", "/hecs", "/bevy");
     let rows = [
-        ("simple_insert", "", "simple_insert"),
-        ("simple_iter", "", "simple_iter"),
-        ("frag_iter", "", "frag_iter"),
-        ("add_remove", "", "add_remove"),
-        ("million create", "create/", "million"),
-        ("million iter", "iter/", "million"),
+        ("simple_insert", "", "simple_insert", "ecsdb"),
+        ("simple_insert typed", "", "simple_insert", "ecsdb_typed"),
+        ("simple_insert row by row", "", "simple_insert", "ecsdb_rows"),
+        ("simple_iter", "", "simple_iter", "ecsdb"),
+        ("simple_iter typed", "", "simple_iter", "ecsdb_typed"),
+        ("read_iter (read-only)", "", "read_iter", "ecsdb"),
+        ("read_iter typed", "", "read_iter", "ecsdb_typed"),
+        ("frag_iter", "", "frag_iter", "ecsdb"),
+        ("frag_iter typed", "", "frag_iter", "ecsdb_typed"),
+        ("add_remove", "", "add_remove", "ecsdb"),
+        ("million create", "create/", "million", "ecsdb"),
+        ("million create typed", "create/", "million", "ecsdb_typed"),
+        ("million iter", "iter/", "million", "ecsdb"),
+        ("million iter typed", "iter/", "million", "ecsdb_typed"),
     ];
     let fmt = |ns: f64| if ns >= 1e6 { format!("{:.2} ms", ns / 1e6) } else { format!("{:.1} us", ns / 1e3) };
-    for (label, prefix, group) in rows {
+    for (label, prefix, group, ours) in rows {
         let get = |peer: &str| median_ns(group, &format!("{prefix}{peer}"));
-        if let (Some(e), Some(h), Some(b)) = (get("ecsdb"), get("hecs"), get("bevy_ecs")) {
+        if let (Some(e), Some(h), Some(b)) = (get(ours), get("hecs"), get("bevy_ecs")) {
             println!("{label:<28} {:>12} {:>12} {:>12} {:>9.2}x {:>9.2}x", fmt(e), fmt(h), fmt(b), e / h, e / b);
         }
     }

@@ -9,11 +9,15 @@
 //! the same placement code, so a batch applies identically on recovery and on
 //! replicas.
 
+use std::sync::Arc;
+
 use crate::archetype::{ArchetypeId, Column};
 use crate::changeset::SpawnColumn;
+use crate::component::{Binding, Component, bind};
 use crate::error::{Error, Result};
 use crate::id::EntityId;
 use crate::schema::TableId;
+use crate::schema::{FieldType, Schema};
 use crate::value::{self, Value};
 use crate::world::World;
 
@@ -127,6 +131,7 @@ impl World {
         let arch = &mut self.archetypes[a as usize];
         let start = arch.entities.len();
         arch.entities.extend_from_slice(ids);
+        arch.changed.resize(arch.entities.len(), self.seq + 1);
         for (k, &id) in ids.iter().enumerate() {
             if let Some(s) = self.entities.slot_mut(id) {
                 s.archetype = a;
@@ -352,5 +357,159 @@ impl BatchBuilder {
 
     pub(crate) fn into_parts(self) -> (Vec<TableId>, usize, Vec<Column>) {
         (self.tables, self.rows, self.cols)
+    }
+}
+
+/// Components spawned together: a tuple of `#[derive(Component)]` structs.
+pub trait Bundle {
+    /// Each component's binding, in tuple order.
+    fn bindings(world: &World) -> Result<Vec<Arc<Binding>>>;
+    /// Append this bundle's fields to the batch's columns (not the row end).
+    fn write(&self, b: &mut BatchBuilder, plan: &BundlePlan, schema: &Schema) -> Result<()>;
+}
+
+/// Where each component field of a bundle goes in a batch.
+#[derive(Debug, Clone)]
+pub struct BundlePlan {
+    /// Per component, per struct field: (batch column, stored field type).
+    fields: Vec<Vec<(usize, FieldType)>>,
+    /// Parent tables the bundle leaves out: per column, the default value's bytes.
+    defaults: Vec<(usize, Vec<u8>)>,
+}
+
+/// Write field `i` of component `c` into its column: directly when the
+/// field type can, else through its checked `Value`.
+fn write_component<C: Component>(
+    c: &C,
+    fields: &[(usize, FieldType)],
+    b: &mut BatchBuilder,
+    schema: &Schema,
+) -> Result<()> {
+    let mut values: Option<Vec<Value>> = None;
+    for (i, (col, ty)) in fields.iter().enumerate() {
+        if let Some(slot) = b.fixed_slot(*col)
+            && c.write_field(i, slot)
+        {
+            continue;
+        }
+        let vals = values.get_or_insert_with(|| c.to_values());
+        let v = &vals[i];
+        value::check(ty, v, schema).map_err(|reason| Error::InvalidValue {
+            table: C::TABLE.to_string(),
+            field: C::fields().get(i).map_or_else(|| format!("#{i}"), |f| f.name.to_string()),
+            reason,
+        })?;
+        match b.fixed_slot_last(*col) {
+            Some(out) => value::encode_fixed(ty, v, schema, out),
+            None => b.push_field(*col, &value::encode_var(v)),
+        }
+    }
+    Ok(())
+}
+
+macro_rules! tuple_bundle {
+    ($($c:ident $i:tt),+) => {
+        impl<$($c: Component),+> Bundle for ($($c,)+) {
+            fn bindings(world: &World) -> Result<Vec<Arc<Binding>>> {
+                Ok(vec![$(bind::<$c>(world)?),+])
+            }
+            fn write(&self, b: &mut BatchBuilder, plan: &BundlePlan, schema: &Schema) -> Result<()> {
+                $( write_component(&self.$i, &plan.fields[$i], b, schema)?; )+
+                Ok(())
+            }
+        }
+    };
+}
+tuple_bundle!(A 0);
+tuple_bundle!(A 0, B 1);
+tuple_bundle!(A 0, B 1, C 2);
+tuple_bundle!(A 0, B 1, C 2, D 3);
+tuple_bundle!(A 0, B 1, C 2, D 3, E 4);
+tuple_bundle!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_bundle!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_bundle!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+impl BatchBuilder {
+    /// The last value of fixed column `col` (just appended by
+    /// [`BatchBuilder::fixed_slot`]), to be overwritten.
+    fn fixed_slot_last(&mut self, col: usize) -> Option<&mut [u8]> {
+        match &mut self.cols[col] {
+            Column::Fixed(c) if !c.is_empty() => {
+                let last = c.len() - 1;
+                Some(c.get_mut(last))
+            }
+            _ => None,
+        }
+    }
+
+    /// A batch for bundle `B`: its components' tables plus every
+    /// `parent_table` they need and do not name (filled with defaults).
+    pub fn for_bundle<B: Bundle>(world: &World) -> Result<(BatchBuilder, BundlePlan)> {
+        let bindings = B::bindings(world)?;
+        let mut tables: Vec<TableId> = bindings.iter().map(|b| b.table).collect();
+        let mut parents = Vec::new();
+        for &t in &tables {
+            let mut p = world.schema.table(t).parent;
+            while let Some(pt) = p {
+                if tables.contains(&pt) || parents.contains(&pt) {
+                    break;
+                }
+                parents.push(pt);
+                p = world.schema.table(pt).parent;
+            }
+        }
+        tables.extend_from_slice(&parents);
+        let builder = BatchBuilder::new(world, &tables)?;
+        let fields = bindings
+            .iter()
+            .map(|b| {
+                let table = world.schema.table(b.table);
+                b.slots
+                    .iter()
+                    .map(|&s| (builder.column_of(b.table, s).unwrap_or(usize::MAX), table.stored_field(s).ty.clone()))
+                    .collect()
+            })
+            .collect();
+        let mut defaults = Vec::new();
+        for pt in parents {
+            let row = world.row_from_json(pt, &serde_json::Value::Object(serde_json::Map::new()), None)?;
+            let layout = &world.layouts[pt as usize];
+            let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(&row).unwrap_or_default() };
+            for slot in 0..layout.slots.len() {
+                if let Some(col) = builder.column_of(pt, slot) {
+                    defaults.push((col, crate::world::row_part(layout, &row, &parts, slot).to_vec()));
+                }
+            }
+        }
+        Ok((builder, BundlePlan { fields, defaults }))
+    }
+
+    /// Append one bundle as a row (all or nothing).
+    pub fn push_bundle<B: Bundle>(&mut self, bundle: &B, plan: &BundlePlan, schema: &Schema) -> Result<()> {
+        let r = bundle.write(self, plan, schema);
+        if let Err(e) = r {
+            self.truncate(self.rows);
+            return Err(e);
+        }
+        for (col, bytes) in &plan.defaults {
+            self.push_field(*col, bytes);
+        }
+        self.end_row()
+    }
+}
+
+impl World {
+    /// Spawn one entity per bundle (a tuple of typed components), in one
+    /// `SpawnMany`; `parent_table`s the bundle leaves out are added with
+    /// their defaults. All or nothing. Returns the ids in order.
+    pub fn spawn_bundles<B: Bundle>(&mut self, bundles: impl IntoIterator<Item = B>) -> Result<Vec<EntityId>> {
+        let (mut b, plan) = BatchBuilder::for_bundle::<B>(self)?;
+        let iter = bundles.into_iter();
+        b.reserve(iter.size_hint().0);
+        let schema = self.schema.clone();
+        for bundle in iter {
+            b.push_bundle(&bundle, &plan, &schema)?;
+        }
+        b.spawn(self)
     }
 }

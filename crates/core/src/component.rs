@@ -7,9 +7,11 @@
 //! and maps struct fields to the table's stored fields; the typed reads and
 //! writes on [`World`] go through it.
 
+use crate::archetype::Column;
 use crate::error::{Error, Result};
 use crate::id::EntityId;
 use crate::schema::{FieldType, Scalar, Schema, TableId};
+use crate::typed::Element;
 use crate::typed::FieldRef;
 use crate::value::Value;
 use crate::world::World;
@@ -28,9 +30,18 @@ pub struct FieldDecl {
 }
 
 /// A Rust struct stored as a row of one table.
+///
+/// The derive also generates column access for typed queries: `Cols` /
+/// `ColsMut` hold one typed view per struct field (its column in one
+/// archetype), from which rows are read and written back without going
+/// through [`Value`]s.
 pub trait Component: Sized + 'static {
     /// The table's name in the schema.
     const TABLE: &'static str;
+    /// Read views of the struct's columns, in field order.
+    type Cols<'a>;
+    /// Write views of the struct's columns, in field order.
+    type ColsMut<'a>;
     /// The struct's fields, in declaration order.
     fn fields() -> Vec<FieldDecl>;
     /// Field values, in declaration order.
@@ -38,10 +49,27 @@ pub trait Component: Sized + 'static {
     /// The struct from field values in declaration order (`None` when a
     /// value does not fit its field's Rust type).
     fn from_values(values: &[Value]) -> Option<Self>;
+    /// Field `i`'s stored bytes written into `out` (its fixed size) when the
+    /// field type can do so directly; `false` leaves it to the generic path.
+    fn write_field(&self, i: usize, out: &mut [u8]) -> bool;
+    /// Read views of `cols` (the struct's columns in field order).
+    fn cols<'a>(cols: &[&'a Column], types: &[&'a FieldType], schema: &'a Schema) -> Option<Self::Cols<'a>>;
+    /// Write views; `None` when a field cannot be written in place.
+    fn cols_mut<'a>(cols: Vec<&'a mut Column>, types: &[&'a FieldType]) -> Option<Self::ColsMut<'a>>;
+    /// Row `row` from read views.
+    fn read(cols: &Self::Cols<'_>, row: usize) -> Self;
+    /// Row `row` from write views.
+    fn read_mut(cols: &Self::ColsMut<'_>, row: usize) -> Self;
+    /// Write `self` back as row `row`.
+    fn write(&self, cols: &mut Self::ColsMut<'_>, row: usize);
 }
 
-/// A Rust type a field can hold.
+/// A Rust type a field can hold, and how it reads and writes a column.
 pub trait FieldValue: Sized {
+    /// A column viewed for reading.
+    type Col<'a>;
+    /// A column viewed for writing in place.
+    type ColMut<'a>;
     /// Whether a schema field of type `ty` can hold it.
     fn fits(ty: &FieldType) -> bool;
     /// A Rust enum's variant names (`#[derive(Enum)]`), checked against the
@@ -51,11 +79,59 @@ pub trait FieldValue: Sized {
     }
     fn to_value(&self) -> Value;
     fn from_value(v: &Value) -> Option<Self>;
+    /// Write the stored bytes into `out` when this type can do so directly.
+    fn write_bytes(&self, out: &mut [u8]) -> bool {
+        let _ = out;
+        false
+    }
+    fn col<'a>(c: &'a Column, ty: &'a FieldType, schema: &'a Schema) -> Option<Self::Col<'a>>;
+    /// `None` when the type cannot be written in place.
+    fn col_mut<'a>(c: &'a mut Column, ty: &'a FieldType) -> Option<Self::ColMut<'a>>;
+    fn get(col: &Self::Col<'_>, row: usize) -> Self;
+    fn get_mut(col: &Self::ColMut<'_>, row: usize) -> Self;
+    fn set(&self, col: &mut Self::ColMut<'_>, row: usize);
+}
+
+/// Plain numbers and arrays of them: columns are viewed as `&[T]`.
+macro_rules! pod_access {
+    () => {
+        type Col<'a> = &'a [Self];
+        type ColMut<'a> = &'a mut [Self];
+        fn write_bytes(&self, out: &mut [u8]) -> bool {
+            out.copy_from_slice(bytemuck::bytes_of(self));
+            true
+        }
+        fn col<'a>(c: &'a Column, _ty: &'a FieldType, _schema: &'a Schema) -> Option<Self::Col<'a>> {
+            match c {
+                Column::Fixed(f) => bytemuck::try_cast_slice(f.bytes()).ok(),
+                Column::Var(_) => None,
+            }
+        }
+        fn col_mut<'a>(c: &'a mut Column, _ty: &'a FieldType) -> Option<Self::ColMut<'a>> {
+            match c {
+                Column::Fixed(f) => bytemuck::try_cast_slice_mut(f.bytes_mut()).ok(),
+                Column::Var(_) => None,
+            }
+        }
+        #[inline]
+        fn get(col: &Self::Col<'_>, row: usize) -> Self {
+            col[row]
+        }
+        #[inline]
+        fn get_mut(col: &Self::ColMut<'_>, row: usize) -> Self {
+            col[row]
+        }
+        #[inline]
+        fn set(&self, col: &mut Self::ColMut<'_>, row: usize) {
+            col[row] = *self;
+        }
+    };
 }
 
 macro_rules! unsigned {
     ($($t:ty => $s:ident),*) => {$(
         impl FieldValue for $t {
+            pod_access!();
             fn fits(ty: &FieldType) -> bool {
                 *ty == FieldType::Scalar(Scalar::$s)
             }
@@ -76,6 +152,7 @@ unsigned!(u8 => U8, u16 => U16, u32 => U32, u64 => U64);
 macro_rules! signed {
     ($($t:ty => $s:ident),*) => {$(
         impl FieldValue for $t {
+            pod_access!();
             fn fits(ty: &FieldType) -> bool {
                 *ty == FieldType::Scalar(Scalar::$s)
             }
@@ -94,6 +171,7 @@ macro_rules! signed {
 signed!(i8 => I8, i16 => I16, i32 => I32, i64 => I64);
 
 impl FieldValue for f32 {
+    pod_access!();
     fn fits(ty: &FieldType) -> bool {
         *ty == FieldType::Scalar(Scalar::F32)
     }
@@ -106,6 +184,7 @@ impl FieldValue for f32 {
 }
 
 impl FieldValue for f64 {
+    pod_access!();
     fn fits(ty: &FieldType) -> bool {
         *ty == FieldType::Scalar(Scalar::F64)
     }
@@ -117,7 +196,10 @@ impl FieldValue for f64 {
     }
 }
 
+/// Stored as one byte, 0 or 1.
 impl FieldValue for bool {
+    type Col<'a> = &'a [u8];
+    type ColMut<'a> = &'a mut [u8];
     fn fits(ty: &FieldType) -> bool {
         *ty == FieldType::Scalar(Scalar::Bool)
     }
@@ -127,10 +209,31 @@ impl FieldValue for bool {
     fn from_value(v: &Value) -> Option<Self> {
         if let Value::Bool(x) = v { Some(*x) } else { None }
     }
+    fn write_bytes(&self, out: &mut [u8]) -> bool {
+        out[0] = u8::from(*self);
+        true
+    }
+    fn col<'a>(c: &'a Column, _ty: &'a FieldType, _schema: &'a Schema) -> Option<Self::Col<'a>> {
+        if let Column::Fixed(f) = c { Some(f.bytes()) } else { None }
+    }
+    fn col_mut<'a>(c: &'a mut Column, _ty: &'a FieldType) -> Option<Self::ColMut<'a>> {
+        if let Column::Fixed(f) = c { Some(f.bytes_mut()) } else { None }
+    }
+    fn get(col: &Self::Col<'_>, row: usize) -> Self {
+        col[row] != 0
+    }
+    fn get_mut(col: &Self::ColMut<'_>, row: usize) -> Self {
+        col[row] != 0
+    }
+    fn set(&self, col: &mut Self::ColMut<'_>, row: usize) {
+        col[row] = u8::from(*self);
+    }
 }
 
 /// A stored entity reference (`u64` with `foreign_key`).
 impl FieldValue for EntityId {
+    type Col<'a> = &'a [u64];
+    type ColMut<'a> = &'a mut [u64];
     fn fits(ty: &FieldType) -> bool {
         *ty == FieldType::Scalar(Scalar::U64)
     }
@@ -140,10 +243,70 @@ impl FieldValue for EntityId {
     fn from_value(v: &Value) -> Option<Self> {
         if let Value::U64(x) = v { Some(EntityId(*x)) } else { None }
     }
+    fn write_bytes(&self, out: &mut [u8]) -> bool {
+        out.copy_from_slice(&self.0.to_le_bytes());
+        true
+    }
+    fn col<'a>(c: &'a Column, _ty: &'a FieldType, _schema: &'a Schema) -> Option<Self::Col<'a>> {
+        if let Column::Fixed(f) = c { bytemuck::try_cast_slice(f.bytes()).ok() } else { None }
+    }
+    fn col_mut<'a>(c: &'a mut Column, _ty: &'a FieldType) -> Option<Self::ColMut<'a>> {
+        if let Column::Fixed(f) = c { bytemuck::try_cast_slice_mut(f.bytes_mut()).ok() } else { None }
+    }
+    fn get(col: &Self::Col<'_>, row: usize) -> Self {
+        EntityId(col[row])
+    }
+    fn get_mut(col: &Self::ColMut<'_>, row: usize) -> Self {
+        EntityId(col[row])
+    }
+    fn set(&self, col: &mut Self::ColMut<'_>, row: usize) {
+        col[row] = self.0;
+    }
+}
+
+/// A column read through the generic decoder (strings, bytes): correct for
+/// every type, one allocation per value. Such fields are not written in place.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodedCol<'a> {
+    column: &'a Column,
+    ty: &'a FieldType,
+    schema: &'a Schema,
+}
+
+impl DecodedCol<'_> {
+    /// Row `row`'s value (`None` only for bytes no write could have stored).
+    fn value(&self, row: usize) -> Option<Value> {
+        let b = self.column.get(row);
+        match crate::value::size_in(self.schema, self.ty) {
+            Some(_) => crate::value::decode_fixed(self.ty, b, self.schema).ok(),
+            None => crate::value::decode_var(self.ty, b).ok(),
+        }
+    }
+}
+
+macro_rules! decoded_access {
+    ($default:expr) => {
+        type Col<'a> = DecodedCol<'a>;
+        type ColMut<'a> = ();
+        fn col<'a>(c: &'a Column, ty: &'a FieldType, schema: &'a Schema) -> Option<Self::Col<'a>> {
+            Some(DecodedCol { column: c, ty, schema })
+        }
+        fn col_mut<'a>(_c: &'a mut Column, _ty: &'a FieldType) -> Option<Self::ColMut<'a>> {
+            None
+        }
+        fn get(col: &Self::Col<'_>, row: usize) -> Self {
+            col.value(row).and_then(|v| Self::from_value(&v)).unwrap_or_else(|| $default)
+        }
+        fn get_mut(_col: &Self::ColMut<'_>, _row: usize) -> Self {
+            $default
+        }
+        fn set(&self, _col: &mut Self::ColMut<'_>, _row: usize) {}
+    };
 }
 
 /// `[u8; N]` fixed strings and `string`.
 impl FieldValue for String {
+    decoded_access!(String::new());
     fn fits(ty: &FieldType) -> bool {
         matches!(ty, FieldType::FixedString(_) | FieldType::String)
     }
@@ -157,6 +320,7 @@ impl FieldValue for String {
 
 /// `bytes`.
 impl FieldValue for Vec<u8> {
+    decoded_access!(Vec::new());
     fn fits(ty: &FieldType) -> bool {
         *ty == FieldType::Bytes
     }
@@ -168,8 +332,9 @@ impl FieldValue for Vec<u8> {
     }
 }
 
-/// `[T; N]` arrays.
-impl<T: FieldValue, const N: usize> FieldValue for [T; N] {
+/// `[T; N]` arrays of numbers.
+impl<T: FieldValue + Element, const N: usize> FieldValue for [T; N] {
+    pod_access!();
     fn fits(ty: &FieldType) -> bool {
         matches!(ty, FieldType::Array(t, n) if *n == N && T::fits(t))
     }
@@ -181,6 +346,58 @@ impl<T: FieldValue, const N: usize> FieldValue for [T; N] {
         let items: Vec<T> = items.iter().map(T::from_value).collect::<Option<_>>()?;
         <[T; N]>::try_from(items).ok()
     }
+}
+
+/// A schema enum's column (1 or 2 bytes per value), for `#[derive(Enum)]`.
+#[derive(Debug)]
+pub struct EnumCol<B> {
+    bytes: B,
+    width: usize,
+}
+
+impl<B: AsRef<[u8]>> EnumCol<B> {
+    /// The variant index stored in row `row`.
+    pub fn index(&self, row: usize) -> u16 {
+        let b = self.bytes.as_ref();
+        if self.width == 1 { u16::from(b[row]) } else { u16::from_le_bytes([b[row * 2], b[row * 2 + 1]]) }
+    }
+}
+
+impl EnumCol<&mut [u8]> {
+    /// Store variant index `i` in row `row`.
+    pub fn set_index(&mut self, row: usize, i: u16) {
+        if self.width == 1 {
+            self.bytes[row] = i as u8;
+        } else {
+            self.bytes[row * 2..row * 2 + 2].copy_from_slice(&i.to_le_bytes());
+        }
+    }
+}
+
+/// Column views for enum fields (used by `#[derive(Enum)]`).
+pub fn enum_col<'a>(c: &'a Column, ty: &FieldType) -> Option<EnumCol<&'a [u8]>> {
+    match (c, ty) {
+        (Column::Fixed(f), FieldType::Enum { width, .. }) => Some(EnumCol { bytes: f.bytes(), width: *width }),
+        _ => None,
+    }
+}
+
+/// Writable column views for enum fields (used by `#[derive(Enum)]`).
+pub fn enum_col_mut<'a>(c: &'a mut Column, ty: &FieldType) -> Option<EnumCol<&'a mut [u8]>> {
+    match (c, ty) {
+        (Column::Fixed(f), FieldType::Enum { width, .. }) => Some(EnumCol { bytes: f.bytes_mut(), width: *width }),
+        _ => None,
+    }
+}
+
+/// Write a variant index as an enum field's stored bytes.
+pub fn enum_write_bytes(i: u16, out: &mut [u8]) -> bool {
+    match out.len() {
+        1 => out[0] = i as u8,
+        2 => out.copy_from_slice(&i.to_le_bytes()),
+        _ => return false,
+    }
+    true
 }
 
 /// How a component type maps onto its table in one schema.
@@ -258,7 +475,7 @@ impl Binding {
 
 /// The binding of `T` in this world, checked once and then kept: a world's
 /// schema never changes, and typed reads and writes run on hot paths.
-fn bind<T: Component>(w: &World) -> Result<std::sync::Arc<Binding>> {
+pub(crate) fn bind<T: Component>(w: &World) -> Result<std::sync::Arc<Binding>> {
     let key = std::any::TypeId::of::<T>();
     if let Some(b) = w.bindings.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(b);

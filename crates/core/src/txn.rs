@@ -91,6 +91,21 @@ pub(crate) struct TxnState {
     exempt_memory: bool,
 }
 
+impl TxnState {
+    /// Take column `c`'s image (once per transaction and column) so in-place
+    /// writes to it are logged at commit and undone by rollback.
+    fn capture(&mut self, arch: &Archetype, c: usize, table: TableId, slot: usize) {
+        if self.captured.insert((arch.id, c))
+            && let Column::Fixed(col) = &arch.columns[c]
+        {
+            let start = self.images.len();
+            self.images.extend_from_slice(col.bytes());
+            self.undo.push(Undo::ColumnImage { arch: arch.id, col: c, rows: col.len(), start });
+            self.captures.push((arch.id, c, table, slot, self.undo.len() - 1));
+        }
+    }
+}
+
 /// A committed transaction.
 #[derive(Debug, Clone)]
 pub struct Commit {
@@ -190,7 +205,9 @@ impl World {
     /// per-row undo entries.
     fn flush_captures(&mut self, committing: bool) -> Result<()> {
         self.validate_captures()?;
-        let Some(st) = self.txn.as_deref_mut() else {
+        let seq = self.seq + 1;
+        let World { txn, archetypes, .. } = self;
+        let Some(st) = txn.as_deref_mut() else {
             return Ok(());
         };
         st.captured.clear();
@@ -198,7 +215,7 @@ impl World {
             let Undo::ColumnImage { rows, start, .. } = st.undo[ui] else {
                 continue;
             };
-            let archetype = &self.archetypes[arch as usize];
+            let archetype = &archetypes[arch as usize];
             let Column::Fixed(c) = &archetype.columns[col] else {
                 continue;
             };
@@ -225,6 +242,10 @@ impl World {
             }
             if !rows.is_empty() {
                 st.cs.push_set_run_rows(t, slot as u16, size, &archetype.entities, &rows, now);
+                let changed = &mut archetypes[arch as usize].changed;
+                for &r in &rows {
+                    changed[r as usize] = seq;
+                }
             }
             // At commit the image stays the undo entry: a commit can still
             // be refused after this (a too-large change set, a commit sink),
@@ -340,6 +361,9 @@ impl World {
         columns: &[SpawnColumn<'_>],
     ) -> Result<Vec<EntityId>> {
         let (a, ids) = self.begin_batch(tables, count, columns)?;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
         self.place_batch(a, &ids, columns);
         self.end_batch(tables, &ids, columns)?;
         Ok(ids)
@@ -357,6 +381,9 @@ impl World {
             })
             .collect();
         let (a, ids) = self.begin_batch(&tables, count, &view)?;
+        if ids.is_empty() {
+            return Ok(ids);
+        }
         // Log first, while the columns are still borrowed; then move them.
         let ids = self.end_batch(&tables, &ids, &view).map(|()| ids)?;
         drop(view);
@@ -623,6 +650,28 @@ impl World {
         Ok(())
     }
 
+    /// Capture every column a typed query writes in archetype `a`.
+    pub(crate) fn capture_for_query(
+        &mut self,
+        a: usize,
+        elements: &[(std::sync::Arc<crate::component::Binding>, bool)],
+    ) -> Result<()> {
+        let World { archetypes, txn, .. } = self;
+        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        let arch = &archetypes[a];
+        for (b, write) in elements {
+            if !write {
+                continue;
+            }
+            for &slot in &b.slots {
+                if let Some(c) = arch.column_index(b.table, slot) {
+                    st.capture(arch, c, b.table, slot);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Run `f` on every archetype holding all of `tables`, with typed
     /// mutable column access. Stops at the first error `f` returns (what it
     /// wrote stays part of the transaction; roll back to discard it).
@@ -864,14 +913,7 @@ impl ChunkMut<'_> {
             });
         }
         let c = missing_table(self.arch, self.schema, f)?;
-        if self.st.captured.insert((self.arch.id, c))
-            && let Column::Fixed(col) = &self.arch.columns[c]
-        {
-            let start = self.st.images.len();
-            self.st.images.extend_from_slice(col.bytes());
-            self.st.undo.push(Undo::ColumnImage { arch: self.arch.id, col: c, rows: col.len(), start });
-            self.st.captures.push((self.arch.id, c, f.table, f.slot, self.st.undo.len() - 1));
-        }
+        self.st.capture(self.arch, c, f.table, f.slot);
         Ok(c)
     }
 

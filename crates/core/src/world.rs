@@ -75,6 +75,9 @@ pub struct World {
     pub(crate) max_commit_bytes: usize,
     /// Why writes are refused after a failed rollback step (see `rollback`).
     pub(crate) poisoned: Option<String>,
+    /// Changes are tracked per entity from this sequence number on (the
+    /// state this process started from); older changes are unknown.
+    pub(crate) changes_known_from: u64,
     /// Typed components already checked against this world's schema.
     pub(crate) bindings: std::sync::Mutex<FxHashMap<std::any::TypeId, Arc<crate::component::Binding>>>,
 }
@@ -125,6 +128,7 @@ impl World {
             stats: Stats::default(),
             max_commit_bytes: DEFAULT_MAX_COMMIT_BYTES,
             poisoned: None,
+            changes_known_from: 0,
             bindings: std::sync::Mutex::new(FxHashMap::default()),
         };
         w.archetype_for(Vec::new());
@@ -143,6 +147,7 @@ impl World {
     /// Set the sequence (after loading a snapshot taken at `seq`).
     pub fn set_seq(&mut self, seq: u64) {
         self.seq = seq;
+        self.changes_known_from = seq;
     }
 
     pub fn stats(&self) -> Stats {
@@ -209,6 +214,37 @@ impl World {
     /// Number of live component rows of table `t`.
     pub fn table_len(&self, t: TableId) -> usize {
         self.archetypes.iter().filter(|a| a.has(t)).map(Archetype::len).sum()
+    }
+
+    /// Sequence number from which per-entity changes are known: entities
+    /// changed before it (before this process loaded the data) all count as
+    /// changed for a `changed_since` older than it.
+    pub fn changes_known_from(&self) -> u64 {
+        self.changes_known_from
+    }
+
+    /// Whether `id` was changed by a commit after `since` (or may have been:
+    /// `since` is older than what this process knows).
+    pub fn changed_after(&self, id: EntityId, since: u64) -> bool {
+        changed_after(&self.archetypes, &self.entities, self.changes_known_from, id, since)
+    }
+
+    /// Sequence number of the last commit that changed `id`, when known.
+    pub fn changed_at(&self, id: EntityId) -> Option<u64> {
+        let s = self.entities.slot(id)?;
+        let c = *self.archetypes[s.archetype as usize].changed.get(s.row as usize)?;
+        (c > self.changes_known_from).then_some(c)
+    }
+
+    /// Mark `id` as changed by the commit being built (or applied).
+    #[inline]
+    pub(crate) fn mark_changed(&mut self, id: EntityId) {
+        let seq = self.seq + 1;
+        if let Some(s) = self.entities.slot(id)
+            && let Some(c) = self.archetypes[s.archetype as usize].changed.get_mut(s.row as usize)
+        {
+            *c = seq;
+        }
     }
 
     pub fn contains(&self, id: EntityId) -> bool {
@@ -293,7 +329,7 @@ impl World {
             return row;
         }
         let (src, dst) = two_mut(&mut self.archetypes, from as usize, to as usize);
-        let new_row = dst.push_entity(id);
+        let new_row = dst.push_entity(id, self.seq + 1);
         for &t in &src.tables {
             if let (Some(sr), Some(dr)) = (src.table_columns(t), dst.table_columns(t)) {
                 for (sc, dc) in sr.zip(dr) {
@@ -511,7 +547,7 @@ impl World {
     }
 
     fn place_new(&mut self, id: EntityId) {
-        let row = self.archetypes[0].push_entity(id);
+        let row = self.archetypes[0].push_entity(id, self.seq + 1);
         if let Some(s) = self.entities.slot_mut(id) {
             s.archetype = 0;
             s.row = row as u32;
@@ -558,6 +594,7 @@ impl World {
         for (&(t, row), parts) in rows.iter().zip(&all_parts) {
             self.fk_adjust_row(t, row, parts, 1);
         }
+        self.mark_changed(id);
         Ok(())
     }
 
@@ -569,6 +606,7 @@ impl World {
             .ok_or_else(|| Error::ComponentMissing { entity: id, table: self.table_name(t) })?;
         let to = self.archetype_without(a, t);
         self.move_entity(id, a, r, to);
+        self.mark_changed(id);
         if !self.fk_slots[t as usize].is_empty() {
             let layout = &self.layouts[t as usize];
             let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(&old).unwrap_or_default() };
@@ -594,6 +632,7 @@ impl World {
             .ok_or_else(|| Error::ComponentMissing { entity: id, table: self.schema.table(t).name.clone() })?;
         let old = arch.columns[c].get(r).to_vec();
         arch.columns[c].set(r, bytes);
+        self.mark_changed(id);
         self.fk_adjust(t, slot, &old, -1);
         self.fk_adjust(t, slot, bytes, 1);
         Ok(old)
@@ -1013,6 +1052,21 @@ impl World {
 }
 
 /// JSON form of an entity id (number up to 2^53 - 1, else a string).
+/// See [`World::changed_after`].
+pub(crate) fn changed_after(
+    archetypes: &[Archetype],
+    entities: &Entities,
+    known_from: u64,
+    id: EntityId,
+    since: u64,
+) -> bool {
+    since < known_from
+        || entities
+            .slot(id)
+            .and_then(|s| archetypes[s.archetype as usize].changed.get(s.row as usize))
+            .is_some_and(|&c| c > since)
+}
+
 pub fn id_json(id: EntityId) -> serde_json::Value {
     if id.0 <= value::JSON_SAFE_INT { id.0.into() } else { id.0.to_string().into() }
 }

@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ecsdb_core::batch::BatchBuilder;
+use ecsdb_core::QueryData;
+use ecsdb_core::batch::{BatchBuilder, Bundle};
+
+use crate::typed_query::TypedQuery;
 use ecsdb_core::io;
 use ecsdb_core::{ChangeSet, ChunkMut, EntityId, FieldRef, Query, Row, Schema, TableId, Value, World};
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -681,7 +684,7 @@ impl Database {
 
     /// Run a query against the committed state.
     pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
-        Ok(self.read().query(q)?)
+        Ok(self.read().guard.query(q)?)
     }
 
     /// Run a query within a budget of time and result size (it fails rather
@@ -786,6 +789,14 @@ impl std::ops::Deref for ReadView<'_> {
     type Target = World;
     fn deref(&self) -> &World {
         &self.guard
+    }
+}
+
+impl ReadView<'_> {
+    /// A typed, read-only query over this view (`&T` elements), e.g.
+    /// `db.read().query::<(&Position, &Velocity)>().for_each(|id, (p, v)| ..)`.
+    pub fn query<Q: QueryData>(&self) -> TypedQuery<'_, Q> {
+        TypedQuery(self.guard.query_typed::<Q>())
     }
 }
 
@@ -1005,8 +1016,29 @@ impl Transaction<'_> {
     /// Create every entity of `batch` at once (column by column, one
     /// `SpawnMany` in the change set); all or nothing. Returns their ids in
     /// row order.
-    pub fn spawn_batch(&mut self, batch: BatchBuilder) -> Result<Vec<EntityId>> {
+    pub fn spawn_columns(&mut self, batch: BatchBuilder) -> Result<Vec<EntityId>> {
         Ok(batch.spawn(self.w())?)
+    }
+
+    /// Create one entity per bundle (a tuple of `#[derive(Component)]`
+    /// structs), all in one `SpawnMany`; `parent_table`s the bundle leaves
+    /// out get their defaults. All or nothing; ids in order.
+    pub fn spawn_batch<B: Bundle>(&mut self, bundles: impl IntoIterator<Item = B>) -> Result<Vec<EntityId>> {
+        Ok(self.w().spawn_bundles(bundles)?)
+    }
+
+    /// Create one entity from a bundle of typed components, e.g.
+    /// `txn.spawn((Position { .. }, Velocity { .. }))`.
+    pub fn spawn<B: Bundle>(&mut self, bundle: B) -> Result<EntityId> {
+        let ids = self.w().spawn_bundles([bundle])?;
+        ids.first().copied().ok_or(DbError::Engine(ecsdb_core::Error::IdSpaceExhausted))
+    }
+
+    /// A typed query over this transaction: `&T` elements read, `&mut T`
+    /// elements write back (logged and rolled back like any write), e.g.
+    /// `txn.query::<(&mut Position, &Velocity)>().for_each(|id, (p, v)| ..)`.
+    pub fn query<Q: QueryData>(&mut self) -> TypedQuery<'_, Q> {
+        TypedQuery(self.w().query_typed_mut::<Q>())
     }
 
     /// Create an entity holding component `T` (and its parents, with defaults).

@@ -51,6 +51,7 @@ mod database;
 mod durability;
 mod error;
 mod sink;
+mod typed_query;
 
 pub use config::DatabaseConfig;
 pub use database::{
@@ -58,11 +59,11 @@ pub use database::{
     Transaction, is_data_dir_entry,
 };
 /// `#[derive(Component)]`: a struct as a row of a schema table.
-pub use ecsdb_core::batch::BatchBuilder;
+pub use ecsdb_core::batch::{BatchBuilder, Bundle};
 pub use ecsdb_core::component::{Binding, Component, FieldValue};
 pub use ecsdb_core::{
     self as core, ChangeSet, CmpOp, Direction, Edge, EntityId, FieldRef, Filter, Op, OrderBy, Query, QueryBudget,
-    Related, Row, Schema, TableId, Value, World, schema,
+    QueryData, QueryFilter, Related, Row, Schema, TableId, Value, World, schema,
 };
 pub use ecsdb_derive::{Component, Enum};
 pub use ecsdb_storage::{self as storage, CheckpointInfo, RecoveryReport};
@@ -70,6 +71,7 @@ pub use error::{DbError, EngineError, Result, SchemaError};
 /// Re-exported: JSON values appear in this crate's signatures.
 pub use serde_json;
 pub use sink::CommitSink;
+pub use typed_query::TypedQuery;
 
 /// The README's code blocks, compiled and run as doc tests: the library
 /// snippet newcomers copy must build against the crate as published.

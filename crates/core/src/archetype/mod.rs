@@ -22,6 +22,9 @@ pub struct Archetype {
     pub tables: Vec<TableId>,
     /// Row -> entity.
     pub entities: Vec<EntityId>,
+    /// Row -> sequence number of the last commit that changed the entity
+    /// (kept beside the rows so a system's writes mark them sequentially).
+    pub changed: Vec<u64>,
     /// One column per stored field of each table, tables in `tables` order.
     pub columns: Vec<Column>,
     /// First column of each table, parallel to `tables`.
@@ -50,6 +53,7 @@ impl Archetype {
             id,
             tables,
             entities: Vec::new(),
+            changed: Vec::new(),
             columns,
             col_start,
             parents_ok,
@@ -90,8 +94,9 @@ impl Archetype {
     }
 
     /// Append a row; columns must then be filled by the caller.
-    pub(crate) fn push_entity(&mut self, e: EntityId) -> usize {
+    pub(crate) fn push_entity(&mut self, e: EntityId, seq: u64) -> usize {
         self.entities.push(e);
+        self.changed.push(seq);
         self.entities.len() - 1
     }
 
@@ -101,6 +106,7 @@ impl Archetype {
             c.swap_remove(row);
         }
         self.entities.swap_remove(row);
+        self.changed.swap_remove(row);
         self.entities.get(row).copied()
     }
 
