@@ -44,7 +44,7 @@ fn config(dir: &Path, sync: bool) -> DatabaseConfig {
     c.database.data_dir = dir.to_path_buf();
     c.transactions.wal_sync_on_commit = sync;
     c.persistence.snapshot_interval_ops = 0;
-    c.persistence.snapshot_interval_secs = 1 << 30;
+    c.persistence.snapshot_interval_secs = 31_536_000;
     c.persistence.checkpoint_on_shutdown = false;
     c.memory.max_capacity_mb = 0;
     c

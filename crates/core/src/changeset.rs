@@ -207,6 +207,13 @@ impl<'a> Op<'a> {
     }
 }
 
+/// Whether `ids` are `ids[0]`, `ids[0] + 1`, ... (an OR-reduction without
+/// early exit, so it vectorises).
+fn consecutive(ids: &[EntityId]) -> bool {
+    let first = ids.first().map_or(0, |i| i.0);
+    ids.iter().enumerate().fold(0u64, |acc, (k, id)| acc | (id.0 ^ first.wrapping_add(k as u64))) == 0
+}
+
 /// A change set that failed to decode: where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed change set at byte {offset}: {reason}")]
@@ -378,7 +385,7 @@ impl ChangeSet {
         for &t in tables {
             self.u16(t);
         }
-        self.id_runs(ids.iter().copied());
+        self.id_runs_of(std::iter::once(ids));
         self.u16(columns.len() as u16);
         for c in columns {
             match c {
@@ -436,6 +443,81 @@ impl ChangeSet {
         self.buf.extend_from_slice(&(ids.len() as u32).to_le_bytes());
         self.id_runs(ids.iter().copied());
         self.buf.extend_from_slice(values);
+    }
+
+    /// Append a `SetRun` for the rows in `ranges` (half-open, ascending) of
+    /// a column: `entities` is the archetype's row → entity map, `column` the
+    /// column's bytes (`size` per row). Each range is one copy.
+    pub fn push_set_run_ranges(
+        &mut self,
+        table: TableId,
+        slot: u16,
+        size: usize,
+        entities: &[EntityId],
+        ranges: &[(usize, usize)],
+        column: &[u8],
+    ) {
+        let count: usize = ranges.iter().map(|&(a, b)| b - a).sum();
+        self.buf.reserve(32 + count * size);
+        self.begin(OP_SET_RUN);
+        self.u16(table);
+        self.u16(slot);
+        self.buf.extend_from_slice(&(size as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(count as u32).to_le_bytes());
+        self.id_runs_of(ranges.iter().map(|&(a, b)| &entities[a..b]));
+        for &(a, b) in ranges {
+            self.buf.extend_from_slice(&column[a * size..b * size]);
+        }
+    }
+
+    /// Id runs of the ids in `slices`, in order.
+    fn id_runs_of<'e>(&mut self, slices: impl Iterator<Item = &'e [EntityId]>) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        let mut runs = 0u32;
+        let mut first = 0u64;
+        let mut len = 0u32;
+        for s in slices {
+            // Ids of rows spawned together are usually consecutive: one
+            // vectorisable pass proves it, and the slice is one run.
+            if s.len() > 1
+                && len < u32::MAX - s.len() as u32
+                && s[0].0.checked_add(s.len() as u64).is_some()
+                && consecutive(s)
+            {
+                if len > 0 && first.wrapping_add(u64::from(len)) == s[0].0 {
+                    len += s.len() as u32;
+                    continue;
+                }
+                if len > 0 {
+                    self.u64(first);
+                    self.buf.extend_from_slice(&len.to_le_bytes());
+                    runs += 1;
+                }
+                first = s[0].0;
+                len = s.len() as u32;
+                continue;
+            }
+            for id in s {
+                if len > 0 && first.wrapping_add(u64::from(len)) == id.0 && len < u32::MAX {
+                    len += 1;
+                    continue;
+                }
+                if len > 0 {
+                    self.u64(first);
+                    self.buf.extend_from_slice(&len.to_le_bytes());
+                    runs += 1;
+                }
+                first = id.0;
+                len = 1;
+            }
+        }
+        if len > 0 {
+            self.u64(first);
+            self.buf.extend_from_slice(&len.to_le_bytes());
+            runs += 1;
+        }
+        self.buf[at..at + 4].copy_from_slice(&runs.to_le_bytes());
     }
 
     /// Append a `SetRun` for the given `rows` of a column: `entities` is

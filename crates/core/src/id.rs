@@ -44,6 +44,13 @@ impl fmt::Display for EntityId {
     }
 }
 
+/// JSON (and every serde format) shows the same 64-bit number.
+impl serde::Serialize for EntityId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ pub mod archetype;
 pub mod batch;
 pub mod changeset;
 pub mod component;
+pub mod describe;
 pub mod entities;
 pub mod error;
 pub mod id;
@@ -31,6 +32,7 @@ pub mod value;
 pub mod world;
 
 pub use changeset::{ChangeSet, Op, SpawnColumn};
+pub use describe::Change;
 pub use error::{Error, Result};
 pub use id::EntityId;
 pub use query::{CmpOp, Filter, OrderBy, Query, QueryBudget, Related, Row};

@@ -78,6 +78,8 @@ pub struct World {
     /// Changes are tracked per entity from this sequence number on (the
     /// state this process started from); older changes are unknown.
     pub(crate) changes_known_from: u64,
+    /// The last transaction's column-image buffer, kept for the next.
+    pub(crate) spare_images: Vec<u8>,
     /// Typed components already checked against this world's schema.
     pub(crate) bindings: std::sync::Mutex<FxHashMap<std::any::TypeId, Arc<crate::component::Binding>>>,
 }
@@ -129,6 +131,7 @@ impl World {
             max_commit_bytes: DEFAULT_MAX_COMMIT_BYTES,
             poisoned: None,
             changes_known_from: 0,
+            spare_images: Vec::new(),
             bindings: std::sync::Mutex::new(FxHashMap::default()),
         };
         w.archetype_for(Vec::new());

@@ -654,6 +654,12 @@ impl Database {
         Ok((out, info))
     }
 
+    /// What a commit's change set did, by name (tables, fields, relations,
+    /// decoded values); see [`ecsdb_core::Change`].
+    pub fn describe_changes(&self, changes: &ChangeSet) -> Result<Vec<ecsdb_core::Change>> {
+        Ok(self.read().guard.describe_changes(changes)?)
+    }
+
     /// Create an entity with no components, in its own transaction.
     pub fn create_entity(&self) -> Result<EntityId> {
         // A closure, not the method path: the transaction's lifetime must stay

@@ -62,8 +62,8 @@ pub use database::{
 pub use ecsdb_core::batch::{BatchBuilder, Bundle};
 pub use ecsdb_core::component::{Binding, Component, FieldValue};
 pub use ecsdb_core::{
-    self as core, ChangeSet, CmpOp, Direction, Edge, EntityId, FieldRef, Filter, Op, OrderBy, Query, QueryBudget,
-    QueryData, QueryFilter, Related, Row, Schema, TableId, Value, World, schema,
+    self as core, Change, ChangeSet, CmpOp, Direction, Edge, EntityId, FieldRef, Filter, Op, OrderBy, Query,
+    QueryBudget, QueryData, QueryFilter, Related, Row, Schema, TableId, Value, World, schema,
 };
 pub use ecsdb_derive::{Component, Enum};
 pub use ecsdb_storage::{self as storage, CheckpointInfo, RecoveryReport};

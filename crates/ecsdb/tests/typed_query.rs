@@ -285,3 +285,39 @@ proptest! {
         prop_assert_eq!(typed.read().canonical_state(), untyped.read().canonical_state());
     }
 }
+
+/// A change set read back by name: every op expanded, names and values decoded.
+#[test]
+fn change_sets_read_back_by_name() {
+    let db = Database::example().unwrap();
+    let (ids, c) = db.write(|t| t.spawn_batch([(transform(1.0), physics(2.0))])).unwrap();
+    let named = db.describe_changes(&c.changes).unwrap();
+    let j = serde_json::to_value(&named).unwrap();
+    assert_eq!(j[0], json!({"op": "created", "entity": ids[0].0}));
+    let tables: Vec<&str> = j.as_array().unwrap()[1..].iter().map(|c| c["table"].as_str().unwrap()).collect();
+    assert_eq!(tables, ["entities", "transform", "physics"]);
+    assert_eq!(j[2]["fields"]["position"], json!([1.0, 0.0, 0.0]));
+    assert_eq!(j[2]["fields"]["entity_id"], json!(ids[0].0));
+    let ((), c) = db.write(|t| t.query::<(&mut Physics,)>().for_each(|_, (p,)| p.mass = 3.0)).unwrap();
+    let named = db.describe_changes(&c.changes).unwrap();
+    assert_eq!(
+        serde_json::to_value(&named).unwrap(),
+        json!([{"op": "field_set", "entity": ids[0].0, "table": "physics", "field": "mass", "value": 3.0}])
+    );
+    let (b, _) = db.write(|t| t.create_entity_json(&json!({"player": {"name": "bo", "level": 2}}))).unwrap();
+    let ((), c) = db
+        .write(|t| {
+            t.link("follows", ids[0], b, Some(&json!({})))?;
+            t.remove(b, "player")?;
+            t.delete(ids[0])
+        })
+        .unwrap();
+    let ops: Vec<String> = serde_json::to_value(db.describe_changes(&c.changes).unwrap())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["op"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops, ["linked", "component_removed", "deleted"]);
+}
