@@ -390,13 +390,12 @@ impl<'w, Q: QueryData> TypedQuery<'w, Q> {
                 }
                 let ids: Vec<usize> =
                     (0..w.archetypes.len()).filter(|&a| matches(&w.archetypes[a], &tables, &filter)).collect();
-                for a in ids {
-                    if writes {
+                if writes {
+                    for &a in &ids {
                         w.capture_for_query(a, &elements)?;
                     }
-                    run_archetype_write::<Q, F>(w, a, &elements, &filter, writes, f)?;
                 }
-                Ok(())
+                run_archetypes_write::<Q, F>(w, &ids, &elements, &filter, writes, f)
             }
         }
     }
@@ -494,13 +493,19 @@ fn matches(arch: &Archetype, tables: &[TableId], filter: &QueryFilter) -> bool {
 }
 
 fn plans(arch: &Archetype, elements: &[(Arc<Binding>, bool)]) -> Vec<ElemPlan> {
-    elements
-        .iter()
-        .map(|(b, _)| ElemPlan {
-            binding: b.clone(),
-            columns: b.slots.iter().map(|&s| arch.column_index(b.table, s).unwrap_or(usize::MAX)).collect(),
-        })
-        .collect()
+    let mut plans: Vec<ElemPlan> =
+        elements.iter().map(|(b, _)| ElemPlan { binding: b.clone(), columns: Vec::new() }).collect();
+    fill_plans(&mut plans, arch);
+    plans
+}
+
+/// Point `plans` at `arch`'s columns (reusing their buffers).
+fn fill_plans(plans: &mut [ElemPlan], arch: &Archetype) {
+    for p in plans {
+        let b = &p.binding;
+        p.columns.clear();
+        p.columns.extend(b.slots.iter().map(|&s| arch.column_index(b.table, s).unwrap_or(usize::MAX)));
+    }
 }
 
 fn field_types<'a>(schema: &'a Schema, plans: &[ElemPlan]) -> Vec<Vec<&'a FieldType>> {
@@ -559,35 +564,39 @@ fn run_archetype_read<Q: QueryData, F: FnMut(EntityId, &mut Q::Values)>(
     Ok(())
 }
 
-fn run_archetype_write<Q: QueryData, F: FnMut(EntityId, &mut Q::Values)>(
+fn run_archetypes_write<Q: QueryData, F: FnMut(EntityId, &mut Q::Values)>(
     w: &mut World,
-    a: usize,
+    ids: &[usize],
     elements: &[(Arc<Binding>, bool)],
     filter: &QueryFilter,
     write_back: bool,
     f: &mut F,
 ) -> Result<()> {
-    let plans = plans(&w.archetypes[a], elements);
     let known_from = w.changes_known_from;
     let World { archetypes, schema, .. } = w;
-    let arch = &mut archetypes[a];
+    let mut plans: Vec<ElemPlan> =
+        elements.iter().map(|(b, _)| ElemPlan { binding: b.clone(), columns: Vec::new() }).collect();
     let types = field_types(schema, &plans);
-    let mut slots: Vec<Option<&mut Column>> = arch.columns.iter_mut().map(Some).collect();
-    let Some(mut views) = Q::views(&mut slots, &plans, &types, schema) else {
-        let names: Vec<String> = plans.iter().map(|p| schema.table(p.binding.table).name.clone()).collect();
-        return Err(view_mismatch(&names));
-    };
-    for (row, &id) in arch.entities.iter().enumerate() {
-        if let Some(since) = filter.changed_since
-            && since >= known_from
-            && arch.changed[row] <= since
-        {
-            continue;
-        }
-        let mut v = Q::read(&views, row);
-        f(id, &mut v);
-        if write_back {
-            Q::write_back(&v, &mut views, row);
+    let since = filter.changed_since.filter(|&s| s >= known_from);
+    for &a in ids {
+        let arch = &mut archetypes[a];
+        fill_plans(&mut plans, arch);
+        let mut slots: Vec<Option<&mut Column>> = arch.columns.iter_mut().map(Some).collect();
+        let Some(mut views) = Q::views(&mut slots, &plans, &types, schema) else {
+            let names: Vec<String> = plans.iter().map(|p| schema.table(p.binding.table).name.clone()).collect();
+            return Err(view_mismatch(&names));
+        };
+        for (row, &id) in arch.entities.iter().enumerate() {
+            if let Some(since) = since
+                && arch.changed[row] <= since
+            {
+                continue;
+            }
+            let mut v = Q::read(&views, row);
+            f(id, &mut v);
+            if write_back {
+                Q::write_back(&v, &mut views, row);
+            }
         }
     }
     Ok(())

@@ -13,8 +13,6 @@
 //! diffed against the columns to produce the change set's `SetField`
 //! operations and per-row undo entries.
 
-use rustc_hash::FxHashSet;
-
 use crate::archetype::{Archetype, ArchetypeId, Column};
 use crate::changeset::{ChangeSet, Op, SpawnColumn};
 use crate::error::{Error, Result};
@@ -140,11 +138,12 @@ pub(crate) struct TxnState {
     fk_writes: Vec<(EntityId, TableId, usize)>,
     /// Components removed from entities, where the table is a foreign-key target.
     removed_targets: Vec<(EntityId, TableId)>,
-    captured: FxHashSet<(ArchetypeId, usize)>,
     /// (archetype, column, table, slot, undo index) of live column images.
     captures: Vec<(ArchetypeId, usize, TableId, usize, usize)>,
     /// Copy of `World::check_touched`.
     check_touched: bool,
+    /// (element type, field) pairs already checked by typed chunk writes.
+    checked: Vec<(std::any::TypeId, FieldRef)>,
     /// Column images, back to back (one allocation for all of them).
     images: Vec<u8>,
     /// Accounted bytes before the first operation that can grow memory
@@ -157,10 +156,11 @@ pub(crate) struct TxnState {
 impl TxnState {
     /// Take column `c`'s image (once per transaction and column) so in-place
     /// writes to it are logged at commit and undone by rollback.
-    fn capture(&mut self, arch: &Archetype, c: usize, table: TableId, slot: usize) {
-        if self.captured.insert((arch.id, c))
+    fn capture(&mut self, arch: &mut Archetype, c: usize, table: TableId, slot: usize) {
+        if !arch.captured[c]
             && let Column::Fixed(col) = &arch.columns[c]
         {
+            arch.captured[c] = true;
             let start = self.images.len();
             self.images.extend_from_slice(col.bytes());
             self.undo.push(Undo::ColumnImage { arch: arch.id, col: c, rows: col.len(), start });
@@ -193,10 +193,10 @@ impl World {
             deleted: Vec::new(),
             fk_writes: Vec::new(),
             removed_targets: Vec::new(),
-            captured: FxHashSet::default(),
             captures: Vec::new(),
             check_touched: self.check_touched,
             images: std::mem::take(&mut self.spare_images),
+            checked: Vec::new(),
             start_bytes: None,
             exempt_memory: false,
         }));
@@ -267,14 +267,17 @@ impl World {
     /// `SetMany` per column) and, unless the transaction is committing,
     /// per-row undo entries.
     fn flush_captures(&mut self, committing: bool) -> Result<()> {
-        self.validate_captures()?;
+        // At commit, prepare_commit has just validated them.
+        if !committing {
+            self.validate_captures()?;
+        }
         let seq = self.seq + 1;
         let World { txn, archetypes, .. } = self;
         let Some(st) = txn.as_deref_mut() else {
             return Ok(());
         };
-        st.captured.clear();
         for (arch, col, t, slot, ui) in std::mem::take(&mut st.captures) {
+            archetypes[arch as usize].captured[col] = false;
             let Undo::ColumnImage { rows, start, .. } = st.undo[ui] else {
                 continue;
             };
@@ -712,7 +715,7 @@ impl World {
     ) -> Result<()> {
         let World { archetypes, txn, .. } = self;
         let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
-        let arch = &archetypes[a];
+        let arch = &mut archetypes[a];
         for (b, write) in elements {
             if !write {
                 continue;
@@ -910,6 +913,7 @@ impl World {
                 Undo::Link(k, None) => self.unlink(&k).map(|_| ()),
                 Undo::Unlink(k, p) => self.link(k, &p).map(|_| ()),
                 Undo::ColumnImage { arch, col, rows, start } => {
+                    self.archetypes[arch as usize].captured[col] = false;
                     if let Column::Fixed(c) = &mut self.archetypes[arch as usize].columns[col] {
                         let n = rows * c.elem_size();
                         c.bytes_mut()[..n].copy_from_slice(&st.images[start..start + n]);
@@ -972,8 +976,18 @@ impl ChunkMut<'_> {
         crate::typed::typed_column(self.arch, self.schema, f)
     }
 
+    /// Check that `T` views field `f` (once per transaction and pair).
+    fn check_element<T: Element>(&mut self, f: FieldRef) -> Result<()> {
+        let key = (std::any::TypeId::of::<T>(), f);
+        if !self.st.checked.contains(&key) {
+            self.schema.check_element::<T>(f)?;
+            self.st.checked.push(key);
+        }
+        Ok(())
+    }
+
     fn prepare_write<T: Element>(&mut self, f: FieldRef) -> Result<usize> {
-        self.schema.check_element::<T>(f)?;
+        self.check_element::<T>(f)?;
         if self.fk_slots[f.table as usize].contains(&f.slot) {
             let t = self.schema.table(f.table);
             return Err(Error::TypeMismatch {
@@ -999,7 +1013,7 @@ impl ChunkMut<'_> {
 
     /// One column written and another read, at once.
     pub fn write_read<A: Element, B: Element>(&mut self, w: FieldRef, r: FieldRef) -> Result<(&mut [A], &[B])> {
-        self.schema.check_element::<B>(r)?;
+        self.check_element::<B>(r)?;
         let rc = missing_table(self.arch, self.schema, r)?;
         let wc = self.prepare_write::<A>(w)?;
         if wc == rc {

@@ -25,6 +25,8 @@ pub struct Archetype {
     /// Row -> sequence number of the last commit that changed the entity
     /// (kept beside the rows so a system's writes mark them sequentially).
     pub changed: Vec<u64>,
+    /// Per column: whether the open transaction holds an image of it.
+    pub(crate) captured: Vec<bool>,
     /// One column per stored field of each table, tables in `tables` order.
     pub columns: Vec<Column>,
     /// First column of each table, parallel to `tables`.
@@ -54,6 +56,7 @@ impl Archetype {
             tables,
             entities: Vec::new(),
             changed: Vec::new(),
+            captured: vec![false; columns.len()],
             columns,
             col_start,
             parents_ok,
