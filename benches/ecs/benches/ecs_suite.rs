@@ -78,6 +78,17 @@ mod typed {
         pub x: f32,
     }
 
+    #[derive(Clone, Copy, ecsdb::Component)]
+    #[ecsdb(table = "a")]
+    pub struct CompA {
+        pub x: f32,
+    }
+    #[derive(Clone, Copy, ecsdb::Component)]
+    #[ecsdb(table = "b")]
+    pub struct CompB {
+        pub x: f32,
+    }
+
     pub fn bundle() -> (Transform, Position, Rotation, Velocity) {
         (
             Transform { m: [1.0; 16] },
@@ -404,6 +415,18 @@ fn bench_add_remove(c: &mut Criterion) {
             txn.commit().unwrap();
         });
     });
+    g.bench_function("ecsdb_typed", |b| {
+        b.iter(|| {
+            let mut txn = db.transaction().unwrap();
+            for &e in &ids {
+                txn.insert_component(e, &typed::CompB { x: 0.0 }).unwrap();
+            }
+            for &e in &ids {
+                txn.remove_typed::<typed::CompB>(e).unwrap();
+            }
+            txn.commit().unwrap();
+        });
+    });
     let mut hw = hecs::World::new();
     let hids: Vec<_> = (0..N).map(|_| hw.spawn((CompA(0.0),))).collect();
     g.bench_function("hecs", |b| {
@@ -549,6 +572,7 @@ fn print_ratios() {
         ("frag_iter", "", "frag_iter", "ecsdb"),
         ("frag_iter typed", "", "frag_iter", "ecsdb_typed"),
         ("add_remove", "", "add_remove", "ecsdb"),
+        ("add_remove typed", "", "add_remove", "ecsdb_typed"),
         ("million create", "create/", "million", "ecsdb"),
         ("million create typed", "create/", "million", "ecsdb_typed"),
         ("million iter", "iter/", "million", "ecsdb"),

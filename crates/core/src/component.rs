@@ -508,9 +508,28 @@ impl World {
     /// Add component `T` to `id` (in a transaction).
     pub fn insert_component<T: Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
         let b = bind::<T>(self)?;
+        // All-fixed rows whose fields write their own bytes skip `Value`s
+        // (the row is still checked like any encoded row).
+        let layout = &self.layouts[b.table as usize];
+        if layout.var_count == 0 {
+            let mut row = vec![0u8; layout.fixed_size];
+            let direct = b.slots.iter().enumerate().all(|(i, &slot)| match layout.slots[slot].fixed {
+                Some((off, size)) => c.write_field(i, &mut row[off..off + size]),
+                None => false,
+            });
+            if direct {
+                return self.insert_row(id, b.table, &row);
+            }
+        }
         let values = c.to_values();
         let ordered: Vec<Value> = b.field_of_slot.iter().map(|&i| values[i].clone()).collect();
         self.insert_values(id, b.table, &ordered)
+    }
+
+    /// Remove component `T` from `id` (in a transaction).
+    pub fn remove_component_typed<T: Component>(&mut self, id: EntityId) -> Result<()> {
+        let b = bind::<T>(self)?;
+        self.remove(id, b.table)
     }
 
     /// Overwrite component `T` of `id` field by field (in a transaction).

@@ -1007,6 +1007,11 @@ impl Transaction<'_> {
         Ok(self.w().insert_component(id, c)?)
     }
 
+    /// Remove component `T` from `id`.
+    pub fn remove_typed<T: ecsdb_core::component::Component>(&mut self, id: EntityId) -> Result<()> {
+        Ok(self.w().remove_component_typed::<T>(id)?)
+    }
+
     /// Overwrite component `T` of `id`, field by field.
     pub fn set_component<T: ecsdb_core::component::Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
         Ok(self.w().set_component(id, c)?)

@@ -54,6 +54,24 @@ fn sample() -> (World, ecsdb_core::ChangeSet) {
     let b = w.create_entity().unwrap();
     w.insert_json(b, root, &serde_json::json!({})).unwrap();
     w.link_json(0, a, b, Some(&serde_json::json!({"d": 1.5}))).unwrap();
+    // A bulk spawn (SpawnMany) and an in-place write (SetRun).
+    let mut batch = ecsdb_core::batch::BatchBuilder::new(&w, &[root, body]).unwrap();
+    for i in 0..3u8 {
+        use ecsdb_core::Value as V;
+        let rv = [V::Bool(i % 2 == 0)];
+        let pos = V::Array(vec![V::F32(f32::from(i)), V::F32(0.0), V::F32(0.0)]);
+        let bv = [pos, V::Str("b".into()), V::Enum(2), V::Str("note".into()), V::U64(0)];
+        batch.push_values(&w, &[(root, &rv[..]), (body, &bv[..])]).unwrap();
+    }
+    batch.spawn(&mut w).unwrap();
+    let pos = schema.field_ref("body", "pos").unwrap();
+    w.for_each_chunk_mut(&[body], |chunk| {
+        for p in chunk.write::<[f32; 3]>(pos)? {
+            p[1] += 1.0;
+        }
+        Ok(())
+    })
+    .unwrap();
     let c = w.commit().unwrap();
     (w, c.changes)
 }
