@@ -39,6 +39,24 @@ impl World {
         if count > MAX_BATCH_ROWS {
             return Err(bad("*".into(), "*".into(), format!("a batch holds at most {MAX_BATCH_ROWS} entities")));
         }
+        // Every entity costs a slot and a row whatever its columns hold: bound
+        // that by the memory ceiling (or a hard cap without one), so a short
+        // crafted record cannot make replay allocate without limit.
+        let per_entity = crate::entities::SLOT_BYTES + 16;
+        let room = match self.memory_limit_bytes {
+            Some(limit) => limit.saturating_sub(self.data_bytes()),
+            None => crate::world::MAX_SLOT_GROWTH_BYTES,
+        };
+        if count.saturating_mul(per_entity) > room {
+            return Err(bad(
+                "*".into(),
+                "*".into(),
+                format!(
+                    "a batch of {count} entities needs at least {} bytes, more than the {room} bytes allowed; split it",
+                    count.saturating_mul(per_entity)
+                ),
+            ));
+        }
         for (i, &t) in tables.iter().enumerate() {
             if t as usize >= self.schema.tables.len() {
                 return Err(Error::NoSuchTable(format!("#{t}")));
@@ -192,11 +210,50 @@ pub struct BatchBuilder {
     fields: Vec<(TableId, usize)>,
     cols: Vec<Column>,
     rows: usize,
+    /// Parent tables the caller did not name: per column, the default
+    /// value's bytes, appended to every row by `end_row`.
+    defaults: Vec<(usize, Vec<u8>)>,
+    /// A value was given for a column that does not exist.
+    bad_column: Option<usize>,
 }
 
 impl BatchBuilder {
     /// A batch of entities with components `tables` (any order, each once).
+    /// A `parent_table` they need and do not name joins the batch, filled
+    /// with its defaults on every row.
     pub fn new(world: &World, tables: &[TableId]) -> Result<BatchBuilder> {
+        for &t in tables {
+            if t as usize >= world.schema.tables.len() {
+                return Err(Error::NoSuchTable(format!("#{t}")));
+            }
+        }
+        let mut parents = Vec::new();
+        for &t in tables {
+            let mut p = world.schema.table(t).parent;
+            while let Some(pt) = p {
+                if tables.contains(&pt) || parents.contains(&pt) {
+                    break;
+                }
+                parents.push(pt);
+                p = world.schema.table(pt).parent;
+            }
+        }
+        let mut b = BatchBuilder::exactly(world, &[tables, &parents].concat())?;
+        for pt in parents {
+            let row = world.row_from_json(pt, &serde_json::Value::Object(serde_json::Map::new()), None)?;
+            let layout = &world.layouts[pt as usize];
+            let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(&row).unwrap_or_default() };
+            for slot in 0..layout.slots.len() {
+                if let Some(col) = b.column_of(pt, slot) {
+                    b.defaults.push((col, crate::world::row_part(layout, &row, &parts, slot).to_vec()));
+                }
+            }
+        }
+        Ok(b)
+    }
+
+    /// A batch of exactly `tables`, no parents added.
+    fn exactly(world: &World, tables: &[TableId]) -> Result<BatchBuilder> {
         let mut sorted = tables.to_vec();
         sorted.sort_unstable();
         for w in sorted.windows(2) {
@@ -219,7 +276,7 @@ impl BatchBuilder {
                 cols.push(Column::new(s.fixed.map(|(_, n)| n)));
             }
         }
-        Ok(BatchBuilder { tables: sorted, fields, cols, rows: 0 })
+        Ok(BatchBuilder { tables: sorted, fields, cols, rows: 0, defaults: Vec::new(), bad_column: None })
     }
 
     /// The batch's tables, ascending.
@@ -251,22 +308,25 @@ impl BatchBuilder {
     /// Append one zeroed value to fixed column `col` and return it to be
     /// filled (`None` for a variable-length column).
     pub fn fixed_slot(&mut self, col: usize) -> Option<&mut [u8]> {
-        match &mut self.cols[col] {
-            Column::Fixed(c) => Some(c.push_zeroed()),
-            Column::Var(_) => None,
+        match self.cols.get_mut(col) {
+            Some(Column::Fixed(c)) => Some(c.push_zeroed()),
+            Some(Column::Var(_)) => None,
+            None => {
+                self.bad_column = Some(col);
+                None
+            }
         }
     }
 
     /// Append a value's bytes to column `col` (a fixed column's value must
     /// be exactly its size; [`BatchBuilder::end_row`] checks).
     pub fn push_field(&mut self, col: usize, bytes: &[u8]) {
-        match &mut self.cols[col] {
-            Column::Fixed(c) if bytes.len() == c.elem_size() => c.push(bytes),
-            Column::Fixed(c) => {
-                // Leave the column one short: end_row reports it.
-                let _ = c;
-            }
-            Column::Var(_) => self.cols[col].push(bytes),
+        match self.cols.get_mut(col) {
+            Some(Column::Fixed(c)) if bytes.len() == c.elem_size() => c.push(bytes),
+            // Leave the column one short: end_row reports it.
+            Some(Column::Fixed(_)) => {}
+            Some(c @ Column::Var(_)) => c.push(bytes),
+            None => self.bad_column = Some(col),
         }
     }
 
@@ -275,6 +335,22 @@ impl BatchBuilder {
     /// a column did not get exactly one value.
     pub fn end_row(&mut self) -> Result<()> {
         let rows = self.rows + 1;
+        if let Some(col) = self.bad_column.take() {
+            self.truncate(self.rows);
+            return Err(Error::InvalidValue {
+                table: "*".into(),
+                field: format!("#{col}"),
+                reason: format!("the batch has no column {col} (it has {})", self.cols.len()),
+            });
+        }
+        for i in 0..self.defaults.len() {
+            let (col, _) = self.defaults[i];
+            if self.cols[col].len() < rows {
+                let bytes = std::mem::take(&mut self.defaults[i].1);
+                self.cols[col].push(&bytes);
+                self.defaults[i].1 = bytes;
+            }
+        }
         if let Some(i) = self.cols.iter().position(|c| c.len() != rows) {
             self.truncate(self.rows);
             let (t, slot) = self.fields[i];
@@ -297,7 +373,9 @@ impl BatchBuilder {
     /// Add one row from field values: for each table of the batch, its
     /// stored fields' values in slot order. Checked; a bad row adds nothing.
     pub fn push_values(&mut self, world: &World, row: &[(TableId, &[Value])]) -> Result<()> {
-        if row.len() != self.tables.len() || !self.tables.iter().all(|t| row.iter().any(|(x, _)| x == t)) {
+        let implicit: Vec<TableId> = self.defaults.iter().map(|&(c, _)| self.fields[c].0).collect();
+        let named = self.tables.iter().filter(|t| !implicit.contains(t));
+        if row.len() != named.clone().count() || !named.clone().all(|t| row.iter().any(|(x, _)| x == t)) {
             return Err(Error::InvalidValue {
                 table: "*".into(),
                 field: "*".into(),
@@ -307,6 +385,10 @@ impl BatchBuilder {
         let schema = &world.schema;
         let mut encoded = Vec::with_capacity(self.fields.len());
         for &(t, slot) in &self.fields {
+            if implicit.contains(&t) {
+                encoded.push(None);
+                continue;
+            }
             let table = schema.table(t);
             let values = row.iter().find(|(x, _)| *x == t).map_or(&[][..], |(_, v)| *v);
             if values.len() != table.stored_len() {
@@ -323,17 +405,19 @@ impl BatchBuilder {
                 field: f.name.clone(),
                 reason,
             })?;
-            encoded.push(match f.size {
+            encoded.push(Some(match f.size {
                 Some(n) => {
                     let mut b = vec![0u8; n];
                     value::encode_fixed(&f.ty, v, schema, &mut b);
                     b
                 }
                 None => value::encode_var(v),
-            });
+            }));
         }
         for (i, b) in encoded.iter().enumerate() {
-            self.push_field(i, b);
+            if let Some(b) = b {
+                self.push_field(i, b);
+            }
         }
         self.end_row()
     }
@@ -373,8 +457,6 @@ pub trait Bundle {
 pub struct BundlePlan {
     /// Per component, per struct field: (batch column, stored field type).
     fields: Vec<Vec<(usize, FieldType)>>,
-    /// Parent tables the bundle leaves out: per column, the default value's bytes.
-    defaults: Vec<(usize, Vec<u8>)>,
 }
 
 /// Write field `i` of component `c` into its column: directly when the
@@ -446,19 +528,7 @@ impl BatchBuilder {
     /// `parent_table` they need and do not name (filled with defaults).
     pub fn for_bundle<B: Bundle>(world: &World) -> Result<(BatchBuilder, BundlePlan)> {
         let bindings = B::bindings(world)?;
-        let mut tables: Vec<TableId> = bindings.iter().map(|b| b.table).collect();
-        let mut parents = Vec::new();
-        for &t in &tables {
-            let mut p = world.schema.table(t).parent;
-            while let Some(pt) = p {
-                if tables.contains(&pt) || parents.contains(&pt) {
-                    break;
-                }
-                parents.push(pt);
-                p = world.schema.table(pt).parent;
-            }
-        }
-        tables.extend_from_slice(&parents);
+        let tables: Vec<TableId> = bindings.iter().map(|b| b.table).collect();
         let builder = BatchBuilder::new(world, &tables)?;
         let fields = bindings
             .iter()
@@ -470,18 +540,7 @@ impl BatchBuilder {
                     .collect()
             })
             .collect();
-        let mut defaults = Vec::new();
-        for pt in parents {
-            let row = world.row_from_json(pt, &serde_json::Value::Object(serde_json::Map::new()), None)?;
-            let layout = &world.layouts[pt as usize];
-            let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(&row).unwrap_or_default() };
-            for slot in 0..layout.slots.len() {
-                if let Some(col) = builder.column_of(pt, slot) {
-                    defaults.push((col, crate::world::row_part(layout, &row, &parts, slot).to_vec()));
-                }
-            }
-        }
-        Ok((builder, BundlePlan { fields, defaults }))
+        Ok((builder, BundlePlan { fields }))
     }
 
     /// Append one bundle as a row (all or nothing).
@@ -490,9 +549,6 @@ impl BatchBuilder {
         if let Err(e) = r {
             self.truncate(self.rows);
             return Err(e);
-        }
-        for (col, bytes) in &plan.defaults {
-            self.push_field(*col, bytes);
         }
         self.end_row()
     }

@@ -142,6 +142,10 @@ pub(crate) struct TxnState {
     captures: Vec<(ArchetypeId, usize, TableId, usize, usize)>,
     /// Copy of `World::check_touched`.
     check_touched: bool,
+    /// Entities whose change marks the commit sets (see `World::mark_changed`).
+    pub(crate) pending_marks: Vec<EntityId>,
+    /// Row ranges of in-place writes whose marks the commit sets.
+    pending_ranges: Vec<(ArchetypeId, usize, usize)>,
     /// (element type, field) pairs already checked by typed chunk writes.
     checked: Vec<(std::any::TypeId, FieldRef)>,
     /// Column images, back to back (one allocation for all of them).
@@ -197,6 +201,8 @@ impl World {
             check_touched: self.check_touched,
             images: std::mem::take(&mut self.spare_images),
             checked: Vec::new(),
+            pending_marks: Vec::new(),
+            pending_ranges: Vec::new(),
             start_bytes: None,
             exempt_memory: false,
         }));
@@ -271,7 +277,6 @@ impl World {
         if !committing {
             self.validate_captures()?;
         }
-        let seq = self.seq + 1;
         let World { txn, archetypes, .. } = self;
         let Some(st) = txn.as_deref_mut() else {
             return Ok(());
@@ -299,9 +304,14 @@ impl World {
             }
             if !ranges.is_empty() {
                 st.cs.push_set_run_ranges(t, slot as u16, size, &archetype.entities, &ranges, now);
-                let changed = &mut archetypes[arch as usize].changed;
-                for &(a, b) in &ranges {
-                    changed[a..b].fill(seq);
+                // Marks wait for the commit: by range when committing (no
+                // row moves any more), by entity otherwise.
+                if committing {
+                    st.pending_ranges.extend(ranges.iter().map(|&(a, b)| (arch, a, b)));
+                } else {
+                    for &(a, b) in &ranges {
+                        st.pending_marks.extend_from_slice(&archetype.entities[a..b]);
+                    }
                 }
             }
             // At commit the image stays the undo entry: a commit can still
@@ -778,6 +788,15 @@ impl World {
         self.keep_images(&mut st.images);
         if !st.cs.is_empty() {
             self.seq += 1;
+            let seq = self.seq;
+            for &(a, from, to) in &st.pending_ranges {
+                if let Some(c) = self.archetypes[a as usize].changed.get_mut(from..to) {
+                    c.fill(seq);
+                }
+            }
+            for &id in &st.pending_marks {
+                self.set_mark(id, seq);
+            }
         }
         self.stats.committed += 1;
         self.stats.operations += st.cs.len() as u64;
@@ -902,6 +921,7 @@ impl World {
         let Some(mut st) = self.txn.take() else {
             return;
         };
+        self.undoing = true;
         while let Some(u) = st.undo.pop() {
             let r = match u {
                 Undo::Spawn(id) => self.unspawn(id),
@@ -944,6 +964,7 @@ impl World {
                     Some(format!("a rollback step failed ({e}); the in-memory state may differ from the log"));
             }
         }
+        self.undoing = false;
         self.keep_images(&mut st.images);
         self.stats.rolled_back += 1;
     }

@@ -25,7 +25,7 @@ const SLOT_GROWTH_UNCHECKED: usize = 1 << 16;
 /// or damaged input that would make every later start pay for it.
 const MAX_ID_GAP: usize = 1 << 20;
 /// Largest slot-table growth allowed by one id when no memory ceiling is set.
-const MAX_SLOT_GROWTH_BYTES: usize = 1 << 30;
+pub(crate) const MAX_SLOT_GROWTH_BYTES: usize = 1 << 30;
 
 /// Largest change set of one transaction unless configured otherwise.
 pub const DEFAULT_MAX_COMMIT_BYTES: usize = 256 << 20;
@@ -44,6 +44,8 @@ pub struct Edge {
 pub struct Removed {
     pub components: Vec<(TableId, Vec<u8>)>,
     pub edges: Vec<(EdgeKey, Box<[u8]>)>,
+    /// The entity's change mark.
+    pub changed: u64,
 }
 
 /// Live state of one database.
@@ -78,6 +80,9 @@ pub struct World {
     /// Changes are tracked per entity from this sequence number on (the
     /// state this process started from); older changes are unknown.
     pub(crate) changes_known_from: u64,
+    /// Set while a rollback replays undo entries: they restore, they do
+    /// not change, so they leave change marks alone.
+    pub(crate) undoing: bool,
     /// The last transaction's column-image buffer, kept for the next.
     pub(crate) spare_images: Vec<u8>,
     /// Typed components already checked against this world's schema.
@@ -132,6 +137,7 @@ impl World {
             poisoned: None,
             changes_known_from: 0,
             spare_images: Vec::new(),
+            undoing: false,
             bindings: std::sync::Mutex::new(FxHashMap::default()),
         };
         w.archetype_for(Vec::new());
@@ -239,15 +245,44 @@ impl World {
         (c > self.changes_known_from).then_some(c)
     }
 
-    /// Mark `id` as changed by the commit being built (or applied).
+    /// Mark `id` as changed by the commit being built (or applied). Inside
+    /// a transaction the mark waits for the commit (a rollback or a refused
+    /// commit leaves none); a rollback's own steps mark nothing.
     #[inline]
     pub(crate) fn mark_changed(&mut self, id: EntityId) {
-        let seq = self.seq + 1;
+        if self.undoing {
+            return;
+        }
+        if let Some(st) = self.txn.as_deref_mut() {
+            st.pending_marks.push(id);
+            return;
+        }
+        self.set_mark(id, self.seq + 1);
+    }
+
+    pub(crate) fn set_mark(&mut self, id: EntityId, seq: u64) {
         if let Some(s) = self.entities.slot(id)
             && let Some(c) = self.archetypes[s.archetype as usize].changed.get_mut(s.row as usize)
         {
             *c = seq;
         }
+    }
+
+    fn mark_of(&self, id: EntityId) -> u64 {
+        self.entities
+            .slot(id)
+            .and_then(|s| self.archetypes[s.archetype as usize].changed.get(s.row as usize))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// After loading a snapshot at `seq`: every loaded entity counts as
+    /// changed at `seq`, and changes are known from `seq` on.
+    pub fn reset_change_marks(&mut self, seq: u64) {
+        for a in &mut self.archetypes {
+            a.changed.fill(seq);
+        }
+        self.changes_known_from = seq;
     }
 
     pub fn contains(&self, id: EntityId) -> bool {
@@ -332,7 +367,10 @@ impl World {
             return row;
         }
         let (src, dst) = two_mut(&mut self.archetypes, from as usize, to as usize);
-        let new_row = dst.push_entity(id, self.seq + 1);
+        // The row's change mark moves with it: moving is not a change by
+        // itself (callers mark what they change).
+        let mark = src.changed.get(row).copied().unwrap_or(0);
+        let new_row = dst.push_entity(id, mark);
         for &t in &src.tables {
             if let (Some(sr), Some(dr)) = (src.table_columns(t), dst.table_columns(t)) {
                 for (sc, dc) in sr.zip(dr) {
@@ -635,7 +673,9 @@ impl World {
             .ok_or_else(|| Error::ComponentMissing { entity: id, table: self.schema.table(t).name.clone() })?;
         let old = arch.columns[c].get(r).to_vec();
         arch.columns[c].set(r, bytes);
-        self.mark_changed(id);
+        if old != bytes {
+            self.mark_changed(id);
+        }
         self.fk_adjust(t, slot, &old, -1);
         self.fk_adjust(t, slot, bytes, 1);
         Ok(old)
@@ -644,7 +684,7 @@ impl World {
     /// Delete an entity with its components and relations.
     pub(crate) fn despawn(&mut self, id: EntityId) -> Result<Removed> {
         let (a, _) = self.location(id)?;
-        let mut removed = Removed::default();
+        let mut removed = Removed { changed: self.mark_of(id), ..Removed::default() };
         for k in self.relations.edges_of(id) {
             if let Some(p) = self.relations.unlink(&k) {
                 removed.edges.push((k, p));
@@ -671,6 +711,7 @@ impl World {
         for (k, p) in removed.edges {
             self.relations.link(k, &p);
         }
+        self.set_mark(id, removed.changed);
         Ok(())
     }
 
@@ -791,9 +832,13 @@ impl World {
                         self.set_field(id, table, slot.into(), &values[k * size..(k + 1) * size]).map(|_| ())
                     })
                 }
-                Op::SpawnMany { ids, .. } => {
+                Op::SpawnMany { ids, count, .. } => {
+                    // Bounded before the ids are expanded (a short record can name many).
+                    let tables = op.spawn_tables();
+                    let columns = op.spawn_columns();
+                    self.check_batch(&tables, count as usize, &columns)?;
                     let ids: Vec<EntityId> = ids.iter().collect();
-                    self.apply_batch(&op.spawn_tables(), &ids, &op.spawn_columns())
+                    self.apply_batch(&tables, &ids, &columns)
                 }
             };
             r.map_err(|e| fail(format!("op {i}: {e}")))?;

@@ -68,3 +68,23 @@ proptest! {
         prop_assert!(fresh.check_integrity().is_empty());
     }
 }
+
+/// A short crafted `SpawnMany` naming billions of entities is refused before
+/// anything is allocated for them.
+#[test]
+fn a_tiny_record_cannot_demand_billions_of_entities() {
+    let mut b = vec![1u8];
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.push(9);
+    b.extend_from_slice(&u32::MAX.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&ecsdb_core::EntityId::new(100, 1).0.to_le_bytes());
+    b.extend_from_slice(&u32::MAX.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    let cs = ecsdb_core::ChangeSet::decode(&b).unwrap();
+    let mut w = new_world();
+    let err = w.apply(1, &cs).unwrap_err().to_string();
+    assert!(err.contains("split it"), "{err}");
+    assert_eq!(w.entity_count(), 0);
+}

@@ -321,3 +321,93 @@ fn change_sets_read_back_by_name() {
         .collect();
     assert_eq!(ops, ["linked", "component_removed", "deleted"]);
 }
+
+/// Change marks belong to commits: a rolled-back or refused transaction
+/// leaves none, whatever it did.
+#[test]
+fn rolled_back_and_refused_transactions_leave_no_change_marks() {
+    let db = Database::example().unwrap();
+    let (ids, c1) = db.write(|t| t.spawn_batch((0..3).map(|i| (transform(i as f32), physics(0.0))))).unwrap();
+    let marks = |db: &Database| ids.iter().map(|&i| db.read().changed_at(i)).collect::<Vec<_>>();
+    let before = marks(&db);
+    assert_eq!(before, vec![Some(c1.seq); 3]);
+    // Every kind of change, rolled back.
+    let mut t = db.transaction().unwrap();
+    t.set_component(ids[0], &transform(9.0)).unwrap();
+    t.insert_component(ids[1], &Health { hp: 1, max_hp: 1, armor: 0, status_effects: 0 }).unwrap();
+    t.remove_typed::<Physics>(ids[2]).unwrap();
+    t.query::<(&mut Transform,)>().for_each(|_, (tr,)| tr.scale[0] = 2.0).unwrap();
+    t.delete(ids[1]).unwrap();
+    t.rollback();
+    assert_eq!(marks(&db), before);
+    // A commit refused at its checks (a dangling foreign key) after in-place writes.
+    let err = db
+        .write(|t| {
+            t.query::<(&mut Transform,)>().for_each(|_, (tr,)| tr.scale[1] = 3.0)?;
+            t.set_component(ids[0], &transform(5.0))?;
+            t.create_entity_json(&json!({"player": {"name": "x", "level": 1}, "inventory": {}}))?;
+            t.link("owns", ids[0], EntityId(999_999), None)
+        })
+        .unwrap_err();
+    assert!(!err.to_string().is_empty());
+    assert_eq!(marks(&db), before);
+    // The next real commit reuses the sequence number: still no false positives.
+    let ((), c2) = db.write(|t| t.set_component(ids[2], &transform(1.0))).unwrap();
+    let mut changed = db.read().query::<(&Transform,)>().changed_since(c1.seq).collect().unwrap();
+    changed.sort_by_key(|(id, _)| *id);
+    assert_eq!(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![ids[2]]);
+    assert_eq!(db.read().changed_at(ids[2]), Some(c2.seq));
+}
+
+/// After a restart, what the process loaded is "changed at or before the
+/// loaded sequence"; only later commits mark entities.
+#[test]
+fn change_marks_after_reopen_start_at_the_loaded_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Database::builder().schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().data_dir(dir.path()).build().unwrap();
+    let db = open();
+    let (ids, _) = db.write(|t| t.spawn_batch((0..3).map(|i| (transform(i as f32),)))).unwrap();
+    db.checkpoint().unwrap();
+    db.write(|t| t.set_component(ids[0], &transform(7.0))).unwrap();
+    db.close().unwrap();
+    drop(db);
+    for checkpointed in [false, true] {
+        let db = open();
+        if checkpointed {
+            db.checkpoint().unwrap();
+        }
+        let v = db.read();
+        let known = v.changes_known_from();
+        assert!(known <= v.seq());
+        assert_eq!(v.query::<(&Transform,)>().changed_since(v.seq()).count().unwrap(), 0);
+        assert!(ids.iter().all(|&i| v.changed_at(i).is_none_or(|c| c <= v.seq())));
+        drop(v);
+        let x = if checkpointed { 2.0 } else { 1.0 };
+        let ((), c) = db.write(|t| t.set_component(ids[2], &transform(x))).unwrap();
+        let changed = db.read().query::<(&Transform,)>().changed_since(c.seq - 1).collect().unwrap();
+        assert_eq!(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![ids[2]]);
+        db.close().unwrap();
+    }
+}
+
+#[test]
+fn untyped_batches_bring_their_parents_and_refuse_unknown_columns() {
+    let db = Database::example().unwrap();
+    let (ids, _) = db
+        .write(|t| {
+            let tt = t.table_id("transform")?;
+            let mut b = t.batch(&["transform"])?;
+            let vals = transform(4.0).to_values();
+            b.push_values(t, &[(tt, &vals[..])])?;
+            // A column that does not exist is an error, not a panic.
+            assert!(b.fixed_slot(999).is_none());
+            b.push_field(999, &[0; 12]);
+            assert!(b.end_row().is_err());
+            assert_eq!(b.len(), 1);
+            t.spawn_columns(b)
+        })
+        .unwrap();
+    let j = db.get_json(ids[0]).unwrap();
+    assert!(j["components"]["entities"].is_object(), "{j}");
+    assert_eq!(j["components"]["transform"]["position"], json!([4.0, 0.0, 0.0]));
+}

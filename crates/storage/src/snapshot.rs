@@ -442,5 +442,8 @@ pub fn load(path: &Path, b: &[u8], schema: &Arc<Schema>) -> Result<World, Storag
     if !problems.is_empty() {
         return Err(corrupt(path, 0, format!("state fails integrity checks: {}", problems.join("; "))));
     }
+    // What changed before the snapshot is not known: everything counts as
+    // changed at its sequence number.
+    world.reset_change_marks(info.seq);
     Ok(world)
 }
