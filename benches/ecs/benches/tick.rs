@@ -108,6 +108,16 @@ fn measure(warmup: usize, ticks: usize, mut tick: impl FnMut(u64)) -> (Duration,
 }
 
 fn ecsdb_run(n: usize, warmup: usize, ticks: usize) -> Row {
+    ecsdb_run_with(n, warmup, ticks, true)
+}
+
+/// The same database without a commit log: what the transactions and their
+/// change sets cost before any byte reaches the log.
+fn ecsdb_memory_run(n: usize, warmup: usize, ticks: usize) -> Row {
+    ecsdb_run_with(n, warmup, ticks, false)
+}
+
+fn ecsdb_run_with(n: usize, warmup: usize, ticks: usize, durable: bool) -> Row {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = DatabaseConfig::default();
     cfg.database.data_dir = dir.path().to_path_buf();
@@ -116,7 +126,8 @@ fn ecsdb_run(n: usize, warmup: usize, ticks: usize) -> Row {
     cfg.persistence.snapshot_interval_secs = 31_536_000;
     cfg.persistence.checkpoint_on_shutdown = false;
     cfg.memory.max_capacity_mb = 0;
-    let db = Database::builder().config(cfg).schema_toml(SCHEMA).unwrap().enable_persistence().build().unwrap();
+    let builder = Database::builder().config(cfg).schema_toml(SCHEMA).unwrap();
+    let db = if durable { builder.enable_persistence().build().unwrap() } else { builder.build().unwrap() };
     db.write(|t| t.spawn_batch((0..n).map(bundle))).unwrap();
     let before = db.storage_stats().map_or(0, |s| s.wal_bytes_written);
     let (p50, p99) = measure(warmup, ticks, |tick| {
@@ -127,7 +138,8 @@ fn ecsdb_run(n: usize, warmup: usize, ticks: usize) -> Row {
     });
     let after = db.storage_stats().map_or(0, |s| s.wal_bytes_written);
     let log = (after - before) as f64 / (warmup + ticks) as f64;
-    Row { engine: "ecsdb (async log)", n, p50, p99, log_bytes: Some(log) }
+    let engine = if durable { "ecsdb (async log)" } else { "ecsdb (no log)" };
+    Row { engine, n, p50, p99, log_bytes: durable.then_some(log) }
 }
 
 fn hecs_run(n: usize, warmup: usize, ticks: usize) -> Row {
@@ -170,6 +182,7 @@ fn main() {
     let mut rows = Vec::new();
     for n in [10_000, 100_000] {
         rows.push(ecsdb_run(n, warmup, ticks));
+        rows.push(ecsdb_memory_run(n, warmup, ticks));
         rows.push(hecs_run(n, warmup, ticks));
         rows.push(bevy_run(n, warmup, ticks));
     }
@@ -177,8 +190,8 @@ fn main() {
         "\n{:<20} {:>9} {:>12} {:>12} {:>16} {:>10}",
         "engine", "entities", "tick p50", "tick p99", "log bytes/tick", "p50/best"
     );
-    for chunk in rows.chunks(3) {
-        let best = chunk[1..].iter().map(|r| r.p50).min().unwrap_or(Duration::ZERO);
+    for chunk in rows.chunks(4) {
+        let best = chunk[2..].iter().map(|r| r.p50).min().unwrap_or(Duration::ZERO);
         for r in chunk {
             let log = r.log_bytes.map_or_else(|| "-".to_string(), |b| format!("{b:.0}"));
             let ratio = r.p50.as_secs_f64() / best.as_secs_f64().max(1e-12);

@@ -505,9 +505,19 @@ impl World {
         })
     }
 
+    /// The binding of `T` to this world's schema (checked once, then kept).
+    pub fn binding<T: Component>(&self) -> Result<std::sync::Arc<Binding>> {
+        bind::<T>(self)
+    }
+
     /// Add component `T` to `id` (in a transaction).
     pub fn insert_component<T: Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
         let b = bind::<T>(self)?;
+        self.insert_component_bound(id, c, &b)
+    }
+
+    /// [`World::insert_component`] with its binding already at hand.
+    pub fn insert_component_bound<T: Component>(&mut self, id: EntityId, c: &T, b: &Binding) -> Result<()> {
         // All-fixed rows whose fields write their own bytes skip `Value`s
         // (the row is still checked like any encoded row).
         let layout = &self.layouts[b.table as usize];

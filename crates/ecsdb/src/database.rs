@@ -999,12 +999,14 @@ impl Transaction<'_> {
     /// Add component `T` (a `#[derive(Component)]` struct) to `id`; a
     /// missing `parent_table` is added first, with its defaults.
     pub fn insert_component<T: ecsdb_core::component::Component>(&mut self, id: EntityId, c: &T) -> Result<()> {
-        let t = self.table(T::TABLE)?;
+        let b = self.binding::<T>()?;
         if !self.contains(id) {
             return Err(ecsdb_core::Error::NoSuchEntity(id).into());
         }
-        self.ensure_parents(id, t)?;
-        Ok(self.w().insert_component(id, c)?)
+        if self.schema().table(b.table).parent.is_some() {
+            self.ensure_parents(id, b.table)?;
+        }
+        Ok(self.w().insert_component_bound(id, c, &b)?)
     }
 
     /// Remove component `T` from `id`.
