@@ -63,6 +63,10 @@ pub enum Error {
     QueryLimit(String),
     #[error("the query ran {ms} ms, past its deadline, and was cancelled")]
     QueryTimeout { ms: u64 },
+    #[error("check failed: `{field}` {reason}")]
+    CheckFailed { field: String, reason: String },
+    #[error("`{table}.{field}`: {reason}")]
+    OutOfRange { table: String, field: String, reason: String },
     #[error("import failed: {0}")]
     Import(String),
     #[error("change set {seq} does not apply: {reason}")]

@@ -15,6 +15,7 @@ pub mod archetype;
 pub mod batch;
 pub mod changeset;
 pub mod component;
+pub mod conditional;
 pub mod describe;
 pub mod entities;
 pub mod error;

@@ -155,15 +155,15 @@ impl Row {
     }
 }
 
-struct CompiledFilter {
-    table: TableId,
-    field: usize,
+pub(crate) struct CompiledFilter {
+    pub(crate) table: TableId,
+    pub(crate) field: usize,
     op: CmpOp,
     /// For `in`: sorted (binary search), without duplicates.
     values: Vec<Value>,
 }
 
-fn resolve_field(world: &World, path: &str) -> Result<(TableId, usize)> {
+pub(crate) fn resolve_field(world: &World, path: &str) -> Result<(TableId, usize)> {
     let (t, f) =
         path.split_once('.').ok_or_else(|| Error::Query(format!("field `{path}` must be written as `table.field`")))?;
     let tid = world.table_id(t)?;
@@ -211,7 +211,7 @@ fn orderable(ty: &FieldType) -> bool {
 }
 
 impl CompiledFilter {
-    fn matches(&self, v: &Value) -> bool {
+    pub(crate) fn matches(&self, v: &Value) -> bool {
         let c = |i: usize| cmp_values(v, &self.values[i]);
         match self.op {
             CmpOp::Eq => c(0) == Ordering::Equal,
@@ -227,7 +227,7 @@ impl CompiledFilter {
 }
 
 impl World {
-    fn compile_filter(&self, f: &Filter) -> Result<CompiledFilter> {
+    pub(crate) fn compile_filter(&self, f: &Filter) -> Result<CompiledFilter> {
         let (table, field) = resolve_field(self, &f.field)?;
         let fd = &self.schema().table(table).fields[field];
         let ty = if fd.slot().is_none() { FieldType::Scalar(Scalar::U64) } else { fd.ty.clone() };

@@ -1009,6 +1009,19 @@ impl Transaction<'_> {
         Ok(self.w().insert_component_bound(id, c, &b)?)
     }
 
+    /// Fail (and let the caller roll back) unless every filter holds for
+    /// `id` now, including this transaction's own writes; see
+    /// [`World::check`].
+    pub fn check(&mut self, id: EntityId, filters: &[ecsdb_core::Filter]) -> Result<()> {
+        Ok(self.w().check(id, filters)?)
+    }
+
+    /// Add `delta` to the numeric field `path` (`table.field`) of `id`,
+    /// refusing results its type cannot hold; see [`World::add_to`].
+    pub fn add(&mut self, id: EntityId, path: &str, delta: &serde_json::Value) -> Result<()> {
+        Ok(self.w().add_to(id, path, delta)?)
+    }
+
     /// Remove component `T` from `id`.
     pub fn remove_typed<T: ecsdb_core::component::Component>(&mut self, id: EntityId) -> Result<()> {
         Ok(self.w().remove_component_typed::<T>(id)?)

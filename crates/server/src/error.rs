@@ -55,6 +55,12 @@ impl From<ecsdb::DbError> for ApiError {
                 format!("{e} (server.query_timeout_ms); nothing was changed"),
             ),
             DbError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+            DbError::Engine(EngineError::CheckFailed { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "check_failed", format!("{e}; nothing was changed"))
+            }
+            DbError::Engine(EngineError::OutOfRange { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "out_of_range", format!("{e}; nothing was changed"))
+            }
             DbError::Engine(EngineError::Poisoned(_))
             | DbError::FailStop(_)
             | DbError::Sink(_)

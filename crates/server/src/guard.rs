@@ -94,6 +94,17 @@ pub enum DataOp {
         from: IdRef,
         to: IdRef,
     },
+    /// Fail the whole transaction (409) unless every filter holds for `id`.
+    Check {
+        id: IdRef,
+        filters: Vec<ecsdb::Filter>,
+    },
+    /// Add `value` to the numeric `field` (`table.field`) of `id`.
+    Add {
+        id: IdRef,
+        field: String,
+        value: J,
+    },
 }
 
 impl DataOp {
@@ -105,6 +116,8 @@ impl DataOp {
             DataOp::Delete { .. } => "delete",
             DataOp::Link { .. } => "link",
             DataOp::Unlink { .. } => "unlink",
+            DataOp::Check { .. } => "check",
+            DataOp::Add { .. } => "add",
         }
     }
 
@@ -119,7 +132,7 @@ impl DataOp {
                 msg
             };
             ApiError::bad_request(format!(
-                "ops[{i}]: {msg} (ops are create, set, remove, delete, link, unlink; see docs/API.md)"
+                "ops[{i}]: {msg} (ops are create, set, remove, delete, link, unlink, check, add; see docs/API.md)"
             ))
         })
     }
@@ -212,9 +225,26 @@ impl<'t, 'db> DataWriter<'t, 'db> {
                 let (from, to) = (self.resolve(from, i)?, self.resolve(to, i)?);
                 self.txn.unlink(relation, from, to).map_err(ctx)?;
             }
+            DataOp::Check { id, filters } => {
+                for f in filters {
+                    user_name(table_of(&f.field)).map_err(|e| named(e, i, Some(kind)))?;
+                }
+                let id = self.resolve(id, i)?;
+                self.txn.check(id, filters).map_err(ctx)?;
+            }
+            DataOp::Add { id, field, value } => {
+                user_name(table_of(field)).map_err(|e| named(e, i, Some(kind)))?;
+                let id = self.resolve(id, i)?;
+                self.txn.add(id, field, value).map_err(ctx)?;
+            }
         }
         Ok(())
     }
+}
+
+/// The table part of a `table.field` path.
+fn table_of(path: &str) -> &str {
+    path.split('.').next().unwrap_or(path)
 }
 
 /// Prefix an error with the operation it came from, keeping its status.
