@@ -472,3 +472,41 @@ fn acknowledged_sync_writes_survive_sigkill() {
         assert_eq!(r.body["components"]["player"]["level"], level);
     }
 }
+
+#[test]
+fn aggregate_queries_and_explain_over_http() {
+    let s = start(&[]);
+    let t = s.admin();
+    let ops: Vec<J> = [(1, 10), (1, 30), (2, 5)]
+        .iter()
+        .map(|(level, xp)| json!({"op": "create", "components": {"player": {"name": "p", "level": level, "experience": xp}}}))
+        .collect();
+    assert_eq!(s.call("POST", "/v1/transactions", Some(&t), Some(&json!({"ops": ops}))).status, 200);
+    let r = s.call(
+        "POST",
+        "/v1/query",
+        Some(&t),
+        Some(&json!({"with": ["player"], "group_by": ["player.level"],
+                     "aggregates": [{"op": "count"}, {"op": "avg", "field": "player.experience"}]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["rows"],
+        json!([{"player.level": 1, "count": 2, "avg(player.experience)": 20.0},
+               {"player.level": 2, "count": 1, "avg(player.experience)": 5.0}])
+    );
+    let r = s.call("POST", "/v1/query", Some(&t), Some(&json!({"with": ["player"], "explain": true})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["plan"]["access"], "scan");
+    // System tables stay out of reach through aggregates too.
+    for bad in [
+        json!({"group_by": ["_users.name"], "aggregates": [{"op": "count"}]}),
+        json!({"aggregates": [{"op": "max", "field": "_users.name"}]}),
+    ] {
+        let r = s.call("POST", "/v1/query", Some(&t), Some(&bad));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    // Users' rows are not counted: a global count sees the three players only.
+    let r = s.call("POST", "/v1/query", Some(&t), Some(&json!({"aggregates": [{"op": "count"}]})));
+    assert_eq!(r.body["rows"], json!([{"count": 3}]), "{}", r.body);
+}

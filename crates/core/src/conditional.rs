@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::id::EntityId;
-use crate::query::{CmpOp, Filter, resolve_field};
+use crate::query::{Filter, resolve_field};
 use crate::schema::{FieldType, Scalar};
 use crate::typed::FieldRef;
 use crate::value::{self, Value};
@@ -35,7 +35,7 @@ impl World {
             if !c.matches(&v) {
                 let fd = &self.schema().table(c.table).fields[c.field];
                 let found = value::to_json(&fd.ty, &v, self.schema());
-                return Err(fail(format!("is {found}, which fails `{} {}`", op_name(f.op), f.value)));
+                return Err(fail(format!("is {found}, which fails `{} {}`", f.op_name(), f.value)));
             }
         }
         Ok(())
@@ -109,19 +109,6 @@ impl World {
             }
         };
         self.set_value(id, FieldRef { table, slot }, &new)
-    }
-}
-
-fn op_name(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "eq",
-        CmpOp::Ne => "ne",
-        CmpOp::Lt => "lt",
-        CmpOp::Le => "le",
-        CmpOp::Gt => "gt",
-        CmpOp::Ge => "ge",
-        CmpOp::Between => "between",
-        CmpOp::In => "in",
     }
 }
 

@@ -11,6 +11,7 @@
 //! hands the change set to the layers above (log, replication, deltas).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod aggregate;
 pub mod archetype;
 pub mod batch;
 pub mod changeset;

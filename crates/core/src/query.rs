@@ -78,6 +78,22 @@ pub struct Filter {
     pub value: serde_json::Value,
 }
 
+impl Filter {
+    /// The operator's name as written in JSON.
+    pub fn op_name(&self) -> &'static str {
+        match self.op {
+            CmpOp::Eq => "eq",
+            CmpOp::Ne => "ne",
+            CmpOp::Lt => "lt",
+            CmpOp::Le => "le",
+            CmpOp::Gt => "gt",
+            CmpOp::Ge => "ge",
+            CmpOp::Between => "between",
+            CmpOp::In => "in",
+        }
+    }
+}
+
 /// Sort key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +140,15 @@ pub struct Query {
     pub limit: Option<usize>,
     #[serde(default)]
     pub offset: usize,
+    /// Group matching entities by these `table.field`s (see [`crate::aggregate`]).
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Aggregates per group (or over all matches when `group_by` is empty).
+    #[serde(default)]
+    pub aggregates: Vec<crate::aggregate::Aggregate>,
+    /// Describe how the query would run instead of running it.
+    #[serde(default)]
+    pub explain: bool,
 }
 
 /// One result row.
@@ -155,6 +180,34 @@ impl Row {
     }
 }
 
+/// What picks a query's entities (see [`World::scan_parts`]).
+pub(crate) struct Scan {
+    pub(crate) with: Vec<TableId>,
+    pub(crate) without: Vec<TableId>,
+    pub(crate) filters: Vec<CompiledFilter>,
+    pub(crate) allowed: Option<FxHashSet<EntityId>>,
+}
+
+impl Scan {
+    /// Whether archetype `arch` can hold matches.
+    pub(crate) fn archetype_matches(&self, arch: &crate::archetype::Archetype) -> bool {
+        !arch.is_empty() && arch.has_all(&self.with) && !self.without.iter().any(|&t| arch.has(t))
+    }
+
+    /// Whether entity `id` (in a matching archetype) passes `related` and the filters.
+    pub(crate) fn entity_matches(&self, w: &World, id: EntityId) -> Result<bool> {
+        if self.allowed.as_ref().is_some_and(|a| !a.contains(&id)) {
+            return Ok(false);
+        }
+        for f in &self.filters {
+            if !f.matches(&w.field_value(id, f.table, f.field)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 pub(crate) struct CompiledFilter {
     pub(crate) table: TableId,
     pub(crate) field: usize,
@@ -176,7 +229,7 @@ pub(crate) fn resolve_field(world: &World, path: &str) -> Result<(TableId, usize
 }
 
 /// Total order over values of one type (floats by IEEE total order).
-fn cmp_values(left: &Value, right: &Value) -> Ordering {
+pub(crate) fn cmp_values(left: &Value, right: &Value) -> Ordering {
     match (left, right) {
         (Value::U64(x), Value::U64(y)) => x.cmp(y),
         (Value::I64(x), Value::I64(y)) => x.cmp(y),
@@ -199,7 +252,7 @@ fn cmp_values(left: &Value, right: &Value) -> Ordering {
     }
 }
 
-fn orderable(ty: &FieldType) -> bool {
+pub(crate) fn orderable(ty: &FieldType) -> bool {
     matches!(
         ty,
         FieldType::Scalar(_)
@@ -270,6 +323,37 @@ impl World {
         Ok(CompiledFilter { table, field, op: f.op, values })
     }
 
+    /// The parts of a query that pick entities: required and excluded
+    /// tables, compiled filters, and the entities a `related` clause allows.
+    pub(crate) fn scan_parts(&self, q: &Query) -> Result<Scan> {
+        let mut with: Vec<TableId> = q.with.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
+        let without: Vec<TableId> = q.without.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
+        let filters: Vec<CompiledFilter> = q.filters.iter().map(|f| self.compile_filter(f)).collect::<Result<_>>()?;
+        for f in &filters {
+            with.push(f.table);
+        }
+        let allowed: Option<FxHashSet<EntityId>> = match &q.related {
+            Some(r) => {
+                let start = id_from_json(&r.entity)
+                    .ok_or_else(|| Error::Query("related.entity must be an entity id".into()))?;
+                let rel = match &r.relation {
+                    Some(name) => {
+                        Some(self.schema().relation_id(name).ok_or_else(|| Error::NoSuchRelation(name.clone()))?)
+                    }
+                    None => None,
+                };
+                if r.depth == 0 || r.depth > 64 {
+                    return Err(Error::Query("related.depth must be between 1 and 64".into()));
+                }
+                Some(self.relations().k_hop(start, rel, r.direction, r.depth).into_iter().map(|(e, _)| e).collect())
+            }
+            None => None,
+        };
+        with.sort_unstable();
+        with.dedup();
+        Ok(Scan { with, without, filters, allowed })
+    }
+
     /// Run a query with the default budget (no deadline).
     pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
         self.query_within(q, &QueryBudget::default())
@@ -293,12 +377,7 @@ impl World {
             }
             Ok(())
         };
-        let mut with: Vec<TableId> = q.with.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
-        let without: Vec<TableId> = q.without.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
-        let filters: Vec<CompiledFilter> = q.filters.iter().map(|f| self.compile_filter(f)).collect::<Result<_>>()?;
-        for f in &filters {
-            with.push(f.table);
-        }
+        let Scan { mut with, without, filters, allowed } = self.scan_parts(q)?;
         let order = if let Some(o) = &q.order_by {
             let (t, fi) = resolve_field(self, &o.field)?;
             let fd = &self.schema().table(t).fields[fi];
@@ -332,23 +411,6 @@ impl World {
         }
         with.sort_unstable();
         with.dedup();
-        let allowed: Option<FxHashSet<EntityId>> = match &q.related {
-            Some(r) => {
-                let start = id_from_json(&r.entity)
-                    .ok_or_else(|| Error::Query("related.entity must be an entity id".into()))?;
-                let rel = match &r.relation {
-                    Some(name) => {
-                        Some(self.schema().relation_id(name).ok_or_else(|| Error::NoSuchRelation(name.clone()))?)
-                    }
-                    None => None,
-                };
-                if r.depth == 0 || r.depth > 64 {
-                    return Err(Error::Query("related.depth must be between 1 and 64".into()));
-                }
-                Some(self.relations().k_hop(start, rel, r.direction, r.depth).into_iter().map(|(e, _)| e).collect())
-            }
-            None => None,
-        };
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -369,23 +431,17 @@ impl World {
             }
             Ok(Row { id, values })
         };
+        if !q.group_by.is_empty() || !q.aggregates.is_empty() || q.explain {
+            return Err(Error::Query("group_by, aggregates and explain run through query_json".into()));
+        }
+        let scan = Scan { with, without, filters, allowed };
         'arch: for arch in self.archetypes() {
-            if arch.is_empty() || !arch.has_all(&with) || without.iter().any(|&t| arch.has(t)) {
+            if !scan.archetype_matches(arch) {
                 continue;
             }
             for &id in &arch.entities {
                 check_time()?;
-                if allowed.as_ref().is_some_and(|a| !a.contains(&id)) {
-                    continue;
-                }
-                let mut ok = true;
-                for f in &filters {
-                    if !f.matches(&self.field_value(id, f.table, f.field)?) {
-                        ok = false;
-                        break;
-                    }
-                }
-                if !ok {
+                if !scan.entity_matches(self, id)? {
                     continue;
                 }
                 if let Some((t, fi, _)) = order {

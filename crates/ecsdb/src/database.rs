@@ -693,6 +693,12 @@ impl Database {
         Ok(self.read().guard.query(q)?)
     }
 
+    /// Any query — plain, aggregate (`group_by`, `aggregates`) or `explain`
+    /// — answered as JSON: `{"rows": [...]}` or `{"plan": {...}}`.
+    pub fn query_json(&self, q: &Query) -> Result<serde_json::Value> {
+        Ok(self.read().guard.query_json_within(q, &ecsdb_core::QueryBudget::default())?)
+    }
+
     /// Run a query within a budget of time and result size (it fails rather
     /// than hold a read view past its deadline).
     pub fn query_within(&self, q: &Query, budget: &ecsdb_core::QueryBudget) -> Result<Vec<Row>> {

@@ -270,7 +270,18 @@ pub fn user_query(w: &World, mut q: Query) -> ApiResult<Query> {
         user_name(&table_of(s))?;
     }
     if let Some(o) = &q.order_by {
-        user_name(&table_of(&o.field))?;
+        // Aggregate queries may order by an aggregate's label (`count`, `avg(t.f)`).
+        if q.aggregates.iter().all(|a| a.label() != o.field) {
+            user_name(&table_of(&o.field))?;
+        }
+    }
+    for g in &q.group_by {
+        user_name(&table_of(g))?;
+    }
+    for a in &q.aggregates {
+        if let Some(f) = &a.field {
+            user_name(&table_of(f))?;
+        }
     }
     if let Some(r) = &q.related {
         if let Some(rel) = &r.relation {

@@ -436,8 +436,8 @@ pub async fn query(State(st): State<Shared>, Body(q): Body<Query>) -> ApiResult<
             ecsdb::QueryBudget { deadline: Some(Instant::now() + timeout), max_result_bytes: cfg.max_result_bytes };
         let r = st.db.read_within(timeout)?;
         let q = guard::user_query(&r, q)?;
-        let rows = r.query_within(&q, &budget).map_err(ecsdb::DbError::from)?;
-        Ok(Json(json!({"rows": r.rows_json(&rows)})))
+        let answer = r.query_json_within(&q, &budget).map_err(ecsdb::DbError::from)?;
+        Ok(Json(answer))
     })
     .await
 }

@@ -1,0 +1,410 @@
+//! Aggregates and `explain`: "how many per guild", "average level", and how
+//! a query would run.
+//!
+//! A query with `group_by` and/or `aggregates` returns one row per group
+//! instead of one per entity: the group's `table.field` values, `count`, and
+//! `sum(table.field)`, `avg(table.field)`, `min(table.field)`,
+//! `max(table.field)` as asked. Groups come out ordered by their key (or by
+//! `order_by` naming a group field or an aggregate, e.g. `"count"`), then
+//! `offset`/`limit` apply. The same filters, `with`/`without` and `related`
+//! pick the entities, under the same time budget.
+//!
+//! `explain` describes the access path without running the query. There
+//! are no secondary indexes yet, so every table is read by a scan of the
+//! archetypes holding it; the plan says so, and how many archetypes and
+//! rows that is.
+
+use std::cmp::Ordering;
+
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::query::{DEFAULT_LIMIT, MAX_LIMIT, Query, QueryBudget, cmp_values, orderable, resolve_field};
+use crate::schema::{FieldType, Scalar, TableId};
+use crate::value::{self, Value};
+use crate::world::World;
+
+/// Most groups one query may build.
+pub const MAX_GROUPS: usize = 100_000;
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggOp {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// One aggregate: `{"op": "count"}` or `{"op": "sum", "field": "table.field"}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aggregate {
+    pub op: AggOp,
+    pub field: Option<String>,
+}
+
+impl Aggregate {
+    /// The column name in result rows: `count`, `avg(table.field)`, ...
+    pub fn label(&self) -> String {
+        match (&self.op, &self.field) {
+            (AggOp::Count, None) => "count".into(),
+            (op, Some(f)) => format!("{}({f})", op_name(*op)),
+            (op, None) => op_name(*op).into(),
+        }
+    }
+}
+
+fn op_name(op: AggOp) -> &'static str {
+    match op {
+        AggOp::Count => "count",
+        AggOp::Sum => "sum",
+        AggOp::Avg => "avg",
+        AggOp::Min => "min",
+        AggOp::Max => "max",
+    }
+}
+
+/// A resolved aggregate.
+struct Agg {
+    op: AggOp,
+    field: Option<(TableId, usize)>,
+    float: bool,
+}
+
+/// Running state of one aggregate in one group.
+#[derive(Debug, Clone)]
+enum Acc {
+    Count(u64),
+    IntSum(i128, u64),
+    FloatSum(f64, u64),
+    Extreme(Option<Value>),
+}
+
+/// One group of an aggregate query.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The group's values, in `group_by` order.
+    pub keys: Vec<Value>,
+    accs: Vec<Acc>,
+}
+
+fn numeric(ty: &FieldType) -> Option<bool> {
+    match ty {
+        FieldType::Scalar(Scalar::F32 | Scalar::F64) => Some(true),
+        FieldType::Scalar(Scalar::Bool) => None,
+        FieldType::Scalar(_) => Some(false),
+        _ => None,
+    }
+}
+
+impl World {
+    /// Run any query — plain, aggregate or `explain` — and give its JSON
+    /// answer: `{"rows": [...]}` or `{"plan": {...}}`.
+    pub fn query_json_within(&self, q: &Query, budget: &QueryBudget) -> Result<serde_json::Value> {
+        if q.explain {
+            return Ok(serde_json::json!({ "plan": self.explain(q)? }));
+        }
+        if !q.group_by.is_empty() || !q.aggregates.is_empty() {
+            let groups = self.aggregate_within(q, budget)?;
+            return Ok(serde_json::json!({ "rows": self.groups_json(q, &groups)? }));
+        }
+        let rows = self.query_within(q, budget)?;
+        Ok(serde_json::json!({ "rows": self.rows_json(&rows) }))
+    }
+
+    /// How `q` would run, without running it.
+    pub fn explain(&self, q: &Query) -> Result<serde_json::Value> {
+        let scan = self.scan_parts(q)?;
+        let (mut archetypes, mut rows) = (0usize, 0usize);
+        for a in self.archetypes() {
+            if scan.archetype_matches(a) {
+                archetypes += 1;
+                rows += a.len();
+            }
+        }
+        let tables: Vec<&str> = scan.with.iter().map(|&t| self.schema().table(t).name.as_str()).collect();
+        let filters: Vec<serde_json::Value> = q
+            .filters
+            .iter()
+            .map(|f| serde_json::json!({"field": f.field, "op": f.op_name(), "access": "scan"}))
+            .collect();
+        let order =
+            q.order_by.as_ref().map(|o| serde_json::json!({"field": o.field, "desc": o.desc, "access": "sort"}));
+        Ok(serde_json::json!({
+            "access": "scan",
+            "indexes": [],
+            "tables": tables,
+            "filters": filters,
+            "order_by": order,
+            "related": q.related.as_ref().map(|r| serde_json::json!({"depth": r.depth, "access": "traversal"})),
+            "group_by": q.group_by,
+            "aggregates": q.aggregates.iter().map(Aggregate::label).collect::<Vec<_>>(),
+            "archetypes_scanned": archetypes,
+            "rows_scanned": rows,
+        }))
+    }
+
+    /// Groups of `q` (see the module docs), ordered and paged.
+    // Short names: query, aggregate, value, sum, count.
+    #[allow(clippy::many_single_char_names, clippy::too_many_lines)]
+    pub fn aggregate_within(&self, q: &Query, budget: &QueryBudget) -> Result<Vec<Group>> {
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit > MAX_LIMIT {
+            return Err(Error::Query(format!("limit {limit} is over the maximum of {MAX_LIMIT}; page with offset")));
+        }
+        if q.select.is_some() {
+            return Err(Error::Query("an aggregate query returns its groups; leave out `select`".into()));
+        }
+        let mut scan = self.scan_parts(q)?;
+        let mut keys = Vec::new();
+        for g in &q.group_by {
+            let (t, fi) = resolve_field(self, g)?;
+            let fd = &self.schema().table(t).fields[fi];
+            if fd.slot().is_some() && !orderable(&fd.ty) {
+                return Err(Error::Query(format!("cannot group by `{g}` of type {}", fd.type_text)));
+            }
+            scan.with.push(t);
+            keys.push((t, fi));
+        }
+        let mut aggs = Vec::new();
+        for a in &q.aggregates {
+            let resolved = match (a.op, &a.field) {
+                (AggOp::Count, None) => Agg { op: a.op, field: None, float: false },
+                (AggOp::Count, Some(f)) => {
+                    return Err(Error::Query(format!("count takes no field (got `{f}`): it counts the group")));
+                }
+                (op, None) => return Err(Error::Query(format!("{} needs a `field`", op_name(op)))),
+                (op, Some(f)) => {
+                    let (t, fi) = resolve_field(self, f)?;
+                    let fd = &self.schema().table(t).fields[fi];
+                    let ty = if fd.slot().is_none() { FieldType::Scalar(Scalar::U64) } else { fd.ty.clone() };
+                    let float = match (op, numeric(&ty)) {
+                        (AggOp::Sum | AggOp::Avg, Some(float)) => float,
+                        (AggOp::Sum | AggOp::Avg, None) => {
+                            return Err(Error::Query(format!(
+                                "{} needs a numeric field; `{f}` is {}",
+                                op_name(op),
+                                fd.type_text
+                            )));
+                        }
+                        _ if orderable(&ty) => false,
+                        _ => {
+                            return Err(Error::Query(format!(
+                                "cannot take {} of `{f}` ({})",
+                                op_name(op),
+                                fd.type_text
+                            )));
+                        }
+                    };
+                    scan.with.push(t);
+                    Agg { op, field: Some((t, fi)), float }
+                }
+            };
+            aggs.push(resolved);
+        }
+        scan.with.sort_unstable();
+        scan.with.dedup();
+        let started = std::time::Instant::now();
+        let mut visited = 0usize;
+        let mut index: FxHashMap<String, usize> = FxHashMap::default();
+        let mut groups: Vec<Group> = Vec::new();
+        for arch in self.archetypes() {
+            if !scan.archetype_matches(arch) {
+                continue;
+            }
+            for &id in &arch.entities {
+                visited += 1;
+                if visited.is_multiple_of(1024)
+                    && let Some(d) = budget.deadline
+                    && std::time::Instant::now() >= d
+                {
+                    return Err(Error::QueryTimeout { ms: started.elapsed().as_millis() as u64 });
+                }
+                if !scan.entity_matches(self, id)? {
+                    continue;
+                }
+                let kv: Vec<Value> = keys.iter().map(|&(t, fi)| self.field_value(id, t, fi)).collect::<Result<_>>()?;
+                let key = format!("{kv:?}");
+                let gi = if let Some(&i) = index.get(&key) {
+                    i
+                } else {
+                    if groups.len() >= MAX_GROUPS {
+                        return Err(Error::QueryLimit(format!(
+                            "more than {MAX_GROUPS} groups; group by fewer distinct values or filter first"
+                        )));
+                    }
+                    index.insert(key, groups.len());
+                    let accs = aggs
+                        .iter()
+                        .map(|a| match a.op {
+                            AggOp::Count => Acc::Count(0),
+                            AggOp::Sum | AggOp::Avg if a.float => Acc::FloatSum(0.0, 0),
+                            AggOp::Sum | AggOp::Avg => Acc::IntSum(0, 0),
+                            AggOp::Min | AggOp::Max => Acc::Extreme(None),
+                        })
+                        .collect();
+                    groups.push(Group { keys: kv, accs });
+                    groups.len() - 1
+                };
+                for (a, acc) in aggs.iter().zip(groups[gi].accs.iter_mut()) {
+                    let v = match a.field {
+                        Some((t, fi)) => Some(self.field_value(id, t, fi)?),
+                        None => None,
+                    };
+                    match (acc, v) {
+                        (Acc::Count(n), _) => *n += 1,
+                        (Acc::IntSum(s, n), Some(Value::U64(x))) => {
+                            *s += i128::from(x);
+                            *n += 1;
+                        }
+                        (Acc::IntSum(s, n), Some(Value::I64(x))) => {
+                            *s += i128::from(x);
+                            *n += 1;
+                        }
+                        (Acc::FloatSum(s, n), Some(Value::F32(x))) => {
+                            *s += f64::from(x);
+                            *n += 1;
+                        }
+                        (Acc::FloatSum(s, n), Some(Value::F64(x))) => {
+                            *s += x;
+                            *n += 1;
+                        }
+                        (Acc::Extreme(cur), Some(v)) => {
+                            let better = cur.as_ref().is_none_or(|c| {
+                                let o = cmp_values(&v, c);
+                                if a.op == AggOp::Min { o == Ordering::Less } else { o == Ordering::Greater }
+                            });
+                            if better {
+                                *cur = Some(v);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Order: by a named group field or aggregate, else by the key.
+        let labels: Vec<String> = q.aggregates.iter().map(Aggregate::label).collect();
+        let order = match &q.order_by {
+            None => None,
+            Some(o) => {
+                if let Some(k) = q.group_by.iter().position(|g| *g == o.field) {
+                    Some((Some(k), None, o.desc))
+                } else if let Some(a) = labels.iter().position(|l| *l == o.field) {
+                    Some((None, Some(a), o.desc))
+                } else {
+                    return Err(Error::Query(format!(
+                        "an aggregate query orders by a group field or an aggregate ({}), not `{}`",
+                        q.group_by.iter().chain(&labels).cloned().collect::<Vec<_>>().join(", "),
+                        o.field
+                    )));
+                }
+            }
+        };
+        let key_cmp = |a: &Group, b: &Group| {
+            a.keys
+                .iter()
+                .zip(&b.keys)
+                .map(|(x, y)| cmp_values(x, y))
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal)
+        };
+        groups.sort_by(|a, b| {
+            let primary = match order {
+                Some((Some(k), _, desc)) => {
+                    let o = cmp_values(&a.keys[k], &b.keys[k]);
+                    if desc { o.reverse() } else { o }
+                }
+                Some((None, Some(i), desc)) => {
+                    let o = acc_cmp(&a.accs[i], &b.accs[i]);
+                    if desc { o.reverse() } else { o }
+                }
+                _ => Ordering::Equal,
+            };
+            primary.then_with(|| key_cmp(a, b))
+        });
+        Ok(groups.into_iter().skip(q.offset).take(limit).collect())
+    }
+
+    /// JSON rows of groups: `{"table.field": value, ..., "count": n, "avg(table.field)": x}`.
+    pub fn groups_json(&self, q: &Query, groups: &[Group]) -> Result<serde_json::Value> {
+        let key_types: Vec<FieldType> = q
+            .group_by
+            .iter()
+            .map(|g| {
+                let (t, fi) = resolve_field(self, g)?;
+                let fd = &self.schema().table(t).fields[fi];
+                Ok(if fd.slot().is_none() { FieldType::Scalar(Scalar::U64) } else { fd.ty.clone() })
+            })
+            .collect::<Result<_>>()?;
+        let agg_types: Vec<Option<FieldType>> = q
+            .aggregates
+            .iter()
+            .map(|a| {
+                a.field
+                    .as_ref()
+                    .map(|f| {
+                        resolve_field(self, f).map(|(t, fi)| {
+                            let fd = &self.schema().table(t).fields[fi];
+                            if fd.slot().is_none() { FieldType::Scalar(Scalar::U64) } else { fd.ty.clone() }
+                        })
+                    })
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        let rows: Vec<serde_json::Value> = groups
+            .iter()
+            .map(|g| {
+                let mut m = serde_json::Map::new();
+                for ((name, ty), v) in q.group_by.iter().zip(&key_types).zip(&g.keys) {
+                    m.insert(name.clone(), value::to_json(ty, v, self.schema()));
+                }
+                for ((a, ty), acc) in q.aggregates.iter().zip(&agg_types).zip(&g.accs) {
+                    let v = match (a.op, acc) {
+                        (_, Acc::Count(n)) => serde_json::json!(n),
+                        (AggOp::Avg, Acc::IntSum(s, n)) => avg(*s as f64, *n),
+                        (AggOp::Avg, Acc::FloatSum(s, n)) => avg(*s, *n),
+                        (_, Acc::IntSum(s, _)) => int_json(*s),
+                        (_, Acc::FloatSum(s, _)) => float_json(*s),
+                        (_, Acc::Extreme(Some(v))) => {
+                            ty.as_ref().map_or(serde_json::Value::Null, |ty| value::to_json(ty, v, self.schema()))
+                        }
+                        (_, Acc::Extreme(None)) => serde_json::Value::Null,
+                    };
+                    m.insert(a.label(), v);
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect();
+        Ok(rows.into())
+    }
+}
+
+fn acc_cmp(a: &Acc, b: &Acc) -> Ordering {
+    match (a, b) {
+        (Acc::Count(x), Acc::Count(y)) => x.cmp(y),
+        (Acc::IntSum(x, _), Acc::IntSum(y, _)) => x.cmp(y),
+        (Acc::FloatSum(x, _), Acc::FloatSum(y, _)) => x.total_cmp(y),
+        (Acc::Extreme(Some(x)), Acc::Extreme(Some(y))) => cmp_values(x, y),
+        (Acc::Extreme(x), Acc::Extreme(y)) => x.is_some().cmp(&y.is_some()),
+        _ => Ordering::Equal,
+    }
+}
+
+fn avg(sum: f64, n: u64) -> serde_json::Value {
+    if n == 0 { serde_json::Value::Null } else { float_json(sum / n as f64) }
+}
+
+fn float_json(x: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(x).map_or_else(|| serde_json::Value::String(x.to_string()), serde_json::Value::Number)
+}
+
+/// Integers beyond ±(2^53−1) travel as decimal strings, like stored values.
+fn int_json(x: i128) -> serde_json::Value {
+    const SAFE: i128 = (1 << 53) - 1;
+    if (-SAFE..=SAFE).contains(&x) { serde_json::json!(x as i64) } else { serde_json::Value::String(x.to_string()) }
+}
