@@ -173,14 +173,9 @@ impl World {
         }
     }
 
-    /// Replay a `SpawnMany`: the logged ids, checked like explicit ids.
-    pub(crate) fn apply_batch(
-        &mut self,
-        tables: &[TableId],
-        ids: &[EntityId],
-        columns: &[SpawnColumn<'_>],
-    ) -> Result<()> {
-        let a = self.check_batch(tables, ids.len(), columns)?;
+    /// Replay a `SpawnMany` already checked by [`World::check_batch`] (which
+    /// gave archetype `a`): the logged ids, taken like explicit ids.
+    pub(crate) fn apply_batch(&mut self, a: ArchetypeId, ids: &[EntityId], columns: &[SpawnColumn<'_>]) -> Result<()> {
         for &id in ids {
             self.alloc_id_at(id)?;
         }

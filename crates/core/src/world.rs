@@ -836,9 +836,9 @@ impl World {
                     // Bounded before the ids are expanded (a short record can name many).
                     let tables = op.spawn_tables();
                     let columns = op.spawn_columns();
-                    self.check_batch(&tables, count as usize, &columns)?;
+                    let a = self.check_batch(&tables, count as usize, &columns)?;
                     let ids: Vec<EntityId> = ids.iter().collect();
-                    self.apply_batch(&tables, &ids, &columns)
+                    self.apply_batch(a, &ids, &columns)
                 }
             };
             r.map_err(|e| fail(format!("op {i}: {e}")))?;
