@@ -135,6 +135,26 @@ fn a_refused_check_or_add_changes_nothing_and_says_why() {
         assert!(msg.contains(needle) || r.body["error"]["code"] == needle, "{op}: {msg}");
         assert!(msg.contains("ops[1]"), "{msg}");
     }
+    // A repeated key is ambiguous (which value did the client mean?): refused.
+    for body in [
+        format!(r#"{{"ops": [{{"op": "add", "id": {id}, "field": "player.level", "value": 1, "value": 100}}]}}"#),
+        format!(
+            r#"{{"ops": [{{"op": "check", "id": {id}, "filters": [{{"field": "player.level", "op": "eq", "value": 0}}], "filters": []}}]}}"#
+        ),
+        format!(r#"{{"ops": [{{"op": "set", "id": {id}, "components": {{"player": {{"level": 5, "level": 6}}}}}}]}}"#),
+    ] {
+        let r = s.raw_post("/v1/transactions", &t, "application/json", &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("duplicate key"), "{}", r.body);
+    }
+    // Amounts are numbers or exact decimal strings, nothing padded.
+    let r = s.call(
+        "POST",
+        "/v1/transactions",
+        Some(&t),
+        Some(&json!({"ops": [{"op": "add", "id": id, "field": "player.level", "value": " 5 "}]})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(s.seq(&t), before, "a refused transaction changed the database");
     // The same ops succeed when their conditions hold, in one commit.
     let r = s.call(

@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::query::{DEFAULT_LIMIT, MAX_LIMIT, Query, QueryBudget, cmp_values, orderable, resolve_field};
+use crate::query::{Query, QueryBudget, checked_limit, cmp_values, orderable, resolve_field};
 use crate::schema::{FieldType, Scalar, TableId};
 use crate::value::{self, Value};
 use crate::world::World;
@@ -84,6 +84,16 @@ enum Acc {
     Extreme(Option<Value>),
 }
 
+/// A checked aggregate query: page size, scan, group keys, aggregates and
+/// order (group key index or aggregate index, descending).
+struct AggPlan {
+    limit: usize,
+    scan: crate::query::Scan,
+    keys: Vec<(TableId, usize)>,
+    aggs: Vec<Agg>,
+    order: Option<(Option<usize>, Option<usize>, bool)>,
+}
+
 /// One group of an aggregate query.
 #[derive(Debug, Clone)]
 pub struct Group {
@@ -118,7 +128,12 @@ impl World {
 
     /// How `q` would run, without running it.
     pub fn explain(&self, q: &Query) -> Result<serde_json::Value> {
-        let scan = self.scan_parts(q)?;
+        // Checked exactly like the query it describes.
+        let scan = if q.group_by.is_empty() && q.aggregates.is_empty() {
+            self.prepare_plain(q)?.0
+        } else {
+            self.prepare_aggregate(q)?.scan
+        };
         let (mut archetypes, mut rows) = (0usize, 0usize);
         for a in self.archetypes() {
             if scan.archetype_matches(a) {
@@ -148,14 +163,9 @@ impl World {
         }))
     }
 
-    /// Groups of `q` (see the module docs), ordered and paged.
-    // Short names: query, aggregate, value, sum, count.
-    #[allow(clippy::many_single_char_names, clippy::too_many_lines)]
-    pub fn aggregate_within(&self, q: &Query, budget: &QueryBudget) -> Result<Vec<Group>> {
-        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-        if limit > MAX_LIMIT {
-            return Err(Error::Query(format!("limit {limit} is over the maximum of {MAX_LIMIT}; page with offset")));
-        }
+    /// An aggregate query checked and resolved (nothing is read yet).
+    fn prepare_aggregate(&self, q: &Query) -> Result<AggPlan> {
+        let limit = checked_limit(q)?;
         if q.select.is_some() {
             return Err(Error::Query("an aggregate query returns its groups; leave out `select`".into()));
         }
@@ -208,6 +218,42 @@ impl World {
         }
         scan.with.sort_unstable();
         scan.with.dedup();
+        for (i, g) in q.group_by.iter().enumerate() {
+            if q.group_by[..i].contains(g) {
+                return Err(Error::Query(format!("`{g}` appears twice in group_by")));
+            }
+        }
+        let labels: Vec<String> = q.aggregates.iter().map(Aggregate::label).collect();
+        for (i, l) in labels.iter().enumerate() {
+            if labels[..i].contains(l) {
+                return Err(Error::Query(format!("the aggregate `{l}` is asked for twice")));
+            }
+        }
+        // Order: by a named group field or aggregate, else by the key.
+        let order = match &q.order_by {
+            None => None,
+            Some(o) => {
+                if let Some(k) = q.group_by.iter().position(|g| *g == o.field) {
+                    Some((Some(k), None, o.desc))
+                } else if let Some(a) = labels.iter().position(|l| *l == o.field) {
+                    Some((None, Some(a), o.desc))
+                } else {
+                    return Err(Error::Query(format!(
+                        "an aggregate query orders by a group field or an aggregate ({}), not `{}`",
+                        q.group_by.iter().chain(&labels).cloned().collect::<Vec<_>>().join(", "),
+                        o.field
+                    )));
+                }
+            }
+        };
+        Ok(AggPlan { limit, scan, keys, aggs, order })
+    }
+
+    /// Groups of `q` (see the module docs), ordered and paged.
+    // Short names: query, aggregate, value, sum, count.
+    #[allow(clippy::many_single_char_names, clippy::too_many_lines)]
+    pub fn aggregate_within(&self, q: &Query, budget: &QueryBudget) -> Result<Vec<Group>> {
+        let AggPlan { limit, scan, keys, aggs, order } = self.prepare_aggregate(q)?;
         let started = std::time::Instant::now();
         let mut visited = 0usize;
         let mut index: FxHashMap<String, usize> = FxHashMap::default();
@@ -287,24 +333,6 @@ impl World {
                 }
             }
         }
-        // Order: by a named group field or aggregate, else by the key.
-        let labels: Vec<String> = q.aggregates.iter().map(Aggregate::label).collect();
-        let order = match &q.order_by {
-            None => None,
-            Some(o) => {
-                if let Some(k) = q.group_by.iter().position(|g| *g == o.field) {
-                    Some((Some(k), None, o.desc))
-                } else if let Some(a) = labels.iter().position(|l| *l == o.field) {
-                    Some((None, Some(a), o.desc))
-                } else {
-                    return Err(Error::Query(format!(
-                        "an aggregate query orders by a group field or an aggregate ({}), not `{}`",
-                        q.group_by.iter().chain(&labels).cloned().collect::<Vec<_>>().join(", "),
-                        o.field
-                    )));
-                }
-            }
-        };
         let key_cmp = |a: &Group, b: &Group| {
             a.keys
                 .iter()

@@ -96,10 +96,7 @@ impl World {
                 };
                 let (lo, hi) = int_range(s);
                 let r = x.checked_add(d).filter(|r| (lo..=hi).contains(r)).ok_or_else(|| {
-                    out_of_range(format!(
-                        "{x} + {d} is outside the range of {} ({lo} to {hi}); nothing was changed",
-                        fd.type_text
-                    ))
+                    out_of_range(format!("{x} + {d} is outside the range of {} ({lo} to {hi})", fd.type_text))
                 })?;
                 if lo < 0 {
                     Value::I64(i64::try_from(r).map_err(|_| out_of_range("out of range".into()))?)
@@ -130,9 +127,7 @@ fn int_range(s: Scalar) -> (i128, i128) {
 fn json_i128(v: &serde_json::Value) -> Option<i128> {
     match v {
         serde_json::Value::Number(n) => n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)),
-        serde_json::Value::String(s) => {
-            s.trim().parse::<i128>().ok().filter(|x| x.unsigned_abs() <= u128::from(u64::MAX))
-        }
+        serde_json::Value::String(s) => s.parse::<i128>().ok().filter(|x| x.unsigned_abs() <= u128::from(u64::MAX)),
         _ => None,
     }
 }
@@ -140,7 +135,7 @@ fn json_i128(v: &serde_json::Value) -> Option<i128> {
 fn json_f64(v: &serde_json::Value) -> Option<f64> {
     match v {
         serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        serde_json::Value::String(s) => s.parse::<f64>().ok(),
         _ => None,
     }
     .filter(|d| d.is_finite())
@@ -208,6 +203,8 @@ type = "[u8; 8]"
         assert!(w.add_to(id, "wallet.owner", &1.into()).is_err());
         assert!(w.add_to(id, "wallet.gold", &"x".into()).is_err());
         assert!(w.add_to(id, "wallet.gold", &1.5.into()).is_err());
+        assert!(w.add_to(id, "wallet.gold", &" 5 ".into()).is_err());
+        assert!(w.add_to(id, "wallet.weight", &" 0.5".into()).is_err());
         w.commit().unwrap();
         let t = w.table_id("wallet").unwrap();
         let j = w.component_json(id, t).unwrap();

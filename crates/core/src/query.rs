@@ -180,6 +180,19 @@ impl Row {
     }
 }
 
+/// A plain query resolved: its scan, its order (table, field, descending)
+/// and its selection of (table, field).
+pub(crate) type PlainPlan = (Scan, Option<(TableId, usize, bool)>, Vec<(TableId, usize)>);
+
+/// A query's `limit`, checked against [`MAX_LIMIT`].
+pub(crate) fn checked_limit(q: &Query) -> Result<usize> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(Error::Query(format!("limit {limit} is over the maximum of {MAX_LIMIT}; page with offset")));
+    }
+    Ok(limit)
+}
+
 /// What picks a query's entities (see [`World::scan_parts`]).
 pub(crate) struct Scan {
     pub(crate) with: Vec<TableId>,
@@ -354,6 +367,47 @@ impl World {
         Ok(Scan { with, without, filters, allowed })
     }
 
+    /// A plain (row) query checked and resolved: its scan (tables required
+    /// by filters, order and selection included), its order and its selection.
+    pub(crate) fn prepare_plain(&self, q: &Query) -> Result<PlainPlan> {
+        checked_limit(q)?;
+        let mut scan = self.scan_parts(q)?;
+        let order = if let Some(o) = &q.order_by {
+            let (t, fi) = resolve_field(self, &o.field)?;
+            let fd = &self.schema().table(t).fields[fi];
+            if fd.slot().is_some() && !orderable(&fd.ty) {
+                return Err(Error::Query(format!("cannot order by `{}` of type {}", o.field, fd.type_text)));
+            }
+            scan.with.push(t);
+            Some((t, fi, o.desc))
+        } else {
+            None
+        };
+        // Selection: (table, field) pairs.
+        let mut select: Vec<(TableId, usize)> = Vec::new();
+        let all_fields = |t: TableId| (0..self.schema().table(t).fields.len()).map(move |i| (t, i));
+        if let Some(items) = &q.select {
+            for s in items {
+                if s.contains('.') {
+                    let (t, fi) = resolve_field(self, s)?;
+                    scan.with.push(t);
+                    select.push((t, fi));
+                } else {
+                    let t = self.table_id(s)?;
+                    scan.with.push(t);
+                    select.extend(all_fields(t));
+                }
+            }
+        } else {
+            for name in &q.with {
+                select.extend(all_fields(self.table_id(name)?));
+            }
+        }
+        scan.with.sort_unstable();
+        scan.with.dedup();
+        Ok((scan, order, select))
+    }
+
     /// Run a query with the default budget (no deadline).
     pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
         self.query_within(q, &QueryBudget::default())
@@ -361,10 +415,7 @@ impl World {
 
     /// Run a query within a budget of time and result size.
     pub fn query_within(&self, q: &Query, budget: &QueryBudget) -> Result<Vec<Row>> {
-        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-        if limit > MAX_LIMIT {
-            return Err(Error::Query(format!("limit {limit} is over the maximum of {MAX_LIMIT}; page with offset")));
-        }
+        let limit = checked_limit(q)?;
         let started = std::time::Instant::now();
         let mut visited = 0usize;
         let mut check_time = || -> Result<()> {
@@ -377,40 +428,7 @@ impl World {
             }
             Ok(())
         };
-        let Scan { mut with, without, filters, allowed } = self.scan_parts(q)?;
-        let order = if let Some(o) = &q.order_by {
-            let (t, fi) = resolve_field(self, &o.field)?;
-            let fd = &self.schema().table(t).fields[fi];
-            if fd.slot().is_some() && !orderable(&fd.ty) {
-                return Err(Error::Query(format!("cannot order by `{}` of type {}", o.field, fd.type_text)));
-            }
-            with.push(t);
-            Some((t, fi, o.desc))
-        } else {
-            None
-        };
-        // Selection: (table, field) pairs.
-        let mut select: Vec<(TableId, usize)> = Vec::new();
-        let all_fields = |t: TableId| (0..self.schema().table(t).fields.len()).map(move |i| (t, i));
-        if let Some(items) = &q.select {
-            for s in items {
-                if s.contains('.') {
-                    let (t, fi) = resolve_field(self, s)?;
-                    with.push(t);
-                    select.push((t, fi));
-                } else {
-                    let t = self.table_id(s)?;
-                    with.push(t);
-                    select.extend(all_fields(t));
-                }
-            }
-        } else {
-            for name in &q.with {
-                select.extend(all_fields(self.table_id(name)?));
-            }
-        }
-        with.sort_unstable();
-        with.dedup();
+        let (Scan { with, without, filters, allowed }, order, select) = self.prepare_plain(q)?;
         if limit == 0 {
             return Ok(Vec::new());
         }

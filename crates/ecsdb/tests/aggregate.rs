@@ -96,6 +96,10 @@ fn ordering_paging_totals_explain_and_errors() {
     assert_eq!(r["plan"]["indexes"], json!([]));
     assert_eq!(r["plan"]["rows_scanned"], 6);
     assert_eq!(r["plan"]["filters"][0]["field"], "health.hp");
+    // Tables named only by group_by or aggregates are required, and the plan says so.
+    let r = db.query_json(&q(json!({"group_by": ["health.hp"], "explain": true}))).unwrap();
+    assert_eq!(r["plan"]["tables"], json!(["health"]));
+    assert_eq!(r["plan"]["rows_scanned"], 6);
     // Mistakes are named.
     for (bad, needle) in [
         (json!({"group_by": ["player.name"], "aggregates": [{"op": "sum", "field": "player.name"}]}), "numeric"),
@@ -105,6 +109,15 @@ fn ordering_paging_totals_explain_and_errors() {
         (json!({"group_by": ["player.level"], "order_by": {"field": "health.hp"}}), "orders by a group field"),
         (json!({"group_by": ["player.level"], "select": ["player"]}), "select"),
         (json!({"aggregates": [{"op": "median", "field": "player.level"}]}), "median"),
+        (json!({"group_by": ["player.level", "player.level"]}), "twice"),
+        (json!({"aggregates": [{"op": "count"}, {"op": "count"}]}), "twice"),
+        // Explain checks like the query it describes.
+        (
+            json!({"group_by": ["player.level"], "order_by": {"field": "nope"}, "explain": true}),
+            "orders by a group field",
+        ),
+        (json!({"aggregates": [{"op": "count"}], "select": ["player.name"], "explain": true}), "select"),
+        (json!({"with": ["player"], "limit": 100_001, "explain": true}), "over the maximum"),
     ] {
         let e = serde_json::from_value::<Query>(bad.clone())
             .map_err(|e| e.to_string())

@@ -43,8 +43,10 @@ impl<T: DeserializeOwned> FromRequest<Shared> for Body<T> {
         // The body must arrive within the request timeout; database work
         // has deadlines of its own and is never cut off half-way.
         let limit = std::time::Duration::from_millis(state.config.server.request_timeout_ms);
-        match tokio::time::timeout(limit, Json::<T>::from_request(req, state)).await {
-            Ok(Ok(Json(v))) => Ok(Body(v)),
+        match tokio::time::timeout(limit, Json::<crate::strict_json::StrictValue>::from_request(req, state)).await {
+            Ok(Ok(Json(v))) => {
+                T::deserialize(v.0).map(Body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+            }
             Ok(Err(r)) => Err(rejection(&r)),
             Err(_) => Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
