@@ -510,3 +510,54 @@ fn aggregate_queries_and_explain_over_http() {
     let r = s.call("POST", "/v1/query", Some(&t), Some(&json!({"aggregates": [{"op": "count"}]})));
     assert_eq!(r.body["rows"], json!([{"count": 3}]), "{}", r.body);
 }
+
+#[test]
+fn shortest_paths_over_http() {
+    let s = start(&[]);
+    let t = s.admin();
+    // a -follows-> b -follows-> c, a -owns-> d (owns needs a player source).
+    let r = s.call(
+        "POST",
+        "/v1/transactions",
+        Some(&t),
+        Some(&json!({"ops": [
+            {"op": "create", "components": {"player": {"name": "a"}}},
+            {"op": "create", "components": {"player": {"name": "b"}}},
+            {"op": "create", "components": {"player": {"name": "c"}}},
+            {"op": "create", "components": {"entities": {}}},
+            {"op": "link", "relation": "follows", "from": "$0", "to": "$1"},
+            {"op": "link", "relation": "follows", "from": "$1", "to": "$2"},
+            {"op": "link", "relation": "owns", "from": "$0", "to": "$3"},
+        ]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ids: Vec<J> = r.body["ids"].as_array().unwrap().clone();
+    let path = |body: J| s.call("POST", "/v1/graph/path", Some(&t), Some(&body));
+    let r = path(json!({"from": ids[0], "to": ids[2], "relation": "follows"}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({"path": [ids[0], ids[1], ids[2]], "hops": 2}));
+    // Backwards needs direction in (or both).
+    assert_eq!(path(json!({"from": ids[2], "to": ids[0]})).status, 404);
+    let r = path(json!({"from": ids[2], "to": ids[0], "direction": "in"}));
+    assert_eq!(r.body["hops"], 2, "{}", r.body);
+    // Over any user relation, and bounded by max_hops.
+    let r = path(json!({"from": ids[3], "to": ids[2], "direction": "both"}));
+    assert_eq!(r.body["hops"], 3, "{}", r.body);
+    let r = path(json!({"from": ids[3], "to": ids[2], "direction": "both", "max_hops": 2}));
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("within 2 hops"));
+    // Bad input and system data.
+    for (body, status) in [
+        (json!({"from": ids[0], "to": ids[2], "max_hops": 0}), 400),
+        (json!({"from": ids[0], "to": ids[2], "max_hops": 65}), 400),
+        (json!({"from": "x", "to": ids[2]}), 400),
+        (json!({"from": ids[0], "to": 123_456}), 404),
+        (json!({"from": ids[0], "to": ids[2], "relation": "nope"}), 400),
+        (json!({"from": ids[0], "to": ids[2], "relation": "_sessions"}), 400),
+        (json!({"from": ids[0], "to": ids[2], "direction": "sideways"}), 400),
+        (json!({"from": ids[0]}), 400),
+    ] {
+        let r = path(body.clone());
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+    }
+}

@@ -6,8 +6,6 @@
 //! outgoing neighbours are equally cheap and deleting an entity finds all its
 //! edges without a scan.
 
-use std::collections::VecDeque;
-
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::id::EntityId;
@@ -121,30 +119,96 @@ impl Relations {
         v
     }
 
+    /// Call `f` for each neighbour of `e` along edges whose relation
+    /// `allow` accepts, without allocating (a neighbour reached by edges of
+    /// several relations or in both directions comes once per edge).
+    #[inline]
+    pub fn for_each_neighbor(
+        &self,
+        e: EntityId,
+        allow: &dyn Fn(RelationId) -> bool,
+        dir: Direction,
+        mut f: impl FnMut(EntityId),
+    ) {
+        if matches!(dir, Direction::Out | Direction::Both) {
+            for &(r, other) in self.out.get(&e).into_iter().flatten() {
+                if allow(r) {
+                    f(other);
+                }
+            }
+        }
+        if matches!(dir, Direction::In | Direction::Both) {
+            for &(r, other) in self.inc.get(&e).into_iter().flatten() {
+                if allow(r) {
+                    f(other);
+                }
+            }
+        }
+    }
+
     /// Entities reachable from `start` in 1..=`k` hops, with their distance,
     /// nearest first (ties by id). `start` itself is not included.
     pub fn k_hop(&self, start: EntityId, rel: Option<RelationId>, dir: Direction, k: usize) -> Vec<(EntityId, usize)> {
+        self.k_hop_by(start, &|r| rel.is_none_or(|x| x == r), dir, k)
+    }
+
+    /// [`Relations::k_hop`] over the relations `allow` accepts. Breadth
+    /// first over two reused frontier buffers and one visited set: nothing is
+    /// allocated per edge or per visited node.
+    pub fn k_hop_by(
+        &self,
+        start: EntityId,
+        allow: &dyn Fn(RelationId) -> bool,
+        dir: Direction,
+        k: usize,
+    ) -> Vec<(EntityId, usize)> {
         let mut seen = FxHashSet::default();
         seen.insert(start);
         let mut out = Vec::new();
         let mut frontier = vec![start];
+        let mut next = Vec::new();
         for depth in 1..=k {
-            let mut next = Vec::new();
+            next.clear();
             for &e in &frontier {
-                for n in self.neighbors(e, rel, dir) {
+                self.for_each_neighbor(e, allow, dir, |n| {
                     if seen.insert(n) {
                         next.push(n);
                     }
-                }
+                });
             }
-            next.sort_unstable();
-            out.extend(next.iter().map(|&n| (n, depth)));
             if next.is_empty() {
                 break;
             }
-            frontier = next;
+            next.sort_unstable();
+            out.extend(next.iter().map(|&n| (n, depth)));
+            std::mem::swap(&mut frontier, &mut next);
         }
         out
+    }
+
+    /// How many entities are reachable from `start` in 1..=`k` hops, without
+    /// listing them.
+    pub fn k_hop_count(&self, start: EntityId, allow: &dyn Fn(RelationId) -> bool, dir: Direction, k: usize) -> usize {
+        let mut seen = FxHashSet::default();
+        seen.insert(start);
+        let (mut frontier, mut next) = (vec![start], Vec::new());
+        let mut count = 0;
+        for _ in 1..=k {
+            next.clear();
+            for &e in &frontier {
+                self.for_each_neighbor(e, allow, dir, |n| {
+                    if seen.insert(n) {
+                        next.push(n);
+                    }
+                });
+            }
+            count += next.len();
+            if next.is_empty() {
+                break;
+            }
+            std::mem::swap(&mut frontier, &mut next);
+        }
+        count
     }
 
     /// A shortest path (fewest edges) from `a` to `b`, both ends included;
@@ -157,23 +221,37 @@ impl Relations {
         dir: Direction,
         max_hops: usize,
     ) -> Option<Vec<EntityId>> {
+        self.shortest_path_by(a, b, &|r| rel.is_none_or(|x| x == r), dir, max_hops)
+    }
+
+    /// [`Relations::shortest_path`] over the relations `allow` accepts;
+    /// breadth first, nothing allocated per edge.
+    pub fn shortest_path_by(
+        &self,
+        a: EntityId,
+        b: EntityId,
+        allow: &dyn Fn(RelationId) -> bool,
+        dir: Direction,
+        max_hops: usize,
+    ) -> Option<Vec<EntityId>> {
         if a == b {
             return Some(vec![a]);
         }
         let mut prev: FxHashMap<EntityId, EntityId> = FxHashMap::default();
-        let mut q = VecDeque::new();
-        q.push_back((a, 0usize));
         prev.insert(a, a);
-        while let Some((e, d)) = q.pop_front() {
-            if d >= max_hops {
-                continue;
-            }
-            for n in self.neighbors(e, rel, dir) {
-                if prev.contains_key(&n) {
-                    continue;
-                }
-                prev.insert(n, e);
-                if n == b {
+        let (mut frontier, mut next) = (vec![a], Vec::new());
+        for _ in 0..max_hops {
+            next.clear();
+            let mut found = false;
+            for &e in &frontier {
+                self.for_each_neighbor(e, allow, dir, |n| {
+                    if !found && !prev.contains_key(&n) {
+                        prev.insert(n, e);
+                        found = n == b;
+                        next.push(n);
+                    }
+                });
+                if found {
                     let mut path = vec![b];
                     let mut cur = b;
                     while cur != a {
@@ -183,8 +261,11 @@ impl Relations {
                     path.reverse();
                     return Some(path);
                 }
-                q.push_back((n, d + 1));
             }
+            if next.is_empty() {
+                return None;
+            }
+            std::mem::swap(&mut frontier, &mut next);
         }
         None
     }
@@ -217,6 +298,86 @@ mod tests {
         r.link(EdgeKey { rel: 1, from: e(1), to: e(5) }, &[9]);
         r.link(EdgeKey { rel: 0, from: e(5), to: e(4) }, &[]);
         r
+    }
+
+    /// Breadth-first distances by the plain definition, for comparison.
+    fn distances(edges: &[(u32, u32, u16)], start: u32, dir: Direction, rel: Option<u16>) -> FxHashMap<u32, usize> {
+        let mut d = FxHashMap::default();
+        d.insert(start, 0);
+        let mut frontier = vec![start];
+        let mut depth = 0;
+        while !frontier.is_empty() {
+            depth += 1;
+            let mut next = Vec::new();
+            for &x in &frontier {
+                for &(a, b, r) in edges {
+                    if rel.is_some_and(|q| q != r) {
+                        continue;
+                    }
+                    let mut reach = Vec::new();
+                    if a == x && matches!(dir, Direction::Out | Direction::Both) {
+                        reach.push(b);
+                    }
+                    if b == x && matches!(dir, Direction::In | Direction::Both) {
+                        reach.push(a);
+                    }
+                    for n in reach {
+                        if let std::collections::hash_map::Entry::Vacant(v) = d.entry(n) {
+                            v.insert(depth);
+                            next.push(n);
+                        }
+                    }
+                }
+            }
+            frontier = next;
+        }
+        d
+    }
+
+    proptest::proptest! {
+        /// k-hop lists, counts and shortest paths agree with plain BFS distances.
+        #[test]
+        fn traversals_match_breadth_first_distances(
+            edges in proptest::collection::vec((0u32..30, 0u32..30, 0u16..2), 0..80),
+            start in 0u32..30,
+            goal in 0u32..30,
+            k in 1usize..6,
+            dir in proptest::prop_oneof![proptest::strategy::Just(Direction::Out), proptest::strategy::Just(Direction::In), proptest::strategy::Just(Direction::Both)],
+            rel in proptest::option::of(0u16..2),
+        ) {
+            let mut r = Relations::default();
+            for &(a, b, rl) in &edges {
+                r.link(EdgeKey { rel: rl, from: e(a), to: e(b) }, &[]);
+            }
+            let d = distances(&edges, start, dir, rel);
+            let mut expect: Vec<(EntityId, usize)> =
+                d.iter().filter(|&(&n, &dist)| n != start && dist <= k).map(|(&n, &dist)| (e(n), dist)).collect();
+            expect.sort_by_key(|&(n, dist)| (dist, n));
+            proptest::prop_assert_eq!(r.k_hop(e(start), rel, dir, k), expect.clone());
+            let allow = |x: RelationId| rel.is_none_or(|q| q == x);
+            proptest::prop_assert_eq!(r.k_hop_count(e(start), &allow, dir, k), expect.len());
+            let path = r.shortest_path(e(start), e(goal), rel, dir, k);
+            match d.get(&goal).filter(|&&dist| dist <= k) {
+                Some(&dist) => {
+                    let p = path.unwrap();
+                    proptest::prop_assert_eq!(p.len(), dist + 1);
+                    proptest::prop_assert_eq!(p[0], e(start));
+                    proptest::prop_assert_eq!(p[dist], e(goal));
+                    for w in p.windows(2) {
+                        let linked = |a: EntityId, b: EntityId| {
+                            edges.iter().any(|&(x, y, rl)| e(x) == a && e(y) == b && allow(rl))
+                        };
+                        let ok = match dir {
+                            Direction::Out => linked(w[0], w[1]),
+                            Direction::In => linked(w[1], w[0]),
+                            Direction::Both => linked(w[0], w[1]) || linked(w[1], w[0]),
+                        };
+                        proptest::prop_assert!(ok, "{:?} is not an edge", w);
+                    }
+                }
+                None => proptest::prop_assert!(path.is_none()),
+            }
+        }
     }
 
     #[test]

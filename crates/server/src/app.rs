@@ -53,6 +53,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/entities/{id}", Access::Write),
     ("POST", "/v1/transactions", Access::Write),
     ("POST", "/v1/query", Access::Read),
+    ("POST", "/v1/graph/path", Access::Read),
     ("GET", "/v1/admin/users", Access::Admin),
     ("POST", "/v1/admin/users", Access::Admin),
     ("POST", "/v1/admin/users/{name}/password", Access::Authenticated),
@@ -140,6 +141,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/v1/transactions", post(handlers::transaction))
         .route("/v1/query", post(handlers::query))
+        .route("/v1/graph/path", post(handlers::graph_path))
         .route("/v1/admin/users", get(handlers::list_users).post(handlers::create_user))
         .route("/v1/admin/users/{name}/password", post(handlers::change_password))
         .route("/v1/admin/sessions", get(handlers::list_sessions))

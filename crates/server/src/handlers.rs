@@ -418,6 +418,71 @@ pub async fn transaction(
     .await
 }
 
+/// `POST /v1/graph/path` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRequest {
+    from: J,
+    to: J,
+    relation: Option<String>,
+    #[serde(default = "default_direction")]
+    direction: ecsdb::Direction,
+    #[serde(default = "default_max_hops")]
+    max_hops: usize,
+}
+
+fn default_direction() -> ecsdb::Direction {
+    ecsdb::Direction::Out
+}
+
+fn default_max_hops() -> usize {
+    6
+}
+
+/// Most hops a path request may search.
+const MAX_PATH_HOPS: usize = 64;
+
+/// A shortest path (fewest edges) between two entities over user relations.
+pub async fn graph_path(State(st): State<Shared>, Body(b): Body<PathRequest>) -> ApiResult<Json<J>> {
+    if b.max_hops == 0 || b.max_hops > MAX_PATH_HOPS {
+        return Err(ApiError::bad_request(format!("max_hops must be between 1 and {MAX_PATH_HOPS}")));
+    }
+    blocking(&st, move |st| {
+        let timeout = std::time::Duration::from_millis(st.config.server.query_timeout_ms);
+        let r = st.db.read_within(timeout)?;
+        let end = |v: &J, what: &str| {
+            ecsdb::core::world::id_from_json(v)
+                .ok_or_else(|| ApiError::bad_request(format!("`{what}` must be an entity id")))
+                .and_then(|id| guard::visible(&r, id).map(|()| id))
+        };
+        let (from, to) = (end(&b.from, "from")?, end(&b.to, "to")?);
+        let schema = r.schema().clone();
+        let only = match &b.relation {
+            Some(name) => {
+                guard::user_name(name)?;
+                Some(
+                    schema
+                        .relation_id(name)
+                        .ok_or_else(|| ApiError::bad_request(format!("unknown relation `{name}`")))?,
+                )
+            }
+            None => None,
+        };
+        // Any user relation when none is named; system relations never.
+        let allow = |rel: ecsdb::core::schema::RelationId| match only {
+            Some(x) => x == rel,
+            None => !guard::is_system_name(&schema.relation(rel).name),
+        };
+        let path = r
+            .relations()
+            .shortest_path_by(from, to, &allow, b.direction, b.max_hops)
+            .ok_or_else(|| ApiError::not_found(format!("no path from {from} to {to} within {} hops", b.max_hops)))?;
+        let hops = path.len() - 1;
+        Ok(Json(json!({"path": path.into_iter().map(ecsdb::core::world::id_json).collect::<Vec<_>>(), "hops": hops})))
+    })
+    .await
+}
+
 pub async fn query(State(st): State<Shared>, Body(q): Body<Query>) -> ApiResult<Json<J>> {
     let timeout = std::time::Duration::from_millis(st.config.server.query_timeout_ms);
     let st2 = st.clone();
