@@ -302,7 +302,7 @@ fn bench_read_iter(c: &mut Criterion) {
     g.bench_function("hecs", |b| {
         b.iter(|| {
             let mut acc = 0.0f32;
-            for (p, v) in hw.query::<(&Position, &Velocity)>().iter() {
+            for (p, v) in &mut hw.query::<(&Position, &Velocity)>() {
                 acc += p.0[0] * v.0[0] + p.0[1] * v.0[1] + p.0[2] * v.0[2];
             }
             std::hint::black_box(acc)

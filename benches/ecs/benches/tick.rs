@@ -69,7 +69,7 @@ fn movement(p: &mut Position, v: &Velocity) {
 /// Health of one entity (`key` picks the damaged 1 %, varying per tick).
 #[inline]
 fn health(h: &mut Health, key: u64, tick: u64) {
-    if (key.wrapping_mul(2_654_435_761).wrapping_add(tick)) % 100 == 0 {
+    if key.wrapping_mul(2_654_435_761).wrapping_add(tick).is_multiple_of(100) {
         h.hp = h.hp.saturating_sub(10);
     } else if h.hp < h.max {
         h.hp += 1;
