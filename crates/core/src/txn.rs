@@ -28,7 +28,8 @@ enum Undo {
     Spawn(EntityId),
     Despawn(EntityId, Box<Removed>),
     Add(EntityId, TableId),
-    Remove(EntityId, TableId, Vec<u8>),
+    /// A removed component: its row is `undo_bytes[start..start + len]`.
+    Remove(EntityId, TableId, usize, usize),
     Set(EntityId, TableId, usize, Vec<u8>),
     Link(EdgeKey, Option<Box<[u8]>>),
     Unlink(EdgeKey, Box<[u8]>),
@@ -146,6 +147,8 @@ pub(crate) struct TxnState {
     pub(crate) pending_marks: Vec<EntityId>,
     /// Row ranges of in-place writes whose marks the commit sets.
     pending_ranges: Vec<(ArchetypeId, usize, usize)>,
+    /// Rows of removed components, back to back (see `Undo::Remove`).
+    undo_bytes: Vec<u8>,
     /// (element type, field) pairs already checked by typed chunk writes.
     checked: Vec<(std::any::TypeId, FieldRef)>,
     /// Column images, back to back (one allocation for all of them).
@@ -201,6 +204,7 @@ impl World {
             check_touched: self.check_touched,
             images: std::mem::take(&mut self.spare_images),
             checked: Vec::new(),
+            undo_bytes: Vec::new(),
             pending_marks: Vec::new(),
             pending_ranges: Vec::new(),
             start_bytes: None,
@@ -224,7 +228,9 @@ impl World {
 
     fn st(&mut self) -> Result<&mut TxnState> {
         let limit = self.max_commit_bytes;
-        let st = self.txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        let Some(st) = self.txn.as_deref_mut() else {
+            return Err(Error::NoTransaction);
+        };
         // Refuse further operations once the change set is over the limit;
         // the commit will be refused as well.
         let bytes = st.cs.byte_len();
@@ -401,7 +407,9 @@ impl World {
         self.note_growth();
         self.add_components(id, rows)?;
         let World { txn, fk_slots, .. } = self;
-        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        let Some(st) = txn.as_deref_mut() else {
+            return Err(Error::NoTransaction);
+        };
         for &(t, row) in rows {
             if undo {
                 st.undo.push(Undo::Add(id, t));
@@ -487,7 +495,9 @@ impl World {
     /// Record a batch in the transaction (change set, checks, undo).
     fn end_batch(&mut self, tables: &[TableId], ids: &[EntityId], columns: &[SpawnColumn<'_>]) -> Result<()> {
         let World { txn, fk_slots, .. } = self;
-        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        let Some(st) = txn.as_deref_mut() else {
+            return Err(Error::NoTransaction);
+        };
         st.cs.push_spawn_many(tables, ids, columns);
         for &t in tables {
             for &slot in &fk_slots[t as usize] {
@@ -566,10 +576,15 @@ impl World {
             return Err(Error::ComponentMissing { entity: id, table: self.table_name(t) });
         }
         self.flush_for(id)?;
-        let old = self.remove_component(id, t)?;
+        let mut arena = std::mem::take(&mut self.st()?.undo_bytes);
+        let start = arena.len();
+        let r = self.remove_component_into(id, t, &mut arena);
+        let len = arena.len() - start;
+        self.st()?.undo_bytes = arena;
+        r?;
         let is_target = self.fk_targets.binary_search(&t).is_ok();
         let st = self.st()?;
-        st.undo.push(Undo::Remove(id, t, old));
+        st.undo.push(Undo::Remove(id, t, start, len));
         if is_target {
             st.removed_targets.push((id, t));
         }
@@ -724,7 +739,9 @@ impl World {
         elements: &[(std::sync::Arc<crate::component::Binding>, bool)],
     ) -> Result<()> {
         let World { archetypes, txn, .. } = self;
-        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        let Some(st) = txn.as_deref_mut() else {
+            return Err(Error::NoTransaction);
+        };
         let arch = &mut archetypes[a];
         for (b, write) in elements {
             if !write {
@@ -747,7 +764,9 @@ impl World {
         F: FnMut(&mut ChunkMut<'_>) -> Result<()>,
     {
         let World { archetypes, txn, schema, fk_slots, .. } = self;
-        let st = txn.as_deref_mut().ok_or(Error::NoTransaction)?;
+        let Some(st) = txn.as_deref_mut() else {
+            return Err(Error::NoTransaction);
+        };
         for arch in archetypes.iter_mut() {
             if arch.is_empty() || !arch.has_all(tables) {
                 continue;
@@ -784,7 +803,9 @@ impl World {
     /// Finish a prepared commit: assign its sequence number and end the
     /// transaction. Empty transactions take no sequence number.
     pub fn finish_commit(&mut self) -> Result<Commit> {
-        let mut st = self.txn.take().ok_or(Error::NoTransaction)?;
+        let Some(mut st) = self.txn.take() else {
+            return Err(Error::NoTransaction);
+        };
         self.keep_images(&mut st.images);
         if !st.cs.is_empty() {
             self.seq += 1;
@@ -927,7 +948,10 @@ impl World {
                 Undo::Spawn(id) => self.unspawn(id),
                 Undo::Despawn(id, removed) => self.undespawn(id, *removed),
                 Undo::Add(id, t) => self.remove_component(id, t).map(|_| ()),
-                Undo::Remove(id, t, row) => self.add_component(id, t, &row),
+                Undo::Remove(id, t, start, len) => {
+                    let row = st.undo_bytes.get(start..start + len).unwrap_or_default().to_vec();
+                    self.add_component(id, t, &row)
+                }
                 Undo::Set(id, t, slot, old) => self.set_field(id, t, slot, &old).map(|_| ()),
                 Undo::Link(k, Some(p)) => self.link(k, &p).map(|_| ()),
                 Undo::Link(k, None) => self.unlink(&k).map(|_| ()),

@@ -290,7 +290,11 @@ impl World {
     }
 
     pub(crate) fn location(&self, id: EntityId) -> Result<(ArchetypeId, usize)> {
-        self.entities.slot(id).map(|s| (s.archetype, s.row as usize)).ok_or(Error::NoSuchEntity(id))
+        // Not `ok_or`: an eagerly built error is dropped on every success.
+        match self.entities.slot(id) {
+            Some(s) => Ok((s.archetype, s.row as usize)),
+            None => Err(Error::NoSuchEntity(id)),
+        }
     }
 
     pub(crate) fn table_name(&self, t: TableId) -> String {
@@ -416,10 +420,18 @@ impl World {
     }
 
     pub(crate) fn encode_row(&self, a: ArchetypeId, row: usize, t: TableId) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.layouts[t as usize].fixed_size);
+        self.encode_row_into(a, row, t, &mut out).then_some(out)
+    }
+
+    /// Append component `t`'s encoded row at (`a`, `row`) to `out`; `false`
+    /// (nothing appended) when the archetype lacks `t`.
+    pub(crate) fn encode_row_into(&self, a: ArchetypeId, row: usize, t: TableId, out: &mut Vec<u8>) -> bool {
         let arch = &self.archetypes[a as usize];
-        let cols = arch.table_columns(t)?;
+        let Some(cols) = arch.table_columns(t) else {
+            return false;
+        };
         let layout = &self.layouts[t as usize];
-        let mut out = Vec::with_capacity(layout.fixed_size);
         for (slot, c) in cols.clone().enumerate() {
             if layout.slots[slot].fixed.is_some() {
                 out.extend_from_slice(arch.columns[c].get(row));
@@ -432,7 +444,7 @@ impl World {
                 out.extend_from_slice(b);
             }
         }
-        Some(out)
+        true
     }
 
     /// Value of a declared field (by index into the table's `fields`); the
@@ -604,7 +616,10 @@ impl World {
     pub(crate) fn add_components(&mut self, id: EntityId, rows: &[(TableId, &[u8])]) -> Result<()> {
         let (a, r) = self.location(id)?;
         let mut to = a;
-        let mut all_parts = Vec::with_capacity(rows.len());
+        // Rows of all-fixed tables are sliced by offset: their parts are
+        // only kept (and allocated) when some table has var fields.
+        let any_var = rows.iter().any(|&(t, _)| self.layouts.get(t as usize).is_some_and(|l| l.var_count > 0));
+        let mut all_parts = Vec::new();
         for (i, &(t, row)) in rows.iter().enumerate() {
             if self.archetypes[to as usize].has(t) {
                 let dup = rows[..i].iter().any(|&(x, _)| x == t);
@@ -618,12 +633,17 @@ impl World {
                     Error::ComponentExists { entity: id, table: self.table_name(t) }
                 });
             }
-            all_parts.push(self.check_row(t, row)?);
+            let parts = self.check_row(t, row)?;
+            if any_var {
+                all_parts.push(parts);
+            }
             to = self.archetype_with(to, t);
         }
         let new_row = self.move_entity(id, a, r, to);
         let arch = &mut self.archetypes[to as usize];
-        for (&(t, row), parts) in rows.iter().zip(&all_parts) {
+        let parts_of = |i: usize| all_parts.get(i).map_or(&[][..], Vec::as_slice);
+        for (i, &(t, row)) in rows.iter().enumerate() {
+            let parts = parts_of(i);
             let layout = &self.layouts[t as usize];
             if let Some(cols) = arch.table_columns(t) {
                 for (slot, c) in cols.enumerate() {
@@ -632,8 +652,11 @@ impl World {
             }
         }
         debug_assert!(arch.columns.iter().all(|c| c.len() == new_row + 1));
-        for (&(t, row), parts) in rows.iter().zip(&all_parts) {
-            self.fk_adjust_row(t, row, parts, 1);
+        for (i, &(t, row)) in rows.iter().enumerate() {
+            if !self.fk_slots[t as usize].is_empty() {
+                let parts = all_parts.get(i).map_or(&[][..], Vec::as_slice);
+                self.fk_adjust_row(t, row, parts, 1);
+            }
         }
         self.mark_changed(id);
         Ok(())
@@ -641,19 +664,29 @@ impl World {
 
     /// Remove component `t`; returns its encoded row.
     pub(crate) fn remove_component(&mut self, id: EntityId, t: TableId) -> Result<Vec<u8>> {
+        let mut old = Vec::with_capacity(self.layouts[t as usize].fixed_size);
+        self.remove_component_into(id, t, &mut old)?;
+        Ok(old)
+    }
+
+    /// Remove component `t`, appending its encoded row to `out` (an undo
+    /// arena: no allocation per removal).
+    pub(crate) fn remove_component_into(&mut self, id: EntityId, t: TableId, out: &mut Vec<u8>) -> Result<()> {
         let (a, r) = self.location(id)?;
-        let old = self
-            .encode_row(a, r, t)
-            .ok_or_else(|| Error::ComponentMissing { entity: id, table: self.table_name(t) })?;
+        let start = out.len();
+        if !self.encode_row_into(a, r, t, out) {
+            return Err(Error::ComponentMissing { entity: id, table: self.table_name(t) });
+        }
         let to = self.archetype_without(a, t);
         self.move_entity(id, a, r, to);
         self.mark_changed(id);
         if !self.fk_slots[t as usize].is_empty() {
+            let old = &out[start..];
             let layout = &self.layouts[t as usize];
-            let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(&old).unwrap_or_default() };
-            self.fk_adjust_row(t, &old, &parts, -1);
+            let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(old).unwrap_or_default() };
+            self.fk_adjust_row(t, old, &parts, -1);
         }
-        Ok(old)
+        Ok(())
     }
 
     /// Overwrite one stored field; returns the old bytes.
