@@ -141,17 +141,26 @@ impl World {
                 rows += a.len();
             }
         }
+        if let Some((_, ids)) = &scan.indexed {
+            rows = ids.len();
+        }
         let tables: Vec<&str> = scan.with.iter().map(|&t| self.schema().table(t).name.as_str()).collect();
+        let used = scan.indexed.as_ref().map(|(i, ids)| (*i, ids.len()));
         let filters: Vec<serde_json::Value> = q
             .filters
             .iter()
-            .map(|f| serde_json::json!({"field": f.field, "op": f.op_name(), "access": "scan"}))
+            .enumerate()
+            .map(|(i, f)| {
+                let access = if used.is_some_and(|(u, _)| u == i) { "index" } else { "check" };
+                serde_json::json!({"field": f.field, "op": f.op_name(), "access": access})
+            })
             .collect();
+        let indexes: Vec<&str> = used.map(|(i, _)| q.filters[i].field.as_str()).into_iter().collect();
         let order =
             q.order_by.as_ref().map(|o| serde_json::json!({"field": o.field, "desc": o.desc, "access": "sort"}));
         Ok(serde_json::json!({
-            "access": "scan",
-            "indexes": [],
+            "access": if scan.indexed.is_some() { "index" } else { "scan" },
+            "indexes": indexes,
             "tables": tables,
             "filters": filters,
             "order_by": order,
@@ -258,81 +267,74 @@ impl World {
         let mut visited = 0usize;
         let mut index: FxHashMap<String, usize> = FxHashMap::default();
         let mut groups: Vec<Group> = Vec::new();
-        for arch in self.archetypes() {
-            if !scan.archetype_matches(arch) {
-                continue;
+        scan.visit(self, &mut |id| {
+            visited += 1;
+            if visited.is_multiple_of(1024)
+                && let Some(d) = budget.deadline
+                && std::time::Instant::now() >= d
+            {
+                return Err(Error::QueryTimeout { ms: started.elapsed().as_millis() as u64 });
             }
-            for &id in &arch.entities {
-                visited += 1;
-                if visited.is_multiple_of(1024)
-                    && let Some(d) = budget.deadline
-                    && std::time::Instant::now() >= d
-                {
-                    return Err(Error::QueryTimeout { ms: started.elapsed().as_millis() as u64 });
+            let kv: Vec<Value> = keys.iter().map(|&(t, fi)| self.field_value(id, t, fi)).collect::<Result<_>>()?;
+            let key = format!("{kv:?}");
+            let gi = if let Some(&i) = index.get(&key) {
+                i
+            } else {
+                if groups.len() >= MAX_GROUPS {
+                    return Err(Error::QueryLimit(format!(
+                        "more than {MAX_GROUPS} groups; group by fewer distinct values or filter first"
+                    )));
                 }
-                if !scan.entity_matches(self, id)? {
-                    continue;
-                }
-                let kv: Vec<Value> = keys.iter().map(|&(t, fi)| self.field_value(id, t, fi)).collect::<Result<_>>()?;
-                let key = format!("{kv:?}");
-                let gi = if let Some(&i) = index.get(&key) {
-                    i
-                } else {
-                    if groups.len() >= MAX_GROUPS {
-                        return Err(Error::QueryLimit(format!(
-                            "more than {MAX_GROUPS} groups; group by fewer distinct values or filter first"
-                        )));
-                    }
-                    index.insert(key, groups.len());
-                    let accs = aggs
-                        .iter()
-                        .map(|a| match a.op {
-                            AggOp::Count => Acc::Count(0),
-                            AggOp::Sum | AggOp::Avg if a.float => Acc::FloatSum(0.0, 0),
-                            AggOp::Sum | AggOp::Avg => Acc::IntSum(0, 0),
-                            AggOp::Min | AggOp::Max => Acc::Extreme(None),
-                        })
-                        .collect();
-                    groups.push(Group { keys: kv, accs });
-                    groups.len() - 1
+                index.insert(key, groups.len());
+                let accs = aggs
+                    .iter()
+                    .map(|a| match a.op {
+                        AggOp::Count => Acc::Count(0),
+                        AggOp::Sum | AggOp::Avg if a.float => Acc::FloatSum(0.0, 0),
+                        AggOp::Sum | AggOp::Avg => Acc::IntSum(0, 0),
+                        AggOp::Min | AggOp::Max => Acc::Extreme(None),
+                    })
+                    .collect();
+                groups.push(Group { keys: kv, accs });
+                groups.len() - 1
+            };
+            for (a, acc) in aggs.iter().zip(groups[gi].accs.iter_mut()) {
+                let v = match a.field {
+                    Some((t, fi)) => Some(self.field_value(id, t, fi)?),
+                    None => None,
                 };
-                for (a, acc) in aggs.iter().zip(groups[gi].accs.iter_mut()) {
-                    let v = match a.field {
-                        Some((t, fi)) => Some(self.field_value(id, t, fi)?),
-                        None => None,
-                    };
-                    match (acc, v) {
-                        (Acc::Count(n), _) => *n += 1,
-                        (Acc::IntSum(s, n), Some(Value::U64(x))) => {
-                            *s += i128::from(x);
-                            *n += 1;
-                        }
-                        (Acc::IntSum(s, n), Some(Value::I64(x))) => {
-                            *s += i128::from(x);
-                            *n += 1;
-                        }
-                        (Acc::FloatSum(s, n), Some(Value::F32(x))) => {
-                            *s += f64::from(x);
-                            *n += 1;
-                        }
-                        (Acc::FloatSum(s, n), Some(Value::F64(x))) => {
-                            *s += x;
-                            *n += 1;
-                        }
-                        (Acc::Extreme(cur), Some(v)) => {
-                            let better = cur.as_ref().is_none_or(|c| {
-                                let o = cmp_values(&v, c);
-                                if a.op == AggOp::Min { o == Ordering::Less } else { o == Ordering::Greater }
-                            });
-                            if better {
-                                *cur = Some(v);
-                            }
-                        }
-                        _ => {}
+                match (acc, v) {
+                    (Acc::Count(n), _) => *n += 1,
+                    (Acc::IntSum(s, n), Some(Value::U64(x))) => {
+                        *s += i128::from(x);
+                        *n += 1;
                     }
+                    (Acc::IntSum(s, n), Some(Value::I64(x))) => {
+                        *s += i128::from(x);
+                        *n += 1;
+                    }
+                    (Acc::FloatSum(s, n), Some(Value::F32(x))) => {
+                        *s += f64::from(x);
+                        *n += 1;
+                    }
+                    (Acc::FloatSum(s, n), Some(Value::F64(x))) => {
+                        *s += x;
+                        *n += 1;
+                    }
+                    (Acc::Extreme(cur), Some(v)) => {
+                        let better = cur.as_ref().is_none_or(|c| {
+                            let o = cmp_values(&v, c);
+                            if a.op == AggOp::Min { o == Ordering::Less } else { o == Ordering::Greater }
+                        });
+                        if better {
+                            *cur = Some(v);
+                        }
+                    }
+                    _ => {}
                 }
             }
-        }
+            Ok(true)
+        })?;
         let key_cmp = |a: &Group, b: &Group| {
             a.keys
                 .iter()

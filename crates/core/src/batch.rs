@@ -171,6 +171,11 @@ impl World {
                 }
             }
         }
+        if self.archetypes[a as usize].tables.iter().any(|&t| self.table_indexed(t)) {
+            for &id in ids {
+                self.index_entity(id, true);
+            }
+        }
     }
 
     /// Replay a `SpawnMany` already checked by [`World::check_batch`] (which

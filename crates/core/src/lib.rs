@@ -21,6 +21,7 @@ pub mod describe;
 pub mod entities;
 pub mod error;
 pub mod id;
+pub mod index;
 pub mod io;
 pub mod layout;
 pub mod load;

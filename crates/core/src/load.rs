@@ -110,6 +110,10 @@ impl World {
                 ColumnBytes::Var(v) => v.iter().for_each(|b| c.push(b)),
             }
         }
+        // Index entries of the loaded rows.
+        for &id in ids {
+            self.index_entity(id, true);
+        }
         // Foreign-key reference counts.
         for &(t, slot) in &slot_of {
             if self.fk_slots[t as usize].contains(&slot) {

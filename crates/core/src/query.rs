@@ -199,9 +199,37 @@ pub(crate) struct Scan {
     pub(crate) without: Vec<TableId>,
     pub(crate) filters: Vec<CompiledFilter>,
     pub(crate) allowed: Option<FxHashSet<EntityId>>,
+    /// The filter answered by an index (its position) and its candidates.
+    pub(crate) indexed: Option<(usize, Vec<EntityId>)>,
 }
 
 impl Scan {
+    /// Call `f` on every matching entity until it returns `false`: through
+    /// the index a filter can use (its candidates, every condition still
+    /// checked), else archetype by archetype.
+    pub(crate) fn visit(&self, w: &World, f: &mut dyn FnMut(EntityId) -> Result<bool>) -> Result<()> {
+        if let Some((_, ids)) = &self.indexed {
+            for &id in ids {
+                let Ok((a, _)) = w.location(id) else { continue };
+                if self.archetype_matches(&w.archetypes()[a as usize]) && self.entity_matches(w, id)? && !f(id)? {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        for arch in w.archetypes() {
+            if !self.archetype_matches(arch) {
+                continue;
+            }
+            for &id in &arch.entities {
+                if self.entity_matches(w, id)? && !f(id)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether archetype `arch` can hold matches.
     pub(crate) fn archetype_matches(&self, arch: &crate::archetype::Archetype) -> bool {
         !arch.is_empty() && arch.has_all(&self.with) && !self.without.iter().any(|&t| arch.has(t))
@@ -364,7 +392,20 @@ impl World {
         };
         with.sort_unstable();
         with.dedup();
-        Ok(Scan { with, without, filters, allowed })
+        // The first filter an index answers picks the candidates — unless
+        // the open transaction has column images (in-place writes the
+        // indexes see only at the next diff): then the scan reads the columns.
+        let live_images = self.txn.as_ref().is_some_and(|s| s.has_captures());
+        let indexed = if live_images {
+            None
+        } else {
+            filters.iter().enumerate().find_map(|(i, f)| {
+                let slot = self.schema().table(f.table).fields[f.field].slot()?;
+                let ix = self.index_on(f.table, slot)?;
+                self.indexes[ix].lookup(f.op, &f.values).map(|ids| (i, ids))
+            })
+        };
+        Ok(Scan { with, without, filters, allowed, indexed })
     }
 
     /// A plain (row) query checked and resolved: its scan (tables required
@@ -428,7 +469,7 @@ impl World {
             }
             Ok(())
         };
-        let (Scan { with, without, filters, allowed }, order, select) = self.prepare_plain(q)?;
+        let (Scan { with, without, filters, allowed, indexed }, order, select) = self.prepare_plain(q)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -452,30 +493,20 @@ impl World {
         if !q.group_by.is_empty() || !q.aggregates.is_empty() || q.explain {
             return Err(Error::Query("group_by, aggregates and explain run through query_json".into()));
         }
-        let scan = Scan { with, without, filters, allowed };
-        'arch: for arch in self.archetypes() {
-            if !scan.archetype_matches(arch) {
-                continue;
+        let scan = Scan { with, without, filters, allowed, indexed };
+        scan.visit(self, &mut |id| {
+            check_time()?;
+            if let Some((t, fi, _)) = order {
+                keyed.push((self.field_value(id, t, fi)?, id));
+                return Ok(true);
             }
-            for &id in &arch.entities {
-                check_time()?;
-                if !scan.entity_matches(self, id)? {
-                    continue;
-                }
-                if let Some((t, fi, _)) = order {
-                    keyed.push((self.field_value(id, t, fi)?, id));
-                    continue;
-                }
-                if skipped < q.offset {
-                    skipped += 1;
-                    continue;
-                }
-                out.push(materialize(id, &mut bytes)?);
-                if out.len() >= limit {
-                    break 'arch;
-                }
+            if skipped < q.offset {
+                skipped += 1;
+                return Ok(true);
             }
-        }
+            out.push(materialize(id, &mut bytes)?);
+            Ok(out.len() < limit)
+        })?;
         if let Some((_, _, desc)) = order {
             keyed.sort_by(|a, b| {
                 let o = cmp_values(&a.0, &b.0);

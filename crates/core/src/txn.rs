@@ -58,6 +58,10 @@ fn id_runs(ids: &[EntityId]) -> Vec<(u64, u32)> {
     runs
 }
 
+/// An indexed value an in-place write changed: (table, slot, entity, old
+/// bytes, new bytes).
+type IndexMove = (TableId, usize, EntityId, Vec<u8>, Vec<u8>);
+
 /// Largest image buffer kept between transactions.
 const MAX_SPARE_IMAGE_BYTES: usize = 64 << 20;
 
@@ -161,6 +165,11 @@ pub(crate) struct TxnState {
 }
 
 impl TxnState {
+    /// Whether any column image is live (see `World::flush_captures`).
+    pub(crate) fn has_captures(&self) -> bool {
+        !self.captures.is_empty()
+    }
+
     /// Take column `c`'s image (once per transaction and column) so in-place
     /// writes to it are logged at commit and undone by rollback.
     fn capture(&mut self, arch: &mut Archetype, c: usize, table: TableId, slot: usize) {
@@ -283,7 +292,10 @@ impl World {
         if !committing {
             self.validate_captures()?;
         }
-        let World { txn, archetypes, .. } = self;
+        let World { txn, archetypes, index_of, .. } = self;
+        // (table, slot, entity, old bytes, new bytes) of indexed values the
+        // diff found changed, applied to the indexes once the borrows end.
+        let mut index_moves: Vec<IndexMove> = Vec::new();
         let Some(st) = txn.as_deref_mut() else {
             return Ok(());
         };
@@ -308,6 +320,20 @@ impl World {
                     }
                 }
             }
+            if !ranges.is_empty() && index_of.get(t as usize).and_then(|s| s.get(slot)).copied().flatten().is_some() {
+                for &(a, b) in &ranges {
+                    for row in a..b {
+                        let id = archetype.entities[row];
+                        index_moves.push((
+                            t,
+                            slot,
+                            id,
+                            image[row * size..(row + 1) * size].to_vec(),
+                            now[row * size..(row + 1) * size].to_vec(),
+                        ));
+                    }
+                }
+            }
             if !ranges.is_empty() {
                 st.cs.push_set_run_ranges(t, slot as u16, size, &archetype.entities, &ranges, now);
                 // Marks wait for the commit: by range when committing (no
@@ -329,6 +355,10 @@ impl World {
         }
         if !committing {
             st.images.clear();
+        }
+        for (t, slot, id, old, new) in index_moves {
+            self.index_entry(t, slot, id, &old, false);
+            self.index_entry(t, slot, id, &new, true);
         }
         Ok(())
     }
@@ -604,6 +634,12 @@ impl World {
         {
             self.note_growth();
         }
+        // A live column image means the indexes lag that column's in-place
+        // writes until the diff: bring them up to date before a write that
+        // maintains the index from the stored value.
+        if self.table_indexed(f.table) && self.txn.as_ref().is_some_and(|s| !s.captures.is_empty()) {
+            self.flush_captures(false)?;
+        }
         let old = self.set_field(id, f.table, f.slot, bytes)?;
         if old.as_slice() == bytes {
             // Writing the value already stored changes nothing: no undo, no
@@ -824,6 +860,37 @@ impl World {
         Ok(Commit { seq: self.seq, changes: st.cs })
     }
 
+    /// Before a column image is restored: move the index entries of every
+    /// row whose value the image changes back (the diff at commit may have
+    /// moved them forward already).
+    fn unindex_image(&mut self, arch: ArchetypeId, col: usize, rows: usize, image: &[u8]) {
+        let a = &self.archetypes[arch as usize];
+        // Which (table, slot) the column holds.
+        let Some((t, slot)) =
+            a.tables.iter().find_map(|&t| a.table_columns(t).filter(|r| r.contains(&col)).map(|r| (t, col - r.start)))
+        else {
+            return;
+        };
+        if self.index_on(t, slot).is_none() {
+            return;
+        }
+        let Column::Fixed(c) = &a.columns[col] else {
+            return;
+        };
+        let size = c.elem_size();
+        let now = c.bytes();
+        let moves: Vec<(EntityId, Vec<u8>, Vec<u8>)> = (0..rows.min(a.len()))
+            .filter_map(|row| {
+                let (old, cur) = (image.get(row * size..(row + 1) * size)?, now.get(row * size..(row + 1) * size)?);
+                (old != cur).then(|| (a.entities[row], cur.to_vec(), old.to_vec()))
+            })
+            .collect();
+        for (id, cur, old) in moves {
+            self.index_entry(t, slot, id, &cur, false);
+            self.index_entry(t, slot, id, &old, true);
+        }
+    }
+
     /// Keep a transaction's image buffer for the next one: a system that
     /// writes the same columns every tick then copies into memory that is
     /// already mapped instead of faulting in fresh pages each time.
@@ -958,6 +1025,7 @@ impl World {
                 Undo::Unlink(k, p) => self.link(k, &p).map(|_| ()),
                 Undo::ColumnImage { arch, col, rows, start } => {
                     self.archetypes[arch as usize].captured[col] = false;
+                    self.unindex_image(arch, col, rows, &st.images[start..]);
                     if let Column::Fixed(c) = &mut self.archetypes[arch as usize].columns[col] {
                         let n = rows * c.elem_size();
                         c.bytes_mut()[..n].copy_from_slice(&st.images[start..start + n]);

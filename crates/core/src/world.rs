@@ -80,6 +80,12 @@ pub struct World {
     /// Changes are tracked per entity from this sequence number on (the
     /// state this process started from); older changes are unknown.
     pub(crate) changes_known_from: u64,
+    /// Secondary indexes, one per indexed stored field.
+    pub(crate) indexes: Vec<crate::index::FieldIndex>,
+    /// Per table, per stored slot: its index in `indexes`.
+    pub(crate) index_of: Vec<Vec<Option<usize>>>,
+    /// Per table: whether any of its fields is indexed.
+    pub(crate) indexed_tables: Vec<bool>,
     /// Set while a rollback replays undo entries: they restore, they do
     /// not change, so they leave change marks alone.
     pub(crate) undoing: bool,
@@ -115,6 +121,28 @@ impl World {
             .collect();
         fk_targets.sort_unstable();
         fk_targets.dedup();
+        let mut indexes = Vec::new();
+        let index_of: Vec<Vec<Option<usize>>> = schema
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(ti, t)| {
+                (0..t.stored_len())
+                    .map(|s| {
+                        let f = t.stored_field(s);
+                        (f.indexed && crate::index::indexable(&f.ty)).then(|| {
+                            indexes.push(crate::index::FieldIndex {
+                                table: ti as TableId,
+                                slot: s,
+                                entries: std::collections::BTreeSet::new(),
+                            });
+                            indexes.len() - 1
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let indexed_tables: Vec<bool> = index_of.iter().map(|s| s.iter().any(Option::is_some)).collect();
         let check_touched = schema.tables.iter().any(|t| t.parent.is_some())
             || schema.relations.iter().any(|r| r.from.is_some() || r.to.is_some());
         let mut w = World {
@@ -138,6 +166,9 @@ impl World {
             changes_known_from: 0,
             spare_images: Vec::new(),
             undoing: false,
+            indexes,
+            indexed_tables,
+            index_of,
             bindings: std::sync::Mutex::new(FxHashMap::default()),
         };
         w.archetype_for(Vec::new());
@@ -653,9 +684,10 @@ impl World {
         }
         debug_assert!(arch.columns.iter().all(|c| c.len() == new_row + 1));
         for (i, &(t, row)) in rows.iter().enumerate() {
-            if !self.fk_slots[t as usize].is_empty() {
+            if !self.fk_slots[t as usize].is_empty() || self.table_indexed(t) {
                 let parts = all_parts.get(i).map_or(&[][..], Vec::as_slice);
                 self.fk_adjust_row(t, row, parts, 1);
+                self.index_row(t, id, row, parts, true);
             }
         }
         self.mark_changed(id);
@@ -680,11 +712,12 @@ impl World {
         let to = self.archetype_without(a, t);
         self.move_entity(id, a, r, to);
         self.mark_changed(id);
-        if !self.fk_slots[t as usize].is_empty() {
+        if !self.fk_slots[t as usize].is_empty() || self.table_indexed(t) {
             let old = &out[start..];
             let layout = &self.layouts[t as usize];
             let parts = if layout.var_count == 0 { Vec::new() } else { layout.split(old).unwrap_or_default() };
             self.fk_adjust_row(t, old, &parts, -1);
+            self.index_row(t, id, old, &parts, false);
         }
         Ok(())
     }
@@ -708,6 +741,8 @@ impl World {
         arch.columns[c].set(r, bytes);
         if old != bytes {
             self.mark_changed(id);
+            self.index_entry(t, slot, id, &old, false);
+            self.index_entry(t, slot, id, bytes, true);
         }
         self.fk_adjust(t, slot, &old, -1);
         self.fk_adjust(t, slot, bytes, 1);
@@ -752,6 +787,7 @@ impl World {
     /// Undo an entity created in a rolled-back transaction, with whatever
     /// components it still holds (a bundle spawn logs no per-component undo).
     pub(crate) fn unspawn(&mut self, id: EntityId) -> Result<()> {
+        self.index_entity(id, false);
         let (a, r) = self.location(id)?;
         for i in 0..self.archetypes[a as usize].tables.len() {
             let t = self.archetypes[a as usize].tables[i];
@@ -970,6 +1006,7 @@ impl World {
         if refs != self.fk_refs {
             problems.push("foreign-key reference counts disagree with the columns".into());
         }
+        problems.extend(self.index_problems());
         for (k, _) in self.relations.iter() {
             if !self.contains(k.from) || !self.contains(k.to) {
                 problems.push(format!("edge {} {}->{} has a missing end", k.rel, k.from, k.to));

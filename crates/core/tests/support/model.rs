@@ -29,22 +29,26 @@ primary_key = true
 [[tables.root.fields]]
 name = "tag"
 type = "u8"
+indexed = true
 
 [tables.pos]
 [[tables.pos.fields]]
 name = "p"
 type = "[f32; 3]"
+indexed = true
 
 [tables.hp]
 [[tables.hp.fields]]
 name = "hp"
 type = "u32"
+indexed = true
 [[tables.hp.fields]]
 name = "delta"
 type = "i64"
 [[tables.hp.fields]]
 name = "alive"
 type = "bool"
+indexed = true
 
 [tables.name]
 parent_table = "root"
@@ -55,18 +59,22 @@ foreign_key = "root.id"
 [[tables.name.fields]]
 name = "short"
 type = "[u8; 8]"
+indexed = true
 [[tables.name.fields]]
 name = "long"
 type = "string"
+indexed = true
 [[tables.name.fields]]
 name = "kind"
 type = "kind"
+indexed = true
 
 [tables.refs]
 [[tables.refs.fields]]
 name = "target"
 type = "u64"
 foreign_key = "root.id"
+indexed = true
 [[tables.refs.fields]]
 name = "big"
 type = "u64"
@@ -375,6 +383,24 @@ pub fn run_txn(
                         && let Value::F32(x) = &mut a[0]
                     {
                         *x += *d;
+                    }
+                }
+                // An in-place write to an indexed column: hp += 1 where hp is even.
+                let hp = FieldRef { table: HP, slot: 0 };
+                w.for_each_chunk_mut(&[HP], |chunk| {
+                    for v in chunk.write::<u32>(hp)? {
+                        if *v % 2 == 0 {
+                            *v = v.wrapping_add(1);
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                for comps in model.entities.values_mut() {
+                    if let Some(Value::U64(x)) = comps.get_mut(&HP).map(|v| &mut v[0])
+                        && *x % 2 == 0
+                    {
+                        *x = (*x + 1) % (1 << 32);
                     }
                 }
             }

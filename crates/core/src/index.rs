@@ -1,0 +1,208 @@
+//! Secondary indexes on stored fields: ordered sets of (value, entity).
+//!
+//! Why derived and in memory: an index is a function of the rows, so it is
+//! never logged or snapshotted — every primitive that changes a stored value
+//! (add or remove a component, set a field, bulk placement, in-place column
+//! writes when they are diffed, and the rollback of each) updates it in the
+//! same step, recovery rebuilds it by replaying through those primitives, and
+//! `check_integrity` rebuilds it from the columns and compares. A field
+//! declared `indexed = true` gets one when its type is orderable (numbers,
+//! bools, enums, strings, bytes); queries use it for `eq`, `in` and range
+//! filters (see `query.rs`), and `explain` names it.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use crate::id::EntityId;
+use crate::query::{CmpOp, cmp_values};
+use crate::schema::{FieldType, TableId};
+use crate::value::Value;
+use crate::world::World;
+
+/// A value ordered like query comparisons order it.
+#[derive(Debug, Clone)]
+pub struct Key(pub Value);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        cmp_values(&self.0, &other.0)
+    }
+}
+
+/// One index: every (value, entity) of one stored field.
+#[derive(Debug, Clone)]
+pub struct FieldIndex {
+    pub table: TableId,
+    pub slot: usize,
+    pub(crate) entries: BTreeSet<(Key, EntityId)>,
+}
+
+impl FieldIndex {
+    /// Entities whose value satisfies `op` against `values` (as compiled
+    /// for a filter: one value, two for `between`, a sorted list for `in`),
+    /// in index order.
+    pub(crate) fn lookup(&self, op: CmpOp, values: &[Value]) -> Option<Vec<EntityId>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let lo = |v: &Value| (Key(v.clone()), EntityId(0));
+        let hi = |v: &Value| (Key(v.clone()), EntityId(u64::MAX));
+        let ids = |r: std::collections::btree_set::Range<'_, (Key, EntityId)>| r.map(|(_, id)| *id).collect::<Vec<_>>();
+        Some(match op {
+            CmpOp::Eq => ids(self.entries.range(lo(&values[0])..=hi(&values[0]))),
+            CmpOp::In => values.iter().flat_map(|v| self.entries.range(lo(v)..=hi(v)).map(|(_, id)| *id)).collect(),
+            CmpOp::Lt => ids(self.entries.range((Unbounded, Excluded(lo(&values[0]))))),
+            CmpOp::Le => ids(self.entries.range((Unbounded, Included(hi(&values[0]))))),
+            CmpOp::Gt => ids(self.entries.range((Excluded(hi(&values[0])), Unbounded))),
+            CmpOp::Ge => ids(self.entries.range((Included(lo(&values[0])), Unbounded))),
+            CmpOp::Between => {
+                if cmp_values(&values[0], &values[1]) == Ordering::Greater {
+                    Vec::new()
+                } else {
+                    ids(self.entries.range(lo(&values[0])..=hi(&values[1])))
+                }
+            }
+            CmpOp::Ne => return None,
+        })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Whether a field of this type can be indexed (its values are ordered).
+pub(crate) fn indexable(ty: &FieldType) -> bool {
+    crate::query::orderable(ty)
+}
+
+impl World {
+    /// The indexes of this world (one per indexed stored field).
+    pub fn indexes(&self) -> &[FieldIndex] {
+        &self.indexes
+    }
+
+    /// The index on stored field (`t`, `slot`), if any.
+    pub(crate) fn index_on(&self, t: TableId, slot: usize) -> Option<usize> {
+        self.index_of.get(t as usize).and_then(|s| s.get(slot)).copied().flatten()
+    }
+
+    /// Whether table `t` has any indexed field (a cheap test for hot paths).
+    #[inline]
+    pub(crate) fn table_indexed(&self, t: TableId) -> bool {
+        self.indexed_tables.get(t as usize).copied().unwrap_or(false)
+    }
+
+    /// Add (`insert`) or remove the entry of `id` for the value `bytes` of
+    /// stored field (`t`, `slot`), when that field is indexed.
+    pub(crate) fn index_entry(&mut self, t: TableId, slot: usize, id: EntityId, bytes: &[u8], insert: bool) {
+        let Some(i) = self.index_on(t, slot) else {
+            return;
+        };
+        let Ok(v) = self.layouts[t as usize].decode_slot(&self.schema, slot, bytes) else {
+            return;
+        };
+        let e = (Key(v), id);
+        if insert {
+            self.indexes[i].entries.insert(e);
+        } else {
+            self.indexes[i].entries.remove(&e);
+        }
+    }
+
+    /// Index entries of a whole encoded row of `t`.
+    pub(crate) fn index_row(&mut self, t: TableId, id: EntityId, row: &[u8], parts: &[&[u8]], insert: bool) {
+        if !self.table_indexed(t) {
+            return;
+        }
+        for slot in 0..self.layouts[t as usize].slots.len() {
+            if self.index_on(t, slot).is_some() {
+                let b = crate::world::row_part(&self.layouts[t as usize], row, parts, slot).to_vec();
+                self.index_entry(t, slot, id, &b, insert);
+            }
+        }
+    }
+
+    /// Index entries of every indexed field of `id`'s row in its archetype.
+    pub(crate) fn index_entity(&mut self, id: EntityId, insert: bool) {
+        let Ok((a, r)) = self.location(id) else {
+            return;
+        };
+        for ti in 0..self.archetypes[a as usize].tables.len() {
+            let t = self.archetypes[a as usize].tables[ti];
+            if !self.table_indexed(t) {
+                continue;
+            }
+            for slot in 0..self.layouts[t as usize].slots.len() {
+                if self.index_on(t, slot).is_some()
+                    && let Some(c) = self.archetypes[a as usize].column_index(t, slot)
+                {
+                    let b = self.archetypes[a as usize].columns[c].get(r).to_vec();
+                    self.index_entry(t, slot, id, &b, insert);
+                }
+            }
+        }
+    }
+
+    /// Every index as it should be, built from the columns.
+    pub(crate) fn built_indexes(&self) -> Vec<BTreeSet<(Key, EntityId)>> {
+        let mut out = vec![BTreeSet::new(); self.indexes.len()];
+        for arch in &self.archetypes {
+            for (i, ix) in self.indexes.iter().enumerate() {
+                let Some(c) = arch.column_index(ix.table, ix.slot) else {
+                    continue;
+                };
+                for (row, &id) in arch.entities.iter().enumerate() {
+                    if let Ok(v) =
+                        self.layouts[ix.table as usize].decode_slot(&self.schema, ix.slot, arch.columns[c].get(row))
+                    {
+                        out[i].insert((Key(v), id));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Rebuild every index from the columns (after a bulk load).
+    pub fn rebuild_indexes(&mut self) {
+        let built = self.built_indexes();
+        for (ix, entries) in self.indexes.iter_mut().zip(built) {
+            ix.entries = entries;
+        }
+    }
+
+    /// Indexes that disagree with the columns (for `check_integrity`).
+    pub(crate) fn index_problems(&self) -> Vec<String> {
+        let built = self.built_indexes();
+        self.indexes
+            .iter()
+            .zip(built)
+            .filter(|(ix, b)| ix.entries != *b)
+            .map(|(ix, b)| {
+                let t = self.schema.table(ix.table);
+                format!(
+                    "index on {}.{} holds {} entries, the columns give {} (or other values)",
+                    t.name,
+                    t.stored_field(ix.slot).name,
+                    ix.entries.len(),
+                    b.len()
+                )
+            })
+            .collect()
+    }
+}
