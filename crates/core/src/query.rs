@@ -240,7 +240,12 @@ impl Scan {
         if self.allowed.as_ref().is_some_and(|a| !a.contains(&id)) {
             return Ok(false);
         }
-        for f in &self.filters {
+        let answered = self.indexed.as_ref().map(|(i, _)| *i);
+        for (i, f) in self.filters.iter().enumerate() {
+            // The index lookup is exact for the filter it answered.
+            if Some(i) == answered {
+                continue;
+            }
             if !f.matches(&w.field_value(id, f.table, f.field)?) {
                 return Ok(false);
             }
