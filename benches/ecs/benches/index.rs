@@ -12,7 +12,7 @@
 //! index lookup, the other conditions), SQLite through a prepared statement;
 //! medians over 50 lookups.
 #![allow(clippy::unwrap_used, missing_docs)]
-#![allow(clippy::doc_markdown, clippy::cast_possible_truncation)]
+#![allow(clippy::doc_markdown, clippy::cast_possible_truncation, clippy::many_single_char_names)]
 
 use std::time::{Duration, Instant};
 
