@@ -373,6 +373,7 @@ fn json_float(v: &serde_json::Value) -> Result<f64, String> {
         serde_json::Value::Number(n) => n.as_f64().ok_or_else(|| format!("bad number {n}")),
         serde_json::Value::String(s) => match s.as_str() {
             "NaN" | "nan" => Ok(f64::NAN),
+            "-NaN" | "-nan" => Ok(-f64::NAN),
             "inf" | "Infinity" | "+inf" => Ok(f64::INFINITY),
             "-inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
             _ => s.parse::<f64>().map_err(|_| format!("expected a number, got \"{s}\"")),
@@ -475,7 +476,8 @@ pub fn from_json(ty: &FieldType, v: &serde_json::Value, schema: &Schema) -> Resu
 
 fn float_json(x: f64) -> serde_json::Value {
     if x.is_nan() {
-        "NaN".into()
+        // The sign is kept (filters order -NaN below -inf); payloads are not.
+        if x.is_sign_negative() { "-NaN".into() } else { "NaN".into() }
     } else if x.is_infinite() {
         if x > 0.0 { "inf".into() } else { "-inf".into() }
     } else {
@@ -547,6 +549,17 @@ pub fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A NaN's sign survives JSON both ways (filters order -NaN below -inf).
+    #[test]
+    fn nan_signs_round_trip_through_json() {
+        for x in [f64::NAN, -f64::NAN] {
+            let j = float_json(x);
+            let back = json_float(&j).unwrap_or(0.0);
+            assert!(back.is_nan() && back.is_sign_negative() == x.is_sign_negative(), "{j}");
+        }
+        assert_eq!(float_json(-f64::NAN), serde_json::json!("-NaN"));
+    }
 
     /// Result budgets count strings exactly as JSON writes them.
     #[test]
