@@ -156,8 +156,13 @@ impl World {
             })
             .collect();
         let indexes: Vec<&str> = used.map(|(i, _)| q.filters[i].field.as_str()).into_iter().collect();
-        let order =
-            q.order_by.as_ref().map(|o| serde_json::json!({"field": o.field, "desc": o.desc, "access": "sort"}));
+        let order = q.order_by.as_ref().map(|o| {
+            let by_index = q.group_by.is_empty()
+                && q.aggregates.is_empty()
+                && scan.indexed.is_none()
+                && resolve_field(self, &o.field).ok().and_then(|(t, fi)| self.order_index(t, fi)).is_some();
+            serde_json::json!({"field": o.field, "desc": o.desc, "access": if by_index { "index" } else { "sort" }})
+        });
         Ok(serde_json::json!({
             "access": if scan.indexed.is_some() { "index" } else { "scan" },
             "indexes": indexes,

@@ -454,6 +454,16 @@ impl World {
         Ok((scan, order, select))
     }
 
+    /// The index that can serve `order_by` on declared field `fi` of `t`
+    /// (none while the transaction has live in-place writes).
+    pub(crate) fn order_index(&self, t: TableId, fi: usize) -> Option<usize> {
+        if self.txn.as_ref().is_some_and(|s| s.has_captures()) {
+            return None;
+        }
+        let slot = self.schema().table(t).fields[fi].slot()?;
+        self.index_on(t, slot)
+    }
+
     /// Run a query with the default budget (no deadline).
     pub fn query(&self, q: &Query) -> Result<Vec<Row>> {
         self.query_within(q, &QueryBudget::default())
@@ -499,6 +509,61 @@ impl World {
             return Err(Error::Query("group_by, aggregates and explain run through query_json".into()));
         }
         let scan = Scan { with, without, filters, allowed, indexed };
+        // Ordered by an indexed field, with no filter index to narrow the
+        // candidates first: walk the order field's index and stop once the
+        // page is full, instead of sorting every match.
+        if let Some((t, fi, desc)) = order
+            && scan.indexed.is_none()
+            && let Some(ix) = self.order_index(t, fi)
+        {
+            let mut visit = |id: EntityId| -> Result<bool> {
+                check_time()?;
+                let Ok((a, _)) = self.location(id) else { return Ok(true) };
+                if !scan.archetype_matches(&self.archetypes()[a as usize]) || !scan.entity_matches(self, id)? {
+                    return Ok(true);
+                }
+                if skipped < q.offset {
+                    skipped += 1;
+                    return Ok(true);
+                }
+                out.push(materialize(id, &mut bytes)?);
+                Ok(out.len() < limit)
+            };
+            let entries = &self.indexes[ix].entries;
+            if desc {
+                // Keys descending, ties by id ascending (as the sort orders them).
+                let mut run: Vec<EntityId> = Vec::new();
+                let mut run_key: Option<&crate::index::Key> = None;
+                let mut stopped = false;
+                'walk: for (k, id) in entries.iter().rev() {
+                    if run_key.is_some_and(|r| r != k) {
+                        for &e in run.iter().rev() {
+                            if !visit(e)? {
+                                stopped = true;
+                                break 'walk;
+                            }
+                        }
+                        run.clear();
+                    }
+                    run_key = Some(k);
+                    run.push(*id);
+                }
+                if !stopped {
+                    for &e in run.iter().rev() {
+                        if !visit(e)? {
+                            break;
+                        }
+                    }
+                }
+            } else {
+                for (_, id) in entries {
+                    if !visit(*id)? {
+                        break;
+                    }
+                }
+            }
+            return Ok(out);
+        }
         scan.visit(self, &mut |id| {
             check_time()?;
             if let Some((t, fi, _)) = order {

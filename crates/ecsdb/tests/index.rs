@@ -46,10 +46,14 @@ fn q(v: serde_json::Value) -> Query {
 }
 
 fn ids(db: &Database, query: &Query) -> Vec<u64> {
-    let rows = db.query_json(query).unwrap();
-    let mut v: Vec<u64> = rows["rows"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    let mut v = ordered_ids(db, query);
     v.sort_unstable();
     v
+}
+
+fn ordered_ids(db: &Database, query: &Query) -> Vec<u64> {
+    let rows = db.query_json(query).unwrap();
+    rows["rows"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect()
 }
 
 fn arb_filter() -> impl Strategy<Value = serde_json::Value> {
@@ -82,6 +86,9 @@ proptest! {
         filters in proptest::collection::vec(arb_filter(), 1..3),
         bump in any::<bool>(),
         order in any::<bool>(),
+        desc in any::<bool>(),
+        page in proptest::option::of((0usize..10, 1usize..10)),
+        order_field in prop::sample::select(vec!["unit.level", "unit.tag", "unit.speed", "unit.free"]),
     ) {
         let indexed = Database::builder().schema_toml(SCHEMA).unwrap().build().unwrap();
         let plain = Database::builder().schema_toml(&plain_schema()).unwrap().build().unwrap();
@@ -116,7 +123,17 @@ proptest! {
         }
         let mut body = json!({"with": ["unit"], "filters": filters});
         if order {
-            body["order_by"] = json!({"field": "unit.level"});
+            // Ordered results (served from the order field's index when it
+            // has one) come in exactly the same order, page by page.
+            body["order_by"] = json!({"field": order_field, "desc": desc});
+            if let Some((offset, limit)) = page {
+                body["offset"] = json!(offset);
+                body["limit"] = json!(limit);
+            }
+            let query = q(body.clone());
+            prop_assert_eq!(ordered_ids(&indexed, &query), ordered_ids(&plain, &query));
+            body.as_object_mut().unwrap().remove("offset");
+            body.as_object_mut().unwrap().remove("limit");
         }
         let query = q(body);
         prop_assert_eq!(ids(&indexed, &query), ids(&plain, &query));
@@ -156,6 +173,18 @@ fn explain_names_the_index_and_indexes_survive_reopen() {
     let free =
         q(json!({"with": ["unit"], "filters": [{"field": "unit.free", "op": "eq", "value": 1}], "explain": true}));
     assert_eq!(db.query_json(&free).unwrap()["plan"]["access"], "scan");
+    let ordered =
+        q(json!({"with": ["unit"], "order_by": {"field": "unit.level", "desc": true}, "limit": 3, "explain": true}));
+    assert_eq!(db.query_json(&ordered).unwrap()["plan"]["order_by"]["access"], "index");
+    let mut top_q = ordered.clone();
+    top_q.explain = false;
+    let top: Vec<u64> = db.query_json(&top_q).unwrap()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["unit"]["level"].as_u64().unwrap())
+        .collect();
+    assert_eq!(top, vec![109, 108, 107]);
     db.close().unwrap();
     drop(db);
     let db = open();
