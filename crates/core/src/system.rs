@@ -300,16 +300,7 @@ impl<'w, Q: QueryData> TypedQuery<'w, Q> {
                 reason: "iter() runs over a read view; in a transaction use for_each".into(),
             });
         };
-        let elements = Q::elements(w)?;
-        if elements.iter().any(|(_, m)| *m) {
-            return Err(Error::TypeMismatch {
-                table: "*".into(),
-                field: "*".into(),
-                reason: "a `&mut` query element needs a transaction (query_typed_mut)".into(),
-            });
-        }
-        let mut tables: Vec<TableId> = elements.iter().map(|(b, _)| b.table).collect();
-        check_distinct(w, &mut tables)?;
+        let (elements, tables) = read_elements::<Q>(w)?;
         let mut chunks = Vec::new();
         for arch in &w.archetypes {
             if !matches(arch, &tables, &self.filter) {
@@ -362,16 +353,7 @@ impl<'w, Q: QueryData> TypedQuery<'w, Q> {
         let filter = self.filter;
         match self.world {
             WorldRef::Read(w) => {
-                let elements = Q::elements(w)?;
-                if elements.iter().any(|(_, m)| *m) {
-                    return Err(Error::TypeMismatch {
-                        table: "*".into(),
-                        field: "*".into(),
-                        reason: "a `&mut` query element needs a transaction (query_typed_mut)".into(),
-                    });
-                }
-                let mut tables: Vec<TableId> = elements.iter().map(|(b, _)| b.table).collect();
-                check_distinct(w, &mut tables)?;
+                let (elements, tables) = read_elements::<Q>(w)?;
                 for arch in &w.archetypes {
                     if !matches(arch, &tables, &filter) {
                         continue;
@@ -440,6 +422,25 @@ impl<Q: QueryData> Iterator for QueryIter<'_, Q> {
             self.cur = Some(next);
         }
     }
+}
+
+/// A query element: its component's binding and whether it writes.
+type Element = (Arc<Binding>, bool);
+
+/// The elements of a query run over a read view (all `&T`: a `&mut`
+/// element needs a transaction) and their tables, each named once.
+fn read_elements<Q: QueryData>(w: &World) -> Result<(Vec<Element>, Vec<TableId>)> {
+    let elements = Q::elements(w)?;
+    if elements.iter().any(|(_, m)| *m) {
+        return Err(Error::TypeMismatch {
+            table: "*".into(),
+            field: "*".into(),
+            reason: "a `&mut` query element needs a transaction (query_typed_mut)".into(),
+        });
+    }
+    let mut tables: Vec<TableId> = elements.iter().map(|(b, _)| b.table).collect();
+    check_distinct(w, &mut tables)?;
+    Ok((elements, tables))
 }
 
 fn check_distinct(w: &World, tables: &mut [TableId]) -> Result<()> {
