@@ -63,6 +63,8 @@ pub enum Error {
     QueryLimit(String),
     #[error("the query ran {ms} ms, past its deadline, and was cancelled")]
     QueryTimeout { ms: u64 },
+    #[error("`{table}.{field}` is unique and the value {value} is already held by another entity")]
+    UniqueViolation { table: String, field: String, value: String },
     #[error("check failed: `{field}` {reason}")]
     CheckFailed { field: String, reason: String },
     #[error("`{table}.{field}`: {reason}")]

@@ -13,6 +13,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
+use crate::error::Error;
 use crate::id::EntityId;
 use crate::query::{CmpOp, cmp_values};
 use crate::schema::{FieldType, TableId};
@@ -45,6 +46,8 @@ impl Ord for Key {
 pub struct FieldIndex {
     pub table: TableId,
     pub slot: usize,
+    /// Two entities may not hold the same value (checked at commit).
+    pub unique: bool,
     pub(crate) entries: BTreeSet<(Key, EntityId)>,
 }
 
@@ -118,6 +121,14 @@ impl World {
         };
         let e = (Key(v), id);
         if insert {
+            // A unique value is checked when the transaction commits (a
+            // transaction may swap two values through a moment of overlap).
+            if self.indexes[i].unique
+                && !self.undoing
+                && let Some(st) = self.txn.as_deref_mut()
+            {
+                st.unique_checks.push((i, e.0.clone()));
+            }
             self.indexes[i].entries.insert(e);
         } else {
             self.indexes[i].entries.remove(&e);
@@ -156,6 +167,25 @@ impl World {
                 }
             }
         }
+    }
+
+    /// The first value a unique index holds twice among those this
+    /// transaction wrote: (table, field, value as JSON).
+    pub(crate) fn unique_violation(&self, checks: &[(usize, Key)]) -> Option<Error> {
+        for (i, k) in checks {
+            let ix = &self.indexes[*i];
+            let n = ix.entries.range((k.clone(), EntityId(0))..=(k.clone(), EntityId(u64::MAX))).take(2).count();
+            if n > 1 {
+                let t = self.schema.table(ix.table);
+                let f = t.stored_field(ix.slot);
+                return Some(Error::UniqueViolation {
+                    table: t.name.clone(),
+                    field: f.name.clone(),
+                    value: crate::value::to_json(&f.ty, &k.0, &self.schema).to_string(),
+                });
+            }
+        }
+        None
     }
 
     /// Every index as it should be, built from the columns.

@@ -151,6 +151,8 @@ pub(crate) struct TxnState {
     pub(crate) pending_marks: Vec<EntityId>,
     /// Row ranges of in-place writes whose marks the commit sets.
     pending_ranges: Vec<(ArchetypeId, usize, usize)>,
+    /// Values this transaction put into unique indexes: (index, value).
+    pub(crate) unique_checks: Vec<(usize, crate::index::Key)>,
     /// Rows of removed components, back to back (see `Undo::Remove`).
     undo_bytes: Vec<u8>,
     /// (element type, field) pairs already checked by typed chunk writes.
@@ -214,6 +216,7 @@ impl World {
             images: std::mem::take(&mut self.spare_images),
             checked: Vec::new(),
             undo_bytes: Vec::new(),
+            unique_checks: Vec::new(),
             pending_marks: Vec::new(),
             pending_ranges: Vec::new(),
             start_bytes: None,
@@ -833,6 +836,13 @@ impl World {
             self.rollback();
             return Err(e);
         }
+        // In-place writes reach the indexes in the flush above: their
+        // unique values are checked now.
+        let late = self.txn.as_deref().and_then(|st| self.unique_violation(&st.unique_checks));
+        if let Some(e) = late {
+            self.rollback();
+            return Err(e);
+        }
         Ok(&self.txn.as_ref().ok_or(Error::NoTransaction)?.cs)
     }
 
@@ -979,6 +989,9 @@ impl World {
             for k in self.relations.edges_of(e) {
                 self.check_edge_ends(&k)?;
             }
+        }
+        if let Some(e) = self.unique_violation(&st.unique_checks) {
+            return Err(e);
         }
         if let (Some(limit), Some(start), false) = (self.memory_limit_bytes, st.start_bytes, st.exempt_memory) {
             let used = self.data_bytes();

@@ -130,10 +130,12 @@ impl World {
                 (0..t.stored_len())
                     .map(|s| {
                         let f = t.stored_field(s);
-                        (f.indexed && crate::index::indexable(&f.ty)).then(|| {
+                        let kind = f.index_kind().filter(|_| crate::index::indexable(&f.ty));
+                        kind.map(|kind| {
                             indexes.push(crate::index::FieldIndex {
                                 table: ti as TableId,
                                 slot: s,
+                                unique: kind == crate::schema::IndexKind::Unique,
                                 entries: std::collections::BTreeSet::new(),
                             });
                             indexes.len() - 1

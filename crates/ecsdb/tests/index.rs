@@ -193,3 +193,84 @@ fn explain_names_the_index_and_indexes_survive_reopen() {
     run.explain = false;
     assert_eq!(db.query_json(&run).unwrap()["rows"].as_array().unwrap().len(), 10);
 }
+
+const UNIQUE_SCHEMA: &str = r#"
+[tables.account]
+[[tables.account.fields]]
+name = "login"
+type = "[u8; 16]"
+index = "unique"
+[[tables.account.fields]]
+name = "slot"
+type = "u32"
+index = "unique"
+[[tables.account.fields]]
+name = "guild"
+type = "u32"
+index = "hash"
+"#;
+
+/// One way of writing a duplicate.
+type Attempt = Box<dyn Fn(&mut ecsdb::Transaction<'_>) -> ecsdb::Result<()>>;
+
+#[test]
+fn unique_indexes_refuse_duplicates_at_commit_and_change_nothing() {
+    let db = Database::builder().schema_toml(UNIQUE_SCHEMA).unwrap().build().unwrap();
+    let (a, _) =
+        db.write(|t| t.create_entity_json(&json!({"account": {"login": "ana", "slot": 1, "guild": 7}}))).unwrap();
+    let (b, _) =
+        db.write(|t| t.create_entity_json(&json!({"account": {"login": "bo", "slot": 2, "guild": 7}}))).unwrap();
+    let before = db.read().canonical_state();
+    // A duplicate through every write path is refused, naming table, field and value.
+    let attempts: Vec<Attempt> = vec![
+        Box::new(|t| t.create_entity_json(&json!({"account": {"login": "ana", "slot": 3}})).map(|_| ())),
+        Box::new(move |t| t.set_json(b, "account", &json!({"login": "ana"}))),
+        Box::new(move |t| t.add(b, "account.slot", &json!(-1))),
+        Box::new(|t| {
+            let schema = t.schema().clone();
+            let slot = schema.field_ref("account", "slot").unwrap();
+            t.for_each_chunk_mut(&[slot.table], |c| {
+                for v in c.write::<u32>(slot)? {
+                    *v = 9;
+                }
+                Ok(())
+            })
+        }),
+    ];
+    for f in attempts {
+        let e = db.write(|t| f(t)).unwrap_err().to_string();
+        assert!(e.contains("`account.") && e.contains("is unique"), "{e}");
+        assert_eq!(db.read().canonical_state(), before);
+        assert!(db.read().check_integrity().is_empty());
+    }
+    // Swapping two unique values inside one transaction is fine.
+    db.write(|t| {
+        t.set_json(a, "account", &json!({"slot": 100}))?;
+        t.set_json(b, "account", &json!({"slot": 1}))?;
+        t.set_json(a, "account", &json!({"slot": 2}))
+    })
+    .unwrap();
+    // A freed value can be taken again; hash indexes allow duplicates.
+    db.write(|t| t.delete(a)).unwrap();
+    db.write(|t| t.create_entity_json(&json!({"account": {"login": "ana", "slot": 2, "guild": 7}}))).unwrap();
+    let plan = db
+        .query_json(&q(json!({"with": ["account"], "filters": [{"field": "account.guild", "op": "eq", "value": 7}], "explain": true})))
+        .unwrap();
+    assert_eq!(plan["plan"]["indexes"], json!(["account.guild"]));
+    assert!(db.read().check_integrity().is_empty());
+    // Schema mistakes are named.
+    for (bad, needle) in [
+        ("index = \"spatial\"", "spatial indexes are not available"),
+        ("index = \"bloom\"", "unknown index kind `bloom`"),
+        ("index = \"unique\"\nindexed = true", "either"),
+    ] {
+        let s = format!("[tables.x]\n[[tables.x.fields]]\nname = \"f\"\ntype = \"u32\"\n{bad}\n");
+        let e = Database::builder().schema_toml(&s).unwrap_err().to_string();
+        assert!(e.contains(needle), "{bad}: {e}");
+    }
+    let e = Database::builder()
+        .schema_toml("[tables.x]\n[[tables.x.fields]]\nname = \"f\"\ntype = \"[f32; 3]\"\nindex = \"btree\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs values with an order"), "{e}");
+}

@@ -55,6 +55,9 @@ impl From<ecsdb::DbError> for ApiError {
                 format!("{e} (server.query_timeout_ms); nothing was changed"),
             ),
             DbError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+            DbError::Engine(EngineError::UniqueViolation { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "unique_violation", format!("{e}; nothing was changed"))
+            }
             DbError::Engine(EngineError::CheckFailed { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, "check_failed", format!("{e}; nothing was changed"))
             }

@@ -17,6 +17,9 @@ fn field_toml(schema: &Schema, f: &Field, fk_table: Option<&str>) -> toml::Table
     if f.indexed {
         t.insert("indexed".into(), true.into());
     }
+    if let Some(k) = f.index {
+        t.insert("index".into(), k.name().into());
+    }
     if let Some(d) = &f.description {
         t.insert("description".into(), d.clone().into());
     }

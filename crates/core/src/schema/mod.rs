@@ -21,7 +21,7 @@ mod types;
 
 pub use diff::differences;
 pub use error::{SchemaError, SchemaIssue};
-pub use model::{CustomType, EnumDef, Field, FieldRole, RelationDef, RelationId, Schema, Table, TableId};
+pub use model::{CustomType, EnumDef, Field, FieldRole, IndexKind, RelationDef, RelationId, Schema, Table, TableId};
 pub use parse::{
     MAX_FIELDS, MAX_NAME_LEN, MAX_RELATIONS, MAX_ROW_BYTES, MAX_SCHEMA_FIXED_BYTES, MAX_SCHEMA_TEXT, MAX_TABLES,
     MAX_VARIANTS, fnv1a,

@@ -22,6 +22,26 @@ pub enum FieldRole {
 }
 
 /// One declared field of a table, custom type or relation.
+/// A secondary index kind. `Hash` is served by the same ordered structure
+/// as `Btree` (equality lookups are as fast); `Unique` also refuses, at
+/// commit, two entities with the same value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Btree,
+    Hash,
+    Unique,
+}
+
+impl IndexKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            IndexKind::Btree => "btree",
+            IndexKind::Hash => "hash",
+            IndexKind::Unique => "unique",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Field {
     pub name: String,
@@ -32,7 +52,10 @@ pub struct Field {
     pub primary_key: bool,
     /// Target table of a foreign key; the referenced field is its primary key.
     pub foreign_key: Option<TableId>,
+    /// `indexed = true` as written (an ordered index).
     pub indexed: bool,
+    /// `index = "btree" | "hash" | "unique"` as written.
+    pub index: Option<IndexKind>,
     pub description: Option<String>,
     /// Value used when a row is added without this field.
     pub default: Value,
@@ -41,6 +64,11 @@ pub struct Field {
 }
 
 impl Field {
+    /// The index this field has, if any (`index`, else `indexed = true`).
+    pub fn index_kind(&self) -> Option<IndexKind> {
+        self.index.or(self.indexed.then_some(IndexKind::Btree))
+    }
+
     pub fn is_stored(&self) -> bool {
         matches!(self.role, FieldRole::Stored { .. })
     }

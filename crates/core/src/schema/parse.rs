@@ -5,7 +5,7 @@
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::error::{SchemaError, SchemaIssue};
-use super::model::{CustomType, EnumDef, Field, FieldRole, RelationDef, Schema, Table, TableId};
+use super::model::{CustomType, EnumDef, Field, FieldRole, IndexKind, RelationDef, Schema, Table, TableId};
 use super::types::{FieldType, Scalar, TypeExpr, parse_type_expr};
 use crate::value::{self, Value};
 
@@ -31,7 +31,8 @@ pub const MAX_SCHEMA_FIXED_BYTES: usize = 8 << 20;
 const TOP_KEYS: &[&str] = &["database", "tables", "enums", "custom_types", "relations"];
 const DATABASE_KEYS: &[&str] = &["name", "version", "description"];
 const TABLE_KEYS: &[&str] = &["description", "parent_table", "fields"];
-const FIELD_KEYS: &[&str] = &["name", "type", "primary_key", "foreign_key", "indexed", "description", "default"];
+const FIELD_KEYS: &[&str] =
+    &["name", "type", "primary_key", "foreign_key", "indexed", "index", "description", "default"];
 const ENUM_KEYS: &[&str] = &["variants", "description"];
 const CUSTOM_KEYS: &[&str] = &["fields", "description"];
 const RELATION_KEYS: &[&str] = &["from", "to", "description", "fields"];
@@ -129,6 +130,7 @@ struct RawField {
     primary_key: bool,
     foreign_key: Option<String>,
     indexed: bool,
+    index: Option<IndexKind>,
     description: Option<String>,
     default: Option<serde_json::Value>,
 }
@@ -197,6 +199,20 @@ fn raw_fields(ctx: &mut Ctx, at: &At, t: &toml::Table, what: &str) -> Vec<RawFie
             primary_key: get_bool(ctx, &fat, ft, "primary_key"),
             foreign_key: get_str(ctx, &fat, ft, "foreign_key").map(str::to_string),
             indexed: get_bool(ctx, &fat, ft, "indexed"),
+            index: match get_str(ctx, &fat, ft, "index") {
+                None => None,
+                Some("btree") => Some(IndexKind::Btree),
+                Some("hash") => Some(IndexKind::Hash),
+                Some("unique") => Some(IndexKind::Unique),
+                Some("spatial") => {
+                    ctx.push(&fat, "spatial indexes are not available in this version (btree, hash, unique are)");
+                    None
+                }
+                Some(other) => {
+                    ctx.push(&fat, format!("unknown index kind `{other}` (btree, hash, unique)"));
+                    None
+                }
+            },
             description: get_str(ctx, &fat, ft, "description").map(str::to_string),
             default,
         });
@@ -379,7 +395,7 @@ impl Schema {
                 }
                 for f in &fields {
                     let fat = At { table: at.table.clone(), field: Some(f.name.clone()) };
-                    if f.primary_key || f.foreign_key.is_some() || f.indexed {
+                    if f.primary_key || f.foreign_key.is_some() || f.indexed || f.index.is_some() {
                         ctx.push(&fat, "custom type fields cannot be primary_key, foreign_key or indexed");
                     }
                 }
@@ -478,6 +494,21 @@ impl Schema {
                     }
                     role = FieldRole::EntityId;
                 }
+                if let Some(k) = rf.index
+                    && !crate::query::orderable(&ty)
+                {
+                    ctx.push(
+                        &at,
+                        format!(
+                            "a {} index needs values with an order (numbers, bool, enums, strings, bytes), not {}",
+                            k.name(),
+                            rf.type_text
+                        ),
+                    );
+                }
+                if rf.index.is_some() && rf.indexed {
+                    ctx.push(&at, "give either `indexed = true` or `index = \"…\"`, not both");
+                }
                 if let Some(target) = &rf.foreign_key {
                     match parse_fk(target, &table_index, &pk_of) {
                         Ok(tid) => {
@@ -524,6 +555,7 @@ impl Schema {
                     primary_key: rf.primary_key,
                     foreign_key: fk,
                     indexed: rf.indexed,
+                    index: rf.index,
                     description: rf.description.clone(),
                     default: Value::Bool(false), // replaced below, once the schema exists
                     size,
@@ -596,6 +628,7 @@ impl Schema {
                         primary_key: false,
                         foreign_key: None,
                         indexed: rf.indexed,
+                        index: rf.index,
                         description: rf.description,
                         default: Value::Bool(false),
                         size,
@@ -793,6 +826,7 @@ fn resolve_customs(ctx: &mut Ctx, names: &TypeNames, raw: &[(String, Vec<RawFiel
                         primary_key: false,
                         foreign_key: None,
                         indexed: false,
+                        index: None,
                         description: rf.description.clone(),
                         default: Value::Bool(false),
                         size,
