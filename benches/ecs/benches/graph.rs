@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use ecsdb::{Database, Direction, EntityId};
+use ecsdb_bench::{fmt_duration, median};
 
 const SCHEMA: &str = r#"
 [tables.node]
@@ -44,16 +45,6 @@ fn edges(nodes: u32, degree: u32) -> Vec<(u32, u32)> {
     out.sort_unstable();
     out.dedup();
     out
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 1000.0 { format!("{:.2} ms", us / 1000.0) } else { format!("{us:.1} us") }
 }
 
 fn main() {
@@ -135,7 +126,12 @@ fn main() {
     }
     println!("\n{:<28} {:>12} {:>12} {:>10}", "query", "ecsdb", "sqlite", "sqlite/ecsdb");
     for (label, a, b) in &rows {
-        println!("{label:<28} {:>12} {:>12} {:>9.1}x", fmt(*a), fmt(*b), b.as_secs_f64() / a.as_secs_f64());
+        println!(
+            "{label:<28} {:>12} {:>12} {:>9.1}x",
+            fmt_duration(*a),
+            fmt_duration(*b),
+            b.as_secs_f64() / a.as_secs_f64()
+        );
     }
-    println!("{:<28} {:>12} {:>12}", "shortest path (<= 8 hops)", fmt(median(ours)), "-");
+    println!("{:<28} {:>12} {:>12}", "shortest path (<= 8 hops)", fmt_duration(median(ours)), "-");
 }

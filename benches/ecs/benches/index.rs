@@ -14,9 +14,10 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 #![allow(clippy::doc_markdown, clippy::cast_possible_truncation, clippy::many_single_char_names)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ecsdb::{Database, Query, QueryBudget};
+use ecsdb_bench::{fmt_duration, median};
 
 const SCHEMA: &str = r#"
 [tables.player]
@@ -28,16 +29,6 @@ indexed = true
 name = "score"
 type = "u32"
 "#;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 1000.0 { format!("{:.2} ms", us / 1000.0) } else { format!("{us:.1} us") }
-}
 
 fn main() {
     let n: u32 = if std::env::var("ECSDB_BENCH_QUICK").is_ok() { 100_000 } else { 1_000_000 };
@@ -110,6 +101,11 @@ fn main() {
     }
     println!("\n{:<34} {:>12} {:>12} {:>13}", "query", "ecsdb", "sqlite", "ecsdb/sqlite");
     for (label, a, b) in table {
-        println!("{label:<34} {:>12} {:>12} {:>12.2}x", fmt(a), fmt(b), a.as_secs_f64() / b.as_secs_f64());
+        println!(
+            "{label:<34} {:>12} {:>12} {:>12.2}x",
+            fmt_duration(a),
+            fmt_duration(b),
+            a.as_secs_f64() / b.as_secs_f64()
+        );
     }
 }

@@ -19,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use ecsdb::{Component, Database, DatabaseConfig};
+use ecsdb_bench::fmt_duration;
 
 const SCHEMA: &str = r#"
 [tables.position]
@@ -172,11 +173,6 @@ fn bevy_run(n: usize, warmup: usize, ticks: usize) -> Row {
     Row { engine: "bevy_ecs (memory)", n, p50, p99, log_bytes: None }
 }
 
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 1000.0 { format!("{:.2} ms", us / 1000.0) } else { format!("{us:.1} us") }
-}
-
 fn main() {
     let (warmup, ticks) = if quick() { (5, 30) } else { (30, 300) };
     let mut rows = Vec::new();
@@ -195,7 +191,15 @@ fn main() {
         for r in chunk {
             let log = r.log_bytes.map_or_else(|| "-".to_string(), |b| format!("{b:.0}"));
             let ratio = r.p50.as_secs_f64() / best.as_secs_f64().max(1e-12);
-            println!("{:<20} {:>9} {:>12} {:>12} {:>16} {:>9.2}x", r.engine, r.n, fmt(r.p50), fmt(r.p99), log, ratio);
+            println!(
+                "{:<20} {:>9} {:>12} {:>12} {:>16} {:>9.2}x",
+                r.engine,
+                r.n,
+                fmt_duration(r.p50),
+                fmt_duration(r.p99),
+                log,
+                ratio
+            );
         }
     }
 }

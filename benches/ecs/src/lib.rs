@@ -43,3 +43,15 @@ type = "f32"
 name = "x"
 type = "f32"
 "#;
+
+/// Median of a set of timings (the middle one after sorting).
+pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// A duration as `12.3 us` or `4.56 ms`.
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 { format!("{:.2} ms", us / 1000.0) } else { format!("{us:.1} us") }
+}
