@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 #![allow(clippy::doc_markdown, clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ecsdb::{Database, Direction, EntityId};
 use ecsdb_bench::{fmt_duration, median};
