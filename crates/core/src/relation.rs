@@ -255,7 +255,9 @@ impl Relations {
                     let mut path = vec![b];
                     let mut cur = b;
                     while cur != a {
-                        cur = prev[&cur];
+                        // Every node reached has its predecessor recorded.
+                        let Some(&p) = prev.get(&cur) else { return None };
+                        cur = p;
                         path.push(cur);
                     }
                     path.reverse();
