@@ -256,7 +256,7 @@ impl Relations {
                     let mut cur = b;
                     while cur != a {
                         // Every node reached has its predecessor recorded.
-                        let Some(&p) = prev.get(&cur) else { return None };
+                        let &p = prev.get(&cur)?;
                         cur = p;
                         path.push(cur);
                     }
