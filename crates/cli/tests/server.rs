@@ -498,6 +498,34 @@ fn aggregate_queries_and_explain_over_http() {
     let r = s.call("POST", "/v1/query", Some(&t), Some(&json!({"with": ["player"], "explain": true})));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["plan"]["access"], "scan");
+    // Spatial clauses over HTTP (no spatial index here: measured by a scan).
+    let ops: Vec<J> = [0.0, 3.0, 40.0]
+        .iter()
+        .map(|x| json!({"op": "create", "components": {"transform": {"position": [x, 0.0, 0.0]}}}))
+        .collect();
+    assert_eq!(s.call("POST", "/v1/transactions", Some(&t), Some(&json!({"ops": ops}))).status, 200);
+    let r = s.call(
+        "POST",
+        "/v1/query",
+        Some(&t),
+        Some(&json!({"near": {"field": "transform.position", "point": [1, 0, 0], "radius": 5}, "select": ["transform.position"]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["rows"].as_array().unwrap().len(), 2, "{}", r.body);
+    let r = s.call(
+        "POST",
+        "/v1/query",
+        Some(&t),
+        Some(&json!({"nearest": {"field": "transform.position", "point": [39, 0, 0], "k": 1}, "select": ["transform.position"]})),
+    );
+    assert_eq!(r.body["rows"][0]["transform"]["position"], json!([40.0, 0.0, 0.0]), "{}", r.body);
+    let r = s.call(
+        "POST",
+        "/v1/query",
+        Some(&t),
+        Some(&json!({"nearest": {"field": "transform.position", "point": [39, 0], "k": 1}})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
     // System tables stay out of reach through aggregates too.
     for bad in [
         json!({"group_by": ["_users.name"], "aggregates": [{"op": "count"}]}),
@@ -506,9 +534,10 @@ fn aggregate_queries_and_explain_over_http() {
         let r = s.call("POST", "/v1/query", Some(&t), Some(&bad));
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
-    // Users' rows are not counted: a global count sees the three players only.
+    // Users' rows are not counted: a global count sees the three players
+    // and the three positioned entities only.
     let r = s.call("POST", "/v1/query", Some(&t), Some(&json!({"aggregates": [{"op": "count"}]})));
-    assert_eq!(r.body["rows"], json!([{"count": 3}]), "{}", r.body);
+    assert_eq!(r.body["rows"], json!([{"count": 6}]), "{}", r.body);
 }
 
 #[test]

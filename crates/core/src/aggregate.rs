@@ -9,10 +9,11 @@
 //! `offset`/`limit` apply. The same filters, `with`/`without` and `related`
 //! pick the entities, under the same time budget.
 //!
-//! `explain` describes the access path without running the query. There
-//! are no secondary indexes yet, so every table is read by a scan of the
-//! archetypes holding it; the plan says so, and how many archetypes and
-//! rows that is.
+//! `explain` describes the access path without running the query: which
+//! index (`"table.field"`) picks the candidates, or `scan` when none can;
+//! how each filter and spatial clause is answered (`index` or `check`);
+//! whether `order_by` walks an index or sorts; and how many archetypes and
+//! rows that reads.
 
 use std::cmp::Ordering;
 
@@ -20,7 +21,7 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::query::{Query, QueryBudget, checked_limit, cmp_values, orderable, resolve_field};
+use crate::query::{Answer, Query, QueryBudget, checked_limit, cmp_values, orderable, resolve_field};
 use crate::schema::{FieldType, Scalar, TableId};
 use crate::value::{self, Value};
 use crate::world::World;
@@ -145,17 +146,50 @@ impl World {
             rows = ids.len();
         }
         let tables: Vec<&str> = scan.with.iter().map(|&t| self.schema().table(t).name.as_str()).collect();
-        let used = scan.indexed.as_ref().map(|(i, ids)| (*i, ids.len()));
+        let used = scan.indexed.as_ref().map(|(a, _)| *a);
         let filters: Vec<serde_json::Value> = q
             .filters
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let access = if used.is_some_and(|(u, _)| u == i) { "index" } else { "check" };
+                let access = if used == Some(Answer::Filter(i)) { "index" } else { "check" };
                 serde_json::json!({"field": f.field, "op": f.op_name(), "access": access})
             })
             .collect();
-        let indexes: Vec<&str> = used.map(|(i, _)| q.filters[i].field.as_str()).into_iter().collect();
+        // The spatial clauses in the order `compile_spatial` compiles them.
+        let spatial_fields: Vec<(&str, &str)> = q
+            .near
+            .as_ref()
+            .map(|n| ("near", n.field.as_str()))
+            .into_iter()
+            .chain(q.in_box.as_ref().map(|b| ("box", b.field.as_str())))
+            .collect();
+        let mut indexes: Vec<&str> = match used {
+            Some(Answer::Filter(i)) => vec![q.filters[i].field.as_str()],
+            Some(Answer::Spatial(i)) => vec![spatial_fields[i].1],
+            None => Vec::new(),
+        };
+        let mut spatial: Vec<serde_json::Value> = spatial_fields
+            .iter()
+            .enumerate()
+            .map(|(i, (clause, field))| {
+                let access = if used == Some(Answer::Spatial(i)) { "index" } else { "check" };
+                serde_json::json!({"clause": clause, "field": field, "access": access})
+            })
+            .collect();
+        let mut access = if scan.indexed.is_some() { "index" } else { "scan" };
+        if let Some(n) = &q.nearest {
+            let plan = self.compile_nearest(n)?;
+            let by_index = scan.indexed.is_none() && self.spatial_index(plan.table, plan.field).is_some();
+            if by_index {
+                indexes.push(n.field.as_str());
+                access = "index";
+            }
+            spatial.push(serde_json::json!({
+                "clause": "nearest", "field": n.field, "k": n.k,
+                "access": if by_index { "index" } else { "scan" },
+            }));
+        }
         let order = q.order_by.as_ref().map(|o| {
             let by_index = q.group_by.is_empty()
                 && q.aggregates.is_empty()
@@ -164,8 +198,9 @@ impl World {
             serde_json::json!({"field": o.field, "desc": o.desc, "access": if by_index { "index" } else { "sort" }})
         });
         Ok(serde_json::json!({
-            "access": if scan.indexed.is_some() { "index" } else { "scan" },
+            "access": access,
             "indexes": indexes,
+            "spatial": spatial,
             "tables": tables,
             "filters": filters,
             "order_by": order,
@@ -182,6 +217,11 @@ impl World {
         let limit = checked_limit(q)?;
         if q.select.is_some() {
             return Err(Error::Query("an aggregate query returns its groups; leave out `select`".into()));
+        }
+        if q.nearest.is_some() {
+            return Err(Error::Query(
+                "nearest picks rows, not groups; aggregate over `near` (a radius) instead".into(),
+            ));
         }
         let mut scan = self.scan_parts(q)?;
         let mut keys = Vec::new();

@@ -16,7 +16,8 @@ use std::collections::BTreeSet;
 use crate::error::Error;
 use crate::id::EntityId;
 use crate::query::{CmpOp, cmp_values};
-use crate::schema::{FieldType, TableId};
+use crate::schema::{FieldType, IndexKind, TableId};
+use crate::spatial::{Grid, Point, point_of, spatial_dims};
 use crate::value::Value;
 use crate::world::World;
 
@@ -48,7 +49,10 @@ pub struct FieldIndex {
     pub slot: usize,
     /// Two entities may not hold the same value (checked at commit).
     pub unique: bool,
+    /// Ordered entries (every kind but spatial).
     pub(crate) entries: BTreeSet<(Key, EntityId)>,
+    /// The grid of a spatial index (then `entries` stays empty).
+    pub(crate) spatial: Option<Grid>,
 }
 
 impl FieldIndex {
@@ -57,6 +61,9 @@ impl FieldIndex {
     /// in index order.
     pub(crate) fn lookup(&self, op: CmpOp, values: &[Value]) -> Option<Vec<EntityId>> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
+        if self.spatial.is_some() {
+            return None;
+        }
         let lo = |v: &Value| (Key(v.clone()), EntityId(0));
         let hi = |v: &Value| (Key(v.clone()), EntityId(u64::MAX));
         let ids = |r: std::collections::btree_set::Range<'_, (Key, EntityId)>| r.map(|(_, id)| *id).collect::<Vec<_>>();
@@ -80,17 +87,47 @@ impl FieldIndex {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.spatial.as_ref().map_or(self.entries.len(), Grid::len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// The grid, when this is a spatial index.
+    pub fn grid(&self) -> Option<&Grid> {
+        self.spatial.as_ref()
     }
 }
 
-/// Whether a field of this type can be indexed (its values are ordered).
-pub(crate) fn indexable(ty: &FieldType) -> bool {
-    crate::query::orderable(ty)
+/// Whether a field of this type can carry an index of this kind.
+pub(crate) fn indexable(kind: IndexKind, ty: &FieldType) -> bool {
+    if kind == IndexKind::Spatial { spatial_dims(ty).is_some() } else { crate::query::orderable(ty) }
+}
+
+/// An empty index of `kind` on stored field (`table`, `slot`).
+pub(crate) fn empty_index(table: TableId, slot: usize, kind: IndexKind, f: &crate::schema::Field) -> FieldIndex {
+    FieldIndex {
+        table,
+        slot,
+        unique: kind == IndexKind::Unique,
+        entries: BTreeSet::new(),
+        spatial: (kind == IndexKind::Spatial).then(|| {
+            Grid::new(spatial_dims(&f.ty).unwrap_or(3), f.cell_size.unwrap_or(crate::spatial::DEFAULT_CELL_SIZE))
+        }),
+    }
+}
+
+/// What an index should hold, built from the columns (for comparison).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Built {
+    Ordered(BTreeSet<(Key, EntityId)>),
+    /// (entity, point bits), sorted.
+    Spatial(Vec<(EntityId, [u64; 3])>),
+}
+
+fn point_bits(p: &Point) -> [u64; 3] {
+    [p[0].to_bits(), p[1].to_bits(), p[2].to_bits()]
 }
 
 impl World {
@@ -116,6 +153,18 @@ impl World {
         let Some(i) = self.index_on(t, slot) else {
             return;
         };
+        if let Some(g) = self.indexes[i].spatial.as_mut() {
+            if !insert {
+                g.remove(id);
+                return;
+            }
+            if let Ok(v) = self.layouts[t as usize].decode_slot(&self.schema, slot, bytes)
+                && let Some(p) = point_of(&v)
+            {
+                g.insert(id, p);
+            }
+            return;
+        }
         let Ok(v) = self.layouts[t as usize].decode_slot(&self.schema, slot, bytes) else {
             return;
         };
@@ -189,30 +238,71 @@ impl World {
     }
 
     /// Every index as it should be, built from the columns.
-    pub(crate) fn built_indexes(&self) -> Vec<BTreeSet<(Key, EntityId)>> {
-        let mut out = vec![BTreeSet::new(); self.indexes.len()];
+    pub(crate) fn built_indexes(&self) -> Vec<Built> {
+        let mut out: Vec<Built> = self
+            .indexes
+            .iter()
+            .map(|ix| if ix.spatial.is_some() { Built::Spatial(Vec::new()) } else { Built::Ordered(BTreeSet::new()) })
+            .collect();
         for arch in &self.archetypes {
             for (i, ix) in self.indexes.iter().enumerate() {
                 let Some(c) = arch.column_index(ix.table, ix.slot) else {
                     continue;
                 };
                 for (row, &id) in arch.entities.iter().enumerate() {
-                    if let Ok(v) =
+                    let Ok(v) =
                         self.layouts[ix.table as usize].decode_slot(&self.schema, ix.slot, arch.columns[c].get(row))
-                    {
-                        out[i].insert((Key(v), id));
+                    else {
+                        continue;
+                    };
+                    match &mut out[i] {
+                        Built::Ordered(set) => {
+                            set.insert((Key(v), id));
+                        }
+                        Built::Spatial(pts) => {
+                            if let Some(p) = point_of(&v) {
+                                pts.push((id, point_bits(&p)));
+                            }
+                        }
                     }
                 }
+            }
+        }
+        for b in &mut out {
+            if let Built::Spatial(pts) = b {
+                pts.sort_unstable();
             }
         }
         out
     }
 
+    /// What index `ix` holds, in the form [`World::built_indexes`] gives.
+    fn held(ix: &FieldIndex) -> Built {
+        match &ix.spatial {
+            Some(g) => {
+                let mut pts: Vec<(EntityId, [u64; 3])> = g.points().map(|(id, p)| (id, point_bits(p))).collect();
+                pts.sort_unstable();
+                Built::Spatial(pts)
+            }
+            None => Built::Ordered(ix.entries.clone()),
+        }
+    }
+
     /// Rebuild every index from the columns (after a bulk load).
     pub fn rebuild_indexes(&mut self) {
         let built = self.built_indexes();
-        for (ix, entries) in self.indexes.iter_mut().zip(built) {
-            ix.entries = entries;
+        for (ix, b) in self.indexes.iter_mut().zip(built) {
+            match b {
+                Built::Ordered(entries) => ix.entries = entries,
+                Built::Spatial(pts) => {
+                    if let Some(g) = ix.spatial.as_mut() {
+                        *g = Grid::new(g.dims(), g.cell_size());
+                        for (id, p) in pts {
+                            g.insert(id, p.map(f64::from_bits));
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -222,15 +312,19 @@ impl World {
         self.indexes
             .iter()
             .zip(built)
-            .filter(|(ix, b)| ix.entries != *b)
+            .filter(|(ix, b)| Self::held(ix) != *b)
             .map(|(ix, b)| {
                 let t = self.schema.table(ix.table);
+                let n = match &b {
+                    Built::Ordered(s) => s.len(),
+                    Built::Spatial(p) => p.len(),
+                };
                 format!(
                     "index on {}.{} holds {} entries, the columns give {} (or other values)",
                     t.name,
                     t.stored_field(ix.slot).name,
-                    ix.entries.len(),
-                    b.len()
+                    ix.len(),
+                    n
                 )
             })
             .collect()

@@ -149,6 +149,13 @@ pub struct Query {
     /// Describe how the query would run instead of running it.
     #[serde(default)]
     pub explain: bool,
+    /// Within a radius of a point or entity (see [`crate::near`]).
+    pub near: Option<crate::near::Near>,
+    /// Inside an axis-aligned box.
+    #[serde(rename = "box")]
+    pub in_box: Option<crate::near::BoxQuery>,
+    /// The k nearest, nearest first (rows come in distance order).
+    pub nearest: Option<crate::near::Nearest>,
 }
 
 /// One result row.
@@ -199,8 +206,19 @@ pub(crate) struct Scan {
     pub(crate) without: Vec<TableId>,
     pub(crate) filters: Vec<CompiledFilter>,
     pub(crate) allowed: Option<FxHashSet<EntityId>>,
-    /// The filter answered by an index (its position) and its candidates.
-    pub(crate) indexed: Option<(usize, Vec<EntityId>)>,
+    /// `near` / `box` conditions (always checked).
+    pub(crate) spatial: Vec<crate::near::SpatialCheck>,
+    /// What an index answered and its candidates.
+    pub(crate) indexed: Option<(Answer, Vec<EntityId>)>,
+}
+
+/// The clause whose index picked a scan's candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// A filter (its position), answered exactly.
+    Filter(usize),
+    /// A spatial check (its position).
+    Spatial(usize),
 }
 
 impl Scan {
@@ -240,13 +258,18 @@ impl Scan {
         if self.allowed.as_ref().is_some_and(|a| !a.contains(&id)) {
             return Ok(false);
         }
-        let answered = self.indexed.as_ref().map(|(i, _)| *i);
+        let answered = self.indexed.as_ref().map(|(a, _)| *a);
         for (i, f) in self.filters.iter().enumerate() {
             // The index lookup is exact for the filter it answered.
-            if Some(i) == answered {
+            if Some(Answer::Filter(i)) == answered {
                 continue;
             }
             if !f.matches(&w.field_value(id, f.table, f.field)?) {
+                return Ok(false);
+            }
+        }
+        for (i, c) in self.spatial.iter().enumerate() {
+            if Some(Answer::Spatial(i)) != answered && !c.matches(&w.field_value(id, c.table, c.field)?) {
                 return Ok(false);
             }
         }
@@ -378,6 +401,13 @@ impl World {
         for f in &filters {
             with.push(f.table);
         }
+        let spatial = self.compile_spatial(q.near.as_ref(), q.in_box.as_ref())?;
+        for c in &spatial {
+            with.push(c.table);
+        }
+        if let Some(n) = &q.nearest {
+            with.push(self.compile_nearest(n)?.table);
+        }
         let allowed: Option<FxHashSet<EntityId>> = match &q.related {
             Some(r) => {
                 let start = id_from_json(&r.entity)
@@ -397,20 +427,32 @@ impl World {
         };
         with.sort_unstable();
         with.dedup();
-        // The first filter an index answers picks the candidates — unless
-        // the open transaction has column images (in-place writes the
-        // indexes see only at the next diff): then the scan reads the columns.
+        // Of the clauses an index answers, the one with the fewest
+        // candidates picks them — unless the open transaction has column
+        // images (in-place writes the indexes see only at the next diff):
+        // then the scan reads the columns.
         let live_images = self.txn.as_ref().is_some_and(|s| s.has_captures());
-        let indexed = if live_images {
-            None
-        } else {
-            filters.iter().enumerate().find_map(|(i, f)| {
-                let slot = self.schema().table(f.table).fields[f.field].slot()?;
-                let ix = self.index_on(f.table, slot)?;
-                self.indexes[ix].lookup(f.op, &f.values).map(|ids| (i, ids))
-            })
-        };
-        Ok(Scan { with, without, filters, allowed, indexed })
+        let mut indexed: Option<(Answer, Vec<EntityId>)> = None;
+        if !live_images {
+            let mut offer = |a: Answer, ids: Vec<EntityId>| {
+                if indexed.as_ref().is_none_or(|(_, best)| ids.len() < best.len()) {
+                    indexed = Some((a, ids));
+                }
+            };
+            for (i, f) in filters.iter().enumerate() {
+                let Some(slot) = self.schema().table(f.table).fields[f.field].slot() else { continue };
+                let Some(ix) = self.index_on(f.table, slot) else { continue };
+                if let Some(ids) = self.indexes[ix].lookup(f.op, &f.values) {
+                    offer(Answer::Filter(i), ids);
+                }
+            }
+            for (i, c) in spatial.iter().enumerate() {
+                if let Some(ids) = self.spatial_candidates(c) {
+                    offer(Answer::Spatial(i), ids);
+                }
+            }
+        }
+        Ok(Scan { with, without, filters, allowed, spatial, indexed })
     }
 
     /// A plain (row) query checked and resolved: its scan (tables required
@@ -418,6 +460,9 @@ impl World {
     pub(crate) fn prepare_plain(&self, q: &Query) -> Result<PlainPlan> {
         checked_limit(q)?;
         let mut scan = self.scan_parts(q)?;
+        if q.nearest.is_some() && q.order_by.is_some() {
+            return Err(Error::Query("nearest returns rows nearest first; leave out order_by".into()));
+        }
         let order = if let Some(o) = &q.order_by {
             let (t, fi) = resolve_field(self, &o.field)?;
             let fd = &self.schema().table(t).fields[fi];
@@ -484,7 +529,7 @@ impl World {
             }
             Ok(())
         };
-        let (Scan { with, without, filters, allowed, indexed }, order, select) = self.prepare_plain(q)?;
+        let (scan, order, select) = self.prepare_plain(q)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -508,7 +553,22 @@ impl World {
         if !q.group_by.is_empty() || !q.aggregates.is_empty() || q.explain {
             return Err(Error::Query("group_by, aggregates and explain run through query_json".into()));
         }
-        let scan = Scan { with, without, filters, allowed, indexed };
+        // Nearest first: the k nearest matches, then offset and limit.
+        if let Some(n) = &q.nearest {
+            let plan = self.compile_nearest(n)?;
+            // Candidates another index picked are measured directly (the
+            // clause it answered is then not checked again).
+            let candidates = scan.indexed.as_ref().map(|(_, ids)| ids.as_slice());
+            let near = self.run_nearest(&plan, candidates, &mut |id| {
+                check_time()?;
+                let Ok((a, _)) = self.location(id) else { return Ok(false) };
+                Ok(scan.archetype_matches(&self.archetypes()[a as usize]) && scan.entity_matches(self, id)?)
+            })?;
+            for (id, _) in near.into_iter().skip(q.offset).take(limit) {
+                out.push(materialize(id, &mut bytes)?);
+            }
+            return Ok(out);
+        }
         // Ordered by an indexed field, with no filter index to narrow the
         // candidates first: walk the order field's index and stop once the
         // page is full, instead of sorting every match.

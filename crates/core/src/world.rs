@@ -130,14 +130,9 @@ impl World {
                 (0..t.stored_len())
                     .map(|s| {
                         let f = t.stored_field(s);
-                        let kind = f.index_kind().filter(|_| crate::index::indexable(&f.ty));
+                        let kind = f.index_kind().filter(|&k| crate::index::indexable(k, &f.ty));
                         kind.map(|kind| {
-                            indexes.push(crate::index::FieldIndex {
-                                table: ti as TableId,
-                                slot: s,
-                                unique: kind == crate::schema::IndexKind::Unique,
-                                entries: std::collections::BTreeSet::new(),
-                            });
+                            indexes.push(crate::index::empty_index(ti as TableId, s, kind, f));
                             indexes.len() - 1
                         })
                     })

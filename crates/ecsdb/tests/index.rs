@@ -260,7 +260,7 @@ fn unique_indexes_refuse_duplicates_at_commit_and_change_nothing() {
     assert!(db.read().check_integrity().is_empty());
     // Schema mistakes are named.
     for (bad, needle) in [
-        ("index = \"spatial\"", "spatial indexes are not available"),
+        ("index = \"spatial\"", "spatial index needs a position"),
         ("index = \"bloom\"", "unknown index kind `bloom`"),
         ("index = \"unique\"\nindexed = true", "either"),
     ] {

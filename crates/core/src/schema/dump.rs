@@ -20,6 +20,9 @@ fn field_toml(schema: &Schema, f: &Field, fk_table: Option<&str>) -> toml::Table
     if let Some(k) = f.index {
         t.insert("index".into(), k.name().into());
     }
+    if let Some(c) = f.cell_size {
+        t.insert("cell_size".into(), c.into());
+    }
     if let Some(d) = &f.description {
         t.insert("description".into(), d.clone().into());
     }
@@ -117,6 +120,8 @@ impl Schema {
                 "primary_key": f.primary_key,
                 "foreign_key": fk_text(self, f),
                 "indexed": f.indexed,
+                "index": f.index_kind().map(crate::schema::IndexKind::name),
+                "cell_size": f.cell_size,
                 "description": f.description,
                 "default": value::to_json(&f.ty, &f.default, self),
             })

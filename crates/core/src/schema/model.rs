@@ -24,12 +24,14 @@ pub enum FieldRole {
 /// One declared field of a table, custom type or relation.
 /// A secondary index kind. `Hash` is served by the same ordered structure
 /// as `Btree` (equality lookups are as fast); `Unique` also refuses, at
-/// commit, two entities with the same value.
+/// commit, two entities with the same value; `Spatial` is a grid over
+/// positions (see [`crate::spatial`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexKind {
     Btree,
     Hash,
     Unique,
+    Spatial,
 }
 
 impl IndexKind {
@@ -38,6 +40,7 @@ impl IndexKind {
             IndexKind::Btree => "btree",
             IndexKind::Hash => "hash",
             IndexKind::Unique => "unique",
+            IndexKind::Spatial => "spatial",
         }
     }
 }
@@ -56,6 +59,8 @@ pub struct Field {
     pub indexed: bool,
     /// `index = "btree" | "hash" | "unique"` as written.
     pub index: Option<IndexKind>,
+    /// Grid cell edge of a spatial index (`cell_size`), when given.
+    pub cell_size: Option<f64>,
     pub description: Option<String>,
     /// Value used when a row is added without this field.
     pub default: Value,
@@ -66,7 +71,11 @@ pub struct Field {
 impl Field {
     /// The index this field has, if any (`index`, else `indexed = true`).
     pub fn index_kind(&self) -> Option<IndexKind> {
-        self.index.or(self.indexed.then_some(IndexKind::Btree))
+        self.index.or_else(|| {
+            self.indexed.then(|| {
+                if crate::spatial::spatial_dims(&self.ty).is_some() { IndexKind::Spatial } else { IndexKind::Btree }
+            })
+        })
     }
 
     pub fn is_stored(&self) -> bool {

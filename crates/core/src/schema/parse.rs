@@ -32,7 +32,7 @@ const TOP_KEYS: &[&str] = &["database", "tables", "enums", "custom_types", "rela
 const DATABASE_KEYS: &[&str] = &["name", "version", "description"];
 const TABLE_KEYS: &[&str] = &["description", "parent_table", "fields"];
 const FIELD_KEYS: &[&str] =
-    &["name", "type", "primary_key", "foreign_key", "indexed", "index", "description", "default"];
+    &["name", "type", "primary_key", "foreign_key", "indexed", "index", "cell_size", "description", "default"];
 const ENUM_KEYS: &[&str] = &["variants", "description"];
 const CUSTOM_KEYS: &[&str] = &["fields", "description"];
 const RELATION_KEYS: &[&str] = &["from", "to", "description", "fields"];
@@ -131,6 +131,7 @@ struct RawField {
     foreign_key: Option<String>,
     indexed: bool,
     index: Option<IndexKind>,
+    cell_size: Option<f64>,
     description: Option<String>,
     default: Option<serde_json::Value>,
 }
@@ -204,14 +205,21 @@ fn raw_fields(ctx: &mut Ctx, at: &At, t: &toml::Table, what: &str) -> Vec<RawFie
                 Some("btree") => Some(IndexKind::Btree),
                 Some("hash") => Some(IndexKind::Hash),
                 Some("unique") => Some(IndexKind::Unique),
-                Some("spatial") => {
-                    ctx.push(&fat, "spatial indexes are not available in this version (btree, hash, unique are)");
-                    None
-                }
+                Some("spatial") => Some(IndexKind::Spatial),
                 Some(other) => {
-                    ctx.push(&fat, format!("unknown index kind `{other}` (btree, hash, unique)"));
+                    ctx.push(&fat, format!("unknown index kind `{other}` (btree, hash, unique, spatial)"));
                     None
                 }
+            },
+            cell_size: match ft.get("cell_size") {
+                None => None,
+                Some(v) => match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+                    Some(c) if c.is_finite() && c > 0.0 => Some(c),
+                    _ => {
+                        ctx.push(&fat, "cell_size must be a positive number (world units per grid cell)");
+                        None
+                    }
+                },
             },
             description: get_str(ctx, &fat, ft, "description").map(str::to_string),
             default,
@@ -494,17 +502,39 @@ impl Schema {
                     }
                     role = FieldRole::EntityId;
                 }
-                if let Some(k) = rf.index
-                    && !crate::query::orderable(&ty)
-                {
+                let spatial_ok = crate::spatial::spatial_dims(&ty).is_some();
+                match rf.index {
+                    Some(IndexKind::Spatial) if !spatial_ok => ctx.push(
+                        &at,
+                        format!(
+                            "a spatial index needs a position: [f32; 2], [f32; 3], [f64; 2] or [f64; 3], not {}",
+                            rf.type_text
+                        ),
+                    ),
+                    Some(k) if k != IndexKind::Spatial && !crate::query::orderable(&ty) => ctx.push(
+                        &at,
+                        format!(
+                            "a {} index needs values with an order (numbers, bool, enums, strings, bytes), not {}{}",
+                            k.name(),
+                            rf.type_text,
+                            if spatial_ok { " (positions take index = \"spatial\")" } else { "" }
+                        ),
+                    ),
+                    _ => {}
+                }
+                if rf.indexed && !spatial_ok && !crate::query::orderable(&ty) {
                     ctx.push(
                         &at,
                         format!(
-                            "a {} index needs values with an order (numbers, bool, enums, strings, bytes), not {}",
-                            k.name(),
+                            "`indexed = true` needs values with an order (numbers, bool, enums, strings, bytes) or a position ([f32; 2|3]), not {}",
                             rf.type_text
                         ),
                     );
+                }
+                let is_spatial =
+                    rf.index == Some(IndexKind::Spatial) || (rf.indexed && rf.index.is_none() && spatial_ok);
+                if rf.cell_size.is_some() && !is_spatial {
+                    ctx.push(&at, "cell_size applies only to a spatial index");
                 }
                 if rf.index.is_some() && rf.indexed {
                     ctx.push(&at, "give either `indexed = true` or `index = \"…\"`, not both");
@@ -556,6 +586,7 @@ impl Schema {
                     foreign_key: fk,
                     indexed: rf.indexed,
                     index: rf.index,
+                    cell_size: rf.cell_size,
                     description: rf.description.clone(),
                     default: Value::Bool(false), // replaced below, once the schema exists
                     size,
@@ -629,6 +660,7 @@ impl Schema {
                         foreign_key: None,
                         indexed: rf.indexed,
                         index: rf.index,
+                        cell_size: rf.cell_size,
                         description: rf.description,
                         default: Value::Bool(false),
                         size,
@@ -827,6 +859,7 @@ fn resolve_customs(ctx: &mut Ctx, names: &TypeNames, raw: &[(String, Vec<RawFiel
                         foreign_key: None,
                         indexed: false,
                         index: None,
+                        cell_size: None,
                         description: rf.description.clone(),
                         default: Value::Bool(false),
                         size,
