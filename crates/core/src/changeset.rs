@@ -22,6 +22,7 @@
 //!                            ids column*
 //!     | 0x0A SetRun          table:u16 slot:u16 size:u32 count:u32
 //!                            ids bytes[count * size]
+//!     | 0x0B Migrate         len:u32 text[len]   (a migration's TOML; alone in its change set)
 //! ids    := nruns:u32 (first:u64 len:u32)[nruns]   (len ids from first, +1 each; Σ len = count)
 //! column := ncols:u16 then per column size:u32 and either
 //!           bytes[count * size] (fixed, size > 0) or (len:u32 bytes[len])[count] (size = 0xFFFF_FFFF)
@@ -63,6 +64,7 @@ const OP_UNLINK: u8 = 7;
 const OP_SET_MANY: u8 = 8;
 const OP_SPAWN_MANY: u8 = 9;
 const OP_SET_RUN: u8 = 10;
+const OP_MIGRATE: u8 = 11;
 /// Column size marking a variable-length column in `SpawnMany`.
 pub const VAR_COLUMN: u32 = u32::MAX;
 
@@ -118,6 +120,12 @@ pub enum Op<'a> {
         size: u32,
         ids: IdRuns<'a>,
         values: &'a [u8],
+    },
+    /// A schema migration (its TOML text, see [`crate::migration`]): the
+    /// state is rewritten into the schema it produces. The only op of its
+    /// change set; the ops after it in the log use the new schema's ids.
+    Migrate {
+        text: &'a [u8],
     },
 }
 
@@ -358,6 +366,11 @@ impl ChangeSet {
                 self.buf.extend_from_slice(&(count as u32).to_le_bytes());
                 self.raw_runs(ids);
                 self.buf.extend_from_slice(values);
+            }
+            Op::Migrate { text } => {
+                self.begin(OP_MIGRATE);
+                self.buf.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(text);
             }
         }
     }
@@ -724,6 +737,7 @@ impl<'a> OpIter<'a> {
                     .ok_or_else(|| DecodeError { offset: at, reason: "SetRun larger than memory".into() })?;
                 Op::SetRun { table, slot, size, ids, values: self.take(len)? }
             }
+            OP_MIGRATE => Op::Migrate { text: self.blob()? },
             t => {
                 return Err(DecodeError { offset: at, reason: format!("unknown operation tag {t}") });
             }

@@ -55,6 +55,10 @@ pub enum Change {
         from: EntityId,
         to: EntityId,
     },
+    /// The schema was migrated (the migration's TOML).
+    Migrated {
+        migration: String,
+    },
 }
 
 impl World {
@@ -93,6 +97,9 @@ impl World {
                         let bytes = values.get(k * size..(k + 1) * size).ok_or_else(|| bad(i, "short values"))?;
                         out.push(self.field_set(i, id, table, slot.into(), bytes)?);
                     }
+                }
+                Op::Migrate { text } => {
+                    out.push(Change::Migrated { migration: String::from_utf8_lossy(text).into_owned() });
                 }
                 Op::SpawnMany { ids, .. } => {
                     let tables = op.spawn_tables();

@@ -9,6 +9,10 @@ use crate::id::EntityId;
 pub enum Error {
     #[error("entity {0} does not exist")]
     NoSuchEntity(EntityId),
+    /// A migration was refused (malformed, out of order, or its result is
+    /// not a valid schema); nothing was changed.
+    #[error("migration refused: {0}")]
+    Migration(String),
     #[error("unknown table `{0}`")]
     NoSuchTable(String),
     #[error("unknown field `{field}` in table `{table}`")]

@@ -25,6 +25,7 @@ pub mod index;
 pub mod io;
 pub mod layout;
 pub mod load;
+pub mod migration;
 pub mod near;
 pub mod query;
 pub mod relation;

@@ -855,6 +855,16 @@ impl World {
     /// next sequence number. On error the world may be partly changed: the
     /// caller must treat it as corrupt (replay only applies logged commits,
     /// which applied cleanly when they were made).
+    /// Replace this state by its migrated form (see [`World::migrated`]) as
+    /// commit `seq`: every entity counts as changed at `seq`.
+    pub fn install_migrated(&mut self, mut next: World, seq: u64) {
+        next.seq = seq;
+        next.changes_known_from = self.changes_known_from;
+        next.stats = self.stats;
+        next.reset_change_marks(seq);
+        *self = next;
+    }
+
     pub fn apply(&mut self, seq: u64, cs: &ChangeSet) -> Result<()> {
         if self.txn.is_some() {
             return Err(Error::TransactionActive);
@@ -863,6 +873,17 @@ impl World {
             return Err(Error::Apply { seq, reason: format!("expected sequence {}", self.seq + 1) });
         }
         let fail = |reason: String| Error::Apply { seq, reason };
+        if let Some(Ok(Op::Migrate { text })) = cs.iter().next() {
+            if cs.len() != 1 {
+                return Err(fail("a migration must be the only op of its change set".into()));
+            }
+            let text = std::str::from_utf8(text).map_err(|_| fail("the migration text is not UTF-8".into()))?;
+            let m = crate::migration::Migration::parse(text).map_err(|e| fail(e.to_string()))?;
+            let plan = self.schema.plan_migration(&m, true).map_err(|e| fail(e.to_string()))?;
+            let next = self.migrated(&plan).map_err(|e| fail(e.to_string()))?;
+            self.install_migrated(next, seq);
+            return Ok(());
+        }
         let tables = self.schema.tables.len();
         for (i, op) in cs.iter().enumerate() {
             let op = op.map_err(|e| fail(e.to_string()))?;
@@ -886,6 +907,7 @@ impl World {
                 }
                 Op::Link { rel, from, to, props } => self.link(EdgeKey { rel, from, to }, props).map(|_| ()),
                 Op::Unlink { rel, from, to } => self.unlink(&EdgeKey { rel, from, to }).map(|_| ()),
+                Op::Migrate { .. } => Err(fail(format!("op {i}: a migration must be the only op of its change set"))),
                 Op::SetMany { table, slot, .. } => {
                     check_table(table)?;
                     op.set_many_entries()

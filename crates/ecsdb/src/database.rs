@@ -43,20 +43,21 @@ const WRITER_BACKOFF: Duration = Duration::from_millis(1);
 /// The bundled example schema (`examples/schemas/rpg_game.toml`).
 pub const EXAMPLE_SCHEMA: &str = include_str!("../../../examples/schemas/rpg_game.toml");
 
-struct Inner {
-    world: RwLock<World>,
+pub(crate) struct Inner {
+    pub(crate) world: RwLock<World>,
     /// One writer at a time (transactions, checkpoint captures); taken
     /// before `world`.
-    writer: Mutex<()>,
-    schema: Arc<Schema>,
-    config: DatabaseConfig,
-    sinks: Vec<Box<dyn CommitSink>>,
-    active: AtomicU64,
-    started: Instant,
-    fail_stop: AtomicBool,
-    fail_reason: Mutex<Option<String>>,
-    durability: Option<Durability>,
-    recovery: Option<RecoveryReport>,
+    pub(crate) writer: Mutex<()>,
+    /// The schema in force (replaced by a migration).
+    pub(crate) schema: parking_lot::RwLock<Arc<Schema>>,
+    pub(crate) config: DatabaseConfig,
+    pub(crate) sinks: Vec<Box<dyn CommitSink>>,
+    pub(crate) active: AtomicU64,
+    pub(crate) started: Instant,
+    pub(crate) fail_stop: AtomicBool,
+    pub(crate) fail_reason: Mutex<Option<String>>,
+    pub(crate) durability: Option<Durability>,
+    pub(crate) recovery: Option<RecoveryReport>,
 }
 
 impl Drop for Inner {
@@ -78,7 +79,7 @@ pub struct Database {
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database")
-            .field("schema", &self.inner.schema.name)
+            .field("schema", &self.inner.schema.read().name)
             .field("seq", &self.version())
             .finish_non_exhaustive()
     }
@@ -217,11 +218,13 @@ impl DatabaseBuilder {
         world.set_max_commit_bytes(
             usize::try_from(self.config.transactions.max_transaction_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         );
+        // Recovery may have replayed a migration: the state's schema rules.
+        let schema = world.schema().clone();
         let db = Database {
             inner: Arc::new(Inner {
                 world: RwLock::new(world),
                 writer: Mutex::new(()),
-                schema,
+                schema: parking_lot::RwLock::new(schema),
                 config: self.config,
                 sinks,
                 active: AtomicU64::new(0),
@@ -276,7 +279,17 @@ fn open_durable(
         compression_level: p.snapshot_compression_level,
         archive_max_bytes: p.wal_archive_max_mb.saturating_mul(1 << 20),
     };
-    let (store, world, report) = Store::open(fs, &dir, schema, opts)?;
+    let (store, world, report) = Store::open(fs.clone(), &dir, schema, opts)?;
+    if world.schema().fingerprint != schema.fingerprint {
+        // The log held a migration schema.toml does not show yet (a crash
+        // between the two): the data is the truth.
+        tracing::warn!(
+            version = %world.schema().version,
+            "the commit log migrated the schema past {}; rewriting it",
+            SCHEMA_FILE_NAME
+        );
+        write_schema_file(fs.as_ref(), &dir, world.schema())?;
+    }
     if let Some((path, off)) = &report.truncated_tail {
         tracing::warn!(segment = %path.display(), offset = off, "cut a torn record off the end of the commit log (it was never acknowledged)");
     }
@@ -358,8 +371,25 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
         let stored = Schema::from_stored_toml(&text)?;
         if stored.fingerprint != schema.fingerprint {
             let diff = ecsdb_core::schema::differences(&stored, schema, 20);
+            let older = version_key(&schema.version) < version_key(&stored.version);
+            let missing = if older {
+                format!(
+                    "the data is at schema version {}, the schema given is the older version {}: migrations only go forward",
+                    stored.version, schema.version
+                )
+            } else if stored.version == schema.version {
+                format!(
+                    "both say version {}; a changed schema needs a new version and a migration from the old one",
+                    schema.version
+                )
+            } else {
+                format!(
+                    "the data is at schema version {}, the schema given is version {}: apply the migration from {} to {} first (`ecsdb migrate plan` / `ecsdb migrate apply`, or POST /v1/admin/migrations)",
+                    stored.version, schema.version, stored.version, schema.version
+                )
+            };
             return Err(DbError::Config(format!(
-                "{} holds another schema than the one given; a data directory keeps one schema (open it without a schema to use its own). Differences: {}",
+                "{} holds another schema than the one given ({missing}). Open it without a schema to use its own. Differences: {}",
                 path.display(),
                 if diff.is_empty() {
                     "none in content (the canonical text differs)".to_string()
@@ -370,6 +400,19 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
         }
         return Ok(());
     }
+    write_schema_file(fs, dir, schema)
+}
+
+/// A version string as numbers where it has them (`2.10.0` after `2.9.1`).
+fn version_key(v: &str) -> Vec<(u64, String)> {
+    v.split(['.', '-', '+']).map(|p| (p.parse().unwrap_or(u64::MAX), p.to_string())).collect()
+}
+
+/// Write `<dir>/schema.toml` atomically (temp file, fsync, rename, fsync
+/// of the directory).
+pub(crate) fn write_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
+    let path = dir.join(SCHEMA_FILE_NAME);
+    let io = |e| DbError::Io { path: path.clone(), source: e };
     let tmp = dir.join("schema.toml.tmp");
     let f = fs.create(&tmp).map_err(io)?;
     f.append(schema.to_toml_string().as_bytes()).map_err(io)?;
@@ -566,8 +609,12 @@ impl Database {
         Database::builder().schema_toml(EXAMPLE_SCHEMA)?.build()
     }
 
-    pub fn schema(&self) -> &Arc<Schema> {
-        &self.inner.schema
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    pub fn schema(&self) -> Arc<Schema> {
+        self.inner.schema.read().clone()
     }
 
     pub fn config(&self) -> &DatabaseConfig {
@@ -674,7 +721,7 @@ impl Database {
     /// type the Rust type can hold, and every stored field has a struct
     /// field. Every mismatch is reported at once.
     pub fn register<T: ecsdb_core::component::Component>(&self) -> Result<ecsdb_core::component::Binding> {
-        ecsdb_core::component::Binding::of::<T>(self.schema()).map_err(|problems| {
+        ecsdb_core::component::Binding::of::<T>(&self.schema()).map_err(|problems| {
             DbError::Engine(ecsdb_core::Error::TypeMismatch {
                 table: T::TABLE.to_string(),
                 field: "*".into(),
@@ -765,7 +812,7 @@ impl Database {
         d.store.wal().failure().map(|f| format!("the commit log failed: {f}"))
     }
 
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         match self.fail_stopped() {
             Some(reason) => Err(DbError::FailStop(reason)),
             None => Ok(()),
@@ -779,7 +826,7 @@ impl Database {
         }
     }
 
-    fn enter_fail_stop(&self, reason: String) {
+    pub(crate) fn enter_fail_stop(&self, reason: String) {
         // The first cause is the one worth reporting.
         self.inner.fail_reason.lock().get_or_insert(reason);
         self.inner.fail_stop.store(true, Ordering::Release);

@@ -50,6 +50,7 @@ pub mod config;
 mod database;
 mod durability;
 mod error;
+mod migrate;
 mod sink;
 mod typed_query;
 
@@ -68,6 +69,7 @@ pub use ecsdb_core::{
 pub use ecsdb_derive::{Component, Enum};
 pub use ecsdb_storage::{self as storage, CheckpointInfo, RecoveryReport};
 pub use error::{DbError, EngineError, Result, SchemaError};
+pub use migrate::MigrationOutcome;
 /// Re-exported: JSON values appear in this crate's signatures.
 pub use serde_json;
 pub use sink::CommitSink;

@@ -145,11 +145,11 @@ fn rows_by_name_edges_in_one_call_and_one_id_format() {
     .unwrap();
     let rows = db.query(&q).unwrap();
     let schema = db.schema();
-    let named: Vec<(&str, &str, &Value)> = rows[0].named(schema).collect();
+    let named: Vec<(&str, &str, &Value)> = rows[0].named(&schema).collect();
     assert_eq!(named[0].0, "player");
     assert_eq!(named[0].1, "name");
-    assert_eq!(rows[1].get(schema, "player", "level"), Some(&Value::U64(5)));
-    assert_eq!(rows[1].get(schema, "player", "nope"), None);
+    assert_eq!(rows[1].get(&schema, "player", "level"), Some(&Value::U64(5)));
+    assert_eq!(rows[1].get(&schema, "player", "nope"), None);
     let r = db.read();
     let out = r.edges("follows", a, Direction::Out).unwrap();
     assert_eq!(out.len(), 1);

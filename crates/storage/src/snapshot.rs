@@ -13,6 +13,7 @@
 //!                       then each column in archetype order:
 //!                       fixed: bytes[rows*size]   var: (len:u32 bytes)[rows]
 //!           | 3 EDGES   count:u32 (rel:u16 from:u64 to:u64 len:u32 props[len])[count]
+//!           | 4 SCHEMA  the schema's canonical TOML (first block when present)
 //!           | 255 END   blocks:u32 (blocks before END)            (last block)
 //! ```
 //! Taking one happens in two steps: [`capture`] copies the state into raw
@@ -37,6 +38,7 @@ const BLOCK_HEADER_LEN: usize = 13;
 const KIND_SLOTS: u8 = 1;
 const KIND_ARCH: u8 = 2;
 const KIND_EDGES: u8 = 3;
+const KIND_SCHEMA: u8 = 4;
 const KIND_END: u8 = 255;
 /// Rows per archetype block: bounds the memory one block needs to load.
 const ROWS_PER_BLOCK: usize = 65_536;
@@ -81,7 +83,9 @@ fn now_ms() -> u64 {
 
 /// Copy the world's state into raw blocks. Call with the read lock held.
 pub fn capture(world: &World) -> Image {
-    let mut blocks = Vec::new();
+    // The schema goes first: a snapshot taken before a migration still
+    // loads after it (the log's migration record then rewrites the state).
+    let mut blocks = vec![(KIND_SCHEMA, world.schema().to_toml_string().into_bytes())];
     let slots: Vec<(u32, bool)> = world.entities().slots().collect();
     let mut b = Vec::with_capacity(4 + slots.len() * 5);
     b.extend_from_slice(&(slots.len() as u32).to_le_bytes());
@@ -366,16 +370,50 @@ fn for_each_block(
     }
 }
 
-/// Load a snapshot into a new world for `schema`.
+/// The schema a snapshot embeds (its first block), if it has one.
+fn embedded_schema(path: &Path, b: &[u8]) -> Result<Option<Schema>, StorageError> {
+    let pos = HEADER_LEN;
+    let Some(h) = b.get(pos..pos + BLOCK_HEADER_LEN) else { return Ok(None) };
+    if h[0] != KIND_SCHEMA {
+        return Ok(None);
+    }
+    let raw_len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    let comp_len = u32::from_le_bytes([h[5], h[6], h[7], h[8]]) as usize;
+    let crc = u32::from_le_bytes([h[9], h[10], h[11], h[12]]);
+    let data = b
+        .get(pos + BLOCK_HEADER_LEN..pos + BLOCK_HEADER_LEN + comp_len)
+        .ok_or_else(|| corrupt(path, pos, "schema block is cut short"))?;
+    if crc32c::crc32c_append(crc32c::crc32c(&h[..9]), data) != crc {
+        return Err(corrupt(path, pos, "block checksum mismatch"));
+    }
+    if raw_len > ecsdb_core::schema::MAX_SCHEMA_TEXT {
+        return Err(corrupt(path, pos, format!("implausible schema block of {raw_len} bytes")));
+    }
+    let raw = zstd::bulk::decompress(data, raw_len).map_err(|e| corrupt(path, pos, format!("zstd: {e}")))?;
+    let text = String::from_utf8(raw).map_err(|_| corrupt(path, pos, "schema block is not UTF-8"))?;
+    Schema::from_stored_toml(&text).map(Some).map_err(|e| corrupt(path, pos, format!("embedded schema: {e}")))
+}
+
+/// Load a snapshot into a new world: for `schema` when the snapshot was
+/// taken under it, else under the schema the snapshot embeds (one from
+/// before a migration).
 pub fn load(path: &Path, b: &[u8], schema: &Arc<Schema>) -> Result<World, StorageError> {
     let info = read_header(path, b)?;
-    if info.fingerprint != schema.fingerprint {
-        return Err(StorageError::SchemaMismatch {
-            path: path.to_path_buf(),
-            found: info.fingerprint,
-            expected: schema.fingerprint,
-        });
-    }
+    let schema = if info.fingerprint == schema.fingerprint {
+        schema.clone()
+    } else {
+        match embedded_schema(path, b)? {
+            Some(s) if s.fingerprint == info.fingerprint => Arc::new(s),
+            _ => {
+                return Err(StorageError::SchemaMismatch {
+                    path: path.to_path_buf(),
+                    found: info.fingerprint,
+                    expected: schema.fingerprint,
+                });
+            }
+        }
+    };
+    let schema = &schema;
     let mut world = World::new(schema.clone());
     world.set_seq(info.seq);
     let mut edges_after: Vec<(EdgeKey, Vec<u8>)> = Vec::new();
@@ -432,6 +470,8 @@ pub fn load(path: &Path, b: &[u8], schema: &Arc<Schema>) -> Result<World, Storag
                 }
                 Ok(())
             }
+            // Read before the state (see `embedded_schema`).
+            KIND_SCHEMA if pos == HEADER_LEN => Ok(()),
             k => Err(fail(format!("unknown block kind {k}"))),
         }
     })?;

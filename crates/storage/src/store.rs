@@ -205,8 +205,10 @@ pub fn replay(
     report: &mut RecoveryReport,
 ) -> Result<(), StorageError> {
     let repair = mode == Mode::Repair;
-    let fingerprint = world.schema().fingerprint;
     for (i, (first, path)) in segments.iter().enumerate() {
+        // A segment is written against the schema in force when it began
+        // (a migration record ends its segment).
+        let fingerprint = world.schema().fingerprint;
         let last = i + 1 == segments.len();
         // A segment whose successor starts at or before our next sequence
         // holds nothing we need.
@@ -407,7 +409,7 @@ impl Store {
             fs.clone(),
             WalOptions {
                 dir: wal_dir,
-                fingerprint: schema.fingerprint,
+                fingerprint: world.schema().fingerprint,
                 segment_bytes: opts.segment_bytes,
                 sync: opts.sync,
             },
@@ -426,6 +428,11 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file system the store writes through.
+    pub fn fs(&self) -> &Arc<dyn Vfs> {
+        &self.fs
     }
 
     /// Start a checkpoint: capture the state (call with the read lock held,

@@ -72,6 +72,8 @@ struct Current {
 pub struct Wal {
     fs: Arc<dyn Vfs>,
     opts: WalOptions,
+    /// Schema fingerprint new segments carry (changed by a migration).
+    fingerprint: AtomicU64,
     cur: Mutex<Current>,
     sync_lock: Mutex<()>,
     written_seq: AtomicU64,
@@ -92,9 +94,10 @@ impl Wal {
     /// Start a new segment at `next_seq` (everything before it is durable).
     pub fn create(fs: Arc<dyn Vfs>, opts: WalOptions, next_seq: u64) -> Result<Wal, StorageError> {
         fs.create_dir_all(&opts.dir).map_err(io(&opts.dir))?;
-        let cur = Self::new_segment(&fs, &opts, next_seq)?;
+        let cur = Self::new_segment(&fs, &opts, opts.fingerprint, next_seq)?;
         Ok(Wal {
             fs,
+            fingerprint: AtomicU64::new(opts.fingerprint),
             opts,
             cur: Mutex::new(cur),
             sync_lock: Mutex::new(()),
@@ -109,10 +112,15 @@ impl Wal {
         })
     }
 
-    fn new_segment(fs: &Arc<dyn Vfs>, opts: &WalOptions, first_seq: u64) -> Result<Current, StorageError> {
+    fn new_segment(
+        fs: &Arc<dyn Vfs>,
+        opts: &WalOptions,
+        fingerprint: u64,
+        first_seq: u64,
+    ) -> Result<Current, StorageError> {
         let path = opts.dir.join(segment_name(first_seq));
         let file = fs.create(&path).map_err(io(&path))?;
-        let header = SegmentHeader { first_seq, fingerprint: opts.fingerprint }.encode();
+        let header = SegmentHeader { first_seq, fingerprint }.encode();
         file.append(&header).map_err(io(&path))?;
         file.sync().map_err(io(&path))?;
         fs.sync_dir(&opts.dir).map_err(io(&opts.dir))?;
@@ -161,7 +169,7 @@ impl Wal {
                 return Err(self.fail(format!("{}: sync before rotation: {e}", cur.path.display())));
             }
             self.durable_seq.fetch_max(seq - 1, Ordering::AcqRel);
-            *cur = match Self::new_segment(&self.fs, &self.opts, seq) {
+            *cur = match Self::new_segment(&self.fs, &self.opts, self.fingerprint.load(Ordering::Acquire), seq) {
                 Ok(c) => c,
                 Err(e) => return Err(self.fail(e.to_string())),
             };
@@ -260,8 +268,29 @@ impl Wal {
         let next = self.written_seq.load(Ordering::Acquire) + 1;
         self.durable_seq.fetch_max(next - 1, Ordering::AcqRel);
         let old = cur.path.clone();
-        *cur = Self::new_segment(&self.fs, &self.opts, next).map_err(|e| self.fail(e.to_string()))?;
+        *cur = Self::new_segment(&self.fs, &self.opts, self.fingerprint.load(Ordering::Acquire), next)
+            .map_err(|e| self.fail(e.to_string()))?;
         Ok(Some(old))
+    }
+
+    /// After a migration record: make everything written durable and
+    /// continue in a new segment written against schema `fingerprint` (a
+    /// segment's records all use the schema its header names). An empty
+    /// current segment is replaced.
+    pub fn rotate_schema(&self, fingerprint: u64) -> Result<(), StorageError> {
+        let mut cur = self.cur.lock();
+        if let Err(e) = cur.file.sync() {
+            return Err(self.fail(format!("{}: sync before rotation: {e}", cur.path.display())));
+        }
+        let next = self.written_seq.load(Ordering::Acquire) + 1;
+        self.durable_seq.fetch_max(next - 1, Ordering::AcqRel);
+        self.fingerprint.store(fingerprint, Ordering::Release);
+        if cur.records == 0 {
+            let p = cur.path.clone();
+            self.fs.remove(&p).map_err(|e| self.fail(format!("{}: {e}", p.display())))?;
+        }
+        *cur = Self::new_segment(&self.fs, &self.opts, fingerprint, next).map_err(|e| self.fail(e.to_string()))?;
+        Ok(())
     }
 
     /// Path of the segment being written.

@@ -1,0 +1,117 @@
+//! Applying a schema migration to a live database.
+//!
+//! Why the migration is computed before anything is logged: the rewritten
+//! state is built beside the current one under the writer lock (readers
+//! keep reading), so a migration that fails for any reason — malformed,
+//! out of order, an invalid resulting schema, data that does not fit —
+//! changes nothing. Only then is it logged as one change set holding its
+//! TOML, made durable, the log continued in a segment written against the
+//! new schema, the state swapped in, `schema.toml` rewritten and a
+//! checkpoint taken (so recovery starts after it). A crash after the record
+//! is durable replays the migration from the log; before, it never happened.
+
+use ecsdb_core::changeset::Op;
+use ecsdb_core::migration::{Migration, MigrationReport};
+use ecsdb_core::{ChangeSet, World};
+use serde::Serialize;
+
+use crate::database::{Database, write_schema_file};
+use crate::error::{DbError, Result};
+
+/// What a migration did (or, on a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationOutcome {
+    /// Whether the state was changed (false for a dry run).
+    pub applied: bool,
+    /// The commit that holds the migration (applied migrations only).
+    pub seq: Option<u64>,
+    #[serde(flatten)]
+    pub report: MigrationReport,
+}
+
+impl Database {
+    /// Check `text` (a migration TOML) against the current schema and say
+    /// what applying it would do, changing nothing.
+    pub fn plan_migration(&self, text: &str) -> Result<MigrationOutcome> {
+        let m = Migration::parse(text)?;
+        let w = self.read();
+        let plan = w.schema().plan_migration(&m, false)?;
+        Ok(MigrationOutcome { applied: false, seq: None, report: w.migration_report(&plan) })
+    }
+
+    /// Apply a migration (see the module docs); `dry_run` only plans it.
+    pub fn migrate(&self, text: &str, dry_run: bool) -> Result<MigrationOutcome> {
+        self.migrate_with(text, dry_run, false)
+    }
+
+    /// As [`Database::migrate`]; `allow_system` lets the operations touch
+    /// system (`_`) tables (the server's own upgrades).
+    pub fn migrate_with(&self, text: &str, dry_run: bool, allow_system: bool) -> Result<MigrationOutcome> {
+        let m = Migration::parse(text)?;
+        if dry_run {
+            let w = self.read();
+            let plan = w.schema().plan_migration(&m, allow_system)?;
+            return Ok(MigrationOutcome { applied: false, seq: None, report: w.migration_report(&plan) });
+        }
+        self.check_writable()?;
+        let inner = self.inner();
+        let writer = inner.writer.lock();
+        let (plan, report, next, seq) = {
+            let w = inner.world.read();
+            let plan = w.schema().plan_migration(&m, allow_system)?;
+            let report = w.migration_report(&plan);
+            let next: World = w.migrated(&plan)?;
+            (plan, report, next, w.seq() + 1)
+        };
+        let mut cs = ChangeSet::new();
+        cs.push(Op::Migrate { text: text.as_bytes() });
+        let sinks = &inner.sinks;
+        for (i, sink) in sinks.iter().enumerate() {
+            if let Err(e) = sink.append(seq, &cs) {
+                for earlier in sinks[..i].iter().rev() {
+                    if let Err(ae) = earlier.abort(seq) {
+                        self.enter_fail_stop(format!(
+                            "migration {seq} was refused by a commit sink ({e}) and could not be taken back from another ({ae})"
+                        ));
+                    }
+                }
+                return Err(DbError::Sink(e));
+            }
+        }
+        for sink in sinks {
+            if let Err(e) = sink.wait_durable(seq) {
+                let reason = format!("migration {seq} may not be durable: {e}");
+                self.enter_fail_stop(reason.clone());
+                return Err(DbError::FailStop(reason));
+            }
+        }
+        if let Some(d) = &inner.durability
+            && let Err(e) = d.store.wal().rotate_schema(plan.schema.fingerprint)
+        {
+            let reason = format!("migration {seq} is logged but the log could not continue under the new schema: {e}");
+            self.enter_fail_stop(reason.clone());
+            return Err(DbError::FailStop(reason));
+        }
+        inner.world.write().install_migrated(next, seq);
+        *inner.schema.write() = plan.schema.clone();
+        if let Some(d) = &inner.durability
+            && let Err(e) = write_schema_file(d.store.fs().as_ref(), d.store.dir(), &plan.schema)
+        {
+            // The log holds the migration: recovery rewrites schema.toml.
+            tracing::warn!(error = %e, "migration applied; schema.toml could not be rewritten yet");
+        }
+        drop(writer);
+        tracing::info!(
+            seq,
+            from = %report.from_version,
+            to = %report.to_version,
+            "schema migrated"
+        );
+        if inner.durability.is_some()
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::warn!(error = %e, "checkpoint after the migration failed (recovery replays it from the log)");
+        }
+        Ok(MigrationOutcome { applied: true, seq: Some(seq), report })
+    }
+}
