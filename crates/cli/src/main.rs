@@ -70,6 +70,9 @@ enum Command {
     Import(commands::transfer::ImportArgs),
     /// Export a data directory as JSON or CSV.
     Export(commands::transfer::ExportArgs),
+    /// Schema migrations: `plan` (changes nothing) or `apply` a migration file.
+    #[command(subcommand)]
+    Migrate(commands::migrate::Action),
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,5 +121,6 @@ fn main() -> ExitCode {
         Command::Inspect(w) => commands::inspect::run(w),
         Command::Import(a) => commands::transfer::import(a),
         Command::Export(a) => commands::transfer::export(a),
+        Command::Migrate(a) => commands::migrate::run(a),
     }
 }

@@ -325,3 +325,54 @@ fn restore_refuses_a_foreign_directory() {
     }
     assert_eq!(std::fs::read_dir(&home).unwrap().count(), 1);
 }
+
+const MIGRATION: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/migrations/v2_1_to_v2_2.toml");
+
+/// Every file of a directory tree with its bytes.
+fn tree(d: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(tree(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn migrate_plan_changes_nothing_and_apply_is_durable() {
+    let root = tempfile::tempdir().unwrap();
+    let d = seeded(root.path());
+    let before = tree(&d);
+    let (code, out, err) = ecsdb(&["migrate", "plan", "--data-dir", s(&d), MIGRATION]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("migration 2.1.0 -> 2.2.0"), "{out}");
+    assert!(out.contains("builds the index on transform.position"), "{out}");
+    assert!(out.contains("rewrites 2 row(s) of player"), "{out}");
+    assert!(out.contains("nothing was changed"), "{out}");
+    assert_eq!(tree(&d), before, "plan touches no file");
+    let (code, out, err) = ecsdb(&["migrate", "apply", "--json", "--data-dir", s(&d), MIGRATION]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["applied"], true, "{out}");
+    assert_eq!(v["to_version"], "2.2.0");
+    // Applied once: again is refused, and the data says so.
+    let (code, _, err) = ecsdb(&["migrate", "apply", "--data-dir", s(&d), MIGRATION]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already applied"), "{err}");
+    let (code, out, err) = ecsdb(&["export", "--data-dir", s(&d)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"title\": \"novice\""), "{out}");
+    let (code, _, err) = ecsdb(&["fsck", "--data-dir", s(&d)]);
+    assert_eq!(code, 0, "{err}");
+    // A malformed file is refused before the directory is opened.
+    let bad = root.path().join("bad.toml");
+    std::fs::write(&bad, "[migration]\nfrom_version = \"2.2.0\"\n").unwrap();
+    let (code, _, err) = ecsdb(&["migrate", "apply", "--data-dir", s(&d), s(&bad)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("to_version"), "{err}");
+}

@@ -126,9 +126,8 @@ impl Migration {
         }
         let doc: toml::Table = toml::from_str(text).map_err(|e| bad(format!("not valid TOML: {e}")))?;
         only_keys(&doc, &["migration", "operations"], "the migration")?;
-        let head = match doc.get("migration") {
-            Some(toml::Value::Table(t)) => t,
-            _ => return Err(bad("a [migration] section with from_version and to_version is required")),
+        let Some(toml::Value::Table(head)) = doc.get("migration") else {
+            return Err(bad("a [migration] section with from_version and to_version is required"));
         };
         only_keys(head, &["from_version", "to_version", "description"], "[migration]")?;
         let from_version = take_str(head, "from_version", "[migration]")?;
@@ -586,8 +585,8 @@ impl World {
             let mut owned: Vec<Vec<u8>> = Vec::new();
             let mut plan_cols: Vec<(bool, Option<usize>, usize, usize)> = Vec::new();
             for &nt in &tables {
-                for slot in 0..w.layouts[nt as usize].slots.len() {
-                    let fixed = w.layouts[nt as usize].slots[slot].fixed.is_some();
+                for (slot, sl) in w.layouts[nt as usize].slots.iter().enumerate() {
+                    let fixed = sl.fixed.is_some();
                     let src = slot_source(nt, slot).and_then(|(ot, os)| arch.column_index(ot, os));
                     if src.is_none() && fixed {
                         owned.push(defaults[nt as usize][slot].repeat(n));

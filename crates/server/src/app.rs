@@ -62,6 +62,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/admin/api-keys", Access::Admin),
     ("DELETE", "/v1/admin/api-keys/{name}", Access::Admin),
     ("POST", "/v1/admin/checkpoint", Access::Admin),
+    ("POST", "/v1/admin/migrations", Access::Admin),
 ];
 
 /// State shared by all handlers.
@@ -148,6 +149,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/admin/api-keys", get(handlers::list_api_keys).post(handlers::create_api_key))
         .route("/v1/admin/api-keys/{name}", axum::routing::delete(handlers::revoke_api_key))
         .route("/v1/admin/checkpoint", post(handlers::checkpoint))
+        .route("/v1/admin/migrations", post(handlers::migrate))
         .fallback(handlers::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(axum::extract::DefaultBodyLimit::max(cfg.server.body_limit_bytes))

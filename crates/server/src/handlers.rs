@@ -677,3 +677,39 @@ pub async fn checkpoint(State(st): State<Shared>, Extension(p): Extension<Princi
     })
     .await
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationBody {
+    /// The migration file's TOML text.
+    pub migration: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/admin/migrations`: plan (`dry_run`) or apply a schema
+/// migration; applied ones are one logged record (recovery, backups and
+/// replicas follow it). A refused migration changes nothing (400).
+pub async fn migrate(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<MigrationBody>,
+) -> ApiResult<Json<J>> {
+    blocking(&st, move |st| {
+        if !b.dry_run
+            && let Some(why) = st.db.fail_stopped()
+        {
+            return Err(ecsdb::DbError::FailStop(why).into());
+        }
+        let out = st.db.migrate(&b.migration, b.dry_run)?;
+        if out.applied {
+            audit(
+                &p,
+                "migrate",
+                &json!({"seq": out.seq, "from": out.report.from_version, "to": out.report.to_version}),
+            );
+        }
+        Ok(Json(serde_json::to_value(&out).map_err(|e| ApiError::internal(e.to_string()))?))
+    })
+    .await
+}

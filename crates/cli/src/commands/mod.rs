@@ -6,6 +6,7 @@ pub mod dump_schema;
 pub mod fsck;
 pub mod init;
 pub mod inspect;
+pub mod migrate;
 pub mod rebuild;
 pub mod restore;
 pub mod transfer;
