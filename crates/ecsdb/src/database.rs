@@ -389,7 +389,7 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
                 )
             };
             return Err(DbError::Config(format!(
-                "{} holds another schema than the one given ({missing}). Open it without a schema to use its own. Differences: {}",
+                "{} holds another schema than the one given ({missing}); a data directory keeps one schema (open it without a schema to use its own). Differences: {}",
                 path.display(),
                 if diff.is_empty() {
                     "none in content (the canonical text differs)".to_string()
