@@ -635,3 +635,38 @@ fn migrations_over_http() {
     let r = s.call("GET", "/v1/admin/users", Some(&t), None);
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[test]
+fn a_directory_from_before_the_system_indexes_gets_them_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    // As an older server made it: the system tables without their indexes.
+    let old_system = ecsdb_server::system::SYSTEM_SCHEMA.replace("index = \"unique\"\n", "");
+    assert_ne!(old_system, ecsdb_server::system::SYSTEM_SCHEMA);
+    let schema = ecsdb::Schema::with_system(ecsdb::EXAMPLE_SCHEMA, &old_system).unwrap();
+    let db = ecsdb::Database::builder()
+        .schema(std::sync::Arc::new(schema))
+        .data_dir(dir.path().join("data"))
+        .build()
+        .unwrap();
+    db.close().unwrap();
+    drop(db);
+    let keep = dir.path().to_path_buf();
+    let mut s = spawn(dir, &[], None);
+    let t = s.admin();
+    let r = s.call("GET", "/v1/stats", Some(&t), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let stored = std::fs::read_to_string(keep.join("data").join("schema.toml")).unwrap();
+    let parsed = ecsdb::Schema::from_stored_toml(&stored).unwrap();
+    for (t, f, _) in ecsdb_server::system::SYSTEM_INDEXES {
+        let tid = parsed.table_id(t).unwrap();
+        assert!(parsed.table(tid).field(f).unwrap().index_kind().is_some(), "{t}.{f} has no index:\n{stored}");
+    }
+    // Restarted after kill -9, the token still works and nothing is redone.
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    drop(s);
+    let s = spawn(dir, &[], None);
+    let r = s.call("GET", "/v1/stats", Some(&t), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -218,6 +218,38 @@ impl World {
         }
     }
 
+    /// Entities whose stored field (`t`, `slot`) equals `v`, through its
+    /// ordered index; `None` when the field has none (or the open
+    /// transaction has in-place writes the index does not show yet).
+    pub fn find_eq(&self, t: TableId, slot: usize, v: &Value) -> Option<Vec<EntityId>> {
+        if self.txn.as_ref().is_some_and(|s| s.has_captures()) {
+            return None;
+        }
+        self.indexes[self.index_on(t, slot)?].lookup(CmpOp::Eq, std::slice::from_ref(v))
+    }
+
+    /// A value some unique index holds for two entities (table, field,
+    /// value as JSON), if any: for data loaded or rewritten in bulk, which
+    /// no commit checked.
+    pub(crate) fn unique_duplicate(&self) -> Option<Error> {
+        for ix in self.indexes.iter().filter(|ix| ix.unique) {
+            let mut prev: Option<&Key> = None;
+            for (k, _) in &ix.entries {
+                if prev == Some(k) {
+                    let t = self.schema.table(ix.table);
+                    let f = t.stored_field(ix.slot);
+                    return Some(Error::UniqueViolation {
+                        table: t.name.clone(),
+                        field: f.name.clone(),
+                        value: crate::value::to_json(&f.ty, &k.0, &self.schema).to_string(),
+                    });
+                }
+                prev = Some(k);
+            }
+        }
+        None
+    }
+
     /// The first value a unique index holds twice among those this
     /// transaction wrote: (table, field, value as JSON).
     pub(crate) fn unique_violation(&self, checks: &[(usize, Key)]) -> Option<Error> {
@@ -308,25 +340,22 @@ impl World {
 
     /// Indexes that disagree with the columns (for `check_integrity`).
     pub(crate) fn index_problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self.unique_duplicate().map(|e| e.to_string()).into_iter().collect();
         let built = self.built_indexes();
-        self.indexes
-            .iter()
-            .zip(built)
-            .filter(|(ix, b)| Self::held(ix) != *b)
-            .map(|(ix, b)| {
-                let t = self.schema.table(ix.table);
-                let n = match &b {
-                    Built::Ordered(s) => s.len(),
-                    Built::Spatial(p) => p.len(),
-                };
-                format!(
-                    "index on {}.{} holds {} entries, the columns give {} (or other values)",
-                    t.name,
-                    t.stored_field(ix.slot).name,
-                    ix.len(),
-                    n
-                )
-            })
-            .collect()
+        problems.extend(self.indexes.iter().zip(built).filter(|(ix, b)| Self::held(ix) != *b).map(|(ix, b)| {
+            let t = self.schema.table(ix.table);
+            let n = match &b {
+                Built::Ordered(s) => s.len(),
+                Built::Spatial(p) => p.len(),
+            };
+            format!(
+                "index on {}.{} holds {} entries, the columns give {} (or other values)",
+                t.name,
+                t.stored_field(ix.slot).name,
+                ix.len(),
+                n
+            )
+        }));
+        problems
     }
 }

@@ -132,9 +132,6 @@ impl Migration {
         only_keys(head, &["from_version", "to_version", "description"], "[migration]")?;
         let from_version = take_str(head, "from_version", "[migration]")?;
         let to_version = take_str(head, "to_version", "[migration]")?;
-        if from_version == to_version {
-            return Err(bad(format!("[migration]: from_version and to_version are both {from_version}")));
-        }
         let description = opt_str(head, "description", "[migration]")?;
         let ops = match doc.get("operations") {
             Some(toml::Value::Array(a)) if !a.is_empty() => a,
@@ -269,6 +266,9 @@ impl Schema {
     /// `allow_system`: operations may touch system (`_`) tables (the
     /// server's own upgrades); user migrations may not.
     pub fn plan_migration(&self, m: &Migration, allow_system: bool) -> Result<MigrationPlan> {
+        if m.from_version == m.to_version && !allow_system {
+            return Err(bad(format!("[migration]: from_version and to_version are both {}", m.to_version)));
+        }
         if m.from_version != self.version {
             return Err(bad(format!(
                 "this migration goes from version {} to {}, but the data is at version {}{}",
@@ -618,6 +618,9 @@ impl World {
         }
         w.set_seq(self.seq());
         w.reset_change_marks(self.seq());
+        if let Some(e) = w.unique_duplicate() {
+            return Err(bad(format!("a unique index cannot be built: {e}")));
+        }
         let problems = w.check_integrity();
         if !problems.is_empty() {
             return Err(bad(format!("the migrated state does not check: {}", problems.join("; "))));

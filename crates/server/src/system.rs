@@ -17,6 +17,7 @@ description = "Server users (passwords hashed with argon2id)"
 [[tables._users.fields]]
 name = "username"
 type = "string"
+index = "unique"
 [[tables._users.fields]]
 name = "password_hash"
 type = "string"
@@ -32,6 +33,7 @@ description = "Login sessions; a token is valid only while its session exists"
 [[tables._sessions.fields]]
 name = "token_id"
 type = "string"
+index = "unique"
 [[tables._sessions.fields]]
 name = "username"
 type = "string"
@@ -50,6 +52,7 @@ type = "string"
 [[tables._api_keys.fields]]
 name = "key_hash"
 type = "string"
+index = "unique"
 [[tables._api_keys.fields]]
 name = "permissions"
 type = "u8"
@@ -172,9 +175,43 @@ fn rows(w: &World, t: TableId) -> Vec<EntityId> {
     w.chunks(&[t]).flat_map(|c| c.entities().iter().copied()).collect()
 }
 
-/// The row of `table` whose string field `field` equals `value`, compared
-/// on the stored bytes (no decoding, no allocation: this runs for every
-/// authenticated request).
+/// System fields looked up on every authenticated request, and the index
+/// each carries (data directories made before these indexes get them at
+/// startup, see [`upgrade_system_indexes`]).
+pub const SYSTEM_INDEXES: &[(&str, &str, &str)] =
+    &[("_users", "username", "unique"), ("_sessions", "token_id", "unique"), ("_api_keys", "key_hash", "unique")];
+
+/// Give a data directory made before [`SYSTEM_INDEXES`] existed its
+/// indexes: one logged migration (same schema version) that builds them.
+/// Returns whether anything was done.
+pub fn upgrade_system_indexes(db: &Database) -> Result<bool, String> {
+    use std::fmt::Write as _;
+    let schema = db.schema();
+    let mut ops = String::new();
+    for (t, f, kind) in SYSTEM_INDEXES {
+        let Some(tid) = schema.table_id(t) else { continue };
+        let Some(field) = schema.table(tid).field(f) else { continue };
+        if field.index_kind().is_none() {
+            let _ = write!(
+                ops,
+                "\n[[operations]]\ntype = \"add_index\"\ntable = \"{t}\"\nfield = \"{f}\"\nkind = \"{kind}\"\n"
+            );
+        }
+    }
+    if ops.is_empty() {
+        return Ok(false);
+    }
+    let v = toml::Value::String(schema.version.clone());
+    let text = format!(
+        "[migration]\nfrom_version = {v}\nto_version = {v}\ndescription = \"server system tables: indexes for sessions, users and API keys\"\n{ops}"
+    );
+    db.migrate_with(&text, false, true).map_err(|e| format!("upgrading the system tables' indexes: {e}"))?;
+    Ok(true)
+}
+
+/// The row of `table` whose string field `field` equals `value`: through
+/// the field's index when it has one, else compared on the stored bytes
+/// (no decoding, no allocation).
 fn find_by(w: &World, table_name: &str, field_name: &str, value: &str) -> ApiResult<Option<EntityId>> {
     let t = table(w, table_name)?;
     let slot = w
@@ -183,6 +220,9 @@ fn find_by(w: &World, table_name: &str, field_name: &str, value: &str) -> ApiRes
         .field(field_name)
         .and_then(ecsdb::schema::Field::slot)
         .ok_or_else(|| ApiError::internal(format!("system table {table_name} has no field {field_name}")))?;
+    if let Some(ids) = w.find_eq(t, slot, &Value::Str(value.to_string())) {
+        return Ok(ids.first().copied());
+    }
     for chunk in w.chunks(&[t]) {
         for &id in chunk.entities() {
             if w.field_bytes(id, t, slot).is_ok_and(|b| b == value.as_bytes()) {
