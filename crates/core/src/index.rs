@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::id::EntityId;
 use crate::query::{CmpOp, cmp_values};
 use crate::schema::{FieldType, IndexKind, TableId};
-use crate::spatial::{Grid, Point, point_of, spatial_dims};
+use crate::spatial::{Cell, Grid, Point, point_from_bytes, point_of, spatial_dims};
 use crate::value::Value;
 use crate::world::World;
 
@@ -122,12 +122,8 @@ pub(crate) fn empty_index(table: TableId, slot: usize, kind: IndexKind, f: &crat
 #[derive(Debug, PartialEq)]
 pub(crate) enum Built {
     Ordered(BTreeSet<(Key, EntityId)>),
-    /// (entity, point bits), sorted.
-    Spatial(Vec<(EntityId, [u64; 3])>),
-}
-
-fn point_bits(p: &Point) -> [u64; 3] {
-    [p[0].to_bits(), p[1].to_bits(), p[2].to_bits()]
+    /// (entity, cell), sorted.
+    Spatial(Vec<(EntityId, Cell)>),
 }
 
 impl World {
@@ -154,14 +150,11 @@ impl World {
             return;
         };
         if let Some(g) = self.indexes[i].spatial.as_mut() {
-            if !insert {
-                g.remove(id);
-                return;
-            }
-            if let Ok(v) = self.layouts[t as usize].decode_slot(&self.schema, slot, bytes)
-                && let Some(p) = point_of(&v)
-            {
-                g.insert(id, p);
+            let c = point_from_bytes(&self.layouts[t as usize].slots[slot].ty, bytes).and_then(|p| g.cell_of(&p));
+            if insert {
+                g.add(id, c);
+            } else {
+                g.remove(id, c);
             }
             return;
         }
@@ -182,6 +175,30 @@ impl World {
         } else {
             self.indexes[i].entries.remove(&e);
         }
+    }
+
+    /// The value of `id`'s stored field (`t`, `slot`) changed from `old` to
+    /// `new`: move its entry (a spatial index re-files it only when it
+    /// changes cell, decoding the point straight from the bytes).
+    pub(crate) fn index_move(&mut self, t: TableId, slot: usize, id: EntityId, old: &[u8], new: &[u8]) {
+        let Some(i) = self.index_on(t, slot) else {
+            return;
+        };
+        if let Some(g) = self.indexes[i].spatial.as_mut() {
+            let ty = &self.layouts[t as usize].slots[slot].ty;
+            let cell = |b: &[u8]| point_from_bytes(ty, b).and_then(|p| g.cell_of(&p));
+            let (from, to) = (cell(old), cell(new));
+            g.moved(id, from, to);
+            return;
+        }
+        self.index_entry(t, slot, id, old, false);
+        self.index_entry(t, slot, id, new, true);
+    }
+
+    /// The point entity `id` holds in stored field (`t`, `slot`), read
+    /// from its column (what spatial lookups check distances against).
+    pub(crate) fn point_at(&self, t: TableId, slot: usize, id: EntityId) -> Option<Point> {
+        point_from_bytes(&self.layouts[t as usize].slots[slot].ty, self.field_bytes(id, t, slot).ok()?)
     }
 
     /// Index entries of a whole encoded row of `t`.
@@ -292,8 +309,10 @@ impl World {
                             set.insert((Key(v), id));
                         }
                         Built::Spatial(pts) => {
-                            if let Some(p) = point_of(&v) {
-                                pts.push((id, point_bits(&p)));
+                            if let (Some(p), Some(g)) = (point_of(&v), ix.spatial.as_ref())
+                                && let Some(c) = g.cell_of(&p)
+                            {
+                                pts.push((id, c));
                             }
                         }
                     }
@@ -312,7 +331,7 @@ impl World {
     fn held(ix: &FieldIndex) -> Built {
         match &ix.spatial {
             Some(g) => {
-                let mut pts: Vec<(EntityId, [u64; 3])> = g.points().map(|(id, p)| (id, point_bits(p))).collect();
+                let mut pts: Vec<(EntityId, Cell)> = g.entries().map(|(c, id)| (id, c)).collect();
                 pts.sort_unstable();
                 Built::Spatial(pts)
             }
@@ -329,8 +348,8 @@ impl World {
                 Built::Spatial(pts) => {
                     if let Some(g) = ix.spatial.as_mut() {
                         *g = Grid::new(g.dims(), g.cell_size());
-                        for (id, p) in pts {
-                            g.insert(id, p.map(f64::from_bits));
+                        for (id, c) in pts {
+                            g.add(id, Some(c));
                         }
                     }
                 }

@@ -177,9 +177,11 @@ impl World {
     /// Candidates for a spatial check from its field's index, if it has one.
     pub(crate) fn spatial_candidates(&self, c: &SpatialCheck) -> Option<Vec<EntityId>> {
         let g = self.indexes[self.spatial_index(c.table, c.field)?].spatial.as_ref()?;
+        let slot = self.schema().table(c.table).fields[c.field].slot()?;
+        let pos = |id: EntityId| self.point_at(c.table, slot, id);
         Some(match &c.shape {
-            Shape::Within { center, radius } => g.within(center, *radius),
-            Shape::Box { lo, hi, .. } => g.in_box(lo, hi),
+            Shape::Within { center, radius } => g.within(center, *radius, &pos),
+            Shape::Box { lo, hi, .. } => g.in_box(lo, hi, &pos),
         })
     }
 
@@ -241,8 +243,10 @@ impl World {
         if candidates.is_none()
             && let Some(ix) = self.spatial_index(plan.table, plan.field)
             && let Some(g) = self.indexes[ix].spatial.as_ref()
+            && let Some(slot) = self.schema().table(plan.table).fields[plan.field].slot()
         {
-            let out = g.nearest(&plan.center, plan.k, &mut take);
+            let pos = |id: EntityId| self.point_at(plan.table, slot, id);
+            let out = g.nearest(&plan.center, plan.k, &pos, &mut take);
             return match failed {
                 Some(e) => Err(e),
                 None => Ok(out),

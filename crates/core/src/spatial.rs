@@ -10,9 +10,14 @@
 //! docs/PERFORMANCE.md). The cell size is the field's `cell_size` (world
 //! units, default [`DEFAULT_CELL_SIZE`]); pick about the radius most queries use.
 //!
-//! A position with a NaN or infinite coordinate is held (so the index stays
-//! a function of the rows) but never lies within any radius or box, and is
-//! the farthest of all for nearest queries (it is never returned by them).
+//! The grid holds only which cell each entity is in (its point stays in
+//! the column): an entity that moves within its cell costs the index two
+//! cell computations and nothing else, which is what keeps a spatially
+//! indexed movement system close to the speed of an unindexed one. Queries
+//! read candidates' points from the columns to check exact distances.
+//!
+//! A position with a NaN or infinite coordinate is in no cell: it never lies
+//! within any radius or box and is never returned by nearest queries.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -56,21 +61,51 @@ pub fn point_of(v: &Value) -> Option<Point> {
     Some(p)
 }
 
+/// The point stored in `bytes` for a field of type `ty` (little-endian
+/// floats), without building a value.
+#[inline]
+pub fn point_from_bytes(ty: &FieldType, bytes: &[u8]) -> Option<Point> {
+    let FieldType::Array(inner, n @ (2 | 3)) = ty else { return None };
+    let mut p = [0.0; 3];
+    match **inner {
+        FieldType::Scalar(Scalar::F32) if bytes.len() == 4 * n => {
+            for (i, c) in bytes.chunks_exact(4).enumerate() {
+                p[i] = f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            }
+        }
+        FieldType::Scalar(Scalar::F64) if bytes.len() == 8 * n => {
+            for (i, c) in bytes.chunks_exact(8).enumerate() {
+                p[i] = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            }
+        }
+        _ => return None,
+    }
+    Some(p)
+}
+
 /// Squared Euclidean distance.
 #[inline]
 pub fn dist2(a: &Point, b: &Point) -> f64 {
     (0..3).map(|i| (a[i] - b[i]) * (a[i] - b[i])).sum()
 }
 
-type Cell = [i64; 3];
+/// A grid cell's coordinates (the third is 0 for 2-D positions).
+pub type Cell = [i64; 3];
 
-/// A uniform grid: cell → entities in it, entity → its point.
+/// Where the grid finds an entity's current point (the stored column): the
+/// grid keeps only which cell each entity is in, so an entity that moves
+/// within its cell costs the index nothing.
+pub type Positions<'a> = &'a dyn Fn(EntityId) -> Option<Point>;
+
+/// A uniform grid: cell → entities in it.
 #[derive(Debug, Clone)]
 pub struct Grid {
     cell: f64,
+    /// `1 / cell`: cells are found by multiplying (every path uses
+    /// [`Grid::cell_of`], so they all agree at cell borders).
+    inv: f64,
     dims: usize,
     cells: FxHashMap<Cell, Vec<EntityId>>,
-    points: FxHashMap<EntityId, Point>,
     /// Entities in cells (those at finite points).
     placed: usize,
 }
@@ -81,16 +116,16 @@ const MAX_CELL: f64 = (1u64 << 40) as f64;
 impl Grid {
     pub fn new(dims: usize, cell: f64) -> Grid {
         let cell = if cell.is_finite() && cell > 0.0 { cell } else { DEFAULT_CELL_SIZE };
-        Grid { cell, dims, cells: FxHashMap::default(), points: FxHashMap::default(), placed: 0 }
+        Grid { cell, inv: 1.0 / cell, dims, cells: FxHashMap::default(), placed: 0 }
     }
 
-    /// Number of entities held.
+    /// Number of entities held (those at finite points).
     pub fn len(&self) -> usize {
-        self.points.len()
+        self.placed
     }
 
     pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
+        self.placed == 0
     }
 
     /// Cell edge length.
@@ -103,37 +138,43 @@ impl Grid {
         self.dims
     }
 
-    /// Every (entity, point), in no particular order.
-    pub fn points(&self) -> impl Iterator<Item = (EntityId, &Point)> {
-        self.points.iter().map(|(id, p)| (*id, p))
+    /// Every (cell, entity), in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (Cell, EntityId)> + '_ {
+        self.cells.iter().flat_map(|(c, ids)| ids.iter().map(move |id| (*c, *id)))
     }
 
+    #[inline]
     fn coord(&self, x: f64) -> i64 {
-        (x / self.cell).floor().clamp(-MAX_CELL, MAX_CELL) as i64
+        // floor without a libm call (this runs twice per moved entity).
+        let v = (x * self.inv).clamp(-MAX_CELL, MAX_CELL);
+        let t = v as i64;
+        if (t as f64) > v { t - 1 } else { t }
     }
 
-    /// The cell of a point, `None` for a non-finite one.
-    fn cell_of(&self, p: &Point) -> Option<Cell> {
+    /// The cell of a point, `None` for a non-finite one (held nowhere).
+    #[inline]
+    pub fn cell_of(&self, p: &Point) -> Option<Cell> {
         if !p.iter().all(|x| x.is_finite()) {
             return None;
         }
         Some([self.coord(p[0]), self.coord(p[1]), if self.dims == 3 { self.coord(p[2]) } else { 0 }])
     }
 
-    /// Put `id` at `p` (moving it when already held).
-    pub fn insert(&mut self, id: EntityId, p: Point) {
-        self.remove(id);
-        if let Some(c) = self.cell_of(&p) {
-            self.cells.entry(c).or_default().push(id);
-            self.placed += 1;
+    /// File `id` in cell `c` (once: filing it again changes nothing, so a
+    /// rollback may replay a move the index never saw).
+    pub fn add(&mut self, id: EntityId, c: Option<Cell>) {
+        if let Some(c) = c {
+            let ids = self.cells.entry(c).or_default();
+            if !ids.contains(&id) {
+                ids.push(id);
+                self.placed += 1;
+            }
         }
-        self.points.insert(id, p);
     }
 
-    /// Take `id` out.
-    pub fn remove(&mut self, id: EntityId) {
-        let Some(old) = self.points.remove(&id) else { return };
-        let Some(c) = self.cell_of(&old) else { return };
+    /// Take `id` out of cell `c` (where its old point put it), if it is there.
+    pub fn remove(&mut self, id: EntityId, c: Option<Cell>) {
+        let Some(c) = c else { return };
         if let Some(v) = self.cells.get_mut(&c) {
             if let Some(i) = v.iter().position(|&e| e == id) {
                 v.swap_remove(i);
@@ -145,15 +186,21 @@ impl Grid {
         }
     }
 
+    /// `id` moved from cell `from` to cell `to` (nothing to do within a cell).
+    pub fn moved(&mut self, id: EntityId, from: Option<Cell>, to: Option<Cell>) {
+        if from != to {
+            self.remove(id, from);
+            self.add(id, to);
+        }
+    }
+
     /// Visit every entity whose cell intersects the box `lo..=hi` (a superset
     /// of the box's points; callers check the exact condition).
-    fn visit_box(&self, lo: &Point, hi: &Point, f: &mut dyn FnMut(EntityId, &Point)) {
+    fn visit_box(&self, lo: &Point, hi: &Point, f: &mut dyn FnMut(EntityId)) {
         let (Some(a), Some(b)) = (self.cell_of(lo), self.cell_of(hi)) else {
-            // An infinite extent: every finite point is a candidate.
-            for ids in self.cells.values() {
-                for id in ids {
-                    f(*id, &self.points[id]);
-                }
+            // An infinite extent: every held entity is a candidate.
+            for id in self.cells.values().flatten() {
+                f(*id);
             }
             return;
         };
@@ -164,7 +211,7 @@ impl Grid {
             for (c, ids) in &self.cells {
                 if (0..3).all(|i| c[i] >= a[i] && c[i] <= b[i]) {
                     for id in ids {
-                        f(*id, &self.points[id]);
+                        f(*id);
                     }
                 }
             }
@@ -175,7 +222,7 @@ impl Grid {
                 for z in a[2]..=b[2] {
                     if let Some(ids) = self.cells.get(&[x, y, z]) {
                         for id in ids {
-                            f(*id, &self.points[id]);
+                            f(*id);
                         }
                     }
                 }
@@ -184,7 +231,7 @@ impl Grid {
     }
 
     /// Entities within `radius` of `center` (inclusive), sorted by id.
-    pub fn within(&self, center: &Point, radius: f64) -> Vec<EntityId> {
+    pub fn within(&self, center: &Point, radius: f64, pos: Positions<'_>) -> Vec<EntityId> {
         let mut out = Vec::new();
         if radius.is_nan() || radius < 0.0 {
             return out;
@@ -192,8 +239,8 @@ impl Grid {
         let r2 = radius * radius;
         let lo = [center[0] - radius, center[1] - radius, center[2] - radius];
         let hi = [center[0] + radius, center[1] + radius, center[2] + radius];
-        self.visit_box(&lo, &hi, &mut |id, p| {
-            if dist2(p, center) <= r2 {
+        self.visit_box(&lo, &hi, &mut |id| {
+            if pos(id).is_some_and(|p| p.iter().all(|x| x.is_finite()) && dist2(&p, center) <= r2) {
                 out.push(id);
             }
         });
@@ -202,11 +249,11 @@ impl Grid {
     }
 
     /// Entities inside the box `lo..=hi` (inclusive), sorted by id.
-    pub fn in_box(&self, lo: &Point, hi: &Point) -> Vec<EntityId> {
+    pub fn in_box(&self, lo: &Point, hi: &Point, pos: Positions<'_>) -> Vec<EntityId> {
         let mut out = Vec::new();
         let dims = self.dims;
-        self.visit_box(lo, hi, &mut |id, p| {
-            if (0..dims).all(|i| p[i] >= lo[i] && p[i] <= hi[i]) {
+        self.visit_box(lo, hi, &mut |id| {
+            if pos(id).is_some_and(|p| (0..dims).all(|i| p[i].is_finite() && p[i] >= lo[i] && p[i] <= hi[i])) {
                 out.push(id);
             }
         });
@@ -217,14 +264,21 @@ impl Grid {
     /// The `k` entities nearest `center` that `accept` takes, nearest first
     /// (ties by id), with their distances. Searches rings of cells outward
     /// and stops once no unvisited cell can hold a nearer entity.
-    pub fn nearest(&self, center: &Point, k: usize, accept: &mut dyn FnMut(EntityId) -> bool) -> Vec<(EntityId, f64)> {
-        if k == 0 || self.points.is_empty() {
+    pub fn nearest(
+        &self,
+        center: &Point,
+        k: usize,
+        pos: Positions<'_>,
+        accept: &mut dyn FnMut(EntityId) -> bool,
+    ) -> Vec<(EntityId, f64)> {
+        if k == 0 || self.placed == 0 {
             return Vec::new();
         }
         let mut best: BinaryHeap<Near> = BinaryHeap::new();
-        let mut offer = |id: EntityId, p: &Point, best: &mut BinaryHeap<Near>| {
-            let d = dist2(p, center);
-            if d.is_nan() {
+        let mut offer = |id: EntityId, best: &mut BinaryHeap<Near>| {
+            let Some(p) = pos(id) else { return };
+            let d = dist2(&p, center);
+            if d.is_nan() || !p.iter().all(|x| x.is_finite()) {
                 return;
             }
             let cand = Near(d, id);
@@ -252,12 +306,10 @@ impl Grid {
             let cells_in_ring = if ring == 0 { 1 } else { (2 * ring + 1).pow(if self.dims == 3 { 3 } else { 2 }) };
             if cells_in_ring as usize > self.cells.len().saturating_mul(4) {
                 // The ring has grown past the grid: start over with every
-                // point (those already offered included, so none twice).
+                // entity (those already offered included, so none twice).
                 best.clear();
-                for ids in self.cells.values() {
-                    for id in ids {
-                        offer(*id, &self.points[id], &mut best);
-                    }
+                for id in self.cells.values().flatten() {
+                    offer(*id, &mut best);
                 }
                 return finish(best);
             }
@@ -271,7 +323,7 @@ impl Grid {
                         if let Some(ids) = self.cells.get(&[x, y, z]) {
                             seen += ids.len();
                             for id in ids {
-                                offer(*id, &self.points[id], &mut best);
+                                offer(*id, &mut best);
                             }
                         }
                     }
@@ -313,6 +365,45 @@ impl Ord for Near {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rustc_hash::FxHashMap;
+
+    /// A grid with the points it indexes (what the columns hold).
+    struct Held {
+        g: Grid,
+        pts: FxHashMap<EntityId, Point>,
+    }
+
+    impl Held {
+        fn new(dims: usize, cell: f64) -> Held {
+            Held { g: Grid::new(dims, cell), pts: FxHashMap::default() }
+        }
+        fn put(&mut self, id: EntityId, p: Point) {
+            let old = self.pts.insert(id, p);
+            let to = self.g.cell_of(&p);
+            match old {
+                Some(o) => {
+                    let from = self.g.cell_of(&o);
+                    self.g.moved(id, from, to);
+                }
+                None => self.g.add(id, to),
+            }
+        }
+        fn drop_(&mut self, id: EntityId) {
+            if let Some(o) = self.pts.remove(&id) {
+                let c = self.g.cell_of(&o);
+                self.g.remove(id, c);
+            }
+        }
+        fn within(&self, c: &Point, r: f64) -> Vec<EntityId> {
+            self.g.within(c, r, &|id| self.pts.get(&id).copied())
+        }
+        fn in_box(&self, lo: &Point, hi: &Point) -> Vec<EntityId> {
+            self.g.in_box(lo, hi, &|id| self.pts.get(&id).copied())
+        }
+        fn nearest(&self, c: &Point, k: usize, accept: &mut dyn FnMut(EntityId) -> bool) -> Vec<(EntityId, f64)> {
+            self.g.nearest(c, k, &|id| self.pts.get(&id).copied(), accept)
+        }
+    }
 
     fn brute_nearest(pts: &[(EntityId, Point)], c: &Point, k: usize) -> Vec<EntityId> {
         let mut v: Vec<Near> =
@@ -323,43 +414,47 @@ mod tests {
 
     #[test]
     fn moves_and_removals_keep_cells_exact() {
-        let mut g = Grid::new(3, 10.0);
-        g.insert(EntityId(1), [1.0, 1.0, 1.0]);
-        g.insert(EntityId(2), [25.0, 1.0, 1.0]);
-        assert_eq!(g.within(&[0.0; 3], 5.0), vec![EntityId(1)]);
-        g.insert(EntityId(1), [100.0, 0.0, 0.0]);
-        assert!(g.within(&[0.0; 3], 5.0).is_empty());
-        assert_eq!(g.within(&[100.0, 0.0, 0.0], 0.0), vec![EntityId(1)]);
-        g.remove(EntityId(1));
-        g.remove(EntityId(1));
-        assert_eq!(g.len(), 1);
-        assert!(g.within(&[100.0, 0.0, 0.0], 1.0).is_empty());
-        assert_eq!(g.cells.len(), 1, "empty cells are dropped");
+        let mut h = Held::new(3, 10.0);
+        h.put(EntityId(1), [1.0, 1.0, 1.0]);
+        h.put(EntityId(2), [25.0, 1.0, 1.0]);
+        assert_eq!(h.within(&[0.0; 3], 5.0), vec![EntityId(1)]);
+        h.put(EntityId(1), [2.0, 1.0, 1.0]);
+        assert_eq!(h.g.cells.len(), 2, "a move within a cell changes no cell");
+        h.put(EntityId(1), [100.0, 0.0, 0.0]);
+        assert!(h.within(&[0.0; 3], 5.0).is_empty());
+        assert_eq!(h.within(&[100.0, 0.0, 0.0], 0.0), vec![EntityId(1)]);
+        h.drop_(EntityId(1));
+        h.drop_(EntityId(1));
+        assert_eq!(h.g.len(), 1);
+        assert!(h.within(&[100.0, 0.0, 0.0], 1.0).is_empty());
+        assert_eq!(h.g.cells.len(), 1, "empty cells are dropped");
     }
 
     #[test]
-    fn non_finite_points_are_held_but_never_near() {
-        let mut g = Grid::new(2, 4.0);
-        g.insert(EntityId(1), [f64::NAN, 0.0, 0.0]);
-        g.insert(EntityId(2), [f64::INFINITY, 0.0, 0.0]);
-        g.insert(EntityId(3), [0.0, 0.0, 0.0]);
-        assert_eq!(g.len(), 3);
-        assert_eq!(g.within(&[0.0; 3], f64::INFINITY), vec![EntityId(3)]);
-        assert_eq!(g.within(&[0.0; 3], f64::NAN), Vec::<EntityId>::new());
-        assert_eq!(g.nearest(&[0.0; 3], 5, &mut |_| true), vec![(EntityId(3), 0.0)]);
-        assert!(g.nearest(&[f64::NAN, 0.0, 0.0], 5, &mut |_| true).is_empty());
-        g.remove(EntityId(1));
-        g.remove(EntityId(2));
-        assert_eq!(g.len(), 1);
+    fn non_finite_points_are_never_near() {
+        let mut h = Held::new(2, 4.0);
+        h.put(EntityId(1), [f64::NAN, 0.0, 0.0]);
+        h.put(EntityId(2), [f64::INFINITY, 0.0, 0.0]);
+        h.put(EntityId(3), [0.0, 0.0, 0.0]);
+        assert_eq!(h.g.len(), 1);
+        assert_eq!(h.within(&[0.0; 3], f64::INFINITY), vec![EntityId(3)]);
+        assert_eq!(h.within(&[0.0; 3], f64::NAN), Vec::<EntityId>::new());
+        assert_eq!(h.nearest(&[0.0; 3], 5, &mut |_| true), vec![(EntityId(3), 0.0)]);
+        assert!(h.nearest(&[f64::NAN, 0.0, 0.0], 5, &mut |_| true).is_empty());
+        // Back to a finite point, and away again.
+        h.put(EntityId(1), [1.0, 0.0, 0.0]);
+        assert_eq!(h.within(&[0.0; 3], 1.0), vec![EntityId(1), EntityId(3)]);
+        h.put(EntityId(1), [f64::NAN, 0.0, 0.0]);
+        assert_eq!(h.g.len(), 1);
     }
 
     #[test]
     fn far_points_share_border_cells_without_overflow() {
-        let mut g = Grid::new(3, 1e-300);
-        g.insert(EntityId(1), [1e300, -1e300, 0.0]);
-        g.insert(EntityId(2), [0.0, 0.0, 0.0]);
-        assert_eq!(g.within(&[1e300, -1e300, 0.0], 1.0), vec![EntityId(1)]);
-        assert_eq!(g.nearest(&[1e300, -1e300, 0.0], 1, &mut |_| true)[0].0, EntityId(1));
+        let mut h = Held::new(3, 1e-300);
+        h.put(EntityId(1), [1e300, -1e300, 0.0]);
+        h.put(EntityId(2), [0.0, 0.0, 0.0]);
+        assert_eq!(h.within(&[1e300, -1e300, 0.0], 1.0), vec![EntityId(1)]);
+        assert_eq!(h.nearest(&[1e300, -1e300, 0.0], 1, &mut |_| true)[0].0, EntityId(1));
     }
 
     proptest! {
@@ -370,23 +465,23 @@ mod tests {
             cx in -60i32..60, cy in -60i32..60, r in 0u32..40, k in 1usize..12, cell in 1u32..30,
             dims in 2usize..4,
         ) {
-            let mut g = Grid::new(dims, f64::from(cell));
+            let mut h = Held::new(dims, f64::from(cell));
             let z = |v: i32| if dims == 3 { f64::from(v) } else { 0.0 };
             let mut held: Vec<(EntityId, Point)> = Vec::new();
             for (i, (x, y, zz)) in pts.iter().enumerate() {
                 let p = [f64::from(*x), f64::from(*y), z(*zz)];
-                g.insert(EntityId(i as u64 + 1), p);
+                h.put(EntityId(i as u64 + 1), p);
                 held.push((EntityId(i as u64 + 1), p));
             }
             for (i, x, y) in moves {
                 if held.is_empty() { break; }
                 let i = i % held.len();
                 if x % 7 == 0 {
-                    g.remove(held[i].0);
+                    h.drop_(held[i].0);
                     held.remove(i);
                 } else {
                     let p = [f64::from(x), f64::from(y), 0.0];
-                    g.insert(held[i].0, p);
+                    h.put(held[i].0, p);
                     held[i].1 = p;
                 }
             }
@@ -394,18 +489,18 @@ mod tests {
             let rr = f64::from(r);
             let mut expect: Vec<EntityId> = held.iter().filter(|(_, p)| dist2(p, &c) <= rr * rr).map(|(id, _)| *id).collect();
             expect.sort_unstable();
-            prop_assert_eq!(g.within(&c, rr), expect);
+            prop_assert_eq!(h.within(&c, rr), expect);
             let lo = [c[0] - rr, c[1] - rr, -3.0];
             let hi = [c[0] + rr, c[1] + rr, 3.0];
             let mut inbox: Vec<EntityId> = held.iter()
                 .filter(|(_, p)| (0..dims).all(|i| p[i] >= lo[i] && p[i] <= hi[i]))
                 .map(|(id, _)| *id).collect();
             inbox.sort_unstable();
-            prop_assert_eq!(g.in_box(&lo, &hi), inbox);
-            let got: Vec<EntityId> = g.nearest(&c, k, &mut |_| true).into_iter().map(|(id, _)| id).collect();
+            prop_assert_eq!(h.in_box(&lo, &hi), inbox);
+            let got: Vec<EntityId> = h.nearest(&c, k, &mut |_| true).into_iter().map(|(id, _)| id).collect();
             prop_assert_eq!(got, brute_nearest(&held, &c, k));
             // With a predicate: only even ids.
-            let got: Vec<EntityId> = g.nearest(&c, k, &mut |id| id.0 % 2 == 0).into_iter().map(|(id, _)| id).collect();
+            let got: Vec<EntityId> = h.nearest(&c, k, &mut |id| id.0 % 2 == 0).into_iter().map(|(id, _)| id).collect();
             let evens: Vec<(EntityId, Point)> = held.iter().copied().filter(|(id, _)| id.0 % 2 == 0).collect();
             prop_assert_eq!(got, brute_nearest(&evens, &c, k));
         }

@@ -62,6 +62,10 @@ fn id_runs(ids: &[EntityId]) -> Vec<(u64, u32)> {
 /// bytes, new bytes).
 type IndexMove = (TableId, usize, EntityId, Vec<u8>, Vec<u8>);
 
+/// An entity an in-place write moved to another cell of a spatial index:
+/// (index, entity, old cell, new cell).
+type CellMove = (usize, EntityId, Option<crate::spatial::Cell>, Option<crate::spatial::Cell>);
+
 /// Largest image buffer kept between transactions.
 const MAX_SPARE_IMAGE_BYTES: usize = 64 << 20;
 
@@ -295,10 +299,13 @@ impl World {
         if !committing {
             self.validate_captures()?;
         }
-        let World { txn, archetypes, index_of, .. } = self;
+        let World { txn, archetypes, index_of, indexes, layouts, .. } = self;
         // (table, slot, entity, old bytes, new bytes) of indexed values the
         // diff found changed, applied to the indexes once the borrows end.
         let mut index_moves: Vec<IndexMove> = Vec::new();
+        // Spatial indexes: only entities that changed cell, as (index,
+        // entity, old cell, new cell), found without copying any bytes.
+        let mut cell_moves: Vec<CellMove> = Vec::new();
         let Some(st) = txn.as_deref_mut() else {
             return Ok(());
         };
@@ -323,7 +330,26 @@ impl World {
                     }
                 }
             }
-            if !ranges.is_empty() && index_of.get(t as usize).and_then(|s| s.get(slot)).copied().flatten().is_some() {
+            let ix = if ranges.is_empty() {
+                None
+            } else {
+                index_of.get(t as usize).and_then(|s| s.get(slot)).copied().flatten()
+            };
+            if let Some(i) = ix
+                && let Some(g) = indexes[i].spatial.as_ref()
+            {
+                let ty = &layouts[t as usize].slots[slot].ty;
+                let cell = |b: &[u8]| crate::spatial::point_from_bytes(ty, b).and_then(|p| g.cell_of(&p));
+                for &(a, b) in &ranges {
+                    for row in a..b {
+                        let (from, to) =
+                            (cell(&image[row * size..(row + 1) * size]), cell(&now[row * size..(row + 1) * size]));
+                        if from != to {
+                            cell_moves.push((i, archetype.entities[row], from, to));
+                        }
+                    }
+                }
+            } else if ix.is_some() {
                 for &(a, b) in &ranges {
                     for row in a..b {
                         let id = archetype.entities[row];
@@ -360,8 +386,12 @@ impl World {
             st.images.clear();
         }
         for (t, slot, id, old, new) in index_moves {
-            self.index_entry(t, slot, id, &old, false);
-            self.index_entry(t, slot, id, &new, true);
+            self.index_move(t, slot, id, &old, &new);
+        }
+        for (i, id, from, to) in cell_moves {
+            if let Some(g) = self.indexes[i].spatial.as_mut() {
+                g.moved(id, from, to);
+            }
         }
         Ok(())
     }
@@ -896,8 +926,7 @@ impl World {
             })
             .collect();
         for (id, cur, old) in moves {
-            self.index_entry(t, slot, id, &cur, false);
-            self.index_entry(t, slot, id, &old, true);
+            self.index_move(t, slot, id, &cur, &old);
         }
     }
 

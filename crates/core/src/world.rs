@@ -738,8 +738,7 @@ impl World {
         arch.columns[c].set(r, bytes);
         if old != bytes {
             self.mark_changed(id);
-            self.index_entry(t, slot, id, &old, false);
-            self.index_entry(t, slot, id, bytes, true);
+            self.index_move(t, slot, id, &old, bytes);
         }
         self.fk_adjust(t, slot, &old, -1);
         self.fk_adjust(t, slot, bytes, 1);

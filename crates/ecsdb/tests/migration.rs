@@ -272,7 +272,11 @@ fn refused_migrations_change_nothing() {
         ),
         (head.to_string(), "at least one [[operations]]"),
         ("not toml [".to_string(), "not valid TOML"),
-        ("[migration]\nfrom_version = \"2.0.0\"\nto_version = \"2.0.0\"\n".to_string(), "both 2.0.0"),
+        (
+            "[migration]\nfrom_version = \"2.0.0\"\nto_version = \"2.0.0\"\n[[operations]]\ntype = \"drop_table\"\ntable = \"old_data\"\n"
+                .to_string(),
+            "both 2.0.0",
+        ),
     ];
     for (text, want) in cases {
         for dry in [true, false] {
