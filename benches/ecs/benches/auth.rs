@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p ecsdb-bench --bench auth`   (ECSDB_BENCH_QUICK=1 for 10,000 sessions)
 #![allow(clippy::unwrap_used, missing_docs)]
-#![allow(clippy::doc_markdown, clippy::cast_possible_truncation)]
+#![allow(clippy::doc_markdown, clippy::cast_possible_truncation, clippy::many_single_char_names)]
 
 use std::sync::Arc;
 use std::time::Instant;
