@@ -226,7 +226,17 @@ impl Scan {
     /// the index a filter can use (its candidates, every condition still
     /// checked), else archetype by archetype.
     pub(crate) fn visit(&self, w: &World, f: &mut dyn FnMut(EntityId) -> Result<bool>) -> Result<()> {
-        if let Some((_, ids)) = &self.indexed {
+        if let Some((answer, ids)) = &self.indexed {
+            if self.answered_exactly(w, *answer) {
+                // Every candidate matches: an index holds exactly the
+                // entities with its table, so there is nothing to check.
+                for &id in ids {
+                    if !f(id)? {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
             for &id in ids {
                 let Ok((a, _)) = w.location(id) else { continue };
                 if self.archetype_matches(&w.archetypes()[a as usize]) && self.entity_matches(w, id)? && !f(id)? {
@@ -246,6 +256,18 @@ impl Scan {
             }
         }
         Ok(())
+    }
+
+    /// Whether the index answer is the whole query: one filter, answered
+    /// by its index, on the only table required, and nothing else.
+    fn answered_exactly(&self, w: &World, answer: Answer) -> bool {
+        let Answer::Filter(i) = answer else { return false };
+        self.filters.len() == 1
+            && self.spatial.is_empty()
+            && self.allowed.is_none()
+            && self.without.is_empty()
+            && self.with.iter().all(|&t| t == self.filters[i].table)
+            && w.schema().table(self.filters[i].table).fields[self.filters[i].field].slot().is_some()
     }
 
     /// Whether archetype `arch` can hold matches.
