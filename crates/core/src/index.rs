@@ -10,8 +10,8 @@
 //! bools, enums, strings, bytes); queries use it for `eq`, `in` and range
 //! filters (see `query.rs`), and `explain` names it.
 
+use crate::postings::Postings;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 
 use crate::error::Error;
 use crate::id::EntityId;
@@ -50,7 +50,7 @@ pub struct FieldIndex {
     /// Two entities may not hold the same value (checked at commit).
     pub unique: bool,
     /// Ordered entries (every kind but spatial).
-    pub(crate) entries: BTreeSet<(Key, EntityId)>,
+    pub(crate) entries: Postings,
     /// The grid of a spatial index (then `entries` stays empty).
     pub(crate) spatial: Option<Grid>,
 }
@@ -64,25 +64,31 @@ impl FieldIndex {
         if self.spatial.is_some() {
             return None;
         }
-        let lo = |v: &Value| (Key(v.clone()), EntityId(0));
-        let hi = |v: &Value| (Key(v.clone()), EntityId(u64::MAX));
-        let ids = |r: std::collections::btree_set::Range<'_, (Key, EntityId)>| r.map(|(_, id)| *id).collect::<Vec<_>>();
-        Some(match op {
-            CmpOp::Eq => ids(self.entries.range(lo(&values[0])..=hi(&values[0]))),
-            CmpOp::In => values.iter().flat_map(|v| self.entries.range(lo(v)..=hi(v)).map(|(_, id)| *id)).collect(),
-            CmpOp::Lt => ids(self.entries.range((Unbounded, Excluded(lo(&values[0]))))),
-            CmpOp::Le => ids(self.entries.range((Unbounded, Included(hi(&values[0]))))),
-            CmpOp::Gt => ids(self.entries.range((Excluded(hi(&values[0])), Unbounded))),
-            CmpOp::Ge => ids(self.entries.range((Included(lo(&values[0])), Unbounded))),
+        let k = |v: &Value| Key(v.clone());
+        let mut out = Vec::new();
+        match op {
+            CmpOp::Eq => {
+                if let Some(ids) = self.entries.get(&k(&values[0])) {
+                    out = ids.iter().collect();
+                }
+            }
+            CmpOp::In => {
+                for v in values {
+                    self.entries.collect_range(k(v)..=k(v), &mut out);
+                }
+            }
+            CmpOp::Lt => self.entries.collect_range((Unbounded, Excluded(k(&values[0]))), &mut out),
+            CmpOp::Le => self.entries.collect_range((Unbounded, Included(k(&values[0]))), &mut out),
+            CmpOp::Gt => self.entries.collect_range((Excluded(k(&values[0])), Unbounded), &mut out),
+            CmpOp::Ge => self.entries.collect_range((Included(k(&values[0])), Unbounded), &mut out),
             CmpOp::Between => {
-                if cmp_values(&values[0], &values[1]) == Ordering::Greater {
-                    Vec::new()
-                } else {
-                    ids(self.entries.range(lo(&values[0])..=hi(&values[1])))
+                if cmp_values(&values[0], &values[1]) != Ordering::Greater {
+                    self.entries.collect_range(k(&values[0])..=k(&values[1]), &mut out);
                 }
             }
             CmpOp::Ne => return None,
-        })
+        }
+        Some(out)
     }
 
     /// Number of entries.
@@ -111,7 +117,7 @@ pub(crate) fn empty_index(table: TableId, slot: usize, kind: IndexKind, f: &crat
         table,
         slot,
         unique: kind == IndexKind::Unique,
-        entries: BTreeSet::new(),
+        entries: Postings::default(),
         spatial: (kind == IndexKind::Spatial).then(|| {
             Grid::new(spatial_dims(&f.ty).unwrap_or(3), f.cell_size.unwrap_or(crate::spatial::DEFAULT_CELL_SIZE))
         }),
@@ -121,7 +127,7 @@ pub(crate) fn empty_index(table: TableId, slot: usize, kind: IndexKind, f: &crat
 /// What an index should hold, built from the columns (for comparison).
 #[derive(Debug, PartialEq)]
 pub(crate) enum Built {
-    Ordered(BTreeSet<(Key, EntityId)>),
+    Ordered(Postings),
     /// (entity, cell), sorted.
     Spatial(Vec<(EntityId, Cell)>),
 }
@@ -161,7 +167,7 @@ impl World {
         let Ok(v) = self.layouts[t as usize].decode_slot(&self.schema, slot, bytes) else {
             return;
         };
-        let e = (Key(v), id);
+        let k = Key(v);
         if insert {
             // A unique value is checked when the transaction commits (a
             // transaction may swap two values through a moment of overlap).
@@ -169,11 +175,11 @@ impl World {
                 && !self.undoing
                 && let Some(st) = self.txn.as_deref_mut()
             {
-                st.unique_checks.push((i, e.0.clone()));
+                st.unique_checks.push((i, k.clone()));
             }
-            self.indexes[i].entries.insert(e);
+            self.indexes[i].entries.insert(k, id);
         } else {
-            self.indexes[i].entries.remove(&e);
+            self.indexes[i].entries.remove(&k, id);
         }
     }
 
@@ -250,9 +256,8 @@ impl World {
     /// no commit checked.
     pub(crate) fn unique_duplicate(&self) -> Option<Error> {
         for ix in self.indexes.iter().filter(|ix| ix.unique) {
-            let mut prev: Option<&Key> = None;
-            for (k, _) in &ix.entries {
-                if prev == Some(k) {
+            for (k, ids) in ix.entries.iter() {
+                if ids.len() > 1 {
                     let t = self.schema.table(ix.table);
                     let f = t.stored_field(ix.slot);
                     return Some(Error::UniqueViolation {
@@ -261,7 +266,6 @@ impl World {
                         value: crate::value::to_json(&f.ty, &k.0, &self.schema).to_string(),
                     });
                 }
-                prev = Some(k);
             }
         }
         None
@@ -272,7 +276,7 @@ impl World {
     pub(crate) fn unique_violation(&self, checks: &[(usize, Key)]) -> Option<Error> {
         for (i, k) in checks {
             let ix = &self.indexes[*i];
-            let n = ix.entries.range((k.clone(), EntityId(0))..=(k.clone(), EntityId(u64::MAX))).take(2).count();
+            let n = ix.entries.get(k).map_or(0, crate::postings::Ids::len);
             if n > 1 {
                 let t = self.schema.table(ix.table);
                 let f = t.stored_field(ix.slot);
@@ -288,11 +292,13 @@ impl World {
 
     /// Every index as it should be, built from the columns.
     pub(crate) fn built_indexes(&self) -> Vec<Built> {
-        let mut out: Vec<Built> = self
-            .indexes
-            .iter()
-            .map(|ix| if ix.spatial.is_some() { Built::Spatial(Vec::new()) } else { Built::Ordered(BTreeSet::new()) })
-            .collect();
+        let mut out: Vec<Built> =
+            self.indexes
+                .iter()
+                .map(|ix| {
+                    if ix.spatial.is_some() { Built::Spatial(Vec::new()) } else { Built::Ordered(Postings::default()) }
+                })
+                .collect();
         for arch in &self.archetypes {
             for (i, ix) in self.indexes.iter().enumerate() {
                 let Some(c) = arch.column_index(ix.table, ix.slot) else {
@@ -306,7 +312,7 @@ impl World {
                     };
                     match &mut out[i] {
                         Built::Ordered(set) => {
-                            set.insert((Key(v), id));
+                            set.insert(Key(v), id);
                         }
                         Built::Spatial(pts) => {
                             if let (Some(p), Some(g)) = (point_of(&v), ix.spatial.as_ref())

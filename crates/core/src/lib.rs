@@ -27,6 +27,7 @@ pub mod layout;
 pub mod load;
 pub mod migration;
 pub mod near;
+pub mod postings;
 pub mod query;
 pub mod relation;
 pub mod schema;

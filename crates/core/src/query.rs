@@ -561,9 +561,13 @@ impl World {
         let mut bytes = 0usize;
         let mut skipped = 0;
         let materialize = |id: EntityId, bytes: &mut usize| -> Result<Row> {
-            let values: Vec<(TableId, usize, Value)> =
-                select.iter().map(|&(t, fi)| Ok((t, fi, self.field_value(id, t, fi)?))).collect::<Result<_>>()?;
-            *bytes += 24 + values.iter().map(|(_, _, v)| 16 + v.approx_json_bytes()).sum::<usize>();
+            let mut values: Vec<(TableId, usize, Value)> = Vec::with_capacity(select.len());
+            *bytes += 24;
+            for &(t, fi) in &select {
+                let v = self.field_value(id, t, fi)?;
+                *bytes += 16 + v.approx_json_bytes();
+                values.push((t, fi, v));
+            }
             if *bytes > budget.max_result_bytes {
                 return Err(Error::QueryLimit(format!(
                     "the result would take more than {} bytes; select fewer fields or ask for fewer rows (limit)",
@@ -612,35 +616,14 @@ impl World {
                 Ok(out.len() < limit)
             };
             let entries = &self.indexes[ix].entries;
-            if desc {
-                // Keys descending, ties by id ascending (as the sort orders them).
-                let mut run: Vec<EntityId> = Vec::new();
-                let mut run_key: Option<&crate::index::Key> = None;
-                let mut stopped = false;
-                'walk: for (k, id) in entries.iter().rev() {
-                    if run_key.is_some_and(|r| r != k) {
-                        for &e in run.iter().rev() {
-                            if !visit(e)? {
-                                stopped = true;
-                                break 'walk;
-                            }
-                        }
-                        run.clear();
-                    }
-                    run_key = Some(k);
-                    run.push(*id);
-                }
-                if !stopped {
-                    for &e in run.iter().rev() {
-                        if !visit(e)? {
-                            break;
-                        }
-                    }
-                }
-            } else {
-                for (_, id) in entries {
-                    if !visit(*id)? {
-                        break;
+            // Keys ascending or descending; ties by id ascending either way
+            // (as the sort orders them).
+            let walk: Box<dyn Iterator<Item = _>> =
+                if desc { Box::new(entries.iter().rev()) } else { Box::new(entries.iter()) };
+            'walk: for (_, ids) in walk {
+                for id in ids.iter() {
+                    if !visit(id)? {
+                        break 'walk;
                     }
                 }
             }
