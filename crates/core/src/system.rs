@@ -215,6 +215,8 @@ pub struct QueryFilter {
     pub without: Vec<TableId>,
     /// Only entities changed by a commit after this sequence number.
     pub changed_since: Option<u64>,
+    /// Only these entities (a spatial clause picked them).
+    pub only: Option<rustc_hash::FxHashSet<EntityId>>,
 }
 
 /// A typed query over a world: build it with filters, run it with
@@ -285,6 +287,41 @@ impl<'w, Q: QueryData> TypedQuery<'w, Q> {
         self
     }
 
+    /// Only entities whose position field `field` (`"table.field"`, a
+    /// `[f32|f64; 2|3]`) lies within `radius` of `point` — through the
+    /// field's spatial index when it has one (see [`crate::near`]).
+    /// Combined with an earlier `near`/`nearest`, both must hold.
+    #[must_use]
+    pub fn near(self, field: &str, point: &[f64], radius: f64) -> Self {
+        let ids = self.world().within(field, point, radius);
+        self.restrict(ids)
+    }
+
+    /// Only the `k` entities whose position field `field` is nearest
+    /// `point` (iteration stays in storage order; use
+    /// [`World::nearest`] for the distance order).
+    #[must_use]
+    pub fn nearest(self, field: &str, point: &[f64], k: usize) -> Self {
+        let ids = self.world().nearest(field, point, k).map(|v| v.into_iter().map(|(id, _)| id).collect());
+        self.restrict(ids)
+    }
+
+    fn restrict(mut self, ids: Result<Vec<EntityId>>) -> Self {
+        match ids {
+            Ok(ids) => {
+                let set: rustc_hash::FxHashSet<EntityId> = ids.into_iter().collect();
+                self.filter.only = Some(match self.filter.only.take() {
+                    Some(prev) => prev.intersection(&set).copied().collect(),
+                    None => set,
+                });
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
     /// Matching entities and copies of their components, as an iterator
     /// (read views only: `&T` elements over a shared world).
     // Fallible: binding the components to the schema can fail.
@@ -313,7 +350,7 @@ impl<'w, Q: QueryData> TypedQuery<'w, Q> {
             chunks.push((views, arch));
         }
         let since = self.filter.changed_since.filter(|&s| s >= w.changes_known_from);
-        Ok(QueryIter { chunks: chunks.into_iter(), cur: None, row: 0, len: 0, since })
+        Ok(QueryIter { chunks: chunks.into_iter(), cur: None, row: 0, len: 0, since, only: self.filter.only })
     }
 
     /// Number of matching entities.
@@ -390,6 +427,7 @@ pub struct QueryIter<'w, Q: QueryData> {
     row: usize,
     len: usize,
     since: Option<u64>,
+    only: Option<rustc_hash::FxHashSet<EntityId>>,
 }
 
 impl<Q: QueryData> std::fmt::Debug for QueryIter<'_, Q> {
@@ -412,6 +450,9 @@ impl<Q: QueryData> Iterator for QueryIter<'_, Q> {
                 if let Some(since) = self.since
                     && arch.changed[row] <= since
                 {
+                    continue;
+                }
+                if self.only.as_ref().is_some_and(|o| !o.contains(&arch.entities[row])) {
                     continue;
                 }
                 return Some((arch.entities[row], Q::read(views, row)));
@@ -533,10 +574,11 @@ fn view_mismatch(names: &[String]) -> Error {
 }
 
 fn passes(w: &World, id: EntityId, filter: &QueryFilter) -> bool {
-    match filter.changed_since {
-        None => true,
-        Some(since) => w.changed_after(id, since),
-    }
+    filter.only.as_ref().is_none_or(|o| o.contains(&id))
+        && match filter.changed_since {
+            None => true,
+            Some(since) => w.changed_after(id, since),
+        }
 }
 
 fn run_archetype_read<Q: QueryData, F: FnMut(EntityId, &mut Q::Values)>(
@@ -549,7 +591,7 @@ fn run_archetype_read<Q: QueryData, F: FnMut(EntityId, &mut Q::Values)>(
     let plans = plans(arch, elements);
     let types = field_types(&w.schema, &plans);
     let views = Q::views_shared(&arch.columns, &plans, &types, &w.schema).ok_or_else(|| view_error(w, &plans))?;
-    if filter.changed_since.is_none() {
+    if filter.changed_since.is_none() && filter.only.is_none() {
         for (row, &id) in arch.entities.iter().enumerate() {
             let mut v = Q::read(&views, row);
             f(id, &mut v);
@@ -591,6 +633,9 @@ fn run_archetypes_write<Q: QueryData, F: FnMut(EntityId, &mut Q::Values)>(
             if let Some(since) = since
                 && arch.changed[row] <= since
             {
+                continue;
+            }
+            if filter.only.as_ref().is_some_and(|o| !o.contains(&id)) {
                 continue;
             }
             let mut v = Q::read(&views, row);

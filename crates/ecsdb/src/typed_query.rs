@@ -32,6 +32,19 @@ impl<'w, Q: QueryData> TypedQuery<'w, Q> {
         TypedQuery(self.0.changed_since(seq))
     }
 
+    /// Only entities whose position `field` (`"table.field"`) is within
+    /// `radius` of `point` (through its spatial index when it has one).
+    #[must_use]
+    pub fn near(self, field: &str, point: &[f64], radius: f64) -> Self {
+        TypedQuery(self.0.near(field, point, radius))
+    }
+
+    /// Only the `k` entities whose position `field` is nearest `point`.
+    #[must_use]
+    pub fn nearest(self, field: &str, point: &[f64], k: usize) -> Self {
+        TypedQuery(self.0.nearest(field, point, k))
+    }
+
     /// Run `f` on every matching entity; `&mut` elements are written back.
     pub fn for_each(self, f: impl FnMut(EntityId, Q::Items<'_>)) -> Result<()> {
         Ok(self.0.for_each(f)?)

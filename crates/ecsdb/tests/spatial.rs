@@ -268,3 +268,43 @@ fn the_grid_is_rebuilt_on_reopen() {
     assert_eq!(ids(&db, &near), before);
     assert!(db.read().check_integrity().is_empty());
 }
+
+#[derive(ecsdb::Component, Debug, Clone, Copy, PartialEq)]
+#[ecsdb(table = "body")]
+struct Body {
+    pos: [f32; 3],
+    team: u32,
+}
+
+#[test]
+fn typed_queries_take_spatial_clauses() {
+    for schema in [SCHEMA.to_string(), plain_schema()] {
+        let db = Database::builder().schema_toml(&schema).unwrap().build().unwrap();
+        let (ids, _) = db
+            .write(|t| {
+                t.spawn_batch((0..20).map(|i| (Body { pos: [i as f32, 0.0, 0.0], team: i % 2 },)))?;
+                Ok(t.query::<(&Body,)>().collect()?.into_iter().map(|(id, _)| id).collect::<Vec<_>>())
+            })
+            .unwrap();
+        // A movement system over the bodies near the origin only.
+        db.write(|t| {
+            t.query::<(&mut Body,)>().near("body.pos", &[0.0, 0.0, 0.0], 2.5).for_each(|_, (b,)| b.pos[1] = 9.0)
+        })
+        .unwrap();
+        let r = db.read();
+        let moved: Vec<f32> = r.query::<(&Body,)>().iter().unwrap().map(|(_, (b,))| b.pos[1]).collect();
+        assert_eq!(moved.iter().filter(|&&y| y == 9.0).count(), 3, "{moved:?}");
+        // near and nearest combine (both must hold); errors surface at the run.
+        let n = r
+            .query::<(&Body,)>()
+            .near("body.pos", &[10.0, 0.0, 0.0], 3.0)
+            .nearest("body.pos", &[10.0, 0.0, 0.0], 2)
+            .count()
+            .unwrap();
+        assert_eq!(n, 2);
+        let got: Vec<_> =
+            r.query::<(&Body,)>().nearest("body.pos", &[19.0, 0.0, 0.0], 1).iter().unwrap().map(|(id, _)| id).collect();
+        assert_eq!(got, vec![ids[19]]);
+        assert!(r.query::<(&Body,)>().near("body.team", &[0.0], 1.0).count().is_err());
+    }
+}
