@@ -293,7 +293,7 @@ fn typed_queries_take_spatial_clauses() {
         .unwrap();
         let r = db.read();
         let moved: Vec<f32> = r.query::<(&Body,)>().iter().unwrap().map(|(_, (b,))| b.pos[1]).collect();
-        assert_eq!(moved.iter().filter(|&&y| y == 9.0).count(), 3, "{moved:?}");
+        assert_eq!(moved.iter().filter(|&&y| y.to_bits() == 9.0f32.to_bits()).count(), 3, "{moved:?}");
         // near and nearest combine (both must hold); errors surface at the run.
         let n = r
             .query::<(&Body,)>()
