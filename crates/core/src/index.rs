@@ -100,6 +100,15 @@ impl FieldIndex {
         self.len() == 0
     }
 
+    /// Memory the index holds, estimated (counted against the memory
+    /// ceiling with the data).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.spatial {
+            Some(g) => g.heap_bytes(),
+            None => self.entries.heap_bytes(),
+        }
+    }
+
     /// The grid, when this is a spatial index.
     pub fn grid(&self) -> Option<&Grid> {
         self.spatial.as_ref()

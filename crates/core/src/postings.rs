@@ -133,6 +133,13 @@ impl Postings {
         }
     }
 
+    /// Memory held, estimated in O(1) (it is asked on every commit): per
+    /// entry its id with slack, per value its key, list and tree slot.
+    /// Out-of-line key bytes (strings) are not counted.
+    pub fn heap_bytes(&self) -> usize {
+        self.map.len() * (std::mem::size_of::<Key>() + std::mem::size_of::<Ids>() + 16) + self.len * 12
+    }
+
     /// The entities holding `k`.
     pub fn get(&self, k: &Key) -> Option<&Ids> {
         self.map.get(k)

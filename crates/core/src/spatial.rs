@@ -138,6 +138,11 @@ impl Grid {
         self.dims
     }
 
+    /// Memory held, estimated: every entity's id and each cell's slot.
+    pub fn heap_bytes(&self) -> usize {
+        self.placed * 12 + self.cells.len() * (std::mem::size_of::<Cell>() + std::mem::size_of::<Vec<EntityId>>() + 8)
+    }
+
     /// Every (cell, entity), in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = (Cell, EntityId)> + '_ {
         self.cells.iter().flat_map(|(c, ids)| ids.iter().map(move |id| (*c, *id)))

@@ -246,6 +246,7 @@ impl World {
         self.archetypes.iter().map(Archetype::data_bytes).sum::<usize>()
             + self.entities.heap_bytes()
             + self.relations.data_bytes()
+            + self.indexes.iter().map(crate::index::FieldIndex::heap_bytes).sum::<usize>()
     }
 
     /// Number of live component rows of table `t`.

@@ -274,3 +274,21 @@ fn unique_indexes_refuse_duplicates_at_commit_and_change_nothing() {
         .to_string();
     assert!(e.contains("needs values with an order"), "{e}");
 }
+
+#[test]
+fn index_memory_counts_against_the_ceiling() {
+    let fill = |schema: &str| {
+        let db = Database::builder().schema_toml(schema).unwrap().build().unwrap();
+        db.write(|t| {
+            for i in 0..2000u32 {
+                t.create_entity_json(&json!({"unit": {"level": i, "score": i, "tag": format!("t{}", i % 7)}}))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        db.read().data_bytes()
+    };
+    let (indexed, plain) = (fill(SCHEMA), fill(&plain_schema()));
+    // Five indexed fields, 2,000 entities: at least 12 bytes per entry each.
+    assert!(indexed >= plain + 5 * 2000 * 12, "indexed {indexed}, plain {plain}");
+}
