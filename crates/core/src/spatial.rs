@@ -83,10 +83,25 @@ pub fn point_from_bytes(ty: &FieldType, bytes: &[u8]) -> Option<Point> {
     Some(p)
 }
 
-/// Squared Euclidean distance.
-#[inline]
-pub fn dist2(a: &Point, b: &Point) -> f64 {
-    (0..3).map(|i| (a[i] - b[i]) * (a[i] - b[i])).sum()
+/// Euclidean distance, without overflow or underflow for any finite
+/// coordinates (the difference is scaled when squaring it would leave the
+/// f64 range); infinite when the difference itself exceeds f64, NaN when a
+/// coordinate is NaN.
+pub fn dist(a: &Point, b: &Point) -> f64 {
+    let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+    if d.iter().any(|x| x.is_nan()) {
+        return f64::NAN;
+    }
+    let m = d.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    if m == 0.0 || m.is_infinite() {
+        return m;
+    }
+    if (1e-150..=1e150).contains(&m) {
+        (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt()
+    } else {
+        let s = [d[0] / m, d[1] / m, d[2] / m];
+        m * (s[0] * s[0] + s[1] * s[1] + s[2] * s[2]).sqrt()
+    }
 }
 
 /// A grid cell's coordinates (the third is 0 for 2-D positions).
@@ -241,11 +256,14 @@ impl Grid {
         if radius.is_nan() || radius < 0.0 {
             return out;
         }
-        let r2 = radius * radius;
-        let lo = [center[0] - radius, center[1] - radius, center[2] - radius];
-        let hi = [center[0] + radius, center[1] + radius, center[2] + radius];
+        // The box around the sphere, widened by a few ulps of its extent:
+        // `center ± radius` rounds, and a point the exact check finds
+        // within the radius must never fall outside the box searched.
+        let m = |c: f64| (c.abs() + radius) * 4.0 * f64::EPSILON;
+        let lo = [0, 1, 2].map(|i| center[i] - radius - m(center[i]));
+        let hi = [0, 1, 2].map(|i| center[i] + radius + m(center[i]));
         self.visit_box(&lo, &hi, &mut |id| {
-            if pos(id).is_some_and(|p| p.iter().all(|x| x.is_finite()) && dist2(&p, center) <= r2) {
+            if pos(id).is_some_and(|p| p.iter().all(|x| x.is_finite()) && dist(&p, center) <= radius) {
                 out.push(id);
             }
         });
@@ -282,7 +300,7 @@ impl Grid {
         let mut best: BinaryHeap<Near> = BinaryHeap::new();
         let mut offer = |id: EntityId, best: &mut BinaryHeap<Near>| {
             let Some(p) = pos(id) else { return };
-            let d = dist2(&p, center);
+            let d = dist(&p, center);
             if d.is_nan() || !p.iter().all(|x| x.is_finite()) {
                 return;
             }
@@ -298,8 +316,7 @@ impl Grid {
                 best.pop();
             }
         };
-        let finish =
-            |best: BinaryHeap<Near>| best.into_sorted_vec().into_iter().map(|Near(d, id)| (id, d.sqrt())).collect();
+        let finish = |best: BinaryHeap<Near>| best.into_sorted_vec().into_iter().map(|Near(d, id)| (id, d)).collect();
         let Some(c) = self.cell_of(center) else {
             return Vec::new();
         };
@@ -336,7 +353,7 @@ impl Grid {
             }
             // Anything outside rings 0..=ring is farther than ring * cell.
             let reach = ring as f64 * self.cell;
-            let done = best.len() == k && best.peek().is_some_and(|w| w.0 <= reach * reach);
+            let done = best.len() == k && best.peek().is_some_and(|w| w.0 <= reach);
             if done || seen >= self.placed {
                 return finish(best);
             }
@@ -345,7 +362,7 @@ impl Grid {
     }
 }
 
-/// A candidate: squared distance, then id (the max-heap keeps the worst on top).
+/// A candidate: distance, then id (the max-heap keeps the worst on top).
 #[derive(Debug, Clone, Copy)]
 struct Near(f64, EntityId);
 
@@ -412,7 +429,7 @@ mod tests {
 
     fn brute_nearest(pts: &[(EntityId, Point)], c: &Point, k: usize) -> Vec<EntityId> {
         let mut v: Vec<Near> =
-            pts.iter().filter(|(_, p)| p.iter().all(|x| x.is_finite())).map(|(id, p)| Near(dist2(p, c), *id)).collect();
+            pts.iter().filter(|(_, p)| p.iter().all(|x| x.is_finite())).map(|(id, p)| Near(dist(p, c), *id)).collect();
         v.sort();
         v.into_iter().take(k).map(|n| n.1).collect()
     }
@@ -492,7 +509,7 @@ mod tests {
             }
             let c = [f64::from(cx), f64::from(cy), 0.0];
             let rr = f64::from(r);
-            let mut expect: Vec<EntityId> = held.iter().filter(|(_, p)| dist2(p, &c) <= rr * rr).map(|(id, _)| *id).collect();
+            let mut expect: Vec<EntityId> = held.iter().filter(|(_, p)| dist(p, &c) <= rr).map(|(id, _)| *id).collect();
             expect.sort_unstable();
             prop_assert_eq!(h.within(&c, rr), expect);
             let lo = [c[0] - rr, c[1] - rr, -3.0];

@@ -308,3 +308,39 @@ fn typed_queries_take_spatial_clauses() {
         assert!(r.query::<(&Body,)>().near("body.team", &[0.0], 1.0).count().is_err());
     }
 }
+
+#[test]
+fn huge_coordinates_measure_exactly_with_and_without_the_grid() {
+    for schema in [SCHEMA.to_string(), plain_schema()] {
+        let db = Database::builder().schema_toml(&schema).unwrap().build().unwrap();
+        db.write(|t| {
+            for p in [[0.0, 0.0], [5.0, -3.0], [-7.0, 2.0], [100.0, 100.0], [-100.0, 50.0]] {
+                t.create_entity_json(&json!({"marker": {"at": p}}))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let count = |point: serde_json::Value, radius: f64| {
+            ids_of(&db, json!({"with": ["marker"], "near": {"field": "marker.at", "point": point, "radius": radius}}))
+                .len()
+        };
+        // Distances near 1.4e300: squaring them would overflow.
+        assert_eq!(count(json!([1e300, 1e300]), 1e300), 0);
+        assert_eq!(count(json!([-1e300, 0.0]), 1e300), 5);
+        assert_eq!(count(json!([1e200, 1e200]), 1.2e200), 0);
+        assert_eq!(count(json!([1e200, 1e200]), 1.5e200), 5);
+        assert_eq!(count(json!([0.0, 0.0]), f64::MAX), 5);
+        // Far away every point is (in f64) equally far: ties go by id, with
+        // the grid as without it.
+        let far = db
+            .query_json(&q(
+                json!({"with": ["marker"], "nearest": {"field": "marker.at", "point": [-1e308, 1e308], "k": 5}}),
+            ))
+            .unwrap();
+        let order: Vec<u64> = far["rows"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order, sorted, "{far}");
+        assert_eq!(order.len(), 5);
+    }
+}

@@ -293,6 +293,22 @@ pub fn user_query(w: &World, mut q: Query) -> ApiResult<Query> {
             return Err(ApiError::not_found(format!("entity {id} does not exist")));
         }
     }
+    // Spatial clauses: their fields, and the entities they measure from.
+    let spatial = q
+        .near
+        .as_ref()
+        .map(|n| (n.field.as_str(), n.entity.as_ref()))
+        .into_iter()
+        .chain(q.nearest.as_ref().map(|n| (n.field.as_str(), n.entity.as_ref())))
+        .chain(q.in_box.as_ref().map(|b| (b.field.as_str(), None)));
+    for (field, entity) in spatial {
+        user_name(&table_of(field))?;
+        if let Some(id) = entity.and_then(ecsdb::core::world::id_from_json)
+            && (!w.contains(id) || is_system_entity(w, id))
+        {
+            return Err(ApiError::not_found(format!("entity {id} does not exist")));
+        }
+    }
     for t in &w.schema().tables {
         if is_system_name(&t.name) && !q.without.contains(&t.name) {
             q.without.push(t.name.clone());
