@@ -530,9 +530,23 @@ fn aggregate_queries_and_explain_over_http() {
     for bad in [
         json!({"group_by": ["_users.name"], "aggregates": [{"op": "count"}]}),
         json!({"aggregates": [{"op": "max", "field": "_users.name"}]}),
+        json!({"near": {"field": "_users.username", "point": [0, 0], "radius": 1}}),
+        json!({"nearest": {"field": "_sessions.token_id", "point": [0, 0], "k": 1}}),
+        json!({"box": {"field": "_users.username", "min": [0], "max": [1]}}),
     ] {
         let r = s.call("POST", "/v1/query", Some(&t), Some(&bad));
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.body.to_string().contains("reserved"), "{bad}: {}", r.body);
+    }
+    // A system entity (the admin user's) reads as absent, like a missing one.
+    for id in [1u64 << 32, (1u64 << 32) + 999_999] {
+        let r = s.call(
+            "POST",
+            "/v1/query",
+            Some(&t),
+            Some(&json!({"near": {"field": "transform.position", "entity": id, "radius": 1}})),
+        );
+        assert_eq!(r.status, 404, "{id}: {}", r.body);
     }
     // Users' rows are not counted: a global count sees the three players
     // and the three positioned entities only.

@@ -70,8 +70,9 @@ impl Operation {
             ),
             Operation::DropField { table, field } => format!("drop field {table}.{field}"),
             Operation::RenameField { table, field, to } => format!("rename field {table}.{field} to {to}"),
-            Operation::AddIndex { table, field, kind, .. } => {
-                format!("add {} index on {table}.{field}", kind.as_deref().unwrap_or("default"))
+            Operation::AddIndex { table, field, kind: Some(k), .. } => format!("add {k} index on {table}.{field}"),
+            Operation::AddIndex { table, field, kind: None, .. } => {
+                format!("add index on {table}.{field} (spatial for a position, else btree)")
             }
             Operation::DropIndex { table, field } => format!("drop index on {table}.{field}"),
             Operation::AddTable { table, .. } => format!("add table {table}"),
@@ -269,6 +270,12 @@ impl Schema {
         if m.from_version == m.to_version && !allow_system {
             return Err(bad(format!("[migration]: from_version and to_version are both {}", m.to_version)));
         }
+        if !allow_system && version_key(&m.to_version) < version_key(&m.from_version) {
+            return Err(bad(format!(
+                "migrations go forward: to_version {} is older than from_version {}",
+                m.to_version, m.from_version
+            )));
+        }
         if m.from_version != self.version {
             return Err(bad(format!(
                 "this migration goes from version {} to {}, but the data is at version {}{}",
@@ -317,8 +324,47 @@ impl Schema {
         let text = toml::to_string(&doc).map_err(|e| bad(format!("cannot write the new schema: {e}")))?;
         let schema = Schema::from_stored_toml(&text)
             .map_err(|e| bad(format!("the schema after this migration is not valid: {e}")))?;
+        if !allow_system && let Some(name) = new_reserved_name(self, &schema) {
+            return Err(bad(format!(
+                "the schema after this migration is not valid: `{name}`: names starting with `_` are reserved"
+            )));
+        }
         Ok(MigrationPlan { migration: m.clone(), schema: Arc::new(schema), renames, fresh_tables, fresh_fields })
     }
+}
+
+/// A version string as numbers where it has them (`2.10.0` after `2.9.1`).
+pub fn version_key(v: &str) -> Vec<(u64, String)> {
+    v.split(['.', '-', '+']).map(|p| (p.parse().unwrap_or(u64::MAX), p.to_string())).collect()
+}
+
+/// A reserved (`_`) table, field or relation name `new` has and `old` has
+/// not: user migrations may not introduce one (the system's own names
+/// were there before).
+fn new_reserved_name(old: &Schema, new: &Schema) -> Option<String> {
+    for t in &new.tables {
+        let before = old.table_id(&t.name).map(|id| old.table(id));
+        if t.name.starts_with('_') && before.is_none() {
+            return Some(t.name.clone());
+        }
+        for f in &t.fields {
+            if f.name.starts_with('_') && before.is_none_or(|b| b.field(&f.name).is_none()) {
+                return Some(format!("{}.{}", t.name, f.name));
+            }
+        }
+    }
+    for r in &new.relations {
+        let before = old.relation_id(&r.name).map(|id| old.relation(id));
+        if r.name.starts_with('_') && before.is_none() {
+            return Some(r.name.clone());
+        }
+        for f in &r.fields {
+            if f.name.starts_with('_') && before.is_none_or(|b| b.field_index(&f.name).is_none()) {
+                return Some(format!("{}.{}", r.name, f.name));
+            }
+        }
+    }
+    None
 }
 
 fn apply_op(
@@ -449,7 +495,16 @@ pub struct MigrationReport {
 }
 
 impl World {
-    /// What `plan` would do to this state (nothing is changed).
+    /// What `plan` would do to this state, after checking that it can: the
+    /// rewrite is done and thrown away, so every refusal the real apply
+    /// would meet (a unique index over duplicates, a default breaking a
+    /// foreign key) is met here. Nothing is changed.
+    pub fn check_migration(&self, plan: &MigrationPlan) -> Result<MigrationReport> {
+        drop(self.migrated(plan)?);
+        Ok(self.migration_report(plan))
+    }
+
+    /// What `plan` would do to this state (nothing is checked or changed).
     pub fn migration_report(&self, plan: &MigrationPlan) -> MigrationReport {
         let old = self.schema();
         let new = &plan.schema;

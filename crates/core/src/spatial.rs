@@ -88,20 +88,16 @@ pub fn point_from_bytes(ty: &FieldType, bytes: &[u8]) -> Option<Point> {
 /// f64 range); infinite when the difference itself exceeds f64, NaN when a
 /// coordinate is NaN.
 pub fn dist(a: &Point, b: &Point) -> f64 {
-    let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
-    if d.iter().any(|x| x.is_nan()) {
+    let diff = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+    if diff.iter().any(|x| x.is_nan()) {
         return f64::NAN;
     }
-    let m = d.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    if m == 0.0 || m.is_infinite() {
-        return m;
+    let big = diff.iter().fold(0.0f64, |acc, x| acc.max(x.abs()));
+    if big == 0.0 || big.is_infinite() {
+        return big;
     }
-    if (1e-150..=1e150).contains(&m) {
-        (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt()
-    } else {
-        let s = [d[0] / m, d[1] / m, d[2] / m];
-        m * (s[0] * s[0] + s[1] * s[1] + s[2] * s[2]).sqrt()
-    }
+    let sq = |v: [f64; 3]| v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+    if (1e-150..=1e150).contains(&big) { sq(diff).sqrt() } else { big * sq(diff.map(|x| x / big)).sqrt() }
 }
 
 /// A grid cell's coordinates (the third is 0 for 2-D positions).

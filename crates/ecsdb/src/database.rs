@@ -324,6 +324,7 @@ pub fn is_data_dir_entry(name: &str) -> bool {
         "LOCK",
         SCHEMA_FILE_NAME,
         "schema.toml.tmp",
+        SCHEMA_HISTORY_DIR,
         "wal",
         "wal_archive",
         "snapshots",
@@ -371,7 +372,8 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
         let stored = Schema::from_stored_toml(&text)?;
         if stored.fingerprint != schema.fingerprint {
             let diff = ecsdb_core::schema::differences(&stored, schema, 20);
-            let older = version_key(&schema.version) < version_key(&stored.version);
+            let older = ecsdb_core::migration::version_key(&schema.version)
+                < ecsdb_core::migration::version_key(&stored.version);
             let missing = if older {
                 format!(
                     "the data is at schema version {}, the schema given is the older version {}: migrations only go forward",
@@ -398,14 +400,10 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
                 },
             )));
         }
-        return Ok(());
+        // Directories made before the history existed get it now.
+        return write_schema_history(fs, dir, &stored);
     }
     write_schema_file(fs, dir, schema)
-}
-
-/// A version string as numbers where it has them (`2.10.0` after `2.9.1`).
-fn version_key(v: &str) -> Vec<(u64, String)> {
-    v.split(['.', '-', '+']).map(|p| (p.parse().unwrap_or(u64::MAX), p.to_string())).collect()
 }
 
 /// Write `<dir>/schema.toml` atomically (temp file, fsync, rename, fsync
@@ -419,6 +417,32 @@ pub(crate) fn write_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Re
     f.sync().map_err(io)?;
     drop(f);
     fs.rename(&tmp, &path).map_err(io)?;
+    fs.sync_dir(dir).map_err(io)?;
+    write_schema_history(fs, dir, schema)
+}
+
+/// Folder keeping every schema a data directory has been under, by
+/// fingerprint: replaying the log from its first commit (`ecsdb
+/// rebuild-from-wal`) needs the schema it started with, and migrations
+/// change `schema.toml`.
+pub const SCHEMA_HISTORY_DIR: &str = "schema_history";
+
+/// Keep `schema` in `<dir>/schema_history/<fingerprint>.toml` (once).
+pub(crate) fn write_schema_history(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
+    let hist = dir.join(SCHEMA_HISTORY_DIR);
+    let path = hist.join(format!("{:016x}.toml", schema.fingerprint));
+    let io = |e| DbError::Io { path: path.clone(), source: e };
+    if fs.exists(&path) {
+        return Ok(());
+    }
+    fs.create_dir_all(&hist).map_err(io)?;
+    let tmp = hist.join(format!("{:016x}.toml.tmp", schema.fingerprint));
+    let f = fs.create(&tmp).map_err(io)?;
+    f.append(schema.to_toml_string().as_bytes()).map_err(io)?;
+    f.sync().map_err(io)?;
+    drop(f);
+    fs.rename(&tmp, &path).map_err(io)?;
+    fs.sync_dir(&hist).map_err(io)?;
     fs.sync_dir(dir).map_err(io)?;
     Ok(())
 }

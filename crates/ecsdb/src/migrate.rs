@@ -36,7 +36,7 @@ impl Database {
         let m = Migration::parse(text)?;
         let w = self.read();
         let plan = w.schema().plan_migration(&m, false)?;
-        Ok(MigrationOutcome { applied: false, seq: None, report: w.migration_report(&plan) })
+        Ok(MigrationOutcome { applied: false, seq: None, report: w.check_migration(&plan)? })
     }
 
     /// Apply a migration (see the module docs); `dry_run` only plans it.
@@ -51,7 +51,7 @@ impl Database {
         if dry_run {
             let w = self.read();
             let plan = w.schema().plan_migration(&m, allow_system)?;
-            return Ok(MigrationOutcome { applied: false, seq: None, report: w.migration_report(&plan) });
+            return Ok(MigrationOutcome { applied: false, seq: None, report: w.check_migration(&plan)? });
         }
         self.check_writable()?;
         let inner = self.inner();

@@ -228,6 +228,8 @@ fn the_log_replays_a_migration_without_a_snapshot_after_it() {
 fn refused_migrations_change_nothing() {
     let db = Database::builder().schema_toml(V2_0).unwrap().build().unwrap();
     fill(&db, 3);
+    // Two rows with the same `keep`: a unique index over it cannot be built.
+    db.write(|t| t.create_entity_json(&json!({"old_data": {"keep": 2}}))).unwrap();
     let before = (db.version(), db.export_json(), db.schema().fingerprint);
     let head = "[migration]\nfrom_version = \"2.0.0\"\nto_version = \"2.1.0\"\n";
     let cases = [
@@ -271,6 +273,30 @@ fn refused_migrations_change_nothing() {
             "has no index",
         ),
         (head.to_string(), "at least one [[operations]]"),
+        (
+            format!("{head}[[operations]]\ntype = \"add_field\"\ntable = \"player\"\nfield = {{ name = \"_secret\", type = \"u32\" }}\n"),
+            "`player._secret`: names starting with `_` are reserved",
+        ),
+        (
+            format!("{head}[[operations]]\ntype = \"rename_field\"\ntable = \"player\"\nfield = \"level\"\nto = \"_lvl\"\n"),
+            "reserved",
+        ),
+        (
+            format!("{head}[[operations]]\ntype = \"add_table\"\ntable = \"t\"\nfields = [{{ name = \"_x\", type = \"u8\" }}]\n"),
+            "reserved",
+        ),
+        (
+            TO_V2_1.replace("to_version = \"2.1.0\"", "to_version = \"1.0.0\""),
+            "migrations go forward",
+        ),
+        (
+            format!("{head}[[operations]]\ntype = \"add_index\"\ntable = \"old_data\"\nfield = \"keep\"\nkind = \"unique\"\n"),
+            "a unique index cannot be built",
+        ),
+        (
+            format!("{head}[[operations]]\ntype = \"add_relation\"\nrelation = \"r\"\nfields = [{{ name = \"x\", type = \"u8\", index = \"unique\" }}]\n"),
+            "relation properties cannot be indexed",
+        ),
         ("not toml [".to_string(), "not valid TOML"),
         (
             "[migration]\nfrom_version = \"2.0.0\"\nto_version = \"2.0.0\"\n[[operations]]\ntype = \"drop_table\"\ntable = \"old_data\"\n"
@@ -401,4 +427,26 @@ proptest! {
         }
         prop_assert_eq!(migrated, by_hand);
     }
+}
+
+#[test]
+fn an_empty_log_segment_of_another_schema_holds_nothing_to_refuse() {
+    // As after a crash between the log's rotation to a migration's schema
+    // and the migration becoming durable: an empty segment under a schema
+    // the state never reached.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::builder().schema_toml(V2_0).unwrap().data_dir(dir.path()).build().unwrap();
+    fill(&db, 3);
+    let (seq, exported) = (db.version(), db.export_json());
+    db.close().unwrap();
+    drop(db);
+    let header = ecsdb::storage::wal::format::SegmentHeader { first_seq: seq + 1, fingerprint: 0x1234_5678 }.encode();
+    let name = ecsdb::storage::wal::format::segment_name(seq + 1);
+    std::fs::write(dir.path().join("wal").join(name), header).unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(db.export_json(), exported);
+    db.write(|t| t.create_entity_json(&json!({"player": {"level": 1}}))).unwrap();
+    db.close().unwrap();
+    drop(db);
+    assert_eq!(Database::open(dir.path()).unwrap().version(), seq + 1);
 }

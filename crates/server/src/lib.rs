@@ -118,17 +118,15 @@ fn jwt_secret(c: &ServerConfig) -> Result<Vec<u8>, String> {
 /// schema it keeps (`schema.toml`); a new one gets the bundled example.
 pub fn open_database(c: &ServerConfig) -> Result<Database, String> {
     let stored = c.db.database.data_dir.join(ecsdb::SCHEMA_FILE_NAME);
-    if stored.exists() {
-        // A directory made by an older server may lack the system indexes:
+    if stored.exists() && system::lacks_system_indexes(&stored) {
+        // A directory made by an older server lacks the system indexes:
         // build them (one logged migration) before the schema is compared.
         let mut own = c.db.clone();
         own.database.schema_file = None;
+        own.persistence.checkpoint_on_shutdown = false;
         let db = Database::builder().config(own).enable_persistence().build().map_err(|e| e.to_string())?;
-        if db.schema().table_id("_users").is_some() && system::upgrade_system_indexes(&db)? {
+        if system::upgrade_system_indexes(&db)? {
             tracing::info!("built the system tables' indexes (sessions, users, API keys)");
-        }
-        if c.db.database.schema_file.is_none() {
-            return require_system_tables(c, db);
         }
         db.close().map_err(|e| e.to_string())?;
     }
@@ -148,7 +146,7 @@ pub fn open_database(c: &ServerConfig) -> Result<Database, String> {
 fn require_system_tables(c: &ServerConfig, db: Database) -> Result<Database, String> {
     if db.schema().table_id("_users").is_none() {
         return Err(format!(
-            "{} was created without the server's system tables (users, sessions, API keys), by the embedded library or `ecsdb init`; serve a copy made with `ecsdb export` / `ecsdb import` into a new directory",
+            "{} was created without the server's system tables (users, sessions, API keys), by the embedded library, `ecsdb init` or `ecsdb import` into a new directory; to serve its data: `ecsdb export` it, start the server once on a new directory (with the same schema) and stop it, then `ecsdb import` the export into that directory",
             c.db.database.data_dir.display()
         ));
     }

@@ -181,6 +181,19 @@ fn rows(w: &World, t: TableId) -> Vec<EntityId> {
 pub const SYSTEM_INDEXES: &[(&str, &str, &str)] =
     &[("_users", "username", "unique"), ("_sessions", "token_id", "unique"), ("_api_keys", "key_hash", "unique")];
 
+/// Whether the stored schema at `path` has the system tables but not all
+/// of [`SYSTEM_INDEXES`] (a directory made by an older server).
+pub fn lacks_system_indexes(path: &std::path::Path) -> bool {
+    let Ok(schema) =
+        std::fs::read_to_string(path).map_err(|_| ()).and_then(|t| ecsdb::Schema::from_stored_toml(&t).map_err(|_| ()))
+    else {
+        return false;
+    };
+    SYSTEM_INDEXES.iter().any(|(t, f, _)| {
+        schema.table_id(t).and_then(|id| schema.table(id).field(f)).is_some_and(|f| f.index_kind().is_none())
+    })
+}
+
 /// Give a data directory made before [`SYSTEM_INDEXES`] existed its
 /// indexes: one logged migration (same schema version) that builds them.
 /// Returns whether anything was done.

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! <data_dir>/LOCK                       pid of the process that has it open
+//! <data_dir>/schema.toml                the schema in force (and schema_history/<fingerprint>.toml: every earlier one)
 //! <data_dir>/snapshots/<seq>.snap       snapshots (retention: newest N)
 //! <data_dir>/wal/<first_seq>.wal        live log segments
 //! <data_dir>/wal_archive/<first_seq>.wal  segments covered by a snapshot
@@ -249,6 +250,12 @@ pub fn replay(
             }
             Err(reason) => return Err(StorageError::Corrupt { path: path.clone(), offset: Some(0), reason }),
         };
+        if s.header.fingerprint != fingerprint && s.records.is_empty() && matches!(s.tail, Tail::Clean) {
+            // A segment started under a schema whose migration never became
+            // durable (or was never logged) holds no commit: nothing to
+            // replay, nothing lost.
+            continue;
+        }
         if s.header.fingerprint != fingerprint {
             return Err(StorageError::SchemaMismatch {
                 path: path.clone(),

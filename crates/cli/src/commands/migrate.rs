@@ -106,9 +106,9 @@ pub fn run(action: &Action) -> ExitCode {
             Ok(m) => m,
             Err(e) => return fail(e),
         };
-        return match world.schema().plan_migration(&m, false) {
-            Ok(plan) => {
-                print(&world.migration_report(&plan), None, a.json);
+        return match world.schema().plan_migration(&m, false).and_then(|plan| world.check_migration(&plan)) {
+            Ok(report) => {
+                print(&report, None, a.json);
                 ExitCode::SUCCESS
             }
             Err(e) => fail(format!("{}: {e}", a.file.display())),

@@ -81,6 +81,34 @@ pub fn run(args: &Args) -> ExitCode {
             segs.first().map_or_else(|| "none".to_string(), |s| s.1.display().to_string())
         ));
     }
+    // The log starts under the schema its first segment names: after
+    // migrations that is an older one than schema.toml, kept in the
+    // directory's schema history.
+    let first_fp = std::fs::read(&segs[0].1)
+        .ok()
+        .and_then(|b| ecsdb::storage::wal::format::SegmentHeader::decode(&b).ok())
+        .map(|h| h.fingerprint);
+    let schema = match first_fp {
+        Some(fp) if fp != schema.fingerprint => {
+            let p = schema_home.join(ecsdb::SCHEMA_HISTORY_DIR).join(format!("{fp:016x}.toml"));
+            match std::fs::read_to_string(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| ecsdb::Schema::from_stored_toml(&t).map_err(|e| e.to_string()))
+            {
+                Ok(s) if s.fingerprint == fp => Arc::new(s),
+                Ok(_) => return fail(format!("{} does not hash to {fp:016x}", p.display())),
+                Err(e) => {
+                    return fail(format!(
+                        "the log starts under schema {fp:016x}, not {}'s {:016x}, and {} is not readable ({e}); pass that schema with --schema",
+                        if schema_file.is_some() { "the given schema" } else { "schema.toml" },
+                        schema.fingerprint,
+                        p.display()
+                    ));
+                }
+            }
+        }
+        _ => schema,
+    };
     if !in_place && super::common::holds_data(&args.data_dir) {
         return fail(format!("{} already holds data; rebuild into an empty directory", args.data_dir.display()));
     }
@@ -133,6 +161,8 @@ pub fn run(args: &Args) -> ExitCode {
     };
     config.persistence.checkpoint_on_shutdown = false;
     drop(lock); // opening takes it again
+    // The replayed log may have migrated the schema: open under the result.
+    let schema = world.schema().clone();
     match open(schema, config, false).and_then(|db| {
         let seq = db.version();
         db.close().map_err(|e| e.to_string())?;

@@ -650,6 +650,9 @@ impl Schema {
                     if let Some(sz) = size.filter(|&sz| sz > MAX_ROW_BYTES) {
                         ctx.push(&fat, format!("property of {sz} bytes is larger than the maximum of {MAX_ROW_BYTES}"));
                     }
+                    if rf.indexed || rf.index.is_some() || rf.cell_size.is_some() {
+                        ctx.push(&fat, "relation properties cannot be indexed (index a component's field instead)");
+                    }
                     defaults.push(rf.default.clone());
                     fields.push(Field {
                         name: rf.name.clone(),
