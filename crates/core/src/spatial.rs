@@ -167,6 +167,24 @@ impl Grid {
         if (t as f64) > v { t - 1 } else { t }
     }
 
+    /// The cell of the point stored in `bytes` (`f64s`: 8-byte coordinates,
+    /// else 4-byte), read straight from the column: the per-row step of
+    /// index maintenance after in-place writes.
+    #[inline]
+    pub fn cell_of_bytes(&self, f64s: bool, bytes: &[u8]) -> Option<Cell> {
+        let mut p = [0.0f64; 3];
+        if f64s {
+            for (i, c) in bytes.chunks_exact(8).take(3).enumerate() {
+                p[i] = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            }
+        } else {
+            for (i, c) in bytes.chunks_exact(4).take(3).enumerate() {
+                p[i] = f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            }
+        }
+        self.cell_of(&p)
+    }
+
     /// The cell of a point, `None` for a non-finite one (held nowhere).
     #[inline]
     pub fn cell_of(&self, p: &Point) -> Option<Cell> {

@@ -338,14 +338,21 @@ impl World {
             if let Some(i) = ix
                 && let Some(g) = indexes[i].spatial.as_ref()
             {
-                let ty = &layouts[t as usize].slots[slot].ty;
-                let cell = |b: &[u8]| crate::spatial::point_from_bytes(ty, b).and_then(|p| g.cell_of(&p));
+                let f64s = matches!(
+                    &layouts[t as usize].slots[slot].ty,
+                    crate::schema::FieldType::Array(inner, _)
+                        if matches!(**inner, crate::schema::FieldType::Scalar(crate::schema::Scalar::F64))
+                );
                 for &(a, b) in &ranges {
-                    for row in a..b {
-                        let (from, to) =
-                            (cell(&image[row * size..(row + 1) * size]), cell(&now[row * size..(row + 1) * size]));
+                    let rows =
+                        image[a * size..b * size].chunks_exact(size).zip(now[a * size..b * size].chunks_exact(size));
+                    for (k, (old, new)) in rows.enumerate() {
+                        if old == new {
+                            continue;
+                        }
+                        let (from, to) = (g.cell_of_bytes(f64s, old), g.cell_of_bytes(f64s, new));
                         if from != to {
-                            cell_moves.push((i, archetype.entities[row], from, to));
+                            cell_moves.push((i, archetype.entities[a + k], from, to));
                         }
                     }
                 }
