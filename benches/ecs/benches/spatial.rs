@@ -1,7 +1,8 @@
 //! The spatial index: ecsdb's grid beside the `rstar` R-tree on a game
 //! workload, and `near` / `nearest` queries beside a scan.
 //!
-//! `cargo bench -p ecsdb-bench --bench spatial`   (ECSDB_BENCH_QUICK=1 for 20,000 points)
+//! `cargo bench -p ecsdb-bench --bench spatial`   (ECSDB_BENCH_QUICK=1 for 20,000 points;
+//! ECSDB_BENCH_ONLY=maintenance for the index-maintenance figures alone)
 //!
 //! 100,000 points spread over a 4,000 × 4,000 world (z in 0..50). One tick
 //! moves every point by up to 2 units (a grid moves an entry between cells;
@@ -110,6 +111,10 @@ fn maintenance(n: usize) {
 
 fn main() {
     let n: usize = if std::env::var("ECSDB_BENCH_QUICK").is_ok() { 20_000 } else { 1_000_000 };
+    if std::env::var("ECSDB_BENCH_ONLY").is_ok_and(|v| v == "maintenance") {
+        maintenance(n);
+        return;
+    }
     let world = 4000.0;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let pts: Vec<[f64; 3]> = (0..n).map(|_| [rng.next() * world, rng.next() * world, rng.next() * 50.0]).collect();

@@ -185,6 +185,37 @@ impl Grid {
         self.cell_of(&p)
     }
 
+    /// Whether the points stored in `old` and `new` lie in the same cell —
+    /// coordinate by coordinate, in registers, stopping at the first that
+    /// differs (most moves stay in their cell; this is the common path).
+    #[inline]
+    pub fn same_cell_bytes(&self, f64s: bool, old: &[u8], new: &[u8]) -> bool {
+        let dims = self.dims;
+        let read = |b: &[u8], i: usize| -> f64 {
+            if f64s {
+                let c = &b[i * 8..i * 8 + 8];
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+            } else {
+                let c = &b[i * 4..i * 4 + 4];
+                f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            }
+        };
+        let need = if f64s { 8 * dims } else { 4 * dims };
+        if old.len() < need || new.len() < need {
+            return self.cell_of_bytes(f64s, old) == self.cell_of_bytes(f64s, new);
+        }
+        for i in 0..dims {
+            let (a, b) = (read(old, i), read(new, i));
+            if !(a.is_finite() && b.is_finite()) {
+                return self.cell_of_bytes(f64s, old) == self.cell_of_bytes(f64s, new);
+            }
+            if self.coord(a) != self.coord(b) {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The cell of a point, `None` for a non-finite one (held nowhere).
     #[inline]
     pub fn cell_of(&self, p: &Point) -> Option<Cell> {

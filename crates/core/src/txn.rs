@@ -347,7 +347,7 @@ impl World {
                     let rows =
                         image[a * size..b * size].chunks_exact(size).zip(now[a * size..b * size].chunks_exact(size));
                     for (k, (old, new)) in rows.enumerate() {
-                        if old == new {
+                        if old == new || g.same_cell_bytes(f64s, old, new) {
                             continue;
                         }
                         let (from, to) = (g.cell_of_bytes(f64s, old), g.cell_of_bytes(f64s, new));
