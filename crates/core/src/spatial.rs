@@ -186,8 +186,8 @@ impl Grid {
     }
 
     /// Whether the points stored in `old` and `new` lie in the same cell —
-    /// coordinate by coordinate, in registers, stopping at the first that
-    /// differs (most moves stay in their cell; this is the common path).
+    /// coordinate by coordinate, in registers (most moves stay in their
+    /// cell; this is the common path).
     #[inline]
     pub fn same_cell_bytes(&self, f64s: bool, old: &[u8], new: &[u8]) -> bool {
         let dims = self.dims;
@@ -204,16 +204,17 @@ impl Grid {
         if old.len() < need || new.len() < need {
             return self.cell_of_bytes(f64s, old) == self.cell_of_bytes(f64s, new);
         }
+        // Every coordinate is read (a non-finite one anywhere puts the point
+        // in no cell, whatever the others say).
+        let mut same = true;
         for i in 0..dims {
             let (a, b) = (read(old, i), read(new, i));
             if !(a.is_finite() && b.is_finite()) {
                 return self.cell_of_bytes(f64s, old) == self.cell_of_bytes(f64s, new);
             }
-            if self.coord(a) != self.coord(b) {
-                return false;
-            }
+            same &= self.coord(a) == self.coord(b);
         }
-        true
+        same
     }
 
     /// The cell of a point, `None` for a non-finite one (held nowhere).
@@ -524,7 +525,35 @@ mod tests {
         assert_eq!(h.nearest(&[1e300, -1e300, 0.0], 1, &mut |_| true)[0].0, EntityId(1));
     }
 
+    fn special() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            -1e6f64..1e6,
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            Just(1e300),
+            (-100i32..100).prop_map(|x| f64::from(x) * 2.5),
+        ]
+    }
+
     proptest! {
+        #[test]
+        fn the_fast_same_cell_test_agrees_with_the_cells(
+            a in proptest::collection::vec(special(), 3),
+            b in proptest::collection::vec(special(), 3),
+            cell in prop_oneof![Just(2.5), Just(16.0), Just(0.1)],
+            dims in 2usize..4,
+            wide in any::<bool>(),
+        ) {
+            let g = Grid::new(dims, cell);
+            let bytes = |p: &[f64]| -> Vec<u8> {
+                p[..dims].iter().flat_map(|x| if wide { x.to_le_bytes().to_vec() } else { (*x as f32).to_le_bytes().to_vec() }).collect()
+            };
+            let (x, y) = (bytes(&a), bytes(&b));
+            prop_assert_eq!(g.same_cell_bytes(wide, &x, &y), g.cell_of_bytes(wide, &x) == g.cell_of_bytes(wide, &y));
+        }
+
         #[test]
         fn grid_answers_like_brute_force(
             pts in proptest::collection::vec((-50i32..50, -50i32..50, -5i32..5), 0..120),
