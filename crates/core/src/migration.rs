@@ -270,11 +270,21 @@ impl Schema {
         if m.from_version == m.to_version && !allow_system {
             return Err(bad(format!("[migration]: from_version and to_version are both {}", m.to_version)));
         }
-        if !allow_system && version_key(&m.to_version) < version_key(&m.from_version) {
-            return Err(bad(format!(
-                "migrations go forward: to_version {} is older than from_version {}",
-                m.to_version, m.from_version
-            )));
+        if !allow_system {
+            let to = parse_version(&m.to_version).ok_or_else(|| {
+                bad(format!(
+                    "to_version `{}` is not a version (major.minor.patch, as SemVer: 2.1.0, 3.0.0-rc.1)",
+                    m.to_version
+                ))
+            })?;
+            if let Some(from) = parse_version(&m.from_version)
+                && to.cmp_precedence(&from) != std::cmp::Ordering::Greater
+            {
+                return Err(bad(format!(
+                    "migrations go forward: to_version {} is not newer than from_version {} (SemVer precedence)",
+                    m.to_version, m.from_version
+                )));
+            }
         }
         if m.from_version != self.version {
             return Err(bad(format!(
@@ -333,15 +343,50 @@ impl Schema {
     }
 }
 
-/// A version string as numbers where it has them (`2.10.0` after `2.9.1`).
-pub fn version_key(v: &str) -> Vec<(u64, String)> {
-    v.split(['.', '-', '+']).map(|p| (p.parse().unwrap_or(u64::MAX), p.to_string())).collect()
+/// A schema version as `SemVer` (`2.1` and `2` read as `2.1.0` and `2.0.0`).
+pub fn parse_version(v: &str) -> Option<semver::Version> {
+    let v = v.trim();
+    semver::Version::parse(v).ok().or_else(|| {
+        let core_len = v.find(['-', '+']).unwrap_or(v.len());
+        let (core, rest) = v.split_at(core_len);
+        let pad = match core.matches('.').count() {
+            0 => ".0.0",
+            1 => ".0",
+            _ => return None,
+        };
+        semver::Version::parse(&format!("{core}{pad}{rest}")).ok()
+    })
+}
+
+/// Whether version `a` is older than `b` (`SemVer` precedence; versions that
+/// do not parse compare as neither).
+pub fn older(a: &str, b: &str) -> bool {
+    matches!((parse_version(a), parse_version(b)), (Some(x), Some(y)) if x.cmp_precedence(&y) == std::cmp::Ordering::Less)
 }
 
 /// A reserved (`_`) table, field or relation name `new` has and `old` has
 /// not: user migrations may not introduce one (the system's own names
 /// were there before).
 fn new_reserved_name(old: &Schema, new: &Schema) -> Option<String> {
+    // User tables and relations may not lean on system tables either
+    // (a parent, a foreign key or a relation end naming one).
+    let system =
+        |t: Option<crate::schema::TableId>| t.map(|t| new.table(t).name.clone()).filter(|n| n.starts_with('_'));
+    for t in new.tables.iter().filter(|t| !t.name.starts_with('_')) {
+        if let Some(n) = system(t.parent) {
+            return Some(format!("{} (parent_table of {})", n, t.name));
+        }
+        for f in &t.fields {
+            if let Some(n) = system(f.foreign_key) {
+                return Some(format!("{n} (foreign key of {}.{})", t.name, f.name));
+            }
+        }
+    }
+    for r in new.relations.iter().filter(|r| !r.name.starts_with('_')) {
+        if let Some(n) = system(r.from).or_else(|| system(r.to)) {
+            return Some(format!("{n} (an end of relation {})", r.name));
+        }
+    }
     for t in &new.tables {
         let before = old.table_id(&t.name).map(|id| old.table(id));
         if t.name.starts_with('_') && before.is_none() {

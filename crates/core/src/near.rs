@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::id::EntityId;
 use crate::query::{MAX_LIMIT, resolve_field};
 use crate::schema::TableId;
-use crate::spatial::{Point, dist, point_of, spatial_dims};
+use crate::spatial::{Point, dist, dist_key, point_of, spatial_dims};
 use crate::value::Value;
 use crate::world::{World, id_from_json};
 
@@ -256,7 +256,7 @@ impl World {
         let mut measure = |id: EntityId| -> Result<()> {
             let Some(p) = point_of(&self.field_value(id, plan.table, plan.field)?) else { return Ok(()) };
             if p.iter().all(|x| x.is_finite()) && take(id) {
-                all.push((dist(&p, &plan.center), id));
+                all.push((dist_key(&p, &plan.center), id));
             }
             Ok(())
         };
@@ -282,7 +282,7 @@ impl World {
             return Err(e);
         }
         all.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        Ok(all.into_iter().take(plan.k).map(|(d, id)| (id, d)).collect())
+        Ok(all.into_iter().take(plan.k).map(|(d, id)| (id, d * 4.0)).collect())
     }
 }
 

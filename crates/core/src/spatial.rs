@@ -100,6 +100,18 @@ pub fn dist(a: &Point, b: &Point) -> f64 {
     if (1e-150..=1e150).contains(&big) { sq(diff).sqrt() } else { big * sq(diff.map(|x| x / big)).sqrt() }
 }
 
+/// A quarter of the distance from `a` to `b`, finite for any finite points
+/// (the distance itself can exceed f64 between two far-apart points, and
+/// nearest-first order must still hold there): what nearest queries sort
+/// by. Multiplied by 4 it is the distance (infinite past f64).
+pub fn dist_key(a: &Point, b: &Point) -> f64 {
+    let d = dist(a, b);
+    if d.is_nan() || (d.is_finite() && d < 1e300) {
+        return d / 4.0;
+    }
+    dist(&a.map(|x| x / 4.0), &b.map(|x| x / 4.0))
+}
+
 /// A grid cell's coordinates (the third is 0 for 2-D positions).
 pub type Cell = [i64; 3];
 
@@ -346,7 +358,7 @@ impl Grid {
         let mut best: BinaryHeap<Near> = BinaryHeap::new();
         let mut offer = |id: EntityId, best: &mut BinaryHeap<Near>| {
             let Some(p) = pos(id) else { return };
-            let d = dist(&p, center);
+            let d = dist_key(&p, center);
             if d.is_nan() || !p.iter().all(|x| x.is_finite()) {
                 return;
             }
@@ -362,7 +374,8 @@ impl Grid {
                 best.pop();
             }
         };
-        let finish = |best: BinaryHeap<Near>| best.into_sorted_vec().into_iter().map(|Near(d, id)| (id, d)).collect();
+        let finish =
+            |best: BinaryHeap<Near>| best.into_sorted_vec().into_iter().map(|Near(d, id)| (id, d * 4.0)).collect();
         let Some(c) = self.cell_of(center) else {
             return Vec::new();
         };
@@ -399,7 +412,7 @@ impl Grid {
             }
             // Anything outside rings 0..=ring is farther than ring * cell.
             let reach = ring as f64 * self.cell;
-            let done = best.len() == k && best.peek().is_some_and(|w| w.0 <= reach);
+            let done = best.len() == k && best.peek().is_some_and(|w| w.0 <= reach / 4.0);
             if done || seen >= self.placed {
                 return finish(best);
             }
@@ -474,8 +487,11 @@ mod tests {
     }
 
     fn brute_nearest(pts: &[(EntityId, Point)], c: &Point, k: usize) -> Vec<EntityId> {
-        let mut v: Vec<Near> =
-            pts.iter().filter(|(_, p)| p.iter().all(|x| x.is_finite())).map(|(id, p)| Near(dist(p, c), *id)).collect();
+        let mut v: Vec<Near> = pts
+            .iter()
+            .filter(|(_, p)| p.iter().all(|x| x.is_finite()))
+            .map(|(id, p)| Near(dist_key(p, c), *id))
+            .collect();
         v.sort();
         v.into_iter().take(k).map(|n| n.1).collect()
     }

@@ -169,6 +169,7 @@ impl DatabaseBuilder {
     pub fn build(self) -> Result<Database> {
         self.config.validate()?;
         let stored = self.config.database.data_dir.join(SCHEMA_FILE_NAME);
+        let explicit = self.schema.is_some() || self.config.database.schema_file.is_some();
         let schema = match self.schema {
             Some(s) => s,
             None => match &self.config.database.schema_file {
@@ -218,7 +219,22 @@ impl DatabaseBuilder {
         world.set_max_commit_bytes(
             usize::try_from(self.config.transactions.max_transaction_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         );
-        // Recovery may have replayed a migration: the state's schema rules.
+        // Recovery may have replayed a migration: the state's schema rules
+        // (schema.toml was behind it, and is rewritten) — but a given schema
+        // newer than the recovered state means a migration never became
+        // durable: say so rather than run under the older schema.
+        if explicit
+            && world.schema().fingerprint != schema.fingerprint
+            && ecsdb_core::migration::older(&world.schema().version, &schema.version)
+        {
+            return Err(DbError::Config(format!(
+                "the data recovered is at schema version {} (fingerprint {:016x}), not the given schema's version {} ({:016x}); open it without a schema, or give the schema the data is at",
+                world.schema().version,
+                world.schema().fingerprint,
+                schema.version,
+                schema.fingerprint
+            )));
+        }
         let schema = world.schema().clone();
         let db = Database {
             inner: Arc::new(Inner {
@@ -372,8 +388,7 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
         let stored = Schema::from_stored_toml(&text)?;
         if stored.fingerprint != schema.fingerprint {
             let diff = ecsdb_core::schema::differences(&stored, schema, 20);
-            let older = ecsdb_core::migration::version_key(&schema.version)
-                < ecsdb_core::migration::version_key(&stored.version);
+            let older = ecsdb_core::migration::older(&schema.version, &stored.version);
             let missing = if older {
                 format!(
                     "the data is at schema version {}, the schema given is the older version {}: migrations only go forward",

@@ -94,12 +94,6 @@ impl Database {
         }
         inner.world.write().install_migrated(next, seq);
         *inner.schema.write() = plan.schema.clone();
-        if let Some(d) = &inner.durability
-            && let Err(e) = write_schema_file(d.store.fs().as_ref(), d.store.dir(), &plan.schema)
-        {
-            // The log holds the migration: recovery rewrites schema.toml.
-            tracing::warn!(error = %e, "migration applied; schema.toml could not be rewritten yet");
-        }
         drop(writer);
         tracing::info!(
             seq,
@@ -107,10 +101,26 @@ impl Database {
             to = %report.to_version,
             "schema migrated"
         );
-        if inner.durability.is_some()
-            && let Err(e) = self.checkpoint()
-        {
-            tracing::warn!(error = %e, "checkpoint after the migration failed (recovery replays it from the log)");
+        // The snapshot first, then schema.toml: a crash between them leaves
+        // a newer state than schema.toml says, which recovery corrects (the
+        // snapshot carries its schema), never the reverse. Without the log
+        // the snapshot is what makes the migration durable: no snapshot,
+        // no new schema.toml.
+        if let Some(d) = &inner.durability {
+            let logged = inner.config.transactions.wal_enabled;
+            match self.checkpoint() {
+                Ok(_) => {}
+                Err(e) if logged => {
+                    tracing::warn!(error = %e, "checkpoint after the migration failed (recovery replays it from the log)");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpoint after the migration failed; with the commit log disabled the migration is not durable");
+                    return Ok(MigrationOutcome { applied: true, seq: Some(seq), report });
+                }
+            }
+            if let Err(e) = write_schema_file(d.store.fs().as_ref(), d.store.dir(), &plan.schema) {
+                tracing::warn!(error = %e, "migration applied; schema.toml could not be rewritten yet (the next open does it)");
+            }
         }
         Ok(MigrationOutcome { applied: true, seq: Some(seq), report })
     }

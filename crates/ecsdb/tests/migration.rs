@@ -290,6 +290,11 @@ fn refused_migrations_change_nothing() {
             "migrations go forward",
         ),
         (
+            TO_V2_1.replace("to_version = \"2.1.0\"", "to_version = \"2.0.0-rc1\""),
+            "not newer than from_version 2.0.0",
+        ),
+        (TO_V2_1.replace("to_version = \"2.1.0\"", "to_version = \"abc\""), "is not a version"),
+        (
             format!("{head}[[operations]]\ntype = \"add_index\"\ntable = \"old_data\"\nfield = \"keep\"\nkind = \"unique\"\n"),
             "a unique index cannot be built",
         ),
@@ -449,4 +454,58 @@ fn an_empty_log_segment_of_another_schema_holds_nothing_to_refuse() {
     db.close().unwrap();
     drop(db);
     assert_eq!(Database::open(dir.path()).unwrap().version(), seq + 1);
+}
+
+#[test]
+fn user_migrations_cannot_lean_on_system_tables() {
+    // A schema with a system table, as a server's is.
+    let text =
+        format!("{V2_0}\n[tables._sys]\n[[tables._sys.fields]]\nname = \"id\"\ntype = \"u64\"\nprimary_key = true\n");
+    let schema = ecsdb::Schema::from_stored_toml(&text).unwrap();
+    let db = Database::builder().schema(std::sync::Arc::new(schema)).build().unwrap();
+    let head = "[migration]\nfrom_version = \"2.0.0\"\nto_version = \"2.1.0\"\n";
+    for (ops, what) in [
+        (
+            "type = \"add_table\"\ntable = \"t\"\nparent_table = \"_sys\"\nfields = [{ name = \"a\", type = \"u32\" }]",
+            "parent_table",
+        ),
+        ("type = \"add_relation\"\nrelation = \"r\"\nfrom = \"_sys\"", "an end of relation"),
+        ("type = \"add_relation\"\nrelation = \"r\"\nto = \"_sys\"", "an end of relation"),
+        (
+            "type = \"add_field\"\ntable = \"player\"\nfield = { name = \"owner\", type = \"u64\", foreign_key = \"_sys.id\" }",
+            "foreign key",
+        ),
+    ] {
+        let m = format!("{head}[[operations]]\n{ops}\n");
+        for dry in [true, false] {
+            let err = db.migrate(&m, dry).unwrap_err().to_string();
+            assert!(err.contains("reserved") && err.contains(what), "{m}\n→ {err}");
+        }
+    }
+    assert_eq!(db.schema().version, "2.0.0");
+}
+
+#[test]
+fn a_schema_file_ahead_of_the_data_is_not_run_under_the_older_schema() {
+    // schema.toml says 2.1.0, but the data never got there (as when a
+    // migration without the commit log crashed before its snapshot).
+    let newer = {
+        let db = Database::builder().schema_toml(V2_0).unwrap().build().unwrap();
+        db.migrate(TO_V2_1, false).unwrap();
+        db.schema().to_toml_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::builder().schema_toml(V2_0).unwrap().data_dir(dir.path()).build().unwrap();
+    fill(&db, 2);
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    drop(db);
+    std::fs::write(dir.path().join("schema.toml"), &newer).unwrap();
+    let given = std::sync::Arc::new(ecsdb::Schema::from_stored_toml(&newer).unwrap());
+    let err = Database::builder().schema(given).data_dir(dir.path()).build().unwrap_err().to_string();
+    assert!(err.contains("recovered is at schema version 2.0.0"), "{err}");
+    // Without a schema it opens under the data's own, and schema.toml is put right.
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(db.schema().version, "2.0.0");
+    assert!(std::fs::read_to_string(dir.path().join("schema.toml")).unwrap().contains("2.0.0"));
 }

@@ -330,6 +330,24 @@ fn huge_coordinates_measure_exactly_with_and_without_the_grid() {
         assert_eq!(count(json!([1e200, 1e200]), 1.2e200), 0);
         assert_eq!(count(json!([1e200, 1e200]), 1.5e200), 5);
         assert_eq!(count(json!([0.0, 0.0]), f64::MAX), 5);
+        // Distances past f64's range still order: the farther point stays
+        // farther.
+        db.write(|t| t.create_entity_json(&json!({"marker": {"at": [1.7e308, 1.7e308]}}))).unwrap();
+        let near = db
+            .query_json(&q(
+                json!({"with": ["marker"], "nearest": {"field": "marker.at", "point": [-1.7e308, -1.7e308], "k": 6}}),
+            ))
+            .unwrap();
+        let last = near["rows"].as_array().unwrap().last().unwrap()["marker"]["at"].clone();
+        assert_eq!(last, json!([1.7e308, 1.7e308]), "{near}");
+        // (Both distances exceed f64: they read as infinite, yet order.)
+        let n = db.read().nearest("marker.at", &[-1.7e308, -1.7e308], 6).unwrap();
+        assert_eq!(n[5].0.0, last_id(&near), "{n:?}");
+        db.write(|t| {
+            let id = t.query_within(&q(json!({"with": ["marker"], "filters": [{"field": "marker.at", "op": "eq", "value": [1.7e308, 1.7e308]}]})), &ecsdb::QueryBudget::default())?[0].id;
+            t.delete(id)
+        })
+        .unwrap();
         // Far away every point is (in f64) equally far: ties go by id, with
         // the grid as without it.
         let far = db
@@ -343,4 +361,8 @@ fn huge_coordinates_measure_exactly_with_and_without_the_grid() {
         assert_eq!(order, sorted, "{far}");
         assert_eq!(order.len(), 5);
     }
+}
+
+fn last_id(rows: &serde_json::Value) -> u64 {
+    rows["rows"].as_array().unwrap().last().unwrap()["id"].as_u64().unwrap()
 }
