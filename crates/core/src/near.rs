@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::id::EntityId;
 use crate::query::{MAX_LIMIT, resolve_field};
 use crate::schema::TableId;
-use crate::spatial::{Point, dist, dist_key, point_of, spatial_dims};
+use crate::spatial::{Point, dist_key, point_of, spatial_dims, within_radius};
 use crate::value::Value;
 use crate::world::{World, id_from_json};
 
@@ -75,7 +75,7 @@ impl SpatialCheck {
             return false;
         }
         match &self.shape {
-            Shape::Within { center, radius } => dist(&p, center) <= *radius,
+            Shape::Within { center, radius } => within_radius(&p, center, *radius),
             Shape::Box { lo, hi, dims } => (0..*dims).all(|i| p[i] >= lo[i] && p[i] <= hi[i]),
         }
     }

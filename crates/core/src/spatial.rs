@@ -88,16 +88,32 @@ pub fn point_from_bytes(ty: &FieldType, bytes: &[u8]) -> Option<Point> {
 /// f64 range); infinite when the difference itself exceeds f64, NaN when a
 /// coordinate is NaN.
 pub fn dist(a: &Point, b: &Point) -> f64 {
-    let diff = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
-    if diff.iter().any(|x| x.is_nan()) {
+    let (dx, dy, dz) = (a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+    let big = dx.abs().max(dy.abs()).max(dz.abs());
+    if (1e-150..=1e150).contains(&big) {
+        return (dx * dx + dy * dy + dz * dz).sqrt();
+    }
+    if dx.is_nan() || dy.is_nan() || dz.is_nan() {
         return f64::NAN;
     }
-    let big = diff.iter().fold(0.0f64, |acc, x| acc.max(x.abs()));
     if big == 0.0 || big.is_infinite() {
         return big;
     }
-    let sq = |v: [f64; 3]| v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
-    if (1e-150..=1e150).contains(&big) { sq(diff).sqrt() } else { big * sq(diff.map(|x| x / big)).sqrt() }
+    let (sx, sy, sz) = (dx / big, dy / big, dz / big);
+    big * (sx * sx + sy * sy + sz * sz).sqrt()
+}
+
+/// Whether `p` lies within `radius` of `c` (inclusive): the one test both
+/// the grid and a scan use. In the usual range it compares squares (no
+/// square root); elsewhere it measures with [`dist`].
+#[inline]
+pub fn within_radius(p: &Point, c: &Point, radius: f64) -> bool {
+    let (dx, dy, dz) = (p[0] - c[0], p[1] - c[1], p[2] - c[2]);
+    let big = dx.abs().max(dy.abs()).max(dz.abs());
+    if (1e-150..=1e150).contains(&big) && (1e-150..=1e150).contains(&radius) {
+        return dx * dx + dy * dy + dz * dz <= radius * radius;
+    }
+    dist(p, c) <= radius
 }
 
 /// A quarter of the distance from `a` to `b`, finite for any finite points
@@ -238,37 +254,56 @@ impl Grid {
         Some([self.coord(p[0]), self.coord(p[1]), if self.dims == 3 { self.coord(p[2]) } else { 0 }])
     }
 
-    /// File `id` in cell `c` (once: filing it again changes nothing, so a
-    /// rollback may replay a move the index never saw).
+    /// File `id` in cell `c`.
     pub fn add(&mut self, id: EntityId, c: Option<Cell>) {
         if let Some(c) = c {
-            let ids = self.cells.entry(c).or_default();
-            if !ids.contains(&id) {
-                ids.push(id);
-                self.placed += 1;
-            }
+            self.cells.entry(c).or_default().push(id);
+            self.placed += 1;
         }
     }
 
-    /// Take `id` out of cell `c` (where its old point put it), if it is there.
-    pub fn remove(&mut self, id: EntityId, c: Option<Cell>) {
-        let Some(c) = c else { return };
+    /// File `id` in cell `c` unless it is there already.
+    fn add_once(&mut self, id: EntityId, c: Option<Cell>) {
+        if let Some(c) = c
+            && !self.cells.get(&c).is_some_and(|ids| ids.contains(&id))
+        {
+            self.add(id, Some(c));
+        }
+    }
+
+    /// Take `id` out of cell `c` (where its old point put it); whether it
+    /// was there.
+    pub fn remove(&mut self, id: EntityId, c: Option<Cell>) -> bool {
+        let Some(c) = c else { return false };
+        let mut found = false;
         if let Some(v) = self.cells.get_mut(&c) {
             if let Some(i) = v.iter().position(|&e| e == id) {
                 v.swap_remove(i);
                 self.placed -= 1;
+                found = true;
             }
             if v.is_empty() {
                 self.cells.remove(&c);
             }
         }
+        found
     }
 
-    /// `id` moved from cell `from` to cell `to` (nothing to do within a cell).
+    /// `id` moved from cell `from` to cell `to` (nothing to do within a
+    /// cell). A move the index never saw — a rollback replaying one back —
+    /// finds `id` not in `from` and leaves it where it is.
     pub fn moved(&mut self, id: EntityId, from: Option<Cell>, to: Option<Cell>) {
-        if from != to {
-            self.remove(id, from);
-            self.add(id, to);
+        if from == to {
+            return;
+        }
+        match from {
+            Some(_) => {
+                if self.remove(id, from) {
+                    self.add(id, to);
+                }
+            }
+            // From no cell (a non-finite point): it may already be back.
+            None => self.add_once(id, to),
         }
     }
 
@@ -321,7 +356,7 @@ impl Grid {
         let lo = [0, 1, 2].map(|i| center[i] - radius - m(center[i]));
         let hi = [0, 1, 2].map(|i| center[i] + radius + m(center[i]));
         self.visit_box(&lo, &hi, &mut |id| {
-            if pos(id).is_some_and(|p| p.iter().all(|x| x.is_finite()) && dist(&p, center) <= radius) {
+            if pos(id).is_some_and(|p| p.iter().all(|x| x.is_finite()) && within_radius(&p, center, radius)) {
                 out.push(id);
             }
         });
