@@ -260,43 +260,34 @@ impl World {
         self.indexes[self.index_on(t, slot)?].lookup(CmpOp::Eq, std::slice::from_ref(v))
     }
 
-    /// A value some unique index holds for two entities (table, field,
-    /// value as JSON), if any: for data loaded or rewritten in bulk, which
-    /// no commit checked.
-    pub(crate) fn unique_duplicate(&self) -> Option<Error> {
-        for ix in self.indexes.iter().filter(|ix| ix.unique) {
-            for (k, ids) in ix.entries.iter() {
-                if ids.len() > 1 {
-                    let t = self.schema.table(ix.table);
-                    let f = t.stored_field(ix.slot);
-                    return Some(Error::UniqueViolation {
-                        table: t.name.clone(),
-                        field: f.name.clone(),
-                        value: crate::value::to_json(&f.ty, &k.0, &self.schema).to_string(),
-                    });
-                }
-            }
+    /// The error for unique index `ix` holding `k` twice (table, field,
+    /// value as JSON).
+    fn unique_error(&self, ix: &FieldIndex, k: &Key) -> Error {
+        let t = self.schema.table(ix.table);
+        let f = t.stored_field(ix.slot);
+        Error::UniqueViolation {
+            table: t.name.clone(),
+            field: f.name.clone(),
+            value: crate::value::to_json(&f.ty, &k.0, &self.schema).to_string(),
         }
-        None
+    }
+
+    /// A value some unique index holds for two entities, if any: for data
+    /// loaded or rewritten in bulk, which no commit checked.
+    pub(crate) fn unique_duplicate(&self) -> Option<Error> {
+        self.indexes
+            .iter()
+            .filter(|ix| ix.unique)
+            .find_map(|ix| ix.entries.iter().find(|(_, ids)| ids.len() > 1).map(|(k, _)| self.unique_error(ix, k)))
     }
 
     /// The first value a unique index holds twice among those this
-    /// transaction wrote: (table, field, value as JSON).
+    /// transaction wrote.
     pub(crate) fn unique_violation(&self, checks: &[(usize, Key)]) -> Option<Error> {
-        for (i, k) in checks {
+        checks.iter().find_map(|(i, k)| {
             let ix = &self.indexes[*i];
-            let n = ix.entries.get(k).map_or(0, crate::postings::Ids::len);
-            if n > 1 {
-                let t = self.schema.table(ix.table);
-                let f = t.stored_field(ix.slot);
-                return Some(Error::UniqueViolation {
-                    table: t.name.clone(),
-                    field: f.name.clone(),
-                    value: crate::value::to_json(&f.ty, &k.0, &self.schema).to_string(),
-                });
-            }
-        }
-        None
+            (ix.entries.get(k).map_or(0, crate::postings::Ids::len) > 1).then(|| self.unique_error(ix, k))
+        })
     }
 
     /// Every index as it should be, built from the columns.
