@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) fail_reason: Mutex<Option<String>>,
     pub(crate) durability: Option<Durability>,
     pub(crate) recovery: Option<RecoveryReport>,
+    /// Committed change sets to subscribers (see `feed.rs`).
+    pub(crate) feed: crate::feed::Feed,
 }
 
 impl Drop for Inner {
@@ -249,6 +251,7 @@ impl DatabaseBuilder {
                 fail_reason: Mutex::new(None),
                 durability,
                 recovery,
+                feed: crate::feed::Feed::default(),
             }),
         };
         db.start_background();
@@ -646,6 +649,18 @@ impl Database {
     /// An in-memory database over the bundled example schema.
     pub fn example() -> Result<Database> {
         Database::builder().schema_toml(EXAMPLE_SCHEMA)?.build()
+    }
+
+    /// Receive every commit from now on, in sequence order (see
+    /// [`crate::feed`]); the queue holds [`crate::feed::DEFAULT_FEED_CAPACITY`]
+    /// commits before the subscriber is told it lagged.
+    pub fn subscribe_commits(&self) -> crate::feed::CommitFeed {
+        self.subscribe_commits_with(crate::feed::DEFAULT_FEED_CAPACITY)
+    }
+
+    /// As [`Database::subscribe_commits`] with a queue of `capacity` commits.
+    pub fn subscribe_commits_with(&self, capacity: usize) -> crate::feed::CommitFeed {
+        self.inner.feed.subscribe(capacity)
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -1221,6 +1236,10 @@ impl Transaction<'_> {
             }
         }
         let commit = guard.finish_commit()?;
+        // Still under the write lock: subscribers get commits in order.
+        if !commit.changes.is_empty() {
+            db.inner.feed.publish(commit.seq, &commit.changes);
+        }
         drop(guard);
         // Other writers may start while this one waits for its fsync (group commit).
         drop(self.writer.take());

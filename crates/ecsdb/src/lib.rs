@@ -50,6 +50,7 @@ pub mod config;
 mod database;
 mod durability;
 mod error;
+pub mod feed;
 mod migrate;
 mod sink;
 mod typed_query;

@@ -94,6 +94,7 @@ impl Database {
         }
         inner.world.write().install_migrated(next, seq);
         *inner.schema.write() = plan.schema.clone();
+        inner.feed.publish(seq, &cs);
         drop(writer);
         tracing::info!(
             seq,
