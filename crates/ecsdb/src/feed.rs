@@ -16,6 +16,7 @@
 //! went away is forgotten at the next commit.
 
 use std::sync::Arc;
+pub use std::sync::mpsc::RecvTimeoutError;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
@@ -42,10 +43,10 @@ pub struct CommitFeed {
 }
 
 impl CommitFeed {
-    /// The next event, waiting at most `wait`; `None` on timeout or when the
-    /// database is gone.
-    pub fn recv_timeout(&self, wait: Duration) -> Option<FeedEvent> {
-        self.rx.recv_timeout(wait).ok()
+    /// The next event, waiting at most `wait`: `Timeout` when none came,
+    /// `Disconnected` once the database is gone.
+    pub fn recv_timeout(&self, wait: Duration) -> Result<FeedEvent, RecvTimeoutError> {
+        self.rx.recv_timeout(wait)
     }
 
     /// The next event if one is queued.

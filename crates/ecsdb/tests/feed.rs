@@ -54,7 +54,7 @@ fn commits_arrive_once_in_order_and_only_when_they_commit() {
         .map(|_| ());
     assert!(r.is_err());
     let mut seqs = Vec::new();
-    while let Some(e) = feed.recv_timeout(Duration::from_millis(100)) {
+    while let Ok(e) = feed.recv_timeout(Duration::from_millis(100)) {
         if let FeedEvent::Commit { changes, .. } = &e {
             assert!(!changes.is_empty());
         }

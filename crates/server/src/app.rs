@@ -63,6 +63,8 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/admin/api-keys/{name}", Access::Admin),
     ("POST", "/v1/admin/checkpoint", Access::Admin),
     ("POST", "/v1/admin/migrations", Access::Admin),
+    // Authenticates itself: a header on the upgrade, or a first message.
+    ("GET", "/v1/stream", Access::Public),
 ];
 
 /// State shared by all handlers.
@@ -86,6 +88,10 @@ pub struct AppState {
     pub hashers: crate::hashers::Hashers,
     pub started: Instant,
     next_request: AtomicU64,
+    /// Commits for stream connections (`stream.rs`).
+    pub feed: tokio::sync::broadcast::Sender<ecsdb::feed::FeedEvent>,
+    /// Stream connections open.
+    pub stream_clients: std::sync::atomic::AtomicUsize,
 }
 
 impl AppState {
@@ -104,6 +110,8 @@ impl AppState {
                 0 => 4 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
                 n => n,
             }),
+            feed: crate::stream::start_bridge(&db),
+            stream_clients: std::sync::atomic::AtomicUsize::new(0),
             db,
             tokens,
             config,
@@ -150,6 +158,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/admin/api-keys/{name}", axum::routing::delete(handlers::revoke_api_key))
         .route("/v1/admin/checkpoint", post(handlers::checkpoint))
         .route("/v1/admin/migrations", post(handlers::migrate))
+        .route("/v1/stream", get(crate::stream::stream))
         .fallback(handlers::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(axum::extract::DefaultBodyLimit::max(cfg.server.body_limit_bytes))

@@ -25,6 +25,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod serve;
+pub mod stream;
 pub mod strict_json;
 pub mod system;
 

@@ -60,7 +60,12 @@ impl PerIp {
 
 /// Serve `app` on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutdown: impl Future<Output = ()>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Shutdown: `stop` tells every connection to finish its request in
+    // flight and close; each holds a clone of `live` until it is done, so
+    // the drain waits for them (upgraded connections — WebSocket streams —
+    // are closed by the server's stream handler when the feed ends).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<()>(1);
     let per_ip = PerIp::default();
     let mut make = app.into_make_service_with_connect_info::<SocketAddr>();
     tokio::pin!(shutdown);
@@ -83,19 +88,44 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
             continue;
         };
         let Ok(svc) = make.call(peer).await;
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-        let watched = graceful.watch(conn);
+        let mut conn = Box::pin(
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                // WebSocket upgrades (`/v1/stream`) take the connection over.
+                .with_upgrades(),
+        );
+        let mut stop = stop_rx.clone();
+        let live = live_tx.clone();
         tokio::spawn(async move {
-            let _ = watched.await;
+            let stopping = async move {
+                loop {
+                    if *stop.borrow() {
+                        return;
+                    }
+                    if stop.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stopping => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
             drop(slot);
+            drop(live);
         });
     }
     drop(listener);
+    let _ = stop_tx.send(true);
+    drop(live_tx);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        // Every connection's `live` sender dropped: all have finished.
+        _ = live_rx.recv() => {}
         () = tokio::time::sleep(limits.drain) => {
             tracing::warn!(secs = limits.drain.as_secs(), "requests still running after the drain period; closing");
         }
