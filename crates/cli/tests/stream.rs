@@ -129,3 +129,18 @@ fn browsers_authenticate_with_a_first_message_and_bad_credentials_are_closed() {
     let mut ws = connect(&s.base, Some("garbage"));
     assert_eq!(next(&mut ws)["closed"][0], 4401);
 }
+
+#[test]
+fn shutdown_closes_open_streams_at_once() {
+    let mut s = start(&[]);
+    let t = s.admin();
+    let mut ws = connect(&s.base, Some(&t));
+    send(&mut ws, &json!({"type": "subscribe", "id": "q", "query": {"with": ["player"]}}));
+    assert_eq!(next(&mut ws)["type"], "initial");
+    let pid = s.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // Closed by the shutdown itself (1001), not by the process ending.
+    assert_eq!(next(&mut ws)["closed"][0], 1001);
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -92,6 +92,8 @@ pub struct AppState {
     pub feed: tokio::sync::broadcast::Sender<ecsdb::feed::FeedEvent>,
     /// Stream connections open.
     pub stream_clients: std::sync::atomic::AtomicUsize,
+    /// Set when the server starts shutting down (stream connections close).
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -112,6 +114,7 @@ impl AppState {
             }),
             feed: crate::stream::start_bridge(&db),
             stream_clients: std::sync::atomic::AtomicUsize::new(0),
+            stopping: tokio::sync::watch::channel(false).0,
             db,
             tokens,
             config,

@@ -227,9 +227,10 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
             rt.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
                 let limits = conn_limits(&state.config);
-                let app = app::router(state);
-                serve::serve(listener, app, limits, async {
+                let app = app::router(state.clone());
+                serve::serve(listener, app, limits, async move {
                     let _ = rx.await;
+                    let _ = state.stopping.send(true);
                 })
                 .await;
             });
@@ -288,7 +289,13 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
         say!("durability: {durability}");
         let _ = std::io::stdout().flush();
         let app = app::router(state.clone());
-        serve::serve(listener, app, conn_limits(&c), shutdown_signal()).await;
+        let st = state.clone();
+        serve::serve(listener, app, conn_limits(&c), async move {
+            shutdown_signal().await;
+            // Stream connections close now rather than at the drain's end.
+            let _ = st.stopping.send(true);
+        })
+        .await;
         Ok::<(), String>(())
     })?;
     drop(state);

@@ -122,9 +122,14 @@ async fn session(st: Shared, mut socket: WebSocket, header: Option<String>) {
     };
     tracing::debug!(user = %who.name, "stream client connected");
     let mut feed = st.feed.subscribe();
+    let mut stopping = st.stopping.subscribe();
     let mut subs: BTreeMap<String, Sub> = BTreeMap::new();
     loop {
+        if *stopping.borrow_and_update() {
+            return close(socket, 1001, "the server is stopping").await;
+        }
         tokio::select! {
+            _ = stopping.changed() => continue,
             msg = socket.recv() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),
