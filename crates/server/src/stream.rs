@@ -129,7 +129,7 @@ async fn session(st: Shared, mut socket: WebSocket, header: Option<String>) {
             return close(socket, 1001, "the server is stopping").await;
         }
         tokio::select! {
-            _ = stopping.changed() => continue,
+            _ = stopping.changed() => {}
             msg = socket.recv() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),
