@@ -144,3 +144,17 @@ fn shutdown_closes_open_streams_at_once() {
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn logging_out_ends_an_open_stream() {
+    let s = start(&[]);
+    let t = s.admin();
+    let mut ws = connect(&s.base, Some(&t));
+    send(&mut ws, &json!({"type": "subscribe", "id": "q", "query": {"with": ["player"]}}));
+    assert_eq!(next(&mut ws)["type"], "initial");
+    assert_eq!(s.call("POST", "/v1/auth/logout", Some(&t), None).status, 204);
+    let other = s.admin();
+    let r = s.call("POST", "/v1/entities", Some(&other), Some(&json!({"components": {"player": {"name": "x"}}})));
+    assert_eq!(r.status, 201);
+    assert_eq!(next(&mut ws)["closed"][0], 4401, "no data after the session ended");
+}

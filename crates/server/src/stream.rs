@@ -103,12 +103,12 @@ struct Sub {
 }
 
 async fn session(st: Shared, mut socket: WebSocket, header: Option<String>) {
-    let who = match header {
-        Some(h) => principal(&st, &h),
+    let cred: Result<String, String> = match header {
+        Some(h) => Ok(h),
         None => match tokio::time::timeout(AUTH_WAIT, socket.recv()).await {
             Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<J>(&t) {
                 Ok(m) if m["type"] == "auth" => match m["token"].as_str() {
-                    Some(tok) => principal(&st, &format!("Bearer {tok}")),
+                    Some(tok) => Ok(format!("Bearer {tok}")),
                     None => Err("the auth message needs a token".into()),
                 },
                 _ => Err("the first message must be {\"type\":\"auth\",\"token\":\"…\"}".into()),
@@ -116,8 +116,8 @@ async fn session(st: Shared, mut socket: WebSocket, header: Option<String>) {
             _ => Err("no auth message".into()),
         },
     };
-    let who = match who {
-        Ok(p) => p,
+    let (cred, who) = match cred.and_then(|c| principal(&st, &c).map(|p| (c, p))) {
+        Ok(x) => x,
         Err(reason) => return close(socket, 4401, &reason).await,
     };
     tracing::debug!(user = %who.name, "stream client connected");
@@ -131,6 +131,12 @@ async fn session(st: Shared, mut socket: WebSocket, header: Option<String>) {
         tokio::select! {
             _ = stopping.changed() => {}
             msg = socket.recv() => {
+                // Credentials are checked again for everything the client
+                // is sent: logout, revocation, a password change or expiry
+                // end an open stream too.
+                if let Err(reason) = principal(&st, &cred) {
+                    return close(socket, 4401, &reason).await;
+                }
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
@@ -144,6 +150,9 @@ async fn session(st: Shared, mut socket: WebSocket, header: Option<String>) {
                 }
             }
             ev = feed.recv() => {
+                if let Err(reason) = principal(&st, &cred) {
+                    return close(socket, 4401, &reason).await;
+                }
                 let out = match ev {
                     Ok(FeedEvent::Commit { seq, changes }) => deltas(&st, &mut subs, seq, &changes),
                     Ok(FeedEvent::Lagged { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => resync(&st, &mut subs),
