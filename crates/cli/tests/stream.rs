@@ -38,6 +38,7 @@ fn next(ws: &mut Ws) -> J {
     loop {
         match ws.read().unwrap() {
             Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Binary(b) => return serde_json::from_slice(&zstd::decode_all(&b[..]).unwrap()).unwrap(),
             Message::Close(c) => return json!({"closed": c.map(|c| (u16::from(c.code), c.reason.to_string()))}),
             _ => {}
         }

@@ -24,6 +24,7 @@ pub mod id;
 pub mod index;
 pub mod io;
 pub mod layout;
+pub mod live;
 pub mod load;
 pub mod migration;
 pub mod near;

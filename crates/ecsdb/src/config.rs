@@ -104,6 +104,26 @@ pub struct ReplicationSection {
     pub delta_compression: String,
     /// zstd level for deltas.
     pub level: i32,
+    /// Client addresses (`10.0.0.7`, `10.0.0.0/8`, `::1`) allowed to open
+    /// streams; empty = any address.
+    pub allowed_ips: Vec<String>,
+    /// Subscriptions one stream connection may hold.
+    pub max_subscriptions: u32,
+}
+
+impl ReplicationSection {
+    /// `allowed_ips` parsed (an address is a /32 or /128 network).
+    pub fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allowed_ips
+            .iter()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("replication.allowed_ips: `{s}` is not an IP address or network (a.b.c.d/n)"))
+            })
+            .collect()
+    }
 }
 
 impl Default for ReplicationSection {
@@ -114,6 +134,8 @@ impl Default for ReplicationSection {
             max_clients: 1000,
             delta_compression: "zstd".into(),
             level: 3,
+            allowed_ips: Vec::new(),
+            max_subscriptions: 64,
         }
     }
 }
@@ -204,6 +226,7 @@ impl DatabaseConfig {
         range("transactions.batch_timeout_ms", t.batch_timeout_ms, 1, 60_000);
         range("transactions.max_transaction_mb", t.max_transaction_mb, 1, 1024);
         range("replication.max_clients", u64::from(self.replication.max_clients), 1, 1_000_000);
+        range("replication.max_subscriptions", u64::from(self.replication.max_subscriptions), 1, 10_000);
         range("persistence.snapshot_interval_secs", p.snapshot_interval_secs, 1, 31_536_000);
         range("persistence.max_wal_size_mb", p.max_wal_size_mb, 1, 1 << 24);
         range("persistence.wal_archive_max_mb", p.wal_archive_max_mb, 0, 1 << 24);
@@ -215,6 +238,9 @@ impl DatabaseConfig {
                 "persistence.snapshot_compression_level = {} is out of range: zstd levels are 1 to 22",
                 p.snapshot_compression_level
             ));
+        }
+        if let Err(e) = self.replication.allowed_networks() {
+            problems.push(e);
         }
         if !(1..=22).contains(&self.replication.level) {
             problems.push(format!(

@@ -658,6 +658,13 @@ impl Database {
         self.subscribe_commits_with(crate::feed::DEFAULT_FEED_CAPACITY)
     }
 
+    /// Call `f` with every commit (its sequence and change set) while the
+    /// write lock is still held, in sequence order (see [`crate::feed`]).
+    /// `f` must not block and must not touch this database.
+    pub fn listen_commits(&self, f: crate::feed::Listener) {
+        self.inner.feed.listen(f);
+    }
+
     /// As [`Database::subscribe_commits`] with a queue of `capacity` commits.
     pub fn subscribe_commits_with(&self, capacity: usize) -> crate::feed::CommitFeed {
         self.inner.feed.subscribe(capacity)

@@ -14,6 +14,12 @@
 //! (`FeedEvent::Lagged`, with the first sequence it missed) as soon as its
 //! queue has room; it should then read the state afresh. A subscriber that
 //! went away is forgotten at the next commit.
+//!
+//! A listener ([`crate::Database::listen_commits`]) is instead called with
+//! each commit while the write lock is still held: whoever then takes a read
+//! lock and sees sequence N knows the listener has already been handed every
+//! commit up to N. It must only hand the commit on (a non-blocking channel
+//! send), never block.
 
 use std::sync::Arc;
 pub use std::sync::mpsc::RecvTimeoutError;
@@ -63,9 +69,19 @@ struct Subscriber {
 }
 
 /// The publishing side, owned by the database.
-#[derive(Debug, Default)]
+/// A commit listener (see [`crate::Database::listen_commits`]).
+pub type Listener = Box<dyn Fn(u64, &Arc<ChangeSet>) + Send + Sync>;
+
+#[derive(Default)]
 pub(crate) struct Feed {
     subs: Mutex<Vec<Subscriber>>,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").field("subscribers", &self.subs.lock().len()).finish_non_exhaustive()
+    }
 }
 
 impl Feed {
@@ -75,15 +91,24 @@ impl Feed {
         CommitFeed { rx }
     }
 
-    /// Hand commit `seq` to every subscriber (call in sequence order). With
-    /// nobody subscribed it costs a lock and nothing else; otherwise the
-    /// change set is copied once and shared.
+    pub(crate) fn listen(&self, f: Listener) {
+        self.listeners.lock().push(f);
+    }
+
+    /// Hand commit `seq` to every listener and subscriber (call in sequence
+    /// order, under the write lock). With nobody subscribed it costs two
+    /// locks and nothing else; otherwise the change set is copied once and
+    /// shared.
     pub(crate) fn publish(&self, seq: u64, changes: &ChangeSet) {
+        let listeners = self.listeners.lock();
         let mut subs = self.subs.lock();
-        if subs.is_empty() {
+        if subs.is_empty() && listeners.is_empty() {
             return;
         }
         let changes = Arc::new(changes.clone());
+        for l in listeners.iter() {
+            l(seq, &changes);
+        }
         subs.retain_mut(|s| {
             if let Some(from_seq) = s.lagged_from {
                 match s.tx.try_send(FeedEvent::Lagged { from_seq }) {

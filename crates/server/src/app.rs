@@ -62,6 +62,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/admin/api-keys", Access::Admin),
     ("DELETE", "/v1/admin/api-keys/{name}", Access::Admin),
     ("POST", "/v1/admin/checkpoint", Access::Admin),
+    ("GET", "/v1/admin/streams", Access::Admin),
     ("POST", "/v1/admin/migrations", Access::Admin),
     // Authenticates itself: a header on the upgrade, or a first message.
     ("GET", "/v1/stream", Access::Public),
@@ -88,8 +89,8 @@ pub struct AppState {
     pub hashers: crate::hashers::Hashers,
     pub started: Instant,
     next_request: AtomicU64,
-    /// Commits for stream connections (`stream.rs`).
-    pub feed: tokio::sync::broadcast::Sender<ecsdb::feed::FeedEvent>,
+    /// Commits for stream connections, and their figures (`stream/hub.rs`).
+    pub hub: Arc<crate::stream::Hub>,
     /// Stream connections open.
     pub stream_clients: std::sync::atomic::AtomicUsize,
     /// Set when the server starts shutting down (stream connections close).
@@ -112,7 +113,7 @@ impl AppState {
                 0 => 4 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
                 n => n,
             }),
-            feed: crate::stream::start_bridge(&db),
+            hub: crate::stream::Hub::start(&db),
             stream_clients: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::channel(false).0,
             db,
@@ -160,6 +161,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/admin/api-keys", get(handlers::list_api_keys).post(handlers::create_api_key))
         .route("/v1/admin/api-keys/{name}", axum::routing::delete(handlers::revoke_api_key))
         .route("/v1/admin/checkpoint", post(handlers::checkpoint))
+        .route("/v1/admin/streams", get(crate::stream::clients))
         .route("/v1/admin/migrations", post(handlers::migrate))
         .route("/v1/stream", get(crate::stream::stream))
         .fallback(handlers::not_found)

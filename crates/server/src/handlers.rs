@@ -142,7 +142,7 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn metrics(State(st): State<Shared>) -> Response {
-    let text = st.metrics.render(&st.db);
+    let text = st.metrics.render(&st.db, &st.hub);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

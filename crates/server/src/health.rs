@@ -105,6 +105,7 @@ pub fn response(st: &Shared, checks: &[Check]) -> Response {
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": st.started.elapsed().as_secs_f64(),
+        "stream_clients": st.stream_clients.load(std::sync::atomic::Ordering::Relaxed),
         "checks": checks.iter().map(|c| json!({"name": c.name, "healthy": c.healthy, "detail": c.detail})).collect::<Vec<_>>(),
     });
     let code = if unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };

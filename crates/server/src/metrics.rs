@@ -1,6 +1,8 @@
 //! Prometheus metrics, one registry per server (so two servers in one test
 //! keep separate figures). Database figures are read at scrape time.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,6 +26,16 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub rate_limited: Counter,
     pub commit_latency: Histogram,
+    /// Commit to delta written to a stream client's socket.
+    pub stream_delivery: Histogram,
+    stream_clients: Gauge,
+    stream_subscriptions: Gauge,
+    stream_pending: Gauge,
+    stream_max_lag: Gauge,
+    stream_deltas: Counter,
+    stream_bytes: Counter,
+    stream_coalesced: Counter,
+    stream_behind: Counter,
     entities: Gauge,
     memory: Gauge,
     wal_size: Gauge,
@@ -52,6 +64,15 @@ impl Metrics {
             auth_failures: Counter::default(),
             rate_limited: Counter::default(),
             commit_latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            stream_delivery: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            stream_clients: Gauge::default(),
+            stream_subscriptions: Gauge::default(),
+            stream_pending: Gauge::default(),
+            stream_max_lag: Gauge::default(),
+            stream_deltas: Counter::default(),
+            stream_bytes: Counter::default(),
+            stream_coalesced: Counter::default(),
+            stream_behind: Counter::default(),
             entities: Gauge::default(),
             memory: Gauge::default(),
             wal_size: Gauge::default(),
@@ -81,13 +102,45 @@ impl Metrics {
             p.register("http_request_duration_seconds", "HTTP request duration", m.http_duration.clone());
             p.register("auth_failures", "Rejected credentials", m.auth_failures.clone());
             p.register("rate_limited", "Requests refused by rate limits", m.rate_limited.clone());
+            p.register("stream_clients", "Stream (WebSocket) clients connected", m.stream_clients.clone());
+            p.register("stream_subscriptions", "Live subscriptions", m.stream_subscriptions.clone());
+            p.register("stream_deltas", "Delta messages sent", m.stream_deltas.clone());
+            p.register("stream_bytes_sent", "Bytes sent to stream clients", m.stream_bytes.clone());
+            p.register(
+                "stream_coalesced",
+                "Row updates merged into one not yet sent (slow client or budget)",
+                m.stream_coalesced.clone(),
+            );
+            p.register("stream_behind", "Times a stream client fell behind (send queue full)", m.stream_behind.clone());
+            p.register("stream_pending_rows", "Row updates held back for stream clients", m.stream_pending.clone());
+            p.register(
+                "stream_max_lag_seqs",
+                "Largest lag of a stream client behind the newest commit, in sequences",
+                m.stream_max_lag.clone(),
+            );
+            p.register(
+                "stream_delivery_seconds",
+                "Commit to delta written to the client's socket",
+                m.stream_delivery.clone(),
+            );
         }
         m
     }
 
     /// The Prometheus text exposition, with database figures refreshed.
-    pub fn render(&self, db: &ecsdb::Database) -> String {
+    pub fn render(&self, db: &ecsdb::Database, hub: &crate::stream::Hub) -> String {
         let dm = db.metrics();
+        let clients = hub.clients();
+        let head = dm.sequence;
+        self.stream_clients.set(clients.len() as i64);
+        self.stream_subscriptions.set(clients.iter().map(|c| c.subscriptions.load(Relaxed) as i64).sum());
+        self.stream_pending.set(clients.iter().map(|c| c.pending.load(Relaxed) as i64).sum());
+        self.stream_max_lag
+            .set(clients.iter().map(|c| head.saturating_sub(c.sent_seq.load(Relaxed)) as i64).max().unwrap_or(0));
+        catch_up(&self.stream_deltas, hub.deltas.load(Relaxed));
+        catch_up(&self.stream_bytes, hub.bytes.load(Relaxed));
+        catch_up(&self.stream_coalesced, hub.coalesced.load(Relaxed));
+        catch_up(&self.stream_behind, hub.behind_notices.load(Relaxed));
         // User data only: system rows (sessions, users, keys) would let any
         // scraper watch logins.
         self.entities.set(crate::guard::user_counts(&db.read()).entities as i64);

@@ -1,0 +1,361 @@
+//! Live (incremental) evaluation of a query, for subscriptions: which
+//! entities a commit touched ([`Touched`]), and whether one entity belongs
+//! to a query's result ([`LivePlan`], [`World::live_row`]).
+//!
+//! Why it exists: a subscription must be brought up to date on every
+//! commit, and running its whole query again each time costs the size of
+//! the world per subscriber per commit. For a query whose membership
+//! depends only on each entity's own components (`with`, `without`,
+//! filters, `near`/`box` around a fixed point) a commit can change the
+//! result only for the entities it touched, so those are all that is
+//! checked. A `near` clause that follows an entity moves with it: when that
+//! entity moved, the candidates are the area around its new position (from
+//! the spatial index) and the rows held before. Queries whose membership
+//! depends on other entities (`order_by` with `limit`, `nearest`,
+//! `related`, `offset`) are not incremental ([`LivePlan::incremental`]) and
+//! are run again by the caller.
+//!
+//! Hysteresis: a `near` plan can carry a wider radius for entities already
+//! in the result, so an entity on the edge does not enter and leave on
+//! every small move.
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::changeset::{ChangeSet, Op};
+use crate::error::{Error, Result};
+use crate::id::EntityId;
+use crate::near::Shape;
+use crate::query::{Query, Row, Scan};
+use crate::schema::TableId;
+use crate::spatial::{Point, dist, point_of};
+use crate::value::{self, Value};
+use crate::world::World;
+
+/// What one commit (or several, merged) touched.
+#[derive(Debug, Clone, Default)]
+pub struct Touched {
+    /// Entities whose component in the table was added, removed or written.
+    pub tables: FxHashMap<TableId, FxHashSet<EntityId>>,
+    /// Every entity touched in any way (created, deleted, written, linked).
+    pub entities: FxHashSet<EntityId>,
+    /// Entities deleted.
+    pub deleted: FxHashSet<EntityId>,
+    /// Whether relations were linked or unlinked.
+    pub links: bool,
+    /// Whether anything may have changed (a migration, or an op that did
+    /// not decode): every subscription must be evaluated afresh.
+    pub everything: bool,
+}
+
+impl Touched {
+    /// What change set `cs` touches.
+    pub fn of(cs: &ChangeSet) -> Touched {
+        let mut t = Touched::default();
+        let on = |t: &mut Touched, table: TableId, id: EntityId| {
+            t.tables.entry(table).or_default().insert(id);
+            t.entities.insert(id);
+        };
+        for op in cs {
+            match op {
+                Ok(Op::CreateEntity(id)) => {
+                    t.entities.insert(id);
+                }
+                Ok(Op::DeleteEntity(id)) => {
+                    t.entities.insert(id);
+                    t.deleted.insert(id);
+                }
+                Ok(
+                    Op::AddComponent { id, table, .. }
+                    | Op::RemoveComponent { id, table }
+                    | Op::SetField { id, table, .. },
+                ) => on(&mut t, table, id),
+                Ok(op @ Op::SetMany { table, .. }) => {
+                    for (id, _) in op.set_many_entries() {
+                        on(&mut t, table, id);
+                    }
+                }
+                Ok(Op::SetRun { table, ids, .. }) => {
+                    for id in ids.iter() {
+                        on(&mut t, table, id);
+                    }
+                }
+                Ok(op @ Op::SpawnMany { ids, .. }) => {
+                    let tables = op.spawn_tables();
+                    for id in ids.iter() {
+                        for &table in &tables {
+                            on(&mut t, table, id);
+                        }
+                    }
+                }
+                Ok(Op::Link { from, to, .. } | Op::Unlink { from, to, .. }) => {
+                    t.links = true;
+                    t.entities.insert(from);
+                    t.entities.insert(to);
+                }
+                Ok(Op::Migrate { .. }) | Err(_) => t.everything = true,
+            }
+        }
+        t
+    }
+
+    /// Add what `other` touched.
+    pub fn merge(&mut self, other: &Touched) {
+        for (table, ids) in &other.tables {
+            self.tables.entry(*table).or_default().extend(ids);
+        }
+        self.entities.extend(&other.entities);
+        self.deleted.extend(&other.deleted);
+        self.links |= other.links;
+        self.everything |= other.everything;
+    }
+
+    /// The entities touched in any of `tables`, and every deleted entity.
+    pub fn in_tables(&self, tables: &[TableId]) -> FxHashSet<EntityId> {
+        let mut out: FxHashSet<EntityId> = self.deleted.clone();
+        for t in tables {
+            if let Some(ids) = self.tables.get(t) {
+                out.extend(ids);
+            }
+        }
+        out
+    }
+
+    /// Whether the commit touched any of `tables` (or deleted anything).
+    pub fn touches(&self, tables: &[TableId]) -> bool {
+        self.everything || !self.deleted.is_empty() || tables.iter().any(|t| self.tables.contains_key(t))
+    }
+}
+
+/// A query compiled for live evaluation.
+pub struct LivePlan {
+    scan: Scan,
+    /// The same scan with the `near` radius widened, for entities already
+    /// in the result (hysteresis); `None` when there is no widening.
+    outer: Option<Scan>,
+    select: Vec<(TableId, usize)>,
+    /// Every table whose changes can change the result or its rows.
+    pub tables: Vec<TableId>,
+    /// Whether the result can be kept up to date from touched entities
+    /// alone (see the module docs).
+    pub incremental: bool,
+    /// Whether the result depends on relations (`related`).
+    pub follows_relations: bool,
+    /// The entity a `near` or `nearest` clause is centred on.
+    pub center_entity: Option<EntityId>,
+    /// The centre of the `near` (or `nearest`) clause.
+    pub center: Option<Point>,
+    /// The field positions are read from for distances: (table, field).
+    position: Option<(TableId, usize)>,
+}
+
+impl std::fmt::Debug for LivePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LivePlan")
+            .field("tables", &self.tables)
+            .field("incremental", &self.incremental)
+            .field("center_entity", &self.center_entity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LivePlan {
+    /// The selected (table, field) of each row value, in order.
+    pub fn select(&self) -> &[(TableId, usize)] {
+        &self.select
+    }
+}
+
+impl World {
+    /// Compile `q` for live evaluation; `hysteresis` (a fraction of the
+    /// `near` radius, ≥ 0) widens the radius an entity already in the
+    /// result must leave before it is dropped.
+    pub fn live_plan(&self, q: &Query, hysteresis: f64) -> Result<LivePlan> {
+        if !(hysteresis.is_finite() && (0.0..=10.0).contains(&hysteresis)) {
+            return Err(Error::Query(format!("hysteresis must be between 0 and 10, not {hysteresis}")));
+        }
+        let (mut scan, order, select) = self.prepare_plain(q)?;
+        scan.indexed = None;
+        let outer = match (&q.near, hysteresis > 0.0) {
+            (Some(n), true) => {
+                let mut wide = q.clone();
+                let mut n = n.clone();
+                n.radius *= 1.0 + hysteresis;
+                wide.near = Some(n);
+                let (mut s, _, _) = self.prepare_plain(&wide)?;
+                s.indexed = None;
+                Some(s)
+            }
+            _ => None,
+        };
+        let mut tables: Vec<TableId> =
+            scan.with.iter().chain(&scan.without).copied().chain(select.iter().map(|(t, _)| *t)).collect();
+        if let Some((t, _, _)) = order {
+            tables.push(t);
+        }
+        tables.sort_unstable();
+        tables.dedup();
+        let incremental = order.is_none() && q.nearest.is_none() && q.related.is_none() && q.offset == 0;
+        let (center_entity, center, position) = if let Some(n) = &q.near {
+            let c = scan.spatial.first().map(|c| (c.table, c.field));
+            let centre = scan.spatial.first().and_then(|c| match &c.shape {
+                Shape::Within { center, .. } => Some(*center),
+                Shape::Box { .. } => None,
+            });
+            (n.entity.as_ref().and_then(crate::world::id_from_json), centre, c)
+        } else if let Some(n) = &q.nearest {
+            let plan = self.compile_nearest(n)?;
+            (plan.from, Some(plan.center), Some((plan.table, plan.field)))
+        } else {
+            (None, None, None)
+        };
+        Ok(LivePlan {
+            scan,
+            outer,
+            select,
+            tables,
+            incremental,
+            follows_relations: q.related.is_some(),
+            center_entity,
+            center,
+            position,
+        })
+    }
+
+    /// Entity `id`'s row if it belongs to the result (`member`: it already
+    /// does, so the widened radius applies), `None` if it does not.
+    pub fn live_row(&self, plan: &LivePlan, id: EntityId, member: bool) -> Result<Option<Row>> {
+        let scan = if member { plan.outer.as_ref().unwrap_or(&plan.scan) } else { &plan.scan };
+        let Ok((a, _)) = self.location(id) else { return Ok(None) };
+        if !scan.archetype_matches(&self.archetypes()[a as usize]) || !scan.entity_matches(self, id)? {
+            return Ok(None);
+        }
+        let mut values = Vec::with_capacity(plan.select.len());
+        for &(t, fi) in &plan.select {
+            values.push((t, fi, self.field_value(id, t, fi)?));
+        }
+        Ok(Some(Row { id, values }))
+    }
+
+    /// The entities around a `near` plan's centre (widened radius), from the
+    /// spatial index; `None` when the plan has no indexed `near`.
+    pub fn live_area(&self, plan: &LivePlan) -> Option<Vec<EntityId>> {
+        let scan = plan.outer.as_ref().unwrap_or(&plan.scan);
+        let c = scan.spatial.iter().find(|c| matches!(c.shape, Shape::Within { .. }))?;
+        self.spatial_candidates(c)
+    }
+
+    /// Where entity `id` is on the plan's position field.
+    pub fn live_position(&self, plan: &LivePlan, id: EntityId) -> Option<Point> {
+        let (t, fi) = plan.position?;
+        point_of(&self.field_value(id, t, fi).ok()?)
+    }
+
+    /// Distance from the plan's centre to point `p` (infinite without one).
+    pub fn live_distance(plan: &LivePlan, p: Option<Point>) -> f64 {
+        match (plan.center, p) {
+            (Some(c), Some(p)) => {
+                let d = dist(&c, &p);
+                if d.is_nan() { f64::INFINITY } else { d }
+            }
+            _ => f64::INFINITY,
+        }
+    }
+
+    /// JSON of one row, `{"id", "<table>": {"<field>": value}}`, with only
+    /// the values at `positions` (all when `None`).
+    pub fn live_row_json(&self, row: &Row, positions: Option<&[usize]>) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("id".into(), crate::world::id_json(row.id));
+        let mut put = |(t, fi, v): &(TableId, usize, Value)| {
+            let table = self.schema().table(*t);
+            let f = &table.fields[*fi];
+            let entry =
+                m.entry(table.name.clone()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if let serde_json::Value::Object(o) = entry {
+                let ty = if f.slot().is_none() {
+                    crate::schema::FieldType::Scalar(crate::schema::Scalar::U64)
+                } else {
+                    f.ty.clone()
+                };
+                o.insert(f.name.clone(), value::to_json(&ty, v, self.schema()));
+            }
+        };
+        match positions {
+            None => row.values.iter().for_each(&mut put),
+            Some(ps) => ps.iter().filter_map(|&i| row.values.get(i)).for_each(&mut put),
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::schema::Schema;
+    use std::sync::Arc;
+
+    const SCHEMA: &str = r#"
+[tables.pos]
+[[tables.pos.fields]]
+name = "p"
+type = "[f32; 2]"
+index = "spatial"
+cell_size = 10.0
+[tables.hp]
+[[tables.hp.fields]]
+name = "v"
+type = "u32"
+"#;
+
+    fn world() -> World {
+        World::new(Arc::new(Schema::from_toml_str(SCHEMA).unwrap()))
+    }
+
+    fn spawn(w: &mut World, comps: &serde_json::Value) -> EntityId {
+        let id = w.create_entity().unwrap();
+        for (t, v) in comps.as_object().unwrap() {
+            let t = w.table_id(t).unwrap();
+            w.insert_json(id, t, v).unwrap();
+        }
+        id
+    }
+
+    #[test]
+    fn touched_names_tables_and_entities() {
+        let mut w = world();
+        w.begin().unwrap();
+        let a = spawn(&mut w, &serde_json::json!({"pos": {"p": [1.0, 1.0]}, "hp": {"v": 3}}));
+        let c = w.commit().unwrap();
+        let t = Touched::of(&c.changes);
+        let pos = w.table_id("pos").unwrap();
+        let hp = w.table_id("hp").unwrap();
+        assert!(t.tables[&pos].contains(&a) && t.tables[&hp].contains(&a));
+        assert!(t.touches(&[hp]) && !t.everything);
+        w.begin().unwrap();
+        w.delete_entity(a).unwrap();
+        let c = w.commit().unwrap();
+        let t = Touched::of(&c.changes);
+        assert!(t.deleted.contains(&a) && t.touches(&[]));
+    }
+
+    #[test]
+    fn live_row_applies_hysteresis_only_to_members() {
+        let mut w = world();
+        w.begin().unwrap();
+        let e = spawn(&mut w, &serde_json::json!({"pos": {"p": [10.5, 0.0]}}));
+        w.commit().unwrap();
+        let q: Query = serde_json::from_value(serde_json::json!({
+            "with": ["pos"], "near": {"field": "pos.p", "point": [0.0, 0.0], "radius": 10.0}
+        }))
+        .unwrap();
+        let plan = w.live_plan(&q, 0.1).unwrap();
+        assert!(plan.incremental);
+        assert!(w.live_row(&plan, e, false).unwrap().is_none(), "outside the radius: does not enter");
+        assert!(w.live_row(&plan, e, true).unwrap().is_some(), "inside the margin: a member stays");
+        assert!(w.live_area(&plan).unwrap().contains(&e));
+        let row = w.live_row(&plan, e, true).unwrap().unwrap();
+        assert_eq!(w.live_row_json(&row, Some(&[])), serde_json::json!({"id": e.0}));
+        assert!(w.live_plan(&q, f64::NAN).is_err());
+    }
+}

@@ -1,0 +1,717 @@
+//! `GET /v1/stream`: live query subscriptions over a WebSocket.
+//!
+//! A client authenticates (an `Authorization: Bearer` header on the
+//! upgrade, or — for browsers — a first message `{"type":"auth","token"}`),
+//! then sends `{"type":"subscribe","id","query"}` with the JSON of
+//! `/v1/query`. It receives `{"type":"initial","id","seq","rows"}`, then for
+//! every commit that changes the result `{"type":"delta","id","seq",
+//! "entered":[rows],"changed":[{"id", "<table>": {"<field>": value}}],
+//! "left":[ids]}`; `{"type":"unsubscribe","id"}` ends one. The protocol is
+//! in `docs/API.md`.
+//!
+//! How a connection works, and why:
+//! - Commits reach every connection through the [`hub`], handed over under
+//!   the write lock; a connection drains them under a read lock, so it
+//!   always evaluates an exact state and knows exactly which commits it
+//!   contains (see `hub.rs`).
+//! - Each subscription is brought up to date from what those commits
+//!   touched, not by running its query again (see `sub.rs` and
+//!   `ecsdb::core::live`).
+//! - Sending is a separate task behind a short queue. When the queue is
+//!   full (the client reads slowly) updates stay pending in the
+//!   subscriptions, coalesced per entity, so the memory a slow client costs
+//!   is bounded by its subscriptions' results, never by time; the client is
+//!   told it fell behind (`{"type":"behind"}`). A client that reads nothing
+//!   for [`WRITE_STALL`] is disconnected.
+//! - Credentials are checked again once a second and whenever a commit
+//!   touches users, sessions or API keys: logout, revocation, a password
+//!   change or expiry close the stream with 4401.
+
+pub mod hub;
+pub mod protocol;
+pub mod sub;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query as UrlQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ecsdb::Query;
+use ecsdb::core::live::Touched;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value as J, json};
+use tokio::sync::{broadcast, mpsc};
+
+pub use hub::Hub;
+use hub::{ClientStats, CommitEvent};
+use protocol::ClientMsg;
+use sub::{Bucket, Limits, Sub, SubOptions};
+
+use crate::app::Shared;
+use crate::auth::{Principal, authenticate};
+use crate::error::ApiError;
+use crate::system::Perms;
+
+/// How long a browser may take to send its first (auth) message.
+const AUTH_WAIT: Duration = Duration::from_secs(5);
+/// Largest message a client may send.
+pub const MAX_CLIENT_MESSAGE: usize = 1 << 20;
+/// Connections that have not authenticated yet, at most.
+const MAX_PENDING_AUTH: usize = 256;
+/// Frames queued for the sending task.
+const SEND_QUEUE: usize = 16;
+/// A frame the client does not take in this long ends the connection.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+/// While updates are pending, how often sending is tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(50);
+/// How often credentials are checked again without a reason to.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// Default hysteresis of `near` subscriptions (a fraction of the radius).
+const DEFAULT_HYSTERESIS: f64 = 0.1;
+
+/// Close codes (see docs/API.md).
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TRY_LATER: u16 = 1013;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const AUTH_TIMEOUT: u16 = 4408;
+}
+
+/// `?compression=zstd|none`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    compression: Option<String>,
+}
+
+/// The upgrade handler.
+pub async fn stream(
+    State(st): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    params: Result<UrlQuery<StreamParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let refuse = |code: StatusCode, kind: &'static str, msg: String| ApiError::new(code, kind, msg).into_response();
+    let nets = st.config.db.replication.allowed_networks().unwrap_or_default();
+    if !nets.is_empty() && !nets.iter().any(|n| n.contains(&peer.ip())) {
+        st.metrics.auth_failures.inc();
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            format!("{} may not open streams ([replication] allowed_ips)", peer.ip()),
+        );
+    }
+    let params = match params {
+        Ok(UrlQuery(p)) => p,
+        Err(e) => {
+            return refuse(StatusCode::BAD_REQUEST, "bad_request", format!("{e} (the one parameter is compression)"));
+        }
+    };
+    let compress = match params.compression.as_deref().unwrap_or(&st.config.db.replication.delta_compression) {
+        "zstd" => Some(st.config.db.replication.level),
+        "none" => None,
+        other => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("compression must be zstd or none, not `{other}`"),
+            );
+        }
+    };
+    let max = st.config.db.replication.max_clients as usize;
+    if st.stream_clients.load(Ordering::Acquire) >= max {
+        return too_many(max);
+    }
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // Sockets that have not authenticated are few and short-lived: they
+    // never hold a client slot.
+    let pending = header.is_none().then(|| PendingAuth::take(&st.hub));
+    if let Some(None) = pending {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_clients",
+            format!("{MAX_PENDING_AUTH} stream connections are waiting to authenticate; try again shortly"),
+        );
+    }
+    ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| async move {
+        session(st, socket, header, pending.flatten(), compress, peer).await;
+    })
+}
+
+/// `GET /v1/admin/streams`: the open stream connections and their lag.
+pub async fn clients(State(st): State<Shared>) -> axum::Json<J> {
+    let head = st.db.read().seq();
+    let list: Vec<J> = st
+        .hub
+        .clients()
+        .iter()
+        .map(|c| {
+            let sent = c.sent_seq.load(Ordering::Relaxed);
+            json!({
+                "id": c.id,
+                "user": c.user,
+                "addr": c.addr,
+                "connected_s": c.connected.elapsed().as_secs_f64(),
+                "subscriptions": c.subscriptions.load(Ordering::Relaxed),
+                "sent_seq": sent,
+                "lag_seqs": head.saturating_sub(sent),
+                "pending_rows": c.pending.load(Ordering::Relaxed),
+                "deltas_sent": c.deltas_sent.load(Ordering::Relaxed),
+                "bytes_sent": c.bytes_sent.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    axum::Json(json!({"seq": head, "clients": list}))
+}
+
+fn too_many(max: usize) -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_clients",
+        format!("the server has its maximum of {max} stream clients ([replication] max_clients)"),
+    )
+    .into_response()
+}
+
+/// A connection waiting for its auth message (counted while it lives).
+struct PendingAuth(Arc<Hub>);
+
+impl PendingAuth {
+    fn take(hub: &Arc<Hub>) -> Option<PendingAuth> {
+        if hub.pending_auth.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_AUTH {
+            hub.pending_auth.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(PendingAuth(hub.clone()))
+    }
+}
+
+impl Drop for PendingAuth {
+    fn drop(&mut self) {
+        self.0.pending_auth.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client slot of `[replication] max_clients` (given back on drop).
+struct Slot(Shared);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.stream_clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Authenticate a credential (`Bearer <token or key>`) with read
+/// permission: the close code and reason on failure.
+fn principal(st: &Shared, header: &str) -> Result<Principal, (u16, String)> {
+    let p = authenticate(&st.db, &st.tokens, Some(header)).map_err(|e| (close::UNAUTHORIZED, e.message))?;
+    if !p.perms.has(Perms::READ) {
+        return Err((close::FORBIDDEN, "subscribing needs the read permission".into()));
+    }
+    Ok(p)
+}
+
+async fn close_raw(mut socket: WebSocket, code: u16, reason: &str) {
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+}
+
+/// The credential from the header, or from the first message.
+async fn credential(socket: &mut WebSocket, header: Option<String>) -> Result<String, (u16, String)> {
+    if let Some(h) = header {
+        return Ok(h);
+    }
+    let Ok(first) = tokio::time::timeout(AUTH_WAIT, socket.recv()).await else {
+        return Err((close::AUTH_TIMEOUT, format!("no auth message within {} s", AUTH_WAIT.as_secs())));
+    };
+    match first {
+        Some(Ok(Message::Text(t))) => match protocol::parse(&t) {
+            Ok(ClientMsg::Auth { token }) => Ok(format!("Bearer {token}")),
+            Ok(_) => Err((close::UNAUTHORIZED, "the first message must be {\"type\":\"auth\",\"token\":\"…\"}".into())),
+            Err(e) => Err((close::UNAUTHORIZED, format!("the first message must be an auth message: {e}"))),
+        },
+        Some(Err(e)) if is_too_big(&e) => Err((close::TOO_BIG, too_big_reason())),
+        _ => Err((close::UNAUTHORIZED, "the first message must be {\"type\":\"auth\",\"token\":\"…\"}".into())),
+    }
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    let s = e.to_string();
+    s.contains("too long") || s.contains("too big") || s.contains("Space limit")
+}
+
+fn too_big_reason() -> String {
+    format!("a message may be at most {MAX_CLIENT_MESSAGE} bytes")
+}
+
+/// A frame for the sending task, with the time of the newest commit it
+/// carries (for the commit-to-delivery histogram).
+struct Frame(Message, Option<Instant>);
+
+async fn session(
+    st: Shared,
+    mut socket: WebSocket,
+    header: Option<String>,
+    pending: Option<PendingAuth>,
+    compress: Option<i32>,
+    peer: SocketAddr,
+) {
+    let cred = credential(&mut socket, header).await;
+    drop(pending);
+    let (cred, who) = match cred.and_then(|c| principal(&st, &c).map(|p| (c, p))) {
+        Ok(x) => x,
+        Err((code, reason)) => {
+            st.metrics.auth_failures.inc();
+            return close_raw(socket, code, &reason).await;
+        }
+    };
+    let max = st.config.db.replication.max_clients as usize;
+    if st.stream_clients.fetch_add(1, Ordering::AcqRel) >= max {
+        st.stream_clients.fetch_sub(1, Ordering::AcqRel);
+        return close_raw(
+            socket,
+            close::TRY_LATER,
+            &format!("the server has its maximum of {max} stream clients ([replication] max_clients)"),
+        )
+        .await;
+    }
+    let slot = Slot(st.clone());
+    let mut feed = st.hub.tx.subscribe();
+    let seq = st.db.read().seq();
+    let stats = st.hub.register(who.name.clone(), peer.to_string(), seq);
+    tracing::debug!(user = %who.name, client = stats.id, "stream client connected");
+    let (sink, incoming) = socket.split();
+    let (out, rx) = mpsc::channel::<Frame>(SEND_QUEUE);
+    let writer = tokio::spawn(write_frames(st.clone(), sink, rx, stats.clone()));
+    let mut conn = Conn {
+        auth_tables: auth_tables(&st),
+        st: st.clone(),
+        cred,
+        subs: BTreeMap::new(),
+        seq,
+        shared_budget: None,
+        out,
+        behind_since: None,
+        compress,
+        stats: stats.clone(),
+        rechecked: Instant::now(),
+        newest_at: None,
+    };
+    let end = conn.run(incoming, &mut feed).await;
+    if let Some((code, reason)) = end {
+        let _ = conn.out.send(Frame(Message::Close(Some(CloseFrame { code, reason: reason.into() })), None)).await;
+    }
+    drop(conn);
+    let _ = writer.await;
+    st.hub.unregister(stats.id);
+    drop(slot);
+}
+
+/// The sending task: frames to the socket, each within [`WRITE_STALL`].
+async fn write_frames(
+    st: Shared,
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Frame>,
+    stats: Arc<ClientStats>,
+) {
+    while let Some(Frame(msg, at)) = rx.recv().await {
+        let closing = matches!(msg, Message::Close(_));
+        let len = match &msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        match tokio::time::timeout(WRITE_STALL, sink.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::info!(client = stats.id, "stream client stopped reading; disconnected");
+                return;
+            }
+        }
+        stats.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
+        st.hub.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if let Some(at) = at {
+            st.metrics.stream_delivery.observe(at.elapsed().as_secs_f64());
+        }
+        if closing {
+            let _ = sink.close().await;
+            return;
+        }
+    }
+}
+
+/// Table ids of users, sessions and API keys.
+fn auth_tables(st: &Shared) -> Vec<ecsdb::TableId> {
+    let s = st.db.schema();
+    ["_users", "_sessions", "_api_keys"].iter().filter_map(|t| s.table_id(t)).collect()
+}
+
+struct Conn {
+    st: Shared,
+    cred: String,
+    subs: BTreeMap<String, Sub>,
+    /// Sequence every subscription is at.
+    seq: u64,
+    shared_budget: Option<Bucket>,
+    out: mpsc::Sender<Frame>,
+    /// Set when the send queue was full (updates held back) since `seq`.
+    behind_since: Option<u64>,
+    compress: Option<i32>,
+    stats: Arc<ClientStats>,
+    auth_tables: Vec<ecsdb::TableId>,
+    rechecked: Instant,
+    /// When the newest commit applied was made (for delivery latency).
+    newest_at: Option<Instant>,
+}
+
+type Ending = Option<(u16, String)>;
+
+impl Conn {
+    async fn run(
+        &mut self,
+        mut incoming: futures_util::stream::SplitStream<WebSocket>,
+        feed: &mut broadcast::Receiver<Arc<CommitEvent>>,
+    ) -> Ending {
+        let mut stopping = self.st.stopping.subscribe();
+        let mut retry = tokio::time::interval(RETRY_EVERY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *stopping.borrow_and_update() {
+                return Some((close::GOING_AWAY, "the server is stopping".into()));
+            }
+            if self.out.is_closed() {
+                return None;
+            }
+            tokio::select! {
+                _ = stopping.changed() => {}
+                msg = incoming.next() => {
+                    let text = match msg {
+                        Some(Ok(Message::Text(t))) => t.to_string(),
+                        Some(Ok(Message::Binary(_))) => {
+                            self.reply(&error(None, "binary frames are not accepted; send JSON text frames")).await;
+                            continue;
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Err(e)) if is_too_big(&e) => return Some((close::TOO_BIG, too_big_reason())),
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+                    };
+                    if let Err(end) = self.recheck(true) {
+                        return Some(end);
+                    }
+                    self.handle(&text, feed).await;
+                }
+                ev = feed.recv() => {
+                    if matches!(ev, Err(broadcast::error::RecvError::Closed)) {
+                        return Some((close::GOING_AWAY, "the server is stopping".into()));
+                    }
+                    let auth_changed = self.catch_up(Some(ev), feed);
+                    if let Err(end) = self.recheck(auth_changed) {
+                        return Some(end);
+                    }
+                    self.flush(false);
+                }
+                _ = retry.tick(), if self.has_pending() => {
+                    if let Err(end) = self.recheck(false) {
+                        return Some(end);
+                    }
+                    self.flush(false);
+                }
+            }
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.subs.values().any(|s| s.pending() > 0)
+    }
+
+    /// Check the credential again if `now` or a second has passed.
+    fn recheck(&mut self, now: bool) -> Result<(), (u16, String)> {
+        if now || self.rechecked.elapsed() >= RECHECK_EVERY {
+            self.rechecked = Instant::now();
+            principal(&self.st, &self.cred)?;
+        }
+        Ok(())
+    }
+
+    fn limits(&self) -> Limits {
+        let c = &self.st.config;
+        Limits {
+            query_timeout_ms: c.server.query_timeout_ms,
+            max_result_bytes: c.server.max_result_bytes,
+            max_rows: ecsdb::core::query::DEFAULT_LIMIT,
+        }
+    }
+
+    /// Apply every commit up to the state's sequence (the first one given,
+    /// the rest drained from the channel under the read lock). Returns
+    /// whether users, sessions or keys changed.
+    fn catch_up(
+        &mut self,
+        first: Option<Result<Arc<CommitEvent>, broadcast::error::RecvError>>,
+        feed: &mut broadcast::Receiver<Arc<CommitEvent>>,
+    ) -> bool {
+        let r = self.st.db.read();
+        let head = r.seq();
+        let mut events: Vec<Arc<CommitEvent>> = Vec::new();
+        let mut lagged = false;
+        let mut take = |ev: Result<Arc<CommitEvent>, broadcast::error::RecvError>| match ev {
+            Ok(ev) => events.push(ev),
+            Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
+            Err(broadcast::error::RecvError::Closed) => {}
+        };
+        if let Some(ev) = first {
+            take(ev);
+        }
+        loop {
+            match feed.try_recv() {
+                Ok(ev) => take(Ok(ev)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => take(Err(broadcast::error::RecvError::Lagged(n))),
+                Err(_) => break,
+            }
+        }
+        events.retain(|e| e.seq > self.seq && e.seq <= head);
+        if head <= self.seq {
+            return false;
+        }
+        let merged;
+        let touched: &Touched = if lagged {
+            merged = Touched { everything: true, ..Touched::default() };
+            &merged
+        } else if events.len() == 1 {
+            events[0].touched()
+        } else {
+            let mut m = Touched::default();
+            for e in &events {
+                m.merge(e.touched());
+            }
+            merged = m;
+            &merged
+        };
+        let auth_changed = touched.everything || self.auth_tables.iter().any(|t| touched.tables.contains_key(t));
+        let limits = self.limits();
+        let mut failed = Vec::new();
+        for (id, sub) in &mut self.subs {
+            if let Err(e) = sub.apply(&r, touched, head, limits) {
+                failed.push((id.clone(), e));
+            }
+        }
+        drop(r);
+        for (id, e) in failed {
+            self.subs.remove(&id);
+            // The queue may be full; an error must still arrive: it waits
+            // its turn on the next flush.
+            let _ = self.out.try_send(Frame(self.encode(&error(Some(&id), e)), None));
+        }
+        self.stats.subscriptions.store(self.subs.len(), Ordering::Relaxed);
+        self.seq = head;
+        if let Some(e) = events.last() {
+            self.newest_at = Some(e.at);
+        }
+        auth_changed
+    }
+
+    fn encode(&self, m: &J) -> Message {
+        encode(self.compress, m)
+    }
+
+    /// Queue a reply, waiting for room (the sending task gives up on a
+    /// client that reads nothing, which ends this connection).
+    async fn reply(&self, m: &J) {
+        let _ = self.out.send(Frame(self.encode(m), None)).await;
+    }
+
+    /// Turn pending updates into deltas while the send queue has room;
+    /// `all` ignores budgets (a resume).
+    fn flush(&mut self, all: bool) {
+        let now = Instant::now();
+        if let Some(b) = self.shared_budget.as_mut() {
+            b.refill(now);
+        }
+        if !self.has_pending() {
+            self.stats.pending.store(0, Ordering::Relaxed);
+            return;
+        }
+        let r = self.st.db.read();
+        if let Some(from) = self.behind_since {
+            let Ok(permit) = self.out.try_reserve() else { return };
+            let pending: usize = self.subs.values().map(Sub::pending).sum();
+            permit.send(Frame(
+                self.encode(&json!({"type": "behind", "from_seq": from, "seq": self.seq, "pending": pending})),
+                None,
+            ));
+            self.behind_since = None;
+        }
+        let mut pending = 0;
+        let mut full = false;
+        for (id, sub) in &mut self.subs {
+            if sub.pending() == 0 {
+                continue;
+            }
+            if full {
+                pending += sub.pending();
+                continue;
+            }
+            let permit = match self.out.try_reserve() {
+                Ok(p) => p,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    full = true;
+                    pending += sub.pending();
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return,
+            };
+            let budget = if all { None } else { self.shared_budget.as_mut() };
+            let Some((m, left)) = sub.flush(&r, id, now, budget, all) else {
+                pending += sub.pending();
+                continue;
+            };
+            pending += left;
+            permit.send(Frame(encode(self.compress, &m), self.newest_at));
+            self.stats.deltas_sent.fetch_add(1, Ordering::Relaxed);
+            self.st.hub.deltas.fetch_add(1, Ordering::Relaxed);
+            self.stats.sent_seq.store(sub.seq, Ordering::Relaxed);
+        }
+        let coalesced: u64 = self.subs.values_mut().map(Sub::take_coalesced).sum();
+        self.st.hub.coalesced.fetch_add(coalesced, Ordering::Relaxed);
+        if full && self.behind_since.is_none() {
+            self.behind_since = Some(self.seq);
+            self.st.hub.behind_notices.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.pending.store(pending, Ordering::Relaxed);
+        if pending == 0 {
+            self.stats.sent_seq.store(self.seq, Ordering::Relaxed);
+        }
+    }
+
+    /// A client message.
+    async fn handle(&mut self, text: &str, feed: &mut broadcast::Receiver<Arc<CommitEvent>>) {
+        let msg = match protocol::parse(text) {
+            Ok(m) => m,
+            Err(e) => return self.reply(&error(protocol::id_of(text).as_deref(), e)).await,
+        };
+        match msg {
+            ClientMsg::Auth { .. } => self.reply(&error(None, "already authenticated")).await,
+            ClientMsg::Ping { id } => self.reply(&json!({"type": "pong", "id": id, "seq": self.seq})).await,
+            ClientMsg::Ack { seq } => {
+                self.stats.sent_seq.fetch_max(seq.min(self.seq), Ordering::Relaxed);
+            }
+            ClientMsg::Budget { bytes_per_second } => {
+                self.shared_budget = bytes_per_second.map(|b| Bucket::new(b, Instant::now()));
+                self.reply(&json!({"type": "budget", "bytes_per_second": bytes_per_second})).await;
+            }
+            ClientMsg::Unsubscribe { id } => {
+                if self.subs.remove(&id).is_some() {
+                    self.stats.subscriptions.store(self.subs.len(), Ordering::Relaxed);
+                    self.reply(&json!({"type": "unsubscribed", "id": id})).await;
+                } else {
+                    self.reply(&error(Some(&id), format!("no subscription `{id}`"))).await;
+                }
+            }
+            ClientMsg::Subscribe { id, mut query, near, budget, hysteresis, from_seq } => {
+                if self.subs.contains_key(&id) {
+                    return self
+                        .reply(&error(Some(&id), format!("subscription `{id}` exists; unsubscribe first")))
+                        .await;
+                }
+                let max = self.st.config.db.replication.max_subscriptions as usize;
+                if self.subs.len() >= max {
+                    return self
+                        .reply(&error(
+                            Some(&id),
+                            format!("a connection may hold {max} subscriptions ([replication] max_subscriptions)"),
+                        ))
+                        .await;
+                }
+                if let Some(n) = near {
+                    match query.as_object_mut() {
+                        Some(o) if o.contains_key("near") => {
+                            return self
+                                .reply(&error(Some(&id), "`near` is given twice (in the query and beside it)"))
+                                .await;
+                        }
+                        Some(o) => {
+                            o.insert("near".into(), n);
+                        }
+                        None => return self.reply(&error(Some(&id), "query must be a JSON object")).await,
+                    }
+                }
+                let q: Query = match serde_json::from_value(query) {
+                    Ok(q) => q,
+                    Err(e) => return self.reply(&error(Some(&id), format!("invalid query: {e}"))).await,
+                };
+                let has_near = q.near.is_some();
+                let opts = SubOptions {
+                    hysteresis: hysteresis.unwrap_or(if has_near { DEFAULT_HYSTERESIS } else { 0.0 }),
+                    bytes_per_second: budget.map(|b| b.bytes_per_second),
+                };
+                let reply = self.subscribe(feed, id, q, opts, from_seq);
+                self.reply(&reply).await;
+            }
+        }
+    }
+
+    /// Add a subscription: its `initial` message, or — resuming from
+    /// `from_seq` — a delta with what changed since.
+    fn subscribe(
+        &mut self,
+        feed: &mut broadcast::Receiver<Arc<CommitEvent>>,
+        id: String,
+        q: Query,
+        opts: SubOptions,
+        from_seq: Option<u64>,
+    ) -> J {
+        // Every subscription is at the same sequence: catch up first.
+        self.catch_up(None, feed);
+        let r = self.st.db.read();
+        let mut sub = match Sub::new(&r, q, opts, self.limits()) {
+            Ok(s) => s,
+            Err(e) => return error(Some(&id), e),
+        };
+        let head = sub.seq;
+        let resumed = from_seq.filter(|&n| n <= head).and_then(|n| {
+            let since = self.st.hub.touched_between(n, head)?;
+            sub.resume(&r, &since).then_some(n)
+        });
+        let reply = if let Some(n) = resumed {
+            let (mut m, _) = sub.flush(&r, &id, Instant::now(), None, true).unwrap_or_else(|| {
+                (json!({"type": "delta", "id": id, "seq": head, "entered": [], "changed": [], "left": []}), 0)
+            });
+            m["resumed"] = json!(true);
+            m["from_seq"] = json!(n);
+            m
+        } else {
+            let rows = sub.initial_rows(&r);
+            json!({"type": "initial", "id": id, "seq": head, "rows": rows})
+        };
+        drop(r);
+        self.subs.insert(id, sub);
+        self.stats.subscriptions.store(self.subs.len(), Ordering::Relaxed);
+        reply
+    }
+}
+
+/// A message as a frame: JSON text, or zstd-compressed JSON in a binary
+/// frame.
+fn encode(compress: Option<i32>, m: &J) -> Message {
+    let text = m.to_string();
+    match compress {
+        Some(level) => match zstd::bulk::compress(text.as_bytes(), level) {
+            Ok(z) => Message::Binary(z.into()),
+            Err(_) => Message::Text(text.into()),
+        },
+        None => Message::Text(text.into()),
+    }
+}
+
+fn error(id: Option<&str>, message: impl Into<String>) -> J {
+    json!({"type": "error", "id": id, "message": message.into()})
+}
