@@ -23,10 +23,12 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::sync::broadcast;
 
-/// Commits the broadcast channel holds before a slow connection lags.
-const BROADCAST_CAPACITY: usize = 256;
-/// Bytes of change sets kept for resumes.
-const HISTORY_BYTES: usize = 64 << 20;
+/// Commits the broadcast channel holds before a slow connection lags (it
+/// then re-evaluates its subscriptions in full). The channel keeps this
+/// many change sets alive, so it bounds the feed's memory.
+const BROADCAST_CAPACITY: usize = 64;
+/// Bytes of change sets kept for resumes (beyond those the channel keeps).
+const HISTORY_BYTES: usize = 16 << 20;
 /// Commits kept for resumes.
 const HISTORY_COMMITS: usize = 4096;
 /// A resume whose commits touched more entities than this starts afresh.

@@ -384,6 +384,8 @@ impl Conn {
         let mut stopping = self.st.stopping.subscribe();
         let mut retry = tokio::time::interval(RETRY_EVERY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *stopping.borrow_and_update() {
                 return Some((close::GOING_AWAY, "the server is stopping".into()));
@@ -418,6 +420,11 @@ impl Conn {
                         return Some(end);
                     }
                     self.flush(false);
+                }
+                _ = recheck.tick() => {
+                    if let Err(end) = self.recheck(false) {
+                        return Some(end);
+                    }
                 }
                 _ = retry.tick(), if self.has_pending() => {
                     if let Err(end) = self.recheck(false) {
@@ -496,7 +503,11 @@ impl Conn {
             merged = m;
             &merged
         };
-        let auth_changed = touched.everything || self.auth_tables.iter().any(|t| touched.tables.contains_key(t));
+        // Revoking a key or ending a session deletes its entity (a delete
+        // names no tables): any delete counts.
+        let auth_changed = touched.everything
+            || !touched.deleted.is_empty()
+            || self.auth_tables.iter().any(|t| touched.tables.contains_key(t));
         let limits = self.limits();
         let mut failed = Vec::new();
         for (id, sub) in &mut self.subs {
@@ -600,7 +611,14 @@ impl Conn {
         };
         match msg {
             ClientMsg::Auth { .. } => self.reply(&error(None, "already authenticated")).await,
-            ClientMsg::Ping { id } => self.reply(&json!({"type": "pong", "id": id, "seq": self.seq})).await,
+            ClientMsg::Ping { id } => {
+                // Caught up first: after the pong, the client holds every
+                // subscription's result at the pong's `seq` (unless a
+                // budget holds rows back: then deltas carry `pending`).
+                self.catch_up(None, feed);
+                self.flush(false);
+                self.reply(&json!({"type": "pong", "id": id, "seq": self.seq})).await;
+            }
             ClientMsg::Ack { seq } => {
                 self.stats.sent_seq.fetch_max(seq.min(self.seq), Ordering::Relaxed);
             }
