@@ -215,7 +215,16 @@ impl Client {
         self.send(&json!({"type": "ping"})).await
     }
 
+    /// Send a message, reconnecting first (and resuming) if the connection
+    /// dropped.
     async fn send(&mut self, m: &J) -> Result<(), ClientError> {
+        if self.ws.is_none() && self.config.auto_resume {
+            self.reconnect().await?;
+        }
+        self.send_raw(m).await
+    }
+
+    async fn send_raw(&mut self, m: &J) -> Result<(), ClientError> {
         let ws = self.ws.as_mut().ok_or_else(|| ClientError::Connection("not connected".into()))?;
         ws.send(Message::Text(m.to_string().into())).await.map_err(|e| ClientError::Connection(e.to_string()))
     }
@@ -291,7 +300,7 @@ impl Client {
                     let msgs: Vec<J> =
                         self.subs.values().map(|s| subscribe_msg(s, (s.seq > 0).then_some(s.seq))).collect();
                     for m in msgs {
-                        self.send(&m).await?;
+                        self.send_raw(&m).await?;
                     }
                     return Ok(());
                 }
