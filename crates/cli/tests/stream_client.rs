@@ -5,6 +5,7 @@
 //! for an area around a point, and (within its hysteresis margin) for an
 //! area following a moving entity. Change callbacks see every change.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::many_single_char_names)]
 
 #[path = "support/server.rs"]
 mod support;
