@@ -126,6 +126,54 @@ impl Touched {
     }
 }
 
+/// Several commits' [`Touched`] seen as one, without merging them (a
+/// merge copies every entity id; a view only asks each in turn).
+#[derive(Debug, Clone, Copy)]
+pub struct Touches<'a>(pub &'a [&'a Touched]);
+
+impl Touches<'_> {
+    pub fn everything(&self) -> bool {
+        self.0.iter().any(|t| t.everything)
+    }
+
+    pub fn links(&self) -> bool {
+        self.0.iter().any(|t| t.links)
+    }
+
+    pub fn any_deleted(&self) -> bool {
+        self.0.iter().any(|t| !t.deleted.is_empty())
+    }
+
+    /// Whether any commit touched any of `tables` (or deleted anything).
+    pub fn touches(&self, tables: &[TableId]) -> bool {
+        self.0.iter().any(|t| t.touches(tables))
+    }
+
+    /// Whether any commit wrote table `t`.
+    pub fn wrote(&self, t: TableId) -> bool {
+        self.0.iter().any(|x| x.tables.contains_key(&t))
+    }
+
+    /// Whether any commit touched entity `id`.
+    pub fn contains(&self, id: EntityId) -> bool {
+        self.0.iter().any(|t| t.entities.contains(&id))
+    }
+
+    /// The entities touched in any of `tables`, and every deleted entity.
+    pub fn in_tables(&self, tables: &[TableId]) -> FxHashSet<EntityId> {
+        let mut out = FxHashSet::default();
+        for t in self.0 {
+            out.extend(&t.deleted);
+            for table in tables {
+                if let Some(ids) = t.tables.get(table) {
+                    out.extend(ids);
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A query compiled for live evaluation.
 pub struct LivePlan {
     scan: Scan,
@@ -173,16 +221,14 @@ impl World {
         if !(hysteresis.is_finite() && (0.0..=10.0).contains(&hysteresis)) {
             return Err(Error::Query(format!("hysteresis must be between 0 and 10, not {hysteresis}")));
         }
-        let (mut scan, order, select) = self.prepare_plain(q)?;
-        scan.indexed = None;
+        let (scan, order, select) = self.prepare_plain_with(q, false)?;
         let outer = match (&q.near, hysteresis > 0.0) {
             (Some(n), true) => {
                 let mut wide = q.clone();
                 let mut n = n.clone();
                 n.radius *= 1.0 + hysteresis;
                 wide.near = Some(n);
-                let (mut s, _, _) = self.prepare_plain(&wide)?;
-                s.indexed = None;
+                let (s, _, _) = self.prepare_plain_with(&wide, false)?;
                 Some(s)
             }
             _ => None,
@@ -219,6 +265,25 @@ impl World {
             center,
             position,
         })
+    }
+
+    /// Move a plan that follows an entity to where that entity is now
+    /// (cheaper than compiling it again).
+    pub fn live_recenter(&self, plan: &mut LivePlan) -> Result<()> {
+        let Some(id) = plan.center_entity else { return Ok(()) };
+        let Some((t, fi)) = plan.position else { return Ok(()) };
+        let p = point_of(&self.field_value(id, t, fi)?)
+            .filter(|p| p.iter().all(|x| x.is_finite()))
+            .ok_or_else(|| Error::Query(format!("entity {id} has no finite position")))?;
+        for scan in std::iter::once(&mut plan.scan).chain(plan.outer.as_mut()) {
+            for c in &mut scan.spatial {
+                if let Shape::Within { center, .. } = &mut c.shape {
+                    *center = p;
+                }
+            }
+        }
+        plan.center = Some(p);
+        Ok(())
     }
 
     /// Entity `id`'s row if it belongs to the result (`member`: it already

@@ -417,6 +417,12 @@ impl World {
     /// The parts of a query that pick entities: required and excluded
     /// tables, compiled filters, and the entities a `related` clause allows.
     pub(crate) fn scan_parts(&self, q: &Query) -> Result<Scan> {
+        self.scan_parts_with(q, true)
+    }
+
+    /// [`World::scan_parts`], asking the indexes for candidates only when
+    /// `use_index` (a live plan checks entities one by one and never needs them).
+    pub(crate) fn scan_parts_with(&self, q: &Query, use_index: bool) -> Result<Scan> {
         let mut with: Vec<TableId> = q.with.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
         let without: Vec<TableId> = q.without.iter().map(|t| self.table_id(t)).collect::<Result<_>>()?;
         let filters: Vec<CompiledFilter> = q.filters.iter().map(|f| self.compile_filter(f)).collect::<Result<_>>()?;
@@ -453,7 +459,7 @@ impl World {
         // candidates picks them — unless the open transaction has column
         // images (in-place writes the indexes see only at the next diff):
         // then the scan reads the columns.
-        let live_images = self.txn.as_ref().is_some_and(|s| s.has_captures());
+        let live_images = !use_index || self.txn.as_ref().is_some_and(|s| s.has_captures());
         let mut indexed: Option<(Answer, Vec<EntityId>)> = None;
         if !live_images {
             let mut offer = |a: Answer, ids: Vec<EntityId>| {
@@ -480,8 +486,13 @@ impl World {
     /// A plain (row) query checked and resolved: its scan (tables required
     /// by filters, order and selection included), its order and its selection.
     pub(crate) fn prepare_plain(&self, q: &Query) -> Result<PlainPlan> {
+        self.prepare_plain_with(q, true)
+    }
+
+    /// [`World::prepare_plain`], with or without index candidates.
+    pub(crate) fn prepare_plain_with(&self, q: &Query, use_index: bool) -> Result<PlainPlan> {
         checked_limit(q)?;
-        let mut scan = self.scan_parts(q)?;
+        let mut scan = self.scan_parts_with(q, use_index)?;
         if q.nearest.is_some() && q.order_by.is_some() {
             return Err(Error::Query("nearest returns rows nearest first; leave out order_by".into()));
         }

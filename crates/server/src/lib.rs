@@ -223,7 +223,10 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
     let thread = std::thread::Builder::new()
         .name("ecsdb-server".into())
         .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().thread_name("ecsdb-srv").enable_all().build()
+            else {
+                return;
+            };
             rt.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
                 let limits = conn_limits(&state.config);

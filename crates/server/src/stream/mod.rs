@@ -42,7 +42,7 @@ use axum::extract::{ConnectInfo, Query as UrlQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ecsdb::Query;
-use ecsdb::core::live::Touched;
+use ecsdb::core::live::{Touched, Touches};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value as J, json};
@@ -305,7 +305,12 @@ async fn session(
         rechecked: Instant::now(),
         newest_at: None,
     };
-    let end = conn.run(incoming, &mut feed).await;
+    // The reading half has its own task: the connection's loop then waits
+    // on a channel, and a commit's wake-up does not also poll the socket.
+    let (in_tx, in_rx) = mpsc::channel(4);
+    let reader = tokio::spawn(read_frames(incoming, in_tx));
+    let end = conn.run(in_rx, &mut feed).await;
+    reader.abort();
     if let Some((code, reason)) = end {
         let _ = conn.out.send(Frame(Message::Close(Some(CloseFrame { code, reason: reason.into() })), None)).await;
     }
@@ -313,6 +318,19 @@ async fn session(
     let _ = writer.await;
     st.hub.unregister(stats.id);
     drop(slot);
+}
+
+/// The reading task: frames from the socket, until it ends or fails.
+async fn read_frames(
+    mut incoming: futures_util::stream::SplitStream<WebSocket>,
+    out: mpsc::Sender<Result<Message, axum::Error>>,
+) {
+    while let Some(m) = incoming.next().await {
+        let last = m.is_err() || matches!(m, Ok(Message::Close(_)));
+        if out.send(m).await.is_err() || last {
+            return;
+        }
+    }
 }
 
 /// The sending task: frames to the socket, each within [`WRITE_STALL`].
@@ -378,7 +396,7 @@ type Ending = Option<(u16, String)>;
 impl Conn {
     async fn run(
         &mut self,
-        mut incoming: futures_util::stream::SplitStream<WebSocket>,
+        mut incoming: mpsc::Receiver<Result<Message, axum::Error>>,
         feed: &mut broadcast::Receiver<Arc<CommitEvent>>,
     ) -> Ending {
         let mut stopping = self.st.stopping.subscribe();
@@ -395,7 +413,7 @@ impl Conn {
             }
             tokio::select! {
                 _ = stopping.changed() => {}
-                msg = incoming.next() => {
+                msg = incoming.recv() => {
                     let text = match msg {
                         Some(Ok(Message::Text(t))) => t.to_string(),
                         Some(Ok(Message::Binary(_))) => {
@@ -489,29 +507,17 @@ impl Conn {
         if head <= self.seq {
             return false;
         }
-        let merged;
-        let touched: &Touched = if lagged {
-            merged = Touched { everything: true, ..Touched::default() };
-            &merged
-        } else if events.len() == 1 {
-            events[0].touched()
-        } else {
-            let mut m = Touched::default();
-            for e in &events {
-                m.merge(e.touched());
-            }
-            merged = m;
-            &merged
-        };
+        let all = Touched { everything: true, ..Touched::default() };
+        let list: Vec<&Touched> = if lagged { vec![&all] } else { events.iter().map(|e| e.touched()).collect() };
+        let touched = Touches(&list);
         // Revoking a key or ending a session deletes its entity (a delete
         // names no tables): any delete counts.
-        let auth_changed = touched.everything
-            || !touched.deleted.is_empty()
-            || self.auth_tables.iter().any(|t| touched.tables.contains_key(t));
+        let auth_changed =
+            touched.everything() || touched.any_deleted() || self.auth_tables.iter().any(|&t| touched.wrote(t));
         let limits = self.limits();
         let mut failed = Vec::new();
         for (id, sub) in &mut self.subs {
-            if let Err(e) = sub.apply(&r, touched, head, limits) {
+            if let Err(e) = sub.apply(&r, &touched, head, limits) {
                 failed.push((id.clone(), e));
             }
         }

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use ecsdb::core::live::{LivePlan, Touched};
+use ecsdb::core::live::{LivePlan, Touched, Touches};
 use ecsdb::core::world::World;
 use ecsdb::{EntityId, Query, Row};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -220,29 +220,29 @@ impl Sub {
 
     /// Bring the rows to sequence `head`, given what the commits since the
     /// last call touched.
-    pub fn apply(&mut self, w: &World, touched: &Touched, head: u64, limits: Limits) -> Result<(), Failure> {
+    pub fn apply(&mut self, w: &World, touched: &Touches<'_>, head: u64, limits: Limits) -> Result<(), Failure> {
         if head <= self.seq {
             return Ok(());
         }
-        let relations = self.plan.follows_relations && touched.links;
+        let relations = self.plan.follows_relations && touched.links();
         if !touched.touches(&self.plan.tables) && !relations {
             self.seq = head;
             return Ok(());
         }
-        if touched.everything {
+        let everything = touched.everything();
+        if everything {
             // A migration may have renamed what the query names.
             self.plan = w.live_plan(&self.query, self.opts.hysteresis).map_err(|e| e.to_string())?;
         }
-        if !self.incremental() || touched.everything || relations {
+        if !self.incremental() || everything || relations {
             let fresh = self.run(w, limits)?;
             self.seq = head;
             self.diff_all(fresh);
             return Ok(());
         }
-        let center_moved = self.plan.center_entity.is_some_and(|e| touched.entities.contains(&e));
+        let center_moved = self.plan.center_entity.is_some_and(|e| touched.contains(e));
         if center_moved {
-            self.plan = w
-                .live_plan(&self.query, self.opts.hysteresis)
+            w.live_recenter(&mut self.plan)
                 .map_err(|e| format!("the entity this subscription is centred on can no longer be followed: {e}"))?;
         }
         self.seq = head;
@@ -250,7 +250,7 @@ impl Sub {
         if let Some(area) = w.live_area(&self.plan) {
             // Around a point or a followed entity: only what is (or was)
             // in the area can be in the result.
-            let keep = |id: &EntityId| center_moved || touched.entities.contains(id);
+            let keep = |id: &EntityId| center_moved || touched.contains(*id);
             candidates.extend(area.into_iter().filter(keep));
             candidates.extend(self.rows.keys().copied().filter(keep));
         } else {
@@ -415,12 +415,18 @@ impl Sub {
         if entered.is_empty() && changed.is_empty() && left.is_empty() {
             return None;
         }
-        let mut m =
-            json!({"type": "delta", "id": id, "seq": self.seq, "entered": entered, "changed": changed, "left": left});
+        // Built by moving the rows in (`json!` would copy them).
+        let mut m = serde_json::Map::new();
+        m.insert("type".into(), J::from("delta"));
+        m.insert("id".into(), J::from(id));
+        m.insert("seq".into(), J::from(self.seq));
+        m.insert("entered".into(), J::Array(entered));
+        m.insert("changed".into(), J::Array(changed));
+        m.insert("left".into(), J::Array(left));
         if !self.dirty.is_empty() {
-            m["pending"] = json!(self.dirty.len());
+            m.insert("pending".into(), J::from(self.dirty.len()));
         }
-        Some((m, self.dirty.len()))
+        Some((J::Object(m), self.dirty.len()))
     }
 }
 

@@ -1,0 +1,348 @@
+//! Live subscriptions under load: a world of 10,000 moving entities
+//! committing at 20 Hz, and N WebSocket clients each subscribed to a radius
+//! around its own entity — beside the same run with naive full broadcast
+//! (every client subscribed to every entity).
+//!
+//! `cargo bench -p ecsdb-bench --bench stream`
+//! (`ECSDB_BENCH_QUICK=1` for a short run; `ECSDB_STREAM_CLIENTS=1000,10000`
+//! to choose the client counts)
+//!
+//! The server runs in this process on its own runtime (threads `ecsdb-srv`,
+//! 2 workers); the world is moved by one writer thread through the embedded
+//! handle (as a game server would), one commit per tick; the clients are
+//! one current-thread runtime (`bench-clients`) on the same 2 cores.
+//! Reported per run: deliveries/s (delta messages received) against those
+//! expected (clients × ticks/s), bytes per client per tick,
+//! commit-to-delivery latency p50/p99 (commit acknowledged → message parsed
+//! by the client), and CPU per role in % of one core.
+#![allow(clippy::unwrap_used, missing_docs)]
+#![allow(clippy::doc_markdown, clippy::many_single_char_names, clippy::similar_names)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ecsdb_server::ServerConfig;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use serde_json::{Value as J, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const ENTITIES: usize = 10_000;
+const TICK_HZ: u64 = 20;
+/// World side: 10,000 entities at one per 100 square units.
+const WORLD: f32 = 1000.0;
+/// View radius: ~28 entities in view on average.
+const RADIUS: f64 = 30.0;
+
+const SCHEMA: &str = r#"
+[database]
+name = "stream_bench"
+version = "1.0.0"
+
+[tables.unit]
+[[tables.unit.fields]]
+name = "pos"
+type = "[f32; 2]"
+index = "spatial"
+cell_size = 32.0
+[[tables.unit.fields]]
+name = "vel"
+type = "[f32; 2]"
+"#;
+
+fn quick() -> bool {
+    std::env::var("ECSDB_BENCH_QUICK").is_ok()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Near,
+    Broadcast,
+}
+
+/// CPU seconds of this process's threads whose name starts with `prefix`.
+fn cpu_of(prefix: &str) -> f64 {
+    let mut ticks = 0u64;
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    for t in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if !stat[open + 1..close].starts_with(prefix) {
+            continue;
+        }
+        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        // Fields 14 and 15 (utime, stime) are rest[11] and rest[12].
+        ticks += rest.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += rest.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    ticks as f64 / 100.0
+}
+
+fn pct(v: &mut [u32], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    f64::from(v[i]) / 1000.0
+}
+
+struct Stats {
+    deliveries: AtomicU64,
+    bytes: AtomicU64,
+    latencies: Mutex<Vec<u32>>,
+    measuring: AtomicBool,
+}
+
+#[allow(clippy::too_many_lines)]
+fn run(clients: usize, mode: Mode, secs: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let schema_path = dir.path().join("schema.toml");
+    std::fs::write(&schema_path, SCHEMA).unwrap();
+    let mut c = ServerConfig::default();
+    c.server.bind = "127.0.0.1:0".into();
+    c.server.max_connections_per_ip = 100_000;
+    c.rate_limit.max_requests = u32::MAX;
+    c.rate_limit.max_unauthenticated = u32::MAX;
+    c.logging.level = "error".into();
+    c.db.database.data_dir = dir.path().join("data");
+    c.db.database.schema_file = Some(schema_path);
+    c.db.persistence.snapshot_interval_secs = 3600;
+    c.db.replication.max_clients = 100_000;
+    c.db.replication.delta_compression = "none".into();
+    let srv = ecsdb_server::start(c, "bench-password").unwrap();
+    let base = format!("http://{}", srv.addr);
+    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
+    let login: J = agent
+        .post(format!("{base}/v1/auth/login"))
+        .send_json(json!({"username": "admin", "password": "bench-password"}))
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let key: J = agent
+        .post(format!("{base}/v1/admin/api-keys"))
+        .header("authorization", &format!("Bearer {}", login["token"].as_str().unwrap()))
+        .send_json(json!({"name": "bench", "permissions": ["read"]}))
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_string();
+    // The world.
+    let db = srv.db.clone();
+    let schema = db.schema();
+    let pos = schema.field_ref("unit", "pos").unwrap();
+    let vel = schema.field_ref("unit", "vel").unwrap();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % 1_000_000) as f32 / 1_000_000.0
+    };
+    let ids: Vec<u64> = {
+        let mut tx = db.transaction().unwrap();
+        let mut ids = Vec::with_capacity(ENTITIES);
+        for _ in 0..ENTITIES {
+            let (x, y) = (rnd() * WORLD, rnd() * WORLD);
+            let (vx, vy) = ((rnd() - 0.5) * 4.0, (rnd() - 0.5) * 4.0);
+            let id = tx.create_entity_json(&json!({"unit": {"pos": [x, y], "vel": [vx, vy]}})).unwrap();
+            ids.push(id.0);
+        }
+        tx.commit().unwrap();
+        ids
+    };
+    // The writer: one commit per tick; commit times by sequence.
+    let commits: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticks = Arc::new(AtomicU64::new(0));
+    let tick_ns = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let writer = {
+        let (db, commits, stop, ticks, tick_ns) =
+            (db.clone(), commits.clone(), stop.clone(), ticks.clone(), tick_ns.clone());
+        std::thread::Builder::new()
+            .name("bench-writer".into())
+            .spawn(move || {
+                let period = Duration::from_millis(1000 / TICK_HZ);
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    let mut tx = db.transaction().unwrap();
+                    tx.for_each_chunk_mut(&[pos.table], |chunk| {
+                        let (p, v) = chunk.write_read::<[f32; 2], [f32; 2]>(pos, vel)?;
+                        for (p, v) in p.iter_mut().zip(v) {
+                            for k in 0..2 {
+                                p[k] += v[k];
+                                if p[k] < 0.0 {
+                                    p[k] += WORLD;
+                                } else if p[k] >= WORLD {
+                                    p[k] -= WORLD;
+                                }
+                            }
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+                    let info = tx.commit().unwrap();
+                    commits.lock().insert(info.seq, Instant::now());
+                    tick_ns.lock().push(t0.elapsed().as_micros() as u32);
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    next += period;
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    } else {
+                        next = Instant::now();
+                    }
+                }
+            })
+            .unwrap()
+    };
+    // The clients.
+    let stats = Arc::new(Stats {
+        deliveries: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        latencies: Mutex::new(Vec::new()),
+        measuring: AtomicBool::new(false),
+    });
+    let client_stop = Arc::new(AtomicBool::new(false));
+    let addr = srv.addr;
+    let load = {
+        let (stats, commits, ticks, client_stop) = (stats.clone(), commits.clone(), ticks.clone(), client_stop.clone());
+        std::thread::Builder::new().name("bench-clients".into()).spawn(move || {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(128));
+        let mut handles = Vec::new();
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
+        for i in 0..clients {
+            let (sem, key, stats, commits, stop, ready) =
+                (sem.clone(), key.clone(), stats.clone(), commits.clone(), client_stop.clone(), ready_tx.clone());
+            let me = ids[i % ids.len()];
+            handles.push(tokio::spawn(async move {
+                let permit = sem.acquire_owned().await.unwrap();
+                let mut req = format!("ws://{addr}/v1/stream?compression=none").into_client_request().unwrap();
+                req.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+                let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
+                let sub = match mode {
+                    Mode::Near => json!({"type": "subscribe", "id": "aoi", "query": {"with": ["unit"], "select": ["unit.pos"]},
+                        "near": {"field": "unit.pos", "entity": me, "radius": RADIUS}}),
+                    Mode::Broadcast => json!({"type": "subscribe", "id": "all", "query": {"with": ["unit"], "select": ["unit.pos"]}}),
+                };
+                if ws.send(Message::Text(sub.to_string().into())).await.is_err() {
+                    return;
+                }
+                // The initial rows.
+                let _ = ws.next().await;
+                drop(permit);
+                let _ = ready.send(()).await;
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let msg = match tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+                        Ok(Some(Ok(m))) => m,
+                        Ok(_) => break,
+                        Err(_) => continue,
+                    };
+                    let Message::Text(t) = msg else { continue };
+                    if !stats.measuring.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    // The sequence, without parsing the whole message.
+                    let Some(at) = t.find("\"seq\":") else { continue };
+                    let digits: String = t[at + 6..].chars().take_while(char::is_ascii_digit).collect();
+                    let Ok(seq) = digits.parse::<u64>() else { continue };
+                    if let Some(c) = commits.lock().get(&seq).copied() {
+                        lat.push(c.elapsed().as_micros() as u32);
+                    }
+                    stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                    stats.bytes.fetch_add(t.len() as u64, Ordering::Relaxed);
+                }
+                stats.latencies.lock().extend(lat);
+            }));
+        }
+        drop(ready_tx);
+        let mut n = 0;
+        let deadline = Instant::now() + Duration::from_mins(2);
+        while n < clients && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(5), ready_rx.recv()).await {
+                Ok(Some(())) => n += 1,
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+        // Warm up, then measure.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (srv0, w0, c0, t0) = (cpu_of("ecsdb-srv"), cpu_of("bench-writer"), cpu_of("bench-clients"), ticks.load(Ordering::Relaxed));
+        let start = Instant::now();
+        stats.measuring.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stats.measuring.store(false, Ordering::Relaxed);
+        let el = start.elapsed().as_secs_f64();
+        let cpu = (
+            (cpu_of("ecsdb-srv") - srv0) / el * 100.0,
+            (cpu_of("bench-writer") - w0) / el * 100.0,
+            (cpu_of("bench-clients") - c0) / el * 100.0,
+        );
+        let ticked = ticks.load(Ordering::Relaxed) - t0;
+        client_stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let _ = h.await;
+        }
+        (n, el, cpu, ticked)
+    })
+    }).unwrap()
+    };
+    let connected = load.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let (n, el, (cpu_srv, cpu_w, cpu_c), ticked) = connected;
+    let deliveries = stats.deliveries.load(Ordering::Relaxed) as f64;
+    let bytes = stats.bytes.load(Ordering::Relaxed) as f64;
+    let mut lat = std::mem::take(&mut *stats.latencies.lock());
+    let mut tick = std::mem::take(&mut *tick_ns.lock());
+    let tick_rate = ticked as f64 / el;
+    let expected = n as f64 * tick_rate;
+    println!(
+        "{:>9} {:>6} clients ({n} connected): {:>8.0} deliveries/s of {:>8.0} expected ({:>5.1}%), {:>7.0} B/client/tick, latency p50 {:>7.2} ms p99 {:>8.2} ms, ticks {:.1}/s (commit p50 {:.2} ms), CPU server {:.0}% writer {:.0}% clients {:.0}%",
+        match mode {
+            Mode::Near => "near",
+            Mode::Broadcast => "broadcast",
+        },
+        clients,
+        deliveries / el,
+        expected,
+        deliveries / el / expected.max(1.0) * 100.0,
+        bytes / (n.max(1) as f64) / (tick_rate * el).max(1.0),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        tick_rate,
+        pct(&mut tick, 0.5),
+        cpu_srv,
+        cpu_w,
+        cpu_c,
+    );
+    srv.stop().unwrap();
+}
+
+fn main() {
+    let secs = if quick() { 3 } else { 10 };
+    let counts: Vec<usize> = std::env::var("ECSDB_STREAM_CLIENTS")
+        .ok()
+        .map_or_else(
+            || if quick() { vec![200] } else { vec![1000, 10_000] },
+            |v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        );
+    println!(
+        "stream: {ENTITIES} entities moving, {TICK_HZ} Hz commits, radius {RADIUS} in a {WORLD}x{WORLD} world; {secs} s per run"
+    );
+    for &n in &counts {
+        run(n, Mode::Near, secs);
+    }
+    // Naive full broadcast, at the smallest count (it does not scale).
+    if std::env::var("ECSDB_STREAM_BROADCAST").as_deref() != Ok("0") {
+        run(counts[0].min(1000), Mode::Broadcast, secs);
+    }
+}
