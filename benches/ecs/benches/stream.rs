@@ -329,12 +329,10 @@ fn run(clients: usize, mode: Mode, secs: u64) {
 
 fn main() {
     let secs = if quick() { 3 } else { 10 };
-    let counts: Vec<usize> = std::env::var("ECSDB_STREAM_CLIENTS")
-        .ok()
-        .map_or_else(
-            || if quick() { vec![200] } else { vec![1000, 10_000] },
-            |v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
-        );
+    let counts: Vec<usize> = std::env::var("ECSDB_STREAM_CLIENTS").ok().map_or_else(
+        || if quick() { vec![200] } else { vec![1000, 10_000] },
+        |v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+    );
     println!(
         "stream: {ENTITIES} entities moving, {TICK_HZ} Hz commits, radius {RADIUS} in a {WORLD}x{WORLD} world; {secs} s per run"
     );

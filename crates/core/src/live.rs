@@ -301,6 +301,98 @@ impl World {
         Ok(Some(Row { id, values }))
     }
 
+    /// Entity `id`'s selected values as bytes appended to `out` (see
+    /// [`row_fields`]), if it belongs to the result (`member`: as in
+    /// [`World::live_row`]). Comparing these bytes tells what changed
+    /// without decoding anything.
+    pub fn live_row_bytes(&self, plan: &LivePlan, id: EntityId, member: bool, out: &mut Vec<u8>) -> Result<bool> {
+        let scan = if member { plan.outer.as_ref().unwrap_or(&plan.scan) } else { &plan.scan };
+        let Ok((a, _)) = self.location(id) else { return Ok(false) };
+        if !scan.archetype_matches(&self.archetypes()[a as usize]) || !scan.entity_matches(self, id)? {
+            return Ok(false);
+        }
+        self.live_encode(plan, id, out)?;
+        Ok(true)
+    }
+
+    /// Entity `id`'s selected values as bytes appended to `out`, whether or
+    /// not it matches (it must have the selected components).
+    pub fn live_encode(&self, plan: &LivePlan, id: EntityId, out: &mut Vec<u8>) -> Result<()> {
+        for &(t, fi) in &plan.select {
+            match self.schema().table(t).fields[fi].slot() {
+                Some(slot) => {
+                    let b = self.field_bytes(id, t, slot)?;
+                    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    out.extend_from_slice(b);
+                }
+                // The entity's own id: nothing stored.
+                None => out.extend_from_slice(&0u32.to_le_bytes()),
+            }
+        }
+        Ok(())
+    }
+
+    /// JSON text of a row from its bytes (see [`World::live_row_bytes`]),
+    /// `{"id", "<table>": {"<field>": value}}`, with only the values at
+    /// `positions` (all when `None`), appended to `out`.
+    pub fn live_row_text(
+        &self,
+        plan: &LivePlan,
+        id: EntityId,
+        bytes: &[u8],
+        positions: Option<&[usize]>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let fields: Vec<&[u8]> = row_fields(bytes).collect();
+        let all: Vec<usize>;
+        let positions = if let Some(p) = positions {
+            p
+        } else {
+            all = (0..plan.select.len()).collect();
+            &all
+        };
+        // Fields grouped by table, tables in order of first appearance.
+        let mut groups: Vec<(TableId, Vec<usize>)> = Vec::new();
+        for &i in positions {
+            let Some(&(t, _)) = plan.select.get(i) else { continue };
+            match groups.iter_mut().find(|(g, _)| *g == t) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((t, vec![i])),
+            }
+        }
+        out.extend_from_slice(b"{\"id\":");
+        let _ = serde_json::to_writer(&mut *out, &crate::world::id_json(id));
+        for (t, items) in groups {
+            let table = self.schema().table(t);
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut *out, &table.name);
+            out.extend_from_slice(b":{");
+            for (k, i) in items.into_iter().enumerate() {
+                let fi = plan.select[i].1;
+                let f = &table.fields[fi];
+                if k > 0 {
+                    out.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut *out, &f.name);
+                out.push(b':');
+                match (f.slot(), fields.get(i)) {
+                    (Some(slot), Some(b)) => {
+                        let v = self.layouts[t as usize].decode_slot(self.schema(), slot, b).map_err(|reason| {
+                            Error::InvalidValue { table: table.name.clone(), field: f.name.clone(), reason }
+                        })?;
+                        value::write_json(&f.ty, &v, self.schema(), out);
+                    }
+                    _ => {
+                        let _ = serde_json::to_writer(&mut *out, &crate::world::id_json(id));
+                    }
+                }
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
     /// The entities around a `near` plan's centre (widened radius), from the
     /// spatial index; `None` when the plan has no indexed `near`.
     pub fn live_area(&self, plan: &LivePlan) -> Option<Vec<EntityId>> {
@@ -351,6 +443,23 @@ impl World {
         }
         serde_json::Value::Object(m)
     }
+}
+
+/// The values of a row encoded by [`World::live_row_bytes`].
+pub fn row_fields(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let n = (u32::from_le_bytes(*len) as usize).min(tail.len());
+        let (v, after) = tail.split_at(n);
+        rest = after;
+        Some(v)
+    })
+}
+
+/// Positions of the values that differ between two encoded rows.
+pub fn changed_fields(old: &[u8], new: &[u8]) -> Vec<usize> {
+    row_fields(old).zip(row_fields(new)).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect()
 }
 
 #[cfg(test)]
@@ -421,6 +530,16 @@ type = "u32"
         assert!(w.live_area(&plan).unwrap().contains(&e));
         let row = w.live_row(&plan, e, true).unwrap().unwrap();
         assert_eq!(w.live_row_json(&row, Some(&[])), serde_json::json!({"id": e.0}));
+        let mut bytes = Vec::new();
+        assert!(!w.live_row_bytes(&plan, e, false, &mut bytes).unwrap() && bytes.is_empty());
+        assert!(w.live_row_bytes(&plan, e, true, &mut bytes).unwrap());
+        let mut text = Vec::new();
+        w.live_row_text(&plan, e, &bytes, None, &mut text).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(v, w.live_row_json(&row, None));
+        let mut moved = Vec::new();
+        w.live_encode(&plan, e, &mut moved).unwrap();
+        assert!(changed_fields(&bytes, &moved).is_empty());
         assert!(w.live_plan(&q, f64::NAN).is_err());
     }
 }

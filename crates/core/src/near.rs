@@ -70,7 +70,12 @@ pub(crate) enum Shape {
 
 impl SpatialCheck {
     pub(crate) fn matches(&self, v: &Value) -> bool {
-        let Some(p) = point_of(v) else { return false };
+        point_of(v).is_some_and(|p| self.matches_point(&p))
+    }
+
+    /// [`SpatialCheck::matches`] on a decoded point.
+    pub(crate) fn matches_point(&self, p: &Point) -> bool {
+        let p = *p;
         if !p.iter().all(|x| x.is_finite()) {
             return false;
         }

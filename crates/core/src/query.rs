@@ -291,7 +291,15 @@ impl Scan {
             }
         }
         for (i, c) in self.spatial.iter().enumerate() {
-            if Some(Answer::Spatial(i)) != answered && !c.matches(&w.field_value(id, c.table, c.field)?) {
+            if Some(Answer::Spatial(i)) == answered {
+                continue;
+            }
+            // Points are read straight from the column (no decoded value).
+            let ok = match w.schema().table(c.table).fields[c.field].slot() {
+                Some(slot) => w.point_at(c.table, slot, id).is_some_and(|p| c.matches_point(&p)),
+                None => c.matches(&w.field_value(id, c.table, c.field)?),
+            };
+            if !ok {
                 return Ok(false);
             }
         }

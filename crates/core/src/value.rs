@@ -524,6 +524,31 @@ pub fn to_json(ty: &FieldType, v: &Value, schema: &Schema) -> serde_json::Value 
     }
 }
 
+/// [`to_json`] written straight out as JSON text (the same text
+/// `serde_json` would write for [`to_json`]'s value), without building the
+/// value first: live deltas render rows this way.
+pub fn write_json(ty: &FieldType, v: &Value, schema: &Schema, out: &mut Vec<u8>) {
+    let put = |out: &mut Vec<u8>, j: &serde_json::Value| {
+        let _ = serde_json::to_writer(&mut *out, j);
+    };
+    match (ty, v) {
+        (_, Value::U64(_) | Value::I64(_) | Value::F32(_) | Value::F64(_) | Value::Bool(_)) => {
+            put(out, &to_json(ty, v, schema));
+        }
+        (FieldType::Array(t, _), Value::Array(items)) => {
+            out.push(b'[');
+            for (i, x) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(t, x, schema, out);
+            }
+            out.push(b']');
+        }
+        _ => put(out, &to_json(ty, v, schema)),
+    }
+}
+
 pub fn hex_encode(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {

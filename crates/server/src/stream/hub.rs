@@ -81,6 +81,8 @@ pub struct Hub {
     pub behind_notices: AtomicU64,
     /// Connections waiting for their first (auth) message.
     pub pending_auth: AtomicUsize,
+    /// Row fragments of the newest sequence, shared by all connections.
+    pub fragments: super::sub::Fragments,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +105,7 @@ impl Hub {
             coalesced: AtomicU64::new(0),
             behind_notices: AtomicU64::new(0),
             pending_auth: AtomicUsize::new(0),
+            fragments: super::sub::Fragments::default(),
         });
         let weak = Arc::downgrade(&hub);
         db.listen_commits(Box::new(move |seq, changes| {

@@ -587,12 +587,12 @@ impl Conn {
                 Err(mpsc::error::TrySendError::Closed(())) => return,
             };
             let budget = if all { None } else { self.shared_budget.as_mut() };
-            let Some((m, left)) = sub.flush(&r, id, now, budget, all) else {
+            let Some((m, left)) = sub.flush(&r, id, now, budget, all, &self.st.hub.fragments) else {
                 pending += sub.pending();
                 continue;
             };
             pending += left;
-            permit.send(Frame(encode(self.compress, &m), self.newest_at));
+            permit.send(Frame(encode_text(self.compress, m), self.newest_at));
             self.stats.deltas_sent.fetch_add(1, Ordering::Relaxed);
             self.st.hub.deltas.fetch_add(1, Ordering::Relaxed);
             self.stats.sent_seq.store(sub.seq, Ordering::Relaxed);
@@ -678,7 +678,7 @@ impl Conn {
                     bytes_per_second: budget.map(|b| b.bytes_per_second),
                 };
                 let reply = self.subscribe(feed, id, q, opts, from_seq);
-                self.reply(&reply).await;
+                let _ = self.out.send(Frame(encode_text(self.compress, reply), None)).await;
             }
         }
     }
@@ -692,13 +692,13 @@ impl Conn {
         q: Query,
         opts: SubOptions,
         from_seq: Option<u64>,
-    ) -> J {
+    ) -> Vec<u8> {
         // Every subscription is at the same sequence: catch up first.
         self.catch_up(None, feed);
         let r = self.st.db.read();
         let mut sub = match Sub::new(&r, q, opts, self.limits()) {
             Ok(s) => s,
-            Err(e) => return error(Some(&id), e),
+            Err(e) => return error(Some(&id), e).to_string().into_bytes(),
         };
         let head = sub.seq;
         let resumed = from_seq.filter(|&n| n <= head).and_then(|n| {
@@ -706,15 +706,20 @@ impl Conn {
             sub.resume(&r, &since).then_some(n)
         });
         let reply = if let Some(n) = resumed {
-            let (mut m, _) = sub.flush(&r, &id, Instant::now(), None, true).unwrap_or_else(|| {
-                (json!({"type": "delta", "id": id, "seq": head, "entered": [], "changed": [], "left": []}), 0)
-            });
-            m["resumed"] = json!(true);
-            m["from_seq"] = json!(n);
+            let mut m = sub.flush(&r, &id, Instant::now(), None, true, &self.st.hub.fragments).map_or_else(
+                || {
+                    json!({"type": "delta", "id": id, "seq": head, "entered": [], "changed": [], "left": []})
+                        .to_string()
+                        .into_bytes()
+                },
+                |(m, _)| m,
+            );
+            // The object's closing brace, then the resume's two keys.
+            m.pop();
+            m.extend_from_slice(format!(r#","resumed":true,"from_seq":{n}}}"#).as_bytes());
             m
         } else {
-            let rows = sub.initial_rows(&r);
-            json!({"type": "initial", "id": id, "seq": head, "rows": rows})
+            sub.initial(&r, &id)
         };
         drop(r);
         self.subs.insert(id, sub);
@@ -726,13 +731,20 @@ impl Conn {
 /// A message as a frame: JSON text, or zstd-compressed JSON in a binary
 /// frame.
 fn encode(compress: Option<i32>, m: &J) -> Message {
-    let text = m.to_string();
-    match compress {
-        Some(level) => match zstd::bulk::compress(text.as_bytes(), level) {
-            Ok(z) => Message::Binary(z.into()),
-            Err(_) => Message::Text(text.into()),
-        },
-        None => Message::Text(text.into()),
+    encode_text(compress, m.to_string().into_bytes())
+}
+
+/// JSON text (UTF-8, built by the server) as a frame.
+fn encode_text(compress: Option<i32>, text: Vec<u8>) -> Message {
+    if let Some(level) = compress
+        && let Ok(z) = zstd::bulk::compress(&text, level)
+    {
+        return Message::Binary(z.into());
+    }
+    match String::from_utf8(text) {
+        Ok(t) => Message::Text(t.into()),
+        // Not reachable: every part is serde_json output.
+        Err(e) => Message::Binary(e.into_bytes().into()),
     }
 }
 

@@ -12,13 +12,87 @@
 //! farther entities are updated less often instead of never (level of
 //! detail).
 
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ecsdb::core::live::{LivePlan, Touched, Touches};
+use ecsdb::core::live::{LivePlan, Touched, Touches, changed_fields};
 use ecsdb::core::world::World;
-use ecsdb::{EntityId, Query, Row};
-use rustc_hash::{FxHashMap, FxHashSet};
-use serde_json::{Value as J, json};
+use ecsdb::{EntityId, Query};
+use parking_lot::Mutex;
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+
+/// A row as the client holds it: the selected values' bytes (see
+/// `ecsdb::core::live::row_fields`).
+type RowBytes = Box<[u8]>;
+
+/// JSON fragments of rows at one sequence, shared by every connection: in
+/// a world where many clients see the same entities, each entity's
+/// changes are rendered once per commit, not once per client.
+#[derive(Debug)]
+pub struct Fragments {
+    /// Sharded by entity, so connections rendering at once rarely meet.
+    shards: Vec<Mutex<Shard>>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    newest: u64,
+    map: FxHashMap<(u64, u64, EntityId, u64), Arc<[u8]>>,
+}
+
+const SHARDS: usize = 64;
+/// Fragments one shard keeps at most.
+const MAX_SHARD_FRAGMENTS: usize = 1 << 16;
+/// Sequences fragments are kept for behind the newest (connections reach a
+/// commit at slightly different times).
+const FRAGMENT_SEQS: u64 = 4;
+
+impl Default for Fragments {
+    fn default() -> Self {
+        Fragments { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
+    }
+}
+
+impl Fragments {
+    /// The fragment for `key` at `seq`, rendered by `render` if missing.
+    fn get_or_render(
+        &self,
+        seq: u64,
+        key: Option<(u64, EntityId, u64)>,
+        render: impl FnOnce(&mut Vec<u8>),
+    ) -> Arc<[u8]> {
+        let Some((sel, id, mask)) = key else {
+            let mut out = Vec::new();
+            render(&mut out);
+            return out.into();
+        };
+        let key = (seq, sel, id, mask);
+        let shard = &self.shards[(id.0 as usize ^ (id.0 >> 32) as usize) % SHARDS];
+        {
+            let mut f = shard.lock();
+            if seq > f.newest {
+                f.newest = seq;
+                f.map.retain(|k, _| k.0 + FRAGMENT_SEQS > seq);
+            }
+            if let Some(x) = f.map.get(&key) {
+                return x.clone();
+            }
+        }
+        // Rendered outside the lock; two connections may both render it.
+        let mut out = Vec::new();
+        render(&mut out);
+        let x: Arc<[u8]> = out.into();
+        let mut f = shard.lock();
+        if f.map.len() >= MAX_SHARD_FRAGMENTS {
+            f.map.clear();
+        }
+        if key.0 + FRAGMENT_SEQS > f.newest {
+            f.map.insert(key, x.clone());
+        }
+        x
+    }
+}
 
 /// A byte budget: `rate` bytes per second, up to one second's worth saved.
 #[derive(Debug, Clone)]
@@ -38,10 +112,6 @@ impl Bucket {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + dt * self.rate).min(self.rate);
-    }
-
-    fn has_room(&self) -> bool {
-        self.tokens > 0.0
     }
 
     fn spend(&mut self, bytes: usize) {
@@ -83,7 +153,10 @@ pub struct Sub {
     query: Query,
     opts: SubOptions,
     plan: LivePlan,
-    rows: FxHashMap<EntityId, Row>,
+    /// Hash of the selection: rows of subscriptions with equal selections
+    /// render to equal fragments.
+    select_key: u64,
+    rows: FxHashMap<EntityId, RowBytes>,
     dirty: FxHashMap<EntityId, Pending>,
     /// Most rows an incremental subscription may hold.
     max_rows: usize,
@@ -121,7 +194,10 @@ impl Sub {
         }
         let q = crate::guard::user_query(w, query).map_err(|e| e.message)?;
         let plan = w.live_plan(&q, opts.hysteresis).map_err(|e| e.to_string())?;
+        let mut h = FxHasher::default();
+        plan.select().hash(&mut h);
         let mut sub = Sub {
+            select_key: h.finish(),
             query: q,
             bucket: opts.bytes_per_second.map(|b| Bucket::new(b, Instant::now())),
             opts,
@@ -143,7 +219,7 @@ impl Sub {
     }
 
     /// Run the whole query now.
-    fn run(&self, w: &World, limits: Limits) -> Result<FxHashMap<EntityId, Row>, Failure> {
+    fn run(&self, w: &World, limits: Limits) -> Result<FxHashMap<EntityId, RowBytes>, Failure> {
         let budget = query_budget(limits.query_timeout_ms, limits.max_result_bytes);
         let rows = if self.incremental() {
             let mut q = self.query.clone();
@@ -156,7 +232,13 @@ impl Sub {
         } else {
             w.query_within(&self.query, &budget).map_err(|e| e.to_string())?
         };
-        Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+        let mut out = FxHashMap::default();
+        for r in rows {
+            let mut b = Vec::new();
+            w.live_encode(&self.plan, r.id, &mut b).map_err(|e| e.to_string())?;
+            out.insert(r.id, b.into_boxed_slice());
+        }
+        Ok(out)
     }
 
     fn too_many(&self) -> Failure {
@@ -166,12 +248,25 @@ impl Sub {
         )
     }
 
-    /// The `initial` message's rows (and nothing is pending any more).
-    pub fn initial_rows(&mut self, w: &World) -> Vec<J> {
+    /// The `initial` message (and nothing is pending any more).
+    pub fn initial(&mut self, w: &World, id: &str) -> Vec<u8> {
         self.dirty.clear();
-        let mut ids: Vec<&EntityId> = self.rows.keys().collect();
+        let mut ids: Vec<EntityId> = self.rows.keys().copied().collect();
         ids.sort_unstable();
-        ids.into_iter().filter_map(|id| self.rows.get(id)).map(|r| w.live_row_json(r, None)).collect()
+        let mut out = Vec::with_capacity(64 + ids.len() * 64);
+        out.extend_from_slice(br#"{"type":"initial","id":"#);
+        push_json_str(&mut out, id);
+        out.extend_from_slice(format!(r#","seq":{},"rows":["#, self.seq).as_bytes());
+        for (i, eid) in ids.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if let Some(b) = self.rows.get(eid) {
+                let _ = w.live_row_text(&self.plan, *eid, b, None, &mut out);
+            }
+        }
+        out.extend_from_slice(b"]}");
+        out
     }
 
     /// Updates merged into pending ones since the last call.
@@ -256,26 +351,28 @@ impl Sub {
         } else {
             candidates = touched.in_tables(&self.plan.tables);
         }
+        let mut buf = Vec::new();
         for id in candidates {
             let member = self.rows.contains_key(&id);
-            let row = w.live_row(&self.plan, id, member).map_err(|e| e.to_string())?;
-            match (self.rows.get(&id), row) {
-                (None, Some(r)) => {
-                    self.rows.insert(id, r);
+            buf.clear();
+            let is = w.live_row_bytes(&self.plan, id, member, &mut buf).map_err(|e| e.to_string())?;
+            match (self.rows.get_mut(&id), is) {
+                (None, true) => {
+                    self.rows.insert(id, buf.as_slice().into());
                     self.mark(id, Dirty::Entered { client_has: false });
                 }
-                (Some(old), Some(r)) => {
-                    let changed = changed_positions(old, &r);
-                    if !changed.is_empty() {
-                        self.rows.insert(id, r);
+                (Some(old), true) => {
+                    if **old != *buf {
+                        let changed = changed_fields(old, &buf);
+                        *old = buf.as_slice().into();
                         self.mark(id, Dirty::Changed(changed));
                     }
                 }
-                (Some(_), None) => {
+                (Some(_), false) => {
                     self.rows.remove(&id);
                     self.mark(id, Dirty::Left);
                 }
-                (None, None) => {}
+                (None, false) => {}
             }
         }
         if self.rows.len() > self.max_rows {
@@ -285,13 +382,13 @@ impl Sub {
     }
 
     /// Replace the rows with `fresh`, marking every difference.
-    fn diff_all(&mut self, fresh: FxHashMap<EntityId, Row>) {
+    fn diff_all(&mut self, fresh: FxHashMap<EntityId, RowBytes>) {
         let old = std::mem::take(&mut self.rows);
         for (id, r) in &fresh {
             match old.get(id) {
                 None => self.mark(*id, Dirty::Entered { client_has: false }),
                 Some(o) => {
-                    let changed = changed_positions(o, r);
+                    let changed = changed_fields(o, r);
                     if !changed.is_empty() {
                         self.mark(*id, Dirty::Changed(changed));
                     }
@@ -340,7 +437,10 @@ impl Sub {
 
     /// What is pending as one delta message (`None` when nothing is, or
     /// the budget has no room): all of it, or under a budget the most
-    /// urgent first. `shared` is the connection's budget, if it has one.
+    /// urgent first. `shared` is the connection's budget, if it has one;
+    /// `all` ignores budgets. Returns the message's JSON text and how many
+    /// rows stay pending.
+    #[allow(clippy::too_many_arguments)]
     pub fn flush(
         &mut self,
         w: &World,
@@ -348,7 +448,8 @@ impl Sub {
         now: Instant,
         mut shared: Option<&mut Bucket>,
         all: bool,
-    ) -> Option<(J, usize)> {
+        fragments: &Fragments,
+    ) -> Option<(Vec<u8>, usize)> {
         if self.dirty.is_empty() {
             return None;
         }
@@ -359,9 +460,11 @@ impl Sub {
             shared = None;
         }
         let budgeted = !all && (self.bucket.is_some() || shared.is_some());
-        if budgeted
-            && (self.bucket.as_ref().is_some_and(|b| !b.has_room()) || shared.as_ref().is_some_and(|b| !b.has_room()))
-        {
+        let room = |own: &Option<Bucket>, shared: &Option<&mut Bucket>, spent: usize| {
+            own.as_ref().is_none_or(|b| (spent as f64) < b.tokens)
+                && shared.as_ref().is_none_or(|b| (spent as f64) < b.tokens)
+        };
+        if budgeted && !room(&self.bucket, &shared, 0) {
             return None;
         }
         let mut order: Vec<(EntityId, f64)> = self
@@ -380,30 +483,42 @@ impl Sub {
                 (*id, urgency)
             })
             .collect();
-        order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        let (mut entered, mut changed, mut left) = (Vec::new(), Vec::new(), Vec::new());
+        if budgeted {
+            order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        } else {
+            order.sort_unstable_by_key(|x| x.0);
+        }
+        let (mut entered, mut changed, mut left): (Vec<Arc<[u8]>>, Vec<Arc<[u8]>>, Vec<u64>) =
+            (Vec::new(), Vec::new(), Vec::new());
         let mut spent = 0usize;
+        let n = self.plan.select().len();
         for (eid, _) in order {
-            if budgeted
-                && (self.bucket.as_ref().is_some_and(|b| spent as f64 >= b.tokens)
-                    || shared.as_ref().is_some_and(|b| spent as f64 >= b.tokens))
-            {
+            if budgeted && !room(&self.bucket, &shared, spent) {
                 break;
             }
             let Some(p) = self.dirty.remove(&eid) else { continue };
-            let item = match (&p.kind, self.rows.get(&eid)) {
+            let (positions, mask) = match &p.kind {
+                Dirty::Entered { .. } => (None, u64::MAX),
+                Dirty::Changed(pos) => (Some(pos.as_slice()), pos.iter().fold(0u64, |m, &i| m | (1u64 << i.min(63)))),
+                Dirty::Left => (None, 0),
+            };
+            let row = match (&p.kind, self.rows.get(&eid)) {
                 (Dirty::Left, _) | (_, None) => {
-                    left.push(json!(eid.0));
+                    left.push(eid.0);
                     spent += 12;
                     continue;
                 }
-                (Dirty::Entered { .. }, Some(r)) => w.live_row_json(r, None),
-                (Dirty::Changed(pos), Some(r)) => w.live_row_json(r, Some(pos)),
+                (_, Some(r)) => r,
             };
-            spent += approx_len(&item);
+            let key = (n < 64).then_some((self.select_key, eid, mask));
+            let plan = &self.plan;
+            let frag = fragments.get_or_render(self.seq, key, |out| {
+                let _ = w.live_row_text(plan, eid, row, positions, out);
+            });
+            spent += frag.len() + 1;
             match p.kind {
-                Dirty::Entered { .. } => entered.push(item),
-                _ => changed.push(item),
+                Dirty::Entered { .. } => entered.push(frag),
+                _ => changed.push(frag),
             }
         }
         if let Some(b) = self.bucket.as_mut().filter(|_| !all) {
@@ -415,35 +530,41 @@ impl Sub {
         if entered.is_empty() && changed.is_empty() && left.is_empty() {
             return None;
         }
-        // Built by moving the rows in (`json!` would copy them).
-        let mut m = serde_json::Map::new();
-        m.insert("type".into(), J::from("delta"));
-        m.insert("id".into(), J::from(id));
-        m.insert("seq".into(), J::from(self.seq));
-        m.insert("entered".into(), J::Array(entered));
-        m.insert("changed".into(), J::Array(changed));
-        m.insert("left".into(), J::Array(left));
-        if !self.dirty.is_empty() {
-            m.insert("pending".into(), J::from(self.dirty.len()));
+        let mut out = Vec::with_capacity(spent + 96);
+        out.extend_from_slice(br#"{"type":"delta","id":"#);
+        push_json_str(&mut out, id);
+        out.extend_from_slice(format!(r#","seq":{},"entered":["#, self.seq).as_bytes());
+        join(&mut out, &entered);
+        out.extend_from_slice(br#"],"changed":["#);
+        join(&mut out, &changed);
+        out.extend_from_slice(br#"],"left":["#);
+        for (i, l) in left.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(l.to_string().as_bytes());
         }
-        Some((J::Object(m), self.dirty.len()))
+        out.push(b']');
+        if !self.dirty.is_empty() {
+            out.extend_from_slice(format!(r#","pending":{}"#, self.dirty.len()).as_bytes());
+        }
+        out.push(b'}');
+        Some((out, self.dirty.len()))
     }
 }
 
-fn changed_positions(old: &Row, new: &Row) -> Vec<usize> {
-    old.values.iter().zip(&new.values).enumerate().filter(|(_, (a, b))| a.2 != b.2).map(|(i, _)| i).collect()
+fn join(out: &mut Vec<u8>, parts: &[Arc<[u8]>]) {
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(p);
+    }
 }
 
-/// Approximate JSON size of a value (for budgets; exact enough and cheaper
-/// than serialising twice).
-fn approx_len(v: &J) -> usize {
-    match v {
-        J::Null | J::Bool(_) => 5,
-        J::Number(_) => 12,
-        J::String(s) => s.len() + 2,
-        J::Array(a) => 2 + a.iter().map(|x| approx_len(x) + 1).sum::<usize>(),
-        J::Object(o) => 2 + o.iter().map(|(k, x)| k.len() + 4 + approx_len(x)).sum::<usize>(),
-    }
+/// A JSON string literal.
+pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(out, s);
 }
 
 #[cfg(test)]
@@ -455,16 +576,8 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Bucket::new(1000, t0);
         b.spend(5000);
-        assert!(!b.has_room());
+        assert!(b.tokens <= 0.0);
         b.refill(t0 + Duration::from_secs(10));
-        assert!(b.has_room() && b.tokens <= 1000.0);
-    }
-
-    #[test]
-    fn approx_len_is_close_to_serialised_length() {
-        let v = json!({"id": 12, "pos": {"p": [1.5, 2.25, 3.0]}, "name": {"n": "abc"}});
-        let real = serde_json::to_string(&v).unwrap().len();
-        let est = approx_len(&v);
-        assert!(est >= real / 2 && est <= real * 2, "{est} vs {real}");
+        assert!(b.tokens > 0.0 && b.tokens <= 1000.0);
     }
 }
