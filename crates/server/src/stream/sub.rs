@@ -488,8 +488,9 @@ impl Sub {
         } else {
             order.sort_unstable_by_key(|x| x.0);
         }
-        let (mut entered, mut changed, mut left): (Vec<Arc<[u8]>>, Vec<Arc<[u8]>>, Vec<u64>) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let mut entered: Vec<Arc<[u8]>> = Vec::new();
+        let mut changed: Vec<Arc<[u8]>> = Vec::new();
+        let mut left: Vec<u64> = Vec::new();
         let mut spent = 0usize;
         let n = self.plan.select().len();
         for (eid, _) in order {
