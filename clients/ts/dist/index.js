@@ -1,0 +1,304 @@
+/**
+ * ecsdb live subscriptions client (`GET /v1/stream`, see docs/API.md).
+ *
+ * Keeps a local cache of each subscription's rows, applies the server's
+ * deltas to it, calls change callbacks, and — when the connection drops —
+ * reconnects and resumes every subscription from the last sequence it
+ * applied. No dependencies: it uses the platform's `WebSocket` (browsers,
+ * Deno, Node 22+; Node 20 with `--experimental-websocket`, or pass one).
+ *
+ * ```ts
+ * const db = await EcsdbClient.connect({ url: "http://localhost:8080", token });
+ * const near = await db.subscribe("near", { with: ["player"] },
+ *   { near: { field: "transform.position", entity: me, radius: 50 } });
+ * near.onChange((c) => render(near.rows));
+ * ```
+ *
+ * Cache rules (the protocol's): `initial` replaces a subscription's rows;
+ * in a `delta`, `entered` rows are put whole, `changed` rows carry only the
+ * fields that changed and are merged into the cached row, `left` ids are
+ * removed. A subscription's `seq` is the sequence of the last message
+ * applied to it.
+ */
+/** Close codes after which reconnecting cannot help. */
+const FATAL = new Set([4401, 4403, 1008, 1009]);
+/** One subscription and its cache. */
+export class Subscription {
+    constructor(id, query, options) {
+        this.id = id;
+        this.query = query;
+        this.options = options;
+        /** Rows by entity id (as a string). */
+        this.rows = new Map();
+        /** Sequence of the last message applied (0 before the first). */
+        this.seq = 0;
+        /** Rows the server holds back (budget or slow reading). */
+        this.pending = 0;
+        this.callbacks = [];
+    }
+    /** Call `cb` for every change to this cache; returns an unsubscriber. */
+    onChange(cb) {
+        this.callbacks.push(cb);
+        return () => {
+            this.callbacks = this.callbacks.filter((x) => x !== cb);
+        };
+    }
+    /** @internal */
+    emit(c) {
+        for (const cb of this.callbacks)
+            cb(c);
+    }
+    /** @internal The subscribe message (resuming from `fromSeq`). */
+    message(fromSeq) {
+        const m = { type: "subscribe", id: this.id, query: this.query };
+        if (this.options.near)
+            m.near = this.options.near;
+        if (this.options.bytesPerSecond !== undefined)
+            m.budget = { bytes_per_second: this.options.bytesPerSecond };
+        if (this.options.hysteresis !== undefined)
+            m.hysteresis = this.options.hysteresis;
+        if (fromSeq !== undefined && fromSeq > 0)
+            m.from_seq = fromSeq;
+        return m;
+    }
+}
+/** A stream connection with its subscriptions' caches. */
+export class EcsdbClient {
+    constructor(opts) {
+        this.opts = opts;
+        this.ws = null;
+        this.subs = new Map();
+        this.listeners = new Map();
+        this.waiting = new Map();
+        this.pongs = [];
+        this.closed = false;
+        this.backoff = 50;
+        /** Incoming messages are applied one at a time, in order. */
+        this.queue = Promise.resolve();
+    }
+    /** Connect and authenticate. */
+    static async connect(opts) {
+        const c = new EcsdbClient(opts);
+        await c.open();
+        return c;
+    }
+    /** Listen to `change` (every {@link Change}), `behind`, `error`, `reconnect` or `close`. */
+    on(event, cb) {
+        const l = this.listeners.get(event) ?? [];
+        l.push(cb);
+        this.listeners.set(event, l);
+    }
+    fire(event, v) {
+        for (const cb of this.listeners.get(event) ?? [])
+            cb(v);
+    }
+    /** A subscription by id. */
+    subscription(id) {
+        return this.subs.get(id);
+    }
+    /** Subscribe to `query` (the JSON of `/v1/query`); resolves with the first rows. */
+    subscribe(id, query, options = {}) {
+        if (this.subs.has(id))
+            return Promise.reject(new Error(`subscription ${id} exists`));
+        const sub = new Subscription(id, query, options);
+        this.subs.set(id, sub);
+        return new Promise((resolve, reject) => {
+            this.waiting.set(id, { resolve, reject });
+            this.send(sub.message());
+        });
+    }
+    /** End a subscription (its cache is dropped at once). */
+    unsubscribe(id) {
+        this.subs.delete(id);
+        this.send({ type: "unsubscribe", id });
+    }
+    /** Resolves with the server's sequence once every earlier message is applied. */
+    ping() {
+        return new Promise((resolve) => {
+            this.pongs.push(resolve);
+            this.send({ type: "ping" });
+        });
+    }
+    /** Tell the server the sequence applied (for its lag figures). */
+    ack() {
+        let seq = Infinity;
+        for (const s of this.subs.values())
+            seq = Math.min(seq, s.seq);
+        if (seq !== Infinity)
+            this.send({ type: "ack", seq });
+    }
+    /** Drop the connection as a network failure would (it resumes). */
+    disconnect() {
+        this.ws?.close();
+    }
+    /** Close for good. */
+    close() {
+        this.closed = true;
+        this.ws?.close(1000);
+    }
+    send(m) {
+        if (this.ws && this.ws.readyState === 1)
+            this.ws.send(JSON.stringify(m));
+    }
+    streamUrl() {
+        const base = this.opts.url.replace(/\/$/, "").replace(/^http(s?):\/\//, "ws$1://");
+        return `${base}/v1/stream?compression=${this.opts.decompress ? "zstd" : "none"}`;
+    }
+    open() {
+        const Ctor = this.opts.WebSocket ?? globalThis.WebSocket;
+        if (!Ctor)
+            return Promise.reject(new Error("no WebSocket implementation: pass options.WebSocket"));
+        return new Promise((resolve, reject) => {
+            const ws = new Ctor(this.streamUrl());
+            ws.binaryType = "arraybuffer";
+            let opened = false;
+            ws.onopen = () => {
+                opened = true;
+                this.ws = ws;
+                this.backoff = 50;
+                // Browsers cannot set headers on a WebSocket: the first message authenticates.
+                ws.send(JSON.stringify({ type: "auth", token: this.opts.token }));
+                for (const s of this.subs.values())
+                    ws.send(JSON.stringify(s.message(s.seq)));
+                resolve();
+            };
+            ws.onmessage = (ev) => {
+                this.queue = this.queue.then(() => this.receive(ev.data)).catch((e) => this.fire("error", e));
+            };
+            ws.onclose = (ev) => {
+                if (this.ws === ws)
+                    this.ws = null;
+                if (!opened) {
+                    reject(new Error(`connection failed (${ev.code}) ${ev.reason}`));
+                    return;
+                }
+                this.fire("close", { code: ev.code, reason: ev.reason });
+                if (FATAL.has(ev.code)) {
+                    const e = new Error(`closed by the server (${ev.code}): ${ev.reason}`);
+                    for (const w of this.waiting.values())
+                        w.reject(e);
+                    this.waiting.clear();
+                    this.fire("error", e);
+                    return;
+                }
+                if (!this.closed && this.opts.autoResume !== false)
+                    this.reconnect();
+            };
+            ws.onerror = () => {
+                /* reported through onclose */
+            };
+        });
+    }
+    reconnect() {
+        const wait = this.backoff;
+        this.backoff = Math.min(this.backoff * 2, this.opts.maxBackoffMs ?? 5000);
+        setTimeout(() => {
+            if (this.closed)
+                return;
+            this.open().then(() => this.fire("reconnect", null), () => this.reconnect());
+        }, wait);
+    }
+    async receive(data) {
+        let text;
+        if (typeof data === "string") {
+            text = data;
+        }
+        else {
+            const bytes = new Uint8Array(data);
+            const raw = this.opts.decompress ? await this.opts.decompress(bytes) : bytes;
+            text = new TextDecoder().decode(raw);
+        }
+        this.apply(JSON.parse(text));
+    }
+    apply(m) {
+        const sub = typeof m.id === "string" ? this.subs.get(m.id) : undefined;
+        switch (m.type) {
+            case "initial": {
+                if (!sub)
+                    return;
+                sub.rows.clear();
+                sub.emit({ kind: "reset", sub: sub.id });
+                this.fire("change", { kind: "reset", sub: sub.id });
+                for (const r of m.rows)
+                    this.put(sub, r);
+                sub.seq = m.seq;
+                sub.pending = 0;
+                this.settle(sub);
+                return;
+            }
+            case "delta": {
+                if (!sub)
+                    return;
+                for (const r of m.entered)
+                    this.put(sub, r);
+                for (const c of m.changed) {
+                    const id = String(c.id);
+                    const row = sub.rows.get(id);
+                    // A change to a row the cache lacks is not guessed at.
+                    if (!row)
+                        continue;
+                    for (const [table, fields] of Object.entries(c)) {
+                        if (table === "id")
+                            continue;
+                        row[table] = { ...(row[table] ?? {}), ...fields };
+                    }
+                    const change = { kind: "update", sub: sub.id, id, row, fields: c };
+                    sub.emit(change);
+                    this.fire("change", change);
+                }
+                for (const l of m.left) {
+                    const id = String(l);
+                    if (sub.rows.delete(id)) {
+                        const change = { kind: "remove", sub: sub.id, id };
+                        sub.emit(change);
+                        this.fire("change", change);
+                    }
+                }
+                sub.seq = m.seq;
+                sub.pending = m.pending ?? 0;
+                this.settle(sub);
+                return;
+            }
+            case "pong": {
+                const p = this.pongs.shift();
+                if (p)
+                    p(m.seq);
+                return;
+            }
+            case "behind":
+                this.fire("behind", m);
+                return;
+            case "error": {
+                const e = new Error(m.message);
+                const w = typeof m.id === "string" ? this.waiting.get(m.id) : undefined;
+                if (w) {
+                    this.waiting.delete(m.id);
+                    this.subs.delete(m.id);
+                    w.reject(e);
+                }
+                else if (sub && !String(m.message).includes("exists; unsubscribe first")) {
+                    // The server ended this subscription.
+                    this.subs.delete(sub.id);
+                }
+                this.fire("error", e);
+                return;
+            }
+            default:
+                return;
+        }
+    }
+    put(sub, r) {
+        const id = String(r.id);
+        sub.rows.set(id, r);
+        const change = { kind: "put", sub: sub.id, id, row: r };
+        sub.emit(change);
+        this.fire("change", change);
+    }
+    settle(sub) {
+        const w = this.waiting.get(sub.id);
+        if (w) {
+            this.waiting.delete(sub.id);
+            w.resolve(sub);
+        }
+    }
+}
