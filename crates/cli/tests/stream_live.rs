@@ -418,3 +418,22 @@ fn a_client_that_stops_reading_costs_bounded_memory() {
     }
     assert!(behind, "the client was told it fell behind");
 }
+
+#[test]
+fn streams_are_also_served_on_the_replication_listener() {
+    let s = server(Some("[replication]\nenabled = true\nbind = \"127.0.0.1:0\"\n"));
+    let t = s.admin();
+    let addr = s.stream_addr.clone().expect("a second listener");
+    assert_ne!(format!("http://{addr}"), s.base);
+    let mut ws = connect(&format!("http://{addr}"), Some(&t));
+    send(&mut ws, &json!({"type": "subscribe", "id": "u", "query": {"with": ["unit"]}}));
+    assert_eq!(next(&mut ws)["type"], "initial");
+    let id = create(&s, &t, [1.0, 1.0], 3);
+    let d = next(&mut ws);
+    assert_eq!(d["entered"][0]["id"], id, "{d}");
+    // Only streams and health there: the data API is not.
+    let r = s.agent.get(format!("http://{addr}/v1/schema")).call().unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s.agent.get(format!("http://{addr}/health")).call().unwrap();
+    assert_eq!(r.status(), 200);
+}

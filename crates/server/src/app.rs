@@ -140,6 +140,25 @@ const LOGIN_SLOTS: usize = 64;
 const LOGIN_BODY_LIMIT: usize = 16 << 10;
 
 /// The router with every middleware.
+/// The routes of `[replication] bind` when it is its own listener: live
+/// streams and health only.
+pub fn stream_router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/stream", get(crate::stream::stream))
+        .route("/health", get(handlers::health))
+        .fallback(handlers::not_found)
+        .layer(middleware::from_fn(security_headers_only))
+        .with_state(state)
+}
+
+async fn security_headers_only(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
 pub fn router(state: Shared) -> Router {
     let cfg = &state.config;
     let api = Router::new()

@@ -184,6 +184,32 @@ fn conn_limits(c: &ServerConfig) -> serve::ConnLimits {
     }
 }
 
+/// `[replication] bind`, when streams are enabled there and it is not the
+/// main listener: a second listener for `/v1/stream` (and `/health`).
+fn stream_listener(c: &ServerConfig) -> Result<Option<std::net::TcpListener>, String> {
+    let r = &c.db.replication;
+    // The same address is the main listener (port 0 means "any free port":
+    // always a listener of its own).
+    if !r.enabled || (r.bind == c.server.bind && !r.bind.ends_with(":0")) {
+        return Ok(None);
+    }
+    let l = std::net::TcpListener::bind(&r.bind).map_err(|e| format!("bind {} ([replication] bind): {e}", r.bind))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(Some(l))
+}
+
+/// Serve streams on `listener` until the server stops.
+fn spawn_stream_listener(listener: std::net::TcpListener, state: &Arc<app::AppState>) -> Result<(), String> {
+    let l = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    let limits = conn_limits(&state.config);
+    let app = app::stream_router(state.clone());
+    let mut stopping = state.stopping.subscribe();
+    tokio::spawn(serve::serve(l, app, limits, async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    }));
+    Ok(())
+}
+
 /// A server running on a background thread (benchmarks, embedding).
 #[derive(Debug)]
 pub struct Running {
@@ -218,6 +244,7 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
         std::net::TcpListener::bind(&config.server.bind).map_err(|e| format!("bind {}: {e}", config.server.bind))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let streams = stream_listener(&config)?;
     let state = Arc::new(app::AppState::new(db.clone(), tokens, config, Arc::new(limits::SystemClock)));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -229,6 +256,11 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
             };
             rt.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                if let Some(l) = streams
+                    && let Err(e) = spawn_stream_listener(l, &state)
+                {
+                    tracing::error!(error = %e, "stream listener");
+                }
                 let limits = conn_limits(&state.config);
                 let app = app::router(state.clone());
                 serve::serve(listener, app, limits, async move {
@@ -282,6 +314,10 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
             });
         }
         say!("ecsdb {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+        if let Some(l) = stream_listener(&c)? {
+            say!("streams also on ws://{}/v1/stream ([replication] bind)", l.local_addr().map_err(|e| e.to_string())?);
+            spawn_stream_listener(l, &state)?;
+        }
         say!("data directory: {}", c.db.database.data_dir.display());
         say!(
             "schema: {} v{} ({} tables)",

@@ -17,6 +17,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub agent: ureq::Agent,
     pub metrics_base: Option<String>,
+    /// `host:port` of the `[replication] bind` stream listener, if any.
+    pub stream_addr: Option<String>,
 }
 
 impl Drop for Server {
@@ -47,7 +49,7 @@ pub fn spawn_logged(dir: tempfile::TempDir, env: &[(&str, &str)], config: Option
     let out = child.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
     // Start-up lines end with `durability: ...`.
-    let (mut base, mut metrics_base) = (None, None);
+    let (mut base, mut metrics_base, mut stream_addr) = (None, None, None);
     loop {
         let line = lines.next().expect("the server exited before listening").unwrap();
         if let Some(addr) = line.split("listening on ").nth(1) {
@@ -56,6 +58,9 @@ pub fn spawn_logged(dir: tempfile::TempDir, env: &[(&str, &str)], config: Option
         if let Some(a) = line.split("metrics on ").nth(1) {
             metrics_base = Some(a.trim().trim_end_matches("/metrics").to_string());
         }
+        if let Some(a) = line.split("streams also on ws://").nth(1) {
+            stream_addr = a.split('/').next().map(str::to_string);
+        }
         if line.starts_with("durability:") {
             break;
         }
@@ -63,7 +68,7 @@ pub fn spawn_logged(dir: tempfile::TempDir, env: &[(&str, &str)], config: Option
     let base = base.expect("no listening line");
     std::thread::spawn(move || for _ in lines {});
     let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    Server { child, base, dir, agent, metrics_base }
+    Server { child, base, dir, agent, metrics_base, stream_addr }
 }
 
 pub fn start(env: &[(&str, &str)]) -> Server {
