@@ -156,17 +156,19 @@ fn run(clients: usize, mode: Mode, secs: u64) {
         tx.commit().unwrap();
         ids
     };
-    // The writer: one commit per tick; commit times by sequence.
-    let commits: Arc<Mutex<HashMap<u64, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    // The writer: one commit per tick; commit times (wall clock, shared with
+    // the client process) appended to a file by sequence.
+    let commits_path = dir.path().join("commits.txt");
     let stop = Arc::new(AtomicBool::new(false));
     let ticks = Arc::new(AtomicU64::new(0));
-    let tick_ns = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let tick_us = Arc::new(Mutex::new(Vec::<u32>::new()));
     let writer = {
-        let (db, commits, stop, ticks, tick_ns) =
-            (db.clone(), commits.clone(), stop.clone(), ticks.clone(), tick_ns.clone());
+        let (db, stop, ticks, tick_us) = (db.clone(), stop.clone(), ticks.clone(), tick_us.clone());
+        let mut log = std::fs::File::create(&commits_path).unwrap();
         std::thread::Builder::new()
             .name("bench-writer".into())
             .spawn(move || {
+                use std::io::Write as _;
                 let period = Duration::from_millis(1000 / TICK_HZ);
                 let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
@@ -188,8 +190,8 @@ fn run(clients: usize, mode: Mode, secs: u64) {
                     })
                     .unwrap();
                     let info = tx.commit().unwrap();
-                    commits.lock().insert(info.seq, Instant::now());
-                    tick_ns.lock().push(t0.elapsed().as_micros() as u32);
+                    let _ = writeln!(log, "{} {}", info.seq, now_ns());
+                    tick_us.lock().push(t0.elapsed().as_micros() as u32);
                     ticks.fetch_add(1, Ordering::Relaxed);
                     next += period;
                     if let Some(d) = next.checked_duration_since(Instant::now()) {
@@ -201,26 +203,141 @@ fn run(clients: usize, mode: Mode, secs: u64) {
             })
             .unwrap()
     };
-    // The clients.
+    // The clients: a process of their own (each side needs a descriptor per
+    // connection; 10,000 of each do not fit one process's limit).
+    let ids_path = dir.path().join("ids.txt");
+    std::fs::write(&ids_path, ids.iter().map(u64::to_string).collect::<Vec<_>>().join("\n")).unwrap();
+    let warmup = 2;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("ECSDB_STREAM_ROLE", "clients")
+        .env("ECSDB_STREAM_ADDR", srv.addr.to_string())
+        .env("ECSDB_STREAM_KEY", &key)
+        .env("ECSDB_STREAM_N", clients.to_string())
+        .env("ECSDB_STREAM_MODE", if mode == Mode::Near { "near" } else { "broadcast" })
+        .env("ECSDB_STREAM_SECS", secs.to_string())
+        .env("ECSDB_STREAM_COMMITS", &commits_path)
+        .env("ECSDB_STREAM_IDS", &ids_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child says when its clients are connected, then measures `secs`.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let connected: usize = line.trim().strip_prefix("connected ").and_then(|n| n.parse().ok()).unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(warmup));
+    let (srv0, w0, c0, t0) =
+        (cpu_of("ecsdb-srv"), cpu_of("bench-writer"), cpu_of_pid(child.id()), ticks.load(Ordering::Relaxed));
+    let start = Instant::now();
+    let _ = child.stdin.take();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let el = start.elapsed().as_secs_f64();
+    let cpu_srv = (cpu_of("ecsdb-srv") - srv0) / el * 100.0;
+    let cpu_w = (cpu_of("bench-writer") - w0) / el * 100.0;
+    let cpu_c = (cpu_of_pid(child.id()) - c0) / el * 100.0;
+    let ticked = ticks.load(Ordering::Relaxed) - t0;
+    let _ = child.wait();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    // "deliveries bytes measured_secs p50_ms p99_ms"
+    let f: Vec<f64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let (deliveries, bytes, mel, p50, p99) = (f[0], f[1], f[2], f[3], f[4]);
+    let mut tick = std::mem::take(&mut *tick_us.lock());
+    let tick_rate = ticked as f64 / el;
+    let expected = connected as f64 * tick_rate;
+    println!(
+        "{:>9} {:>6} clients ({connected} connected): {:>8.0} deliveries/s of {:>8.0} expected ({:>5.1}%), {:>7.0} B/client/tick, latency p50 {:>7.2} ms p99 {:>8.2} ms, ticks {:.1}/s (commit p50 {:.2} ms), CPU server {:.0}% writer {:.0}% clients {:.0}%",
+        match mode {
+            Mode::Near => "near",
+            Mode::Broadcast => "broadcast",
+        },
+        clients,
+        deliveries / mel,
+        expected,
+        deliveries / mel / expected.max(1.0) * 100.0,
+        bytes / (connected.max(1) as f64) / (tick_rate * mel).max(1.0),
+        p50,
+        p99,
+        tick_rate,
+        pct(&mut tick, 0.5),
+        cpu_srv,
+        cpu_w,
+        cpu_c,
+    );
+    srv.stop().unwrap();
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// CPU seconds of process `pid`.
+fn cpu_of_pid(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some(close) = stat.rfind(')') else { return 0.0 };
+    let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let t = rest.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + rest.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    t as f64 / 100.0
+}
+
+/// The client process: connect N clients, print `connected N`, wait for the
+/// parent to close stdin... (it reads nothing: it measures `secs` after a
+/// warm-up equal to the parent's), print the figures.
+fn clients_main() {
+    let var = |k: &str| std::env::var(k).unwrap();
+    let addr = var("ECSDB_STREAM_ADDR");
+    let key = var("ECSDB_STREAM_KEY");
+    let n: usize = var("ECSDB_STREAM_N").parse().unwrap();
+    let mode = if var("ECSDB_STREAM_MODE") == "near" { Mode::Near } else { Mode::Broadcast };
+    let secs: u64 = var("ECSDB_STREAM_SECS").parse().unwrap();
+    let commits_path = var("ECSDB_STREAM_COMMITS");
+    let ids: Vec<u64> =
+        std::fs::read_to_string(var("ECSDB_STREAM_IDS")).unwrap().lines().filter_map(|l| l.parse().ok()).collect();
     let stats = Arc::new(Stats {
         deliveries: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         latencies: Mutex::new(Vec::new()),
         measuring: AtomicBool::new(false),
     });
-    let client_stop = Arc::new(AtomicBool::new(false));
-    let addr = srv.addr;
-    let load = {
-        let (stats, commits, ticks, client_stop) = (stats.clone(), commits.clone(), ticks.clone(), client_stop.clone());
-        std::thread::Builder::new().name("bench-clients".into()).spawn(move || {
+    // Commit times, read from the writer's file as it grows.
+    let commits: Arc<Mutex<HashMap<u64, u64>>> = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tail = {
+        let (commits, stop) = (commits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(text) = std::fs::read_to_string(&commits_path) {
+                    let mut m = commits.lock();
+                    for l in text[seen.min(text.len())..].lines() {
+                        let mut it = l.split_whitespace();
+                        if let (Some(Ok(seq)), Some(Ok(ns))) = (it.next().map(str::parse), it.next().map(str::parse)) {
+                            m.insert(seq, ns);
+                        }
+                    }
+                    seen = text.rfind('\n').map_or(seen, |i| i + 1);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(128));
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n.max(1));
         let mut handles = Vec::new();
-        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients.max(1));
-        for i in 0..clients {
-            let (sem, key, stats, commits, stop, ready) =
-                (sem.clone(), key.clone(), stats.clone(), commits.clone(), client_stop.clone(), ready_tx.clone());
+        for i in 0..n {
+            let (sem, key, stats, commits, stop, ready, addr) = (
+                sem.clone(),
+                key.clone(),
+                stats.clone(),
+                commits.clone(),
+                stop.clone(),
+                ready_tx.clone(),
+                addr.clone(),
+            );
             let me = ids[i % ids.len()];
             handles.push(tokio::spawn(async move {
                 let permit = sem.acquire_owned().await.unwrap();
@@ -228,14 +345,17 @@ fn run(clients: usize, mode: Mode, secs: u64) {
                 req.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
                 let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
                 let sub = match mode {
-                    Mode::Near => json!({"type": "subscribe", "id": "aoi", "query": {"with": ["unit"], "select": ["unit.pos"]},
-                        "near": {"field": "unit.pos", "entity": me, "radius": RADIUS}}),
-                    Mode::Broadcast => json!({"type": "subscribe", "id": "all", "query": {"with": ["unit"], "select": ["unit.pos"]}}),
+                    Mode::Near => {
+                        json!({"type": "subscribe", "id": "aoi", "query": {"with": ["unit"], "select": ["unit.pos"]},
+                        "near": {"field": "unit.pos", "entity": me, "radius": RADIUS}})
+                    }
+                    Mode::Broadcast => {
+                        json!({"type": "subscribe", "id": "all", "query": {"with": ["unit"], "select": ["unit.pos"]}})
+                    }
                 };
                 if ws.send(Message::Text(sub.to_string().into())).await.is_err() {
                     return;
                 }
-                // The initial rows.
                 let _ = ws.next().await;
                 drop(permit);
                 let _ = ready.send(()).await;
@@ -250,12 +370,12 @@ fn run(clients: usize, mode: Mode, secs: u64) {
                     if !stats.measuring.load(Ordering::Relaxed) {
                         continue;
                     }
-                    // The sequence, without parsing the whole message.
                     let Some(at) = t.find("\"seq\":") else { continue };
                     let digits: String = t[at + 6..].chars().take_while(char::is_ascii_digit).collect();
                     let Ok(seq) = digits.parse::<u64>() else { continue };
+                    let now = now_ns();
                     if let Some(c) = commits.lock().get(&seq).copied() {
-                        lat.push(c.elapsed().as_micros() as u32);
+                        lat.push((now.saturating_sub(c) / 1000) as u32);
                     }
                     stats.deliveries.fetch_add(1, Ordering::Relaxed);
                     stats.bytes.fetch_add(t.len() as u64, Ordering::Relaxed);
@@ -264,70 +384,43 @@ fn run(clients: usize, mode: Mode, secs: u64) {
             }));
         }
         drop(ready_tx);
-        let mut n = 0;
-        let deadline = Instant::now() + Duration::from_mins(2);
-        while n < clients && Instant::now() < deadline {
+        let mut connected = 0;
+        let deadline = Instant::now() + Duration::from_mins(3);
+        while connected < n && Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_secs(5), ready_rx.recv()).await {
-                Ok(Some(())) => n += 1,
+                Ok(Some(())) => connected += 1,
                 Ok(None) => break,
                 Err(_) => {}
             }
         }
-        // Warm up, then measure.
+        println!("connected {connected}");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (srv0, w0, c0, t0) = (cpu_of("ecsdb-srv"), cpu_of("bench-writer"), cpu_of("bench-clients"), ticks.load(Ordering::Relaxed));
         let start = Instant::now();
         stats.measuring.store(true, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(secs)).await;
         stats.measuring.store(false, Ordering::Relaxed);
         let el = start.elapsed().as_secs_f64();
-        let cpu = (
-            (cpu_of("ecsdb-srv") - srv0) / el * 100.0,
-            (cpu_of("bench-writer") - w0) / el * 100.0,
-            (cpu_of("bench-clients") - c0) / el * 100.0,
-        );
-        let ticked = ticks.load(Ordering::Relaxed) - t0;
-        client_stop.store(true, Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         for h in handles {
             let _ = h.await;
         }
-        (n, el, cpu, ticked)
-    })
-    }).unwrap()
-    };
-    let connected = load.join().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-    let (n, el, (cpu_srv, cpu_w, cpu_c), ticked) = connected;
-    let deliveries = stats.deliveries.load(Ordering::Relaxed) as f64;
-    let bytes = stats.bytes.load(Ordering::Relaxed) as f64;
-    let mut lat = std::mem::take(&mut *stats.latencies.lock());
-    let mut tick = std::mem::take(&mut *tick_ns.lock());
-    let tick_rate = ticked as f64 / el;
-    let expected = n as f64 * tick_rate;
-    println!(
-        "{:>9} {:>6} clients ({n} connected): {:>8.0} deliveries/s of {:>8.0} expected ({:>5.1}%), {:>7.0} B/client/tick, latency p50 {:>7.2} ms p99 {:>8.2} ms, ticks {:.1}/s (commit p50 {:.2} ms), CPU server {:.0}% writer {:.0}% clients {:.0}%",
-        match mode {
-            Mode::Near => "near",
-            Mode::Broadcast => "broadcast",
-        },
-        clients,
-        deliveries / el,
-        expected,
-        deliveries / el / expected.max(1.0) * 100.0,
-        bytes / (n.max(1) as f64) / (tick_rate * el).max(1.0),
-        pct(&mut lat, 0.5),
-        pct(&mut lat, 0.99),
-        tick_rate,
-        pct(&mut tick, 0.5),
-        cpu_srv,
-        cpu_w,
-        cpu_c,
-    );
-    srv.stop().unwrap();
+        let mut lat = std::mem::take(&mut *stats.latencies.lock());
+        println!(
+            "{} {} {el} {} {}",
+            stats.deliveries.load(Ordering::Relaxed),
+            stats.bytes.load(Ordering::Relaxed),
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99)
+        );
+    });
+    let _ = tail.join();
 }
 
 fn main() {
+    if std::env::var("ECSDB_STREAM_ROLE").as_deref() == Ok("clients") {
+        clients_main();
+        return;
+    }
     let secs = if quick() { 3 } else { 10 };
     let counts: Vec<usize> = std::env::var("ECSDB_STREAM_CLIENTS").ok().map_or_else(
         || if quick() { vec![200] } else { vec![1000, 10_000] },
