@@ -437,3 +437,52 @@ fn streams_are_also_served_on_the_replication_listener() {
     let r = s.agent.get(format!("http://{addr}/health")).call().unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn subscriptions_memory_is_bounded_server_wide() {
+    let s = server(Some("[replication]\nmax_stream_memory_mb = 1\n"));
+    let t = s.admin();
+    let ops: Vec<J> = (0..1500)
+        .map(|i| json!({"op": "create", "components": {"unit": {"pos": [i as f32, 0.0], "hp": 0, "note": "n".repeat(1024)}}}))
+        .collect();
+    assert_eq!(s.call("POST", "/v1/transactions", Some(&t), Some(&json!({"ops": ops}))).status, 200);
+    let mut ws = connect(&s.base, Some(&t));
+    // ~1.5 MiB of rows: refused, with the reason.
+    send(&mut ws, &json!({"type": "subscribe", "id": "big", "query": {"with": ["unit"]}}));
+    let e = next(&mut ws);
+    assert_eq!(e["type"], "error", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("max_stream_memory_mb"), "{e}");
+    // A small one fits; the refused one holds nothing.
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "id": "small", "query": {"with": ["unit"], "select": ["unit.hp"],
+        "filters": [{"field": "unit.pos", "op": "eq", "value": [1.0, 0.0]}]}}),
+    );
+    assert_eq!(next(&mut ws)["type"], "initial");
+    let r = s.call("GET", "/v1/admin/streams", Some(&t), None);
+    let mem = r.body["clients"][0]["memory_bytes"].as_u64().unwrap();
+    assert!(mem > 0 && mem < 1 << 20, "{}", r.body);
+    let m = s.agent.get(format!("{}/metrics", s.base)).call().unwrap().into_body().read_to_string().unwrap();
+    assert!(m.lines().any(|l| l.starts_with("ecsdb_stream_memory_bytes ") && !l.ends_with(" 0")), "{m}");
+    // Rows that grow past the limit drop the subscription that holds them.
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "id": "some", "query": {"with": ["unit"], "select": ["unit.note"],
+        "filters": [{"field": "unit.hp", "op": "eq", "value": 1}]}}),
+    );
+    assert_eq!(next(&mut ws)["type"], "initial");
+    let r = s.call("POST", "/v1/query", Some(&t), Some(&json!({"with": ["unit"], "select": ["unit.hp"]})));
+    let ops: Vec<J> = r.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| json!({"op": "set", "id": row["id"], "components": {"unit": {"hp": 1}}}))
+        .collect();
+    assert_eq!(s.call("POST", "/v1/transactions", Some(&t), Some(&json!({"ops": ops}))).status, 200);
+    let (e, _) = until(&mut ws, "error");
+    assert_eq!(e["id"], "some", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("max_stream_memory_mb"), "{e}");
+    // The connection goes on.
+    send(&mut ws, &json!({"type": "ping"}));
+    assert_eq!(until(&mut ws, "pong").0["type"], "pong");
+}

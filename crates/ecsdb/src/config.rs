@@ -109,6 +109,9 @@ pub struct ReplicationSection {
     pub allowed_ips: Vec<String>,
     /// Subscriptions one stream connection may hold.
     pub max_subscriptions: u32,
+    /// Memory all stream subscriptions together may hold (their rows and
+    /// pending updates), MiB.
+    pub max_stream_memory_mb: u64,
 }
 
 impl ReplicationSection {
@@ -136,6 +139,7 @@ impl Default for ReplicationSection {
             level: 3,
             allowed_ips: Vec::new(),
             max_subscriptions: 64,
+            max_stream_memory_mb: 1024,
         }
     }
 }
@@ -227,6 +231,7 @@ impl DatabaseConfig {
         range("transactions.max_transaction_mb", t.max_transaction_mb, 1, 1024);
         range("replication.max_clients", u64::from(self.replication.max_clients), 1, 1_000_000);
         range("replication.max_subscriptions", u64::from(self.replication.max_subscriptions), 1, 10_000);
+        range("replication.max_stream_memory_mb", self.replication.max_stream_memory_mb, 1, 1 << 24);
         range("persistence.snapshot_interval_secs", p.snapshot_interval_secs, 1, 31_536_000);
         range("persistence.max_wal_size_mb", p.max_wal_size_mb, 1, 1 << 24);
         range("persistence.wal_archive_max_mb", p.wal_archive_max_mb, 0, 1 << 24);

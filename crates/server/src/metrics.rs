@@ -32,6 +32,7 @@ pub struct Metrics {
     stream_subscriptions: Gauge,
     stream_pending: Gauge,
     stream_max_lag: Gauge,
+    stream_memory: Gauge,
     stream_deltas: Counter,
     stream_bytes: Counter,
     stream_coalesced: Counter,
@@ -69,6 +70,7 @@ impl Metrics {
             stream_subscriptions: Gauge::default(),
             stream_pending: Gauge::default(),
             stream_max_lag: Gauge::default(),
+            stream_memory: Gauge::default(),
             stream_deltas: Counter::default(),
             stream_bytes: Counter::default(),
             stream_coalesced: Counter::default(),
@@ -114,6 +116,11 @@ impl Metrics {
             p.register("stream_behind", "Times a stream client fell behind (send queue full)", m.stream_behind.clone());
             p.register("stream_pending_rows", "Row updates held back for stream clients", m.stream_pending.clone());
             p.register(
+                "stream_memory_bytes",
+                "Memory held by live subscriptions (rows and pending updates)",
+                m.stream_memory.clone(),
+            );
+            p.register(
                 "stream_max_lag_seqs",
                 "Largest lag of a stream client behind the newest commit, in sequences",
                 m.stream_max_lag.clone(),
@@ -137,6 +144,7 @@ impl Metrics {
         self.stream_pending.set(clients.iter().map(|c| c.pending.load(Relaxed) as i64).sum());
         self.stream_max_lag
             .set(clients.iter().map(|c| head.saturating_sub(c.sent_seq.load(Relaxed)) as i64).max().unwrap_or(0));
+        self.stream_memory.set(hub.memory.load(Relaxed) as i64);
         catch_up(&self.stream_deltas, hub.deltas.load(Relaxed));
         catch_up(&self.stream_bytes, hub.bytes.load(Relaxed));
         catch_up(&self.stream_coalesced, hub.coalesced.load(Relaxed));

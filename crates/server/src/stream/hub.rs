@@ -65,6 +65,8 @@ pub struct ClientStats {
     pub deltas_sent: AtomicU64,
     /// Rows held back (coalesced) by a budget or a full send queue.
     pub pending: AtomicUsize,
+    /// Memory its subscriptions hold.
+    pub memory: AtomicUsize,
 }
 
 /// The hub (one per server).
@@ -81,6 +83,8 @@ pub struct Hub {
     pub behind_notices: AtomicU64,
     /// Connections waiting for their first (auth) message.
     pub pending_auth: AtomicUsize,
+    /// Memory held by all subscriptions (see `Sub::memory`).
+    pub memory: AtomicUsize,
     /// Row fragments of the newest sequence, shared by all connections.
     pub fragments: super::sub::Fragments,
 }
@@ -105,6 +109,7 @@ impl Hub {
             coalesced: AtomicU64::new(0),
             behind_notices: AtomicU64::new(0),
             pending_auth: AtomicUsize::new(0),
+            memory: AtomicUsize::new(0),
             fragments: super::sub::Fragments::default(),
         });
         let weak = Arc::downgrade(&hub);
@@ -173,6 +178,7 @@ impl Hub {
             bytes_sent: AtomicU64::new(0),
             deltas_sent: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
+            memory: AtomicUsize::new(0),
         });
         self.clients.lock().insert(id, s.clone());
         s

@@ -165,6 +165,7 @@ pub async fn clients(State(st): State<Shared>) -> axum::Json<J> {
                 "sent_seq": sent,
                 "lag_seqs": head.saturating_sub(sent),
                 "pending_rows": c.pending.load(Ordering::Relaxed),
+                "memory_bytes": c.memory.load(Ordering::Relaxed),
                 "deltas_sent": c.deltas_sent.load(Ordering::Relaxed),
                 "bytes_sent": c.bytes_sent.load(Ordering::Relaxed),
             })
@@ -373,6 +374,14 @@ fn auth_tables(st: &Shared) -> Vec<ecsdb::TableId> {
     ["_users", "_sessions", "_api_keys"].iter().filter_map(|t| s.table_id(t)).collect()
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // What its subscriptions held is given back.
+        self.subs.clear();
+        self.account();
+    }
+}
+
 struct Conn {
     st: Shared,
     cred: String,
@@ -522,6 +531,9 @@ impl Conn {
             }
         }
         drop(r);
+        if let Some(id) = self.account() {
+            failed.push((id, self.memory_full()));
+        }
         for (id, e) in failed {
             self.subs.remove(&id);
             // The queue may be full; an error must still arrive: it waits
@@ -538,6 +550,31 @@ impl Conn {
 
     fn encode(&self, m: &J) -> Message {
         encode(self.compress, m)
+    }
+
+    /// Bring the server's stream memory up to date with this connection's;
+    /// over `[replication] max_stream_memory_mb`, the id of this
+    /// connection's largest subscription (to be dropped).
+    fn account(&mut self) -> Option<String> {
+        let now: usize = self.subs.values().map(Sub::memory).sum();
+        let before = self.stats.memory.swap(now, Ordering::Relaxed);
+        let total = if now >= before {
+            self.st.hub.memory.fetch_add(now - before, Ordering::Relaxed) + (now - before)
+        } else {
+            self.st.hub.memory.fetch_sub(before - now, Ordering::Relaxed) - (before - now)
+        };
+        let limit = usize::try_from(self.st.config.db.replication.max_stream_memory_mb << 20).unwrap_or(usize::MAX);
+        if total <= limit {
+            return None;
+        }
+        self.subs.iter().max_by_key(|(_, s)| s.memory()).map(|(id, _)| id.clone())
+    }
+
+    fn memory_full(&self) -> String {
+        format!(
+            "the server's memory for subscriptions is full ([replication] max_stream_memory_mb = {}); this subscription was dropped",
+            self.st.config.db.replication.max_stream_memory_mb
+        )
     }
 
     /// Queue a reply, waiting for room (the sending task gives up on a
@@ -634,6 +671,7 @@ impl Conn {
             }
             ClientMsg::Unsubscribe { id } => {
                 if self.subs.remove(&id).is_some() {
+                    self.account();
                     self.stats.subscriptions.store(self.subs.len(), Ordering::Relaxed);
                     self.reply(&json!({"type": "unsubscribed", "id": id})).await;
                 } else {
@@ -722,7 +760,12 @@ impl Conn {
             sub.initial(&r, &id)
         };
         drop(r);
-        self.subs.insert(id, sub);
+        self.subs.insert(id.clone(), sub);
+        if self.account().is_some() {
+            self.subs.remove(&id);
+            self.account();
+            return error(Some(&id), self.memory_full()).to_string().into_bytes();
+        }
         self.stats.subscriptions.store(self.subs.len(), Ordering::Relaxed);
         reply
     }

@@ -157,6 +157,8 @@ pub struct Sub {
     /// render to equal fragments.
     select_key: u64,
     rows: FxHashMap<EntityId, RowBytes>,
+    /// Bytes of the values in `rows`.
+    row_bytes: usize,
     dirty: FxHashMap<EntityId, Pending>,
     /// Most rows an incremental subscription may hold.
     max_rows: usize,
@@ -203,12 +205,14 @@ impl Sub {
             opts,
             plan,
             rows: FxHashMap::default(),
+            row_bytes: 0,
             dirty: FxHashMap::default(),
             max_rows: limits.max_rows,
             seq: w.seq(),
             coalesced: 0,
         };
         sub.rows = sub.run(w, limits)?;
+        sub.row_bytes = sub.rows.values().map(|r| r.len()).sum();
         Ok(sub)
     }
 
@@ -267,6 +271,13 @@ impl Sub {
         }
         out.extend_from_slice(b"]}");
         out
+    }
+
+    /// Memory this subscription holds (rows and pending entries), estimated.
+    pub fn memory(&self) -> usize {
+        const PER_ROW: usize = 64;
+        const PER_PENDING: usize = 48;
+        self.row_bytes + self.rows.len() * PER_ROW + self.dirty.len() * PER_PENDING
     }
 
     /// Updates merged into pending ones since the last call.
@@ -358,18 +369,22 @@ impl Sub {
             let is = w.live_row_bytes(&self.plan, id, member, &mut buf).map_err(|e| e.to_string())?;
             match (self.rows.get_mut(&id), is) {
                 (None, true) => {
+                    self.row_bytes += buf.len();
                     self.rows.insert(id, buf.as_slice().into());
                     self.mark(id, Dirty::Entered { client_has: false });
                 }
                 (Some(old), true) => {
                     if **old != *buf {
                         let changed = changed_fields(old, &buf);
+                        self.row_bytes = self.row_bytes + buf.len() - old.len();
                         *old = buf.as_slice().into();
                         self.mark(id, Dirty::Changed(changed));
                     }
                 }
                 (Some(_), false) => {
-                    self.rows.remove(&id);
+                    if let Some(old) = self.rows.remove(&id) {
+                        self.row_bytes -= old.len();
+                    }
                     self.mark(id, Dirty::Left);
                 }
                 (None, false) => {}
@@ -400,6 +415,7 @@ impl Sub {
                 self.mark(*id, Dirty::Left);
             }
         }
+        self.row_bytes = fresh.values().map(|r| r.len()).sum();
         self.rows = fresh;
     }
 
