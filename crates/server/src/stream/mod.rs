@@ -715,7 +715,7 @@ impl Conn {
                     hysteresis: hysteresis.unwrap_or(if has_near { DEFAULT_HYSTERESIS } else { 0.0 }),
                     bytes_per_second: budget.map(|b| b.bytes_per_second),
                 };
-                let reply = self.subscribe(feed, id, q, opts, from_seq);
+                let reply = self.subscribe(feed, &id, q, opts, from_seq);
                 let _ = self.out.send(Frame(encode_text(self.compress, reply), None)).await;
             }
         }
@@ -726,7 +726,7 @@ impl Conn {
     fn subscribe(
         &mut self,
         feed: &mut broadcast::Receiver<Arc<CommitEvent>>,
-        id: String,
+        id: &str,
         q: Query,
         opts: SubOptions,
         from_seq: Option<u64>,
@@ -760,11 +760,11 @@ impl Conn {
             sub.initial(&r, &id)
         };
         drop(r);
-        self.subs.insert(id.clone(), sub);
+        self.subs.insert(id.to_string(), sub);
         if self.account().is_some() {
-            self.subs.remove(&id);
+            self.subs.remove(id);
             self.account();
-            return error(Some(&id), self.memory_full()).to_string().into_bytes();
+            return error(Some(id), self.memory_full()).to_string().into_bytes();
         }
         self.stats.subscriptions.store(self.subs.len(), Ordering::Relaxed);
         reply
