@@ -736,7 +736,7 @@ impl Conn {
         let r = self.st.db.read();
         let mut sub = match Sub::new(&r, q, opts, self.limits()) {
             Ok(s) => s,
-            Err(e) => return error(Some(&id), e).to_string().into_bytes(),
+            Err(e) => return error(Some(id), e).to_string().into_bytes(),
         };
         let head = sub.seq;
         let resumed = from_seq.filter(|&n| n <= head).and_then(|n| {
@@ -744,7 +744,7 @@ impl Conn {
             sub.resume(&r, &since).then_some(n)
         });
         let reply = if let Some(n) = resumed {
-            let mut m = sub.flush(&r, &id, Instant::now(), None, true, &self.st.hub.fragments).map_or_else(
+            let mut m = sub.flush(&r, id, Instant::now(), None, true, &self.st.hub.fragments).map_or_else(
                 || {
                     json!({"type": "delta", "id": id, "seq": head, "entered": [], "changed": [], "left": []})
                         .to_string()
@@ -757,7 +757,7 @@ impl Conn {
             m.extend_from_slice(format!(r#","resumed":true,"from_seq":{n}}}"#).as_bytes());
             m
         } else {
-            sub.initial(&r, &id)
+            sub.initial(&r, id)
         };
         drop(r);
         self.subs.insert(id.to_string(), sub);
