@@ -45,6 +45,9 @@ pub struct Touched {
     /// Whether anything may have changed (a migration, or an op that did
     /// not decode): every subscription must be evaluated afresh.
     pub everything: bool,
+    /// Whether commits were missed (a reader fell behind): which entities
+    /// changed is unknown, but the schema is not.
+    pub unknown: bool,
 }
 
 impl Touched {
@@ -107,6 +110,7 @@ impl Touched {
         self.deleted.extend(&other.deleted);
         self.links |= other.links;
         self.everything |= other.everything;
+        self.unknown |= other.unknown;
     }
 
     /// The entities touched in any of `tables`, and every deleted entity.
@@ -122,7 +126,10 @@ impl Touched {
 
     /// Whether the commit touched any of `tables` (or deleted anything).
     pub fn touches(&self, tables: &[TableId]) -> bool {
-        self.everything || !self.deleted.is_empty() || tables.iter().any(|t| self.tables.contains_key(t))
+        self.everything
+            || self.unknown
+            || !self.deleted.is_empty()
+            || tables.iter().any(|t| self.tables.contains_key(t))
     }
 }
 
@@ -137,7 +144,12 @@ impl Touches<'_> {
     }
 
     pub fn links(&self) -> bool {
-        self.0.iter().any(|t| t.links)
+        self.0.iter().any(|t| t.links || t.unknown)
+    }
+
+    /// Whether commits were missed (see [`Touched::unknown`]).
+    pub fn unknown(&self) -> bool {
+        self.0.iter().any(|t| t.unknown)
     }
 
     pub fn any_deleted(&self) -> bool {
@@ -399,6 +411,14 @@ impl World {
         let scan = plan.outer.as_ref().unwrap_or(&plan.scan);
         let c = scan.spatial.iter().find(|c| matches!(c.shape, Shape::Within { .. }))?;
         self.spatial_candidates(c)
+    }
+
+    /// Whether [`World::live_area`] can answer for this plan (an indexed `near`).
+    pub fn live_has_area(&self, plan: &LivePlan) -> bool {
+        let scan = plan.outer.as_ref().unwrap_or(&plan.scan);
+        scan.spatial
+            .iter()
+            .any(|c| matches!(c.shape, Shape::Within { .. }) && self.spatial_index(c.table, c.field).is_some())
     }
 
     /// Where entity `id` is on the plan's position field.

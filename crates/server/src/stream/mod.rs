@@ -516,13 +516,15 @@ impl Conn {
         if head <= self.seq {
             return false;
         }
-        let all = Touched { everything: true, ..Touched::default() };
+        let all = Touched { unknown: true, ..Touched::default() };
         let list: Vec<&Touched> = if lagged { vec![&all] } else { events.iter().map(|e| e.touched()).collect() };
         let touched = Touches(&list);
         // Revoking a key or ending a session deletes its entity (a delete
         // names no tables): any delete counts.
-        let auth_changed =
-            touched.everything() || touched.any_deleted() || self.auth_tables.iter().any(|&t| touched.wrote(t));
+        let auth_changed = touched.everything()
+            || touched.unknown()
+            || touched.any_deleted()
+            || self.auth_tables.iter().any(|&t| touched.wrote(t));
         let limits = self.limits();
         let mut failed = Vec::new();
         for (id, sub) in &mut self.subs {

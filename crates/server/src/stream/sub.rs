@@ -340,13 +340,17 @@ impl Sub {
             // A migration may have renamed what the query names.
             self.plan = w.live_plan(&self.query, self.opts.hysteresis).map_err(|e| e.to_string())?;
         }
-        if !self.incremental() || everything || relations {
+        let unknown = touched.unknown();
+        let area_plan = w.live_has_area(&self.plan);
+        // Missed commits: an area can be re-checked whole (as cheap as one
+        // commit); anything else runs again.
+        if !self.incremental() || everything || relations || (unknown && !area_plan) {
             let fresh = self.run(w, limits)?;
             self.seq = head;
             self.diff_all(fresh);
             return Ok(());
         }
-        let center_moved = self.plan.center_entity.is_some_and(|e| touched.contains(e));
+        let center_moved = unknown || self.plan.center_entity.is_some_and(|e| touched.contains(e));
         if center_moved {
             w.live_recenter(&mut self.plan)
                 .map_err(|e| format!("the entity this subscription is centred on can no longer be followed: {e}"))?;
@@ -587,6 +591,88 @@ pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SCHEMA: &str = r#"
+[tables.unit]
+[[tables.unit.fields]]
+name = "pos"
+type = "[f32; 2]"
+index = "spatial"
+cell_size = 10.0
+[[tables.unit.fields]]
+name = "hp"
+type = "u32"
+"#;
+
+    fn world() -> (World, Vec<EntityId>) {
+        let mut w = World::new(std::sync::Arc::new(ecsdb::Schema::from_toml_str(SCHEMA).unwrap()));
+        let t = w.table_id("unit").unwrap();
+        w.begin().unwrap();
+        let ids = (0..40)
+            .map(|i| {
+                let id = w.create_entity().unwrap();
+                w.insert_json(id, t, &serde_json::json!({"pos": [f64::from(i) * 3.0, 0.0], "hp": i})).unwrap();
+                id
+            })
+            .collect();
+        w.commit().unwrap();
+        (w, ids)
+    }
+
+    fn limits() -> Limits {
+        Limits { query_timeout_ms: 10_000, max_result_bytes: 1 << 30, max_rows: 10_000 }
+    }
+
+    fn result_ids(w: &World, q: &Query) -> Vec<EntityId> {
+        let mut v: Vec<EntityId> = w.query(q).unwrap().into_iter().map(|r| r.id).collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn sub_ids(s: &Sub) -> Vec<EntityId> {
+        let mut v: Vec<EntityId> = s.rows.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Missed commits (`unknown`) and migrations (`everything`) bring a
+    /// subscription to the exact result, following its entity, with the
+    /// differences pending.
+    #[test]
+    fn missed_commits_are_caught_up_exactly() {
+        let (mut w, ids) = world();
+        let t = w.table_id("unit").unwrap();
+        let q: Query = serde_json::from_value(serde_json::json!({
+            "with": ["unit"], "near": {"field": "unit.pos", "entity": ids[0].0, "radius": 10.0}
+        }))
+        .unwrap();
+        let mut sub = Sub::new(&w, q.clone(), SubOptions::default(), limits()).unwrap();
+        assert_eq!(sub_ids(&sub), result_ids(&w, &q));
+        // Commits nobody saw: the followed entity and others move.
+        w.begin().unwrap();
+        w.set_json(ids[0], t, &serde_json::json!({"pos": [60.0, 0.0]})).unwrap();
+        w.set_json(ids[21], t, &serde_json::json!({"hp": 1000})).unwrap();
+        w.commit().unwrap();
+        let unknown = Touched { unknown: true, ..Touched::default() };
+        sub.apply(&w, &Touches(&[&unknown]), w.seq(), limits()).unwrap();
+        assert_eq!(sub_ids(&sub), result_ids(&w, &q));
+        assert!(sub.pending() > 0);
+        let (text, left) = sub.flush(&w, "s", Instant::now(), None, false, &Fragments::default()).unwrap();
+        assert_eq!(left, 0);
+        let m: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert!(
+            m["entered"].as_array().unwrap().iter().any(|r| r["id"] == ids[21].0 && r["unit"]["hp"] == 1000),
+            "{m}"
+        );
+        assert!(!m["left"].as_array().unwrap().is_empty(), "{m}");
+        // A migration-like "everything" runs the query again.
+        let everything = Touched { everything: true, ..Touched::default() };
+        w.begin().unwrap();
+        w.set_json(ids[0], t, &serde_json::json!({"pos": [0.0, 0.0]})).unwrap();
+        w.commit().unwrap();
+        sub.apply(&w, &Touches(&[&everything]), w.seq(), limits()).unwrap();
+        assert_eq!(sub_ids(&sub), result_ids(&w, &q));
+    }
 
     #[test]
     fn bucket_refills_up_to_one_second() {
