@@ -87,6 +87,8 @@ export declare class Subscription {
     seq: number;
     /** Rows the server holds back (budget or slow reading). */
     pending: number;
+    /** The server run `seq` belongs to (resumes need it). */
+    epoch: string | undefined;
     private callbacks;
     constructor(id: string, query: unknown, options: SubscribeOptions);
     /** Call `cb` for every change to this cache; returns an unsubscriber. */

@@ -34,6 +34,8 @@ export class Subscription {
         this.seq = 0;
         /** Rows the server holds back (budget or slow reading). */
         this.pending = 0;
+        /** The server run `seq` belongs to (resumes need it). */
+        this.epoch = undefined;
         this.callbacks = [];
     }
     /** Call `cb` for every change to this cache; returns an unsubscriber. */
@@ -57,8 +59,10 @@ export class Subscription {
             m.budget = { bytes_per_second: this.options.bytesPerSecond };
         if (this.options.hysteresis !== undefined)
             m.hysteresis = this.options.hysteresis;
-        if (fromSeq !== undefined && fromSeq > 0)
+        if (fromSeq !== undefined && fromSeq > 0 && this.epoch !== undefined) {
             m.from_seq = fromSeq;
+            m.epoch = this.epoch;
+        }
         return m;
     }
 }
@@ -223,6 +227,7 @@ export class EcsdbClient {
                     this.put(sub, r);
                 sub.seq = m.seq;
                 sub.pending = 0;
+                sub.epoch = m.epoch;
                 this.settle(sub);
                 return;
             }
@@ -256,6 +261,8 @@ export class EcsdbClient {
                 }
                 sub.seq = m.seq;
                 sub.pending = m.pending ?? 0;
+                if (typeof m.epoch === "string")
+                    sub.epoch = m.epoch;
                 this.settle(sub);
                 return;
             }

@@ -74,6 +74,8 @@ export class Subscription {
   seq = 0;
   /** Rows the server holds back (budget or slow reading). */
   pending = 0;
+  /** The server run `seq` belongs to (resumes need it). */
+  epoch: string | undefined = undefined;
   private callbacks: ((c: Change) => void)[] = [];
 
   constructor(
@@ -101,7 +103,10 @@ export class Subscription {
     if (this.options.near) m.near = this.options.near;
     if (this.options.bytesPerSecond !== undefined) m.budget = { bytes_per_second: this.options.bytesPerSecond };
     if (this.options.hysteresis !== undefined) m.hysteresis = this.options.hysteresis;
-    if (fromSeq !== undefined && fromSeq > 0) m.from_seq = fromSeq;
+    if (fromSeq !== undefined && fromSeq > 0 && this.epoch !== undefined) {
+      m.from_seq = fromSeq;
+      m.epoch = this.epoch;
+    }
     return m;
   }
 }
@@ -273,6 +278,7 @@ export class EcsdbClient {
         for (const r of m.rows as Row[]) this.put(sub, r);
         sub.seq = m.seq;
         sub.pending = 0;
+        sub.epoch = m.epoch;
         this.settle(sub);
         return;
       }
@@ -302,6 +308,7 @@ export class EcsdbClient {
         }
         sub.seq = m.seq;
         sub.pending = m.pending ?? 0;
+        if (typeof m.epoch === "string") sub.epoch = m.epoch;
         this.settle(sub);
         return;
       }

@@ -349,12 +349,19 @@ fn compression_and_resume() {
     send(&mut ws, &json!({"type": "subscribe", "id": "q", "query": {"with": ["unit"]}}));
     let init = next(&mut ws);
     let at = init["seq"].as_u64().unwrap();
+    let epoch = init["epoch"].as_str().unwrap().to_string();
     drop(ws);
     patch(&s, &t, a, &json!({"hp": 5}));
     assert_eq!(s.call("DELETE", &format!("/v1/entities/{b}"), Some(&t), None).status, 200);
     let c = create(&s, &t, [2.0, 0.0], 3);
     let mut ws = connect(&s.base, Some(&t));
-    send(&mut ws, &json!({"type": "subscribe", "id": "q", "query": {"with": ["unit"]}, "from_seq": at}));
+    // Without the server run's epoch a sequence means nothing: a fresh initial.
+    send(&mut ws, &json!({"type": "subscribe", "id": "p", "query": {"with": ["unit"]}, "from_seq": at}));
+    assert_eq!(next(&mut ws)["type"], "initial");
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "id": "q", "query": {"with": ["unit"]}, "from_seq": at, "epoch": epoch}),
+    );
     let d = next(&mut ws);
     assert_eq!(d["type"], "delta", "{d}");
     assert_eq!(d["resumed"], true);
@@ -363,7 +370,10 @@ fn compression_and_resume() {
     assert_eq!(entered, vec![a, c], "only what changed: {d}");
     assert_eq!(d["left"], json!([b]));
     // A sequence from the future, or one the server no longer holds: a fresh initial.
-    send(&mut ws, &json!({"type": "subscribe", "id": "r", "query": {"with": ["unit"]}, "from_seq": 1_000_000}));
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "id": "r", "query": {"with": ["unit"]}, "from_seq": 1_000_000, "epoch": epoch}),
+    );
     assert_eq!(next(&mut ws)["type"], "initial");
 }
 
@@ -417,6 +427,25 @@ fn a_client_that_stops_reading_costs_bounded_memory() {
         }
     }
     assert!(behind, "the client was told it fell behind");
+    // After a pong everything owed has arrived: one more round of writes,
+    // then every entity's latest value is in hand before the pong.
+    let ops: Vec<J> =
+        ids.iter().map(|id| json!({"op": "set", "id": id, "components": {"unit": {"hp": 1000}}})).collect();
+    assert_eq!(s.call("POST", "/v1/transactions", Some(&t), Some(&json!({"ops": ops}))).status, 200);
+    send(&mut slow, &json!({"type": "ping"}));
+    let mut hp: std::collections::BTreeMap<u64, J> = std::collections::BTreeMap::new();
+    loop {
+        let m = next(&mut slow);
+        if m["type"] == "pong" {
+            break;
+        }
+        for c in m["changed"].as_array().into_iter().flatten().chain(m["entered"].as_array().into_iter().flatten()) {
+            if !c["unit"]["hp"].is_null() {
+                hp.insert(c["id"].as_u64().unwrap(), c["unit"]["hp"].clone());
+            }
+        }
+    }
+    assert!(ids.iter().all(|id| hp.get(id) == Some(&json!(1000))), "all 500 rows current before the pong");
 }
 
 #[test]
@@ -485,4 +514,68 @@ fn subscriptions_memory_is_bounded_server_wide() {
     // The connection goes on.
     send(&mut ws, &json!({"type": "ping"}));
     assert_eq!(until(&mut ws, "pong").0["type"], "pong");
+}
+
+/// Regressions from a hostile review of the stream.
+#[test]
+fn queries_without_tables_migrations_and_limits() {
+    let s = server(Some("[server]\nmax_connections_per_ip = 8\n[rate_limit]\nmax_unauthenticated = 5\n"));
+    let t = s.admin();
+    // Authenticated streams do not use the allowance for requests without credentials.
+    let many: Vec<Ws> = (0..6).map(|_| connect(&s.base, Some(&t))).collect();
+    drop(many);
+    // Queries naming no table, or only `without`, follow every entity.
+    let mut ws = connect(&s.base, Some(&t));
+    send(&mut ws, &json!({"type": "subscribe", "id": "all", "query": {}}));
+    assert_eq!(next(&mut ws)["type"], "initial");
+    send(&mut ws, &json!({"type": "subscribe", "id": "wo", "query": {"without": ["unit"]}}));
+    assert_eq!(next(&mut ws)["type"], "initial");
+    let id = create(&s, &t, [1.0, 2.0], 7);
+    let (d, _) = until(&mut ws, "delta");
+    assert_eq!((d["id"].as_str(), d["entered"][0]["id"].as_u64()), (Some("all"), Some(id)), "{d}");
+    // A migration that adds a field sends every row whole, with it.
+    let m = "[migration]\nfrom_version = \"1.0.0\"\nto_version = \"1.1.0\"\n\n[[operations]]\ntype = \"add_field\"\ntable = \"unit\"\nfield = { name = \"kind\", type = \"u32\" }\ndefault_value = 5\n";
+    send(&mut ws, &json!({"type": "subscribe", "id": "units", "query": {"with": ["unit"]}}));
+    assert_eq!(next(&mut ws)["type"], "initial");
+    let r = s.call("POST", "/v1/admin/migrations", Some(&t), Some(&json!({"migration": m})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    loop {
+        let (d, _) = until(&mut ws, "delta");
+        if d["id"] == "units" {
+            assert_eq!(d["entered"][0]["unit"]["kind"], 5, "{d}");
+            break;
+        }
+    }
+    // Limits: more rows than a subscription may hold, a budget of nothing,
+    // hysteresis without `near`.
+    for (q, word) in [
+        (json!({"type": "subscribe", "id": "x", "query": {"with": ["unit"], "limit": 10_001}}), "limit"),
+        (
+            json!({"type": "subscribe", "id": "x", "query": {"with": ["unit"]}, "budget": {"bytes_per_second": 0}}),
+            "budget",
+        ),
+        (json!({"type": "subscribe", "id": "x", "query": {"with": ["unit"]}, "hysteresis": 0.5}), "near"),
+        (json!({"type": "budget", "bytes_per_second": 1}), "at least"),
+    ] {
+        send(&mut ws, &q);
+        let e = until(&mut ws, "error").0;
+        assert!(e["message"].as_str().unwrap().contains(word), "{q}: {e}");
+    }
+    // Close reasons fit a close frame and do not echo what the client sent.
+    let mut b = connect(&s.base, None);
+    send(&mut b, &json!({"type": "auth", "token": "x", "zzz": "y".repeat(600)}));
+    let c = next(&mut b);
+    assert_eq!(c["closed"][0], 4401, "{c}");
+    let reason = c["closed"][1].as_str().unwrap();
+    assert!(reason.len() <= 123 && !reason.contains("yyy"), "{reason}");
+    // Streams count against the connections one address may hold.
+    let held: Vec<Ws> = (0..7).map(|_| connect(&s.base, Some(&t))).collect();
+    let e = try_connect(&s.base, Some(&t), "").unwrap_err();
+    assert_eq!(http_status(&e), 429);
+    drop(held);
+    // Two credentials, or no upgrade: JSON refusals.
+    let r = s.agent.get(format!("{}/v1/stream", s.base)).call().unwrap();
+    assert_eq!(r.status(), 400);
+    let body: J = serde_json::from_str(&r.into_body().read_to_string().unwrap()).unwrap();
+    assert!(body["error"]["message"].is_string(), "{body}");
 }

@@ -99,6 +99,8 @@ pub struct Subscription {
     pub seq: u64,
     /// Rows the server holds back (budget or slow reading).
     pub pending: usize,
+    /// The server run `seq` belongs to (resumes need it).
+    pub epoch: Option<String>,
 }
 
 /// What [`Client::next`] applied.
@@ -184,7 +186,8 @@ impl Client {
 
     /// [`Client::subscribe`] with options.
     pub async fn subscribe_with(&mut self, id: &str, query: J, options: SubscribeOptions) -> Result<(), ClientError> {
-        let sub = Subscription { id: id.to_string(), query, options, rows: BTreeMap::new(), seq: 0, pending: 0 };
+        let sub =
+            Subscription { id: id.to_string(), query, options, rows: BTreeMap::new(), seq: 0, pending: 0, epoch: None };
         self.send(&subscribe_msg(&sub, None)).await?;
         self.subs.insert(id.to_string(), sub);
         loop {
@@ -337,6 +340,7 @@ impl Client {
                 }
                 sub.seq = seq;
                 sub.pending = 0;
+                sub.epoch = v["epoch"].as_str().map(str::to_string);
                 Ok(Event::Initial { id, seq, rows: rows.len() })
             }
             "delta" => {
@@ -364,6 +368,9 @@ impl Client {
                 }
                 sub.seq = seq;
                 sub.pending = v["pending"].as_u64().unwrap_or(0) as usize;
+                if let Some(e) = v["epoch"].as_str() {
+                    sub.epoch = Some(e.to_string());
+                }
                 Ok(Event::Delta {
                     id,
                     seq,
@@ -428,6 +435,7 @@ fn subscribe_msg(s: &Subscription, from_seq: Option<u64>) -> J {
     }
     if let Some(n) = from_seq {
         m["from_seq"] = json!(n);
+        m["epoch"] = json!(s.epoch);
     }
     m
 }
@@ -478,9 +486,11 @@ mod tests {
             rows: BTreeMap::new(),
             seq: 5,
             pending: 0,
+            epoch: Some("e".into()),
         };
         let m = subscribe_msg(&s, Some(5));
         assert_eq!(m["from_seq"], 5);
+        assert_eq!(m["epoch"], "e");
         assert_eq!(m["budget"]["bytes_per_second"], 9);
         assert_eq!(m["near"]["radius"], 1);
     }

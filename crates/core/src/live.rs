@@ -195,6 +195,8 @@ pub struct LivePlan {
     select: Vec<(TableId, usize)>,
     /// Every table whose changes can change the result or its rows.
     pub tables: Vec<TableId>,
+    /// The query requires no table: any entity touched may enter or leave.
+    pub any_table: bool,
     /// Whether the result can be kept up to date from touched entities
     /// alone (see the module docs).
     pub incremental: bool,
@@ -266,7 +268,9 @@ impl World {
         } else {
             (None, None, None)
         };
+        let any_table = scan.with.is_empty();
         Ok(LivePlan {
+            any_table,
             scan,
             outer,
             select,

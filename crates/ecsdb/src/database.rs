@@ -918,6 +918,13 @@ impl ReadView<'_> {
     pub fn query<Q: QueryData>(&self) -> TypedQuery<'_, Q> {
         TypedQuery(self.guard.query_typed::<Q>())
     }
+
+    /// Let a waiting writer commit, then go on reading (the view may then
+    /// be at a later sequence). Long read work calls this between steps so
+    /// that it never holds writers back for longer than one step.
+    pub fn yield_to_writers(&mut self) {
+        RwLockReadGuard::bump(&mut self.guard);
+    }
 }
 
 /// A write transaction: holds the writer lock until commit or rollback.

@@ -34,6 +34,33 @@ const HISTORY_COMMITS: usize = 4096;
 /// A resume whose commits touched more entities than this starts afresh.
 pub const RESUME_MAX_TOUCHED: usize = 1 << 20;
 
+/// A stream connection of one address (see [`Hub::ip_slot`]).
+#[derive(Debug)]
+pub struct IpSlot(Arc<Hub>, std::net::IpAddr);
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.0.per_ip.lock();
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// A random identity for this run of the server.
+fn epoch() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // Time is unique enough across restarts of one server.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        b = (t as u64).to_le_bytes();
+    }
+    format!("{:016x}", u64::from_le_bytes(b))
+}
+
 /// One commit, as the connections see it.
 #[derive(Debug)]
 pub struct CommitEvent {
@@ -85,6 +112,11 @@ pub struct Hub {
     pub pending_auth: AtomicUsize,
     /// Memory held by all subscriptions (see `Sub::memory`).
     pub memory: AtomicUsize,
+    /// This server's identity for resumes: sequences from another run (a
+    /// restart may have lost commits and reused their numbers) do not resume.
+    pub epoch: String,
+    /// Stream connections per client address.
+    per_ip: Mutex<FxHashMap<std::net::IpAddr, usize>>,
     /// Row fragments of the newest sequence, shared by all connections.
     pub fragments: super::sub::Fragments,
 }
@@ -110,6 +142,8 @@ impl Hub {
             behind_notices: AtomicU64::new(0),
             pending_auth: AtomicUsize::new(0),
             memory: AtomicUsize::new(0),
+            epoch: epoch(),
+            per_ip: Mutex::new(FxHashMap::default()),
             fragments: super::sub::Fragments::default(),
         });
         let weak = Arc::downgrade(&hub);
@@ -186,6 +220,17 @@ impl Hub {
 
     pub fn unregister(&self, id: u64) {
         self.clients.lock().remove(&id);
+    }
+
+    /// A stream slot for `ip` (at most `max` at once), given back on drop.
+    pub fn ip_slot(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let mut m = self.per_ip.lock();
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
     }
 
     /// Open connections.

@@ -72,6 +72,20 @@ pub const WRITE_STALL: Duration = Duration::from_secs(30);
 const RETRY_EVERY: Duration = Duration::from_millis(50);
 /// How often credentials are checked again without a reason to.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// The smallest budget (a budget of nothing would freeze a subscription).
+const MIN_BUDGET: u64 = 256;
+/// Longest close reason (a close frame's payload is at most 125 bytes).
+const MAX_REASON: usize = 123;
+
+/// A close reason cut to fit a close frame.
+fn reason_text(s: &str) -> String {
+    let mut end = s.len().min(MAX_REASON);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// Default hysteresis of `near` subscriptions (a fraction of the radius).
 const DEFAULT_HYSTERESIS: f64 = 0.1;
 
@@ -98,9 +112,22 @@ pub async fn stream(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     params: Result<UrlQuery<StreamParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let refuse = |code: StatusCode, kind: &'static str, msg: String| ApiError::new(code, kind, msg).into_response();
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{e} (this route is a WebSocket: see docs/API.md)"),
+            );
+        }
+    };
+    if headers.get_all(axum::http::header::AUTHORIZATION).iter().count() > 1 {
+        return refuse(StatusCode::BAD_REQUEST, "bad_request", "send one Authorization header".into());
+    }
     let nets = st.config.db.replication.allowed_networks().unwrap_or_default();
     if !nets.is_empty() && !nets.iter().any(|n| n.contains(&peer.ip())) {
         st.metrics.auth_failures.inc();
@@ -131,6 +158,14 @@ pub async fn stream(
     if st.stream_clients.load(Ordering::Acquire) >= max {
         return too_many(max);
     }
+    let per_ip = st.config.server.max_connections_per_ip;
+    let Some(ip_slot) = st.hub.ip_slot(peer.ip(), per_ip) else {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("{} has {per_ip} streams open (server.max_connections_per_ip)", peer.ip()),
+        );
+    };
     let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     // Sockets that have not authenticated are few and short-lived: they
     // never hold a client slot.
@@ -144,6 +179,7 @@ pub async fn stream(
     }
     ws.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| async move {
         session(st, socket, header, pending.flatten(), compress, peer).await;
+        drop(ip_slot);
     })
 }
 
@@ -222,7 +258,7 @@ fn principal(st: &Shared, header: &str) -> Result<Principal, (u16, String)> {
 }
 
 async fn close_raw(mut socket: WebSocket, code: u16, reason: &str) {
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason_text(reason).into() }))).await;
 }
 
 /// The credential from the header, or from the first message.
@@ -236,8 +272,10 @@ async fn credential(socket: &mut WebSocket, header: Option<String>) -> Result<St
     match first {
         Some(Ok(Message::Text(t))) => match protocol::parse(&t) {
             Ok(ClientMsg::Auth { token }) => Ok(format!("Bearer {token}")),
-            Ok(_) => Err((close::UNAUTHORIZED, "the first message must be {\"type\":\"auth\",\"token\":\"…\"}".into())),
-            Err(e) => Err((close::UNAUTHORIZED, format!("the first message must be an auth message: {e}"))),
+            // The reason never echoes what the client sent.
+            Ok(_) | Err(_) => {
+                Err((close::UNAUTHORIZED, "the first message must be {\"type\":\"auth\",\"token\":\"…\"}".into()))
+            }
         },
         Some(Err(e)) if is_too_big(&e) => Err((close::TOO_BIG, too_big_reason())),
         _ => Err((close::UNAUTHORIZED, "the first message must be {\"type\":\"auth\",\"token\":\"…\"}".into())),
@@ -274,6 +312,9 @@ async fn session(
             return close_raw(socket, code, &reason).await;
         }
     };
+    // An upgrade counted against the address's allowance for requests
+    // without credentials; this one had them.
+    st.ip_limiter.refund(&peer.ip().to_string());
     let max = st.config.db.replication.max_clients as usize;
     if st.stream_clients.fetch_add(1, Ordering::AcqRel) >= max {
         st.stream_clients.fetch_sub(1, Ordering::AcqRel);
@@ -313,6 +354,7 @@ async fn session(
     let end = conn.run(in_rx, &mut feed).await;
     reader.abort();
     if let Some((code, reason)) = end {
+        let reason = reason_text(&reason);
         let _ = conn.out.send(Frame(Message::Close(Some(CloseFrame { code, reason: reason.into() })), None)).await;
     }
     drop(conn);
@@ -446,7 +488,7 @@ impl Conn {
                     if let Err(end) = self.recheck(auth_changed) {
                         return Some(end);
                     }
-                    self.flush(false);
+                    let _ = self.flush(false);
                 }
                 _ = recheck.tick() => {
                     if let Err(end) = self.recheck(false) {
@@ -457,7 +499,7 @@ impl Conn {
                     if let Err(end) = self.recheck(false) {
                         return Some(end);
                     }
-                    self.flush(false);
+                    let _ = self.flush(false);
                 }
             }
         }
@@ -493,7 +535,7 @@ impl Conn {
         first: Option<Result<Arc<CommitEvent>, broadcast::error::RecvError>>,
         feed: &mut broadcast::Receiver<Arc<CommitEvent>>,
     ) -> bool {
-        let r = self.st.db.read();
+        let mut r = self.st.db.read();
         let head = r.seq();
         let mut events: Vec<Arc<CommitEvent>> = Vec::new();
         let mut lagged = false;
@@ -528,6 +570,10 @@ impl Conn {
         let limits = self.limits();
         let mut failed = Vec::new();
         for (id, sub) in &mut self.subs {
+            // A writer waiting for this read lock goes first (the rest of
+            // the subscriptions then read a later state; the commits that
+            // made it are applied at the next catch-up).
+            r.yield_to_writers();
             if let Err(e) = sub.apply(&r, &touched, head, limits) {
                 failed.push((id.clone(), e));
             }
@@ -587,18 +633,19 @@ impl Conn {
 
     /// Turn pending updates into deltas while the send queue has room;
     /// `all` ignores budgets (a resume).
-    fn flush(&mut self, all: bool) {
+    /// Returns whether it stopped because the send queue was full.
+    fn flush(&mut self, all: bool) -> bool {
         let now = Instant::now();
         if let Some(b) = self.shared_budget.as_mut() {
             b.refill(now);
         }
         if !self.has_pending() {
             self.stats.pending.store(0, Ordering::Relaxed);
-            return;
+            return false;
         }
         let r = self.st.db.read();
         if let Some(from) = self.behind_since {
-            let Ok(permit) = self.out.try_reserve() else { return };
+            let Ok(permit) = self.out.try_reserve() else { return true };
             let pending: usize = self.subs.values().map(Sub::pending).sum();
             permit.send(Frame(
                 self.encode(&json!({"type": "behind", "from_seq": from, "seq": self.seq, "pending": pending})),
@@ -623,7 +670,7 @@ impl Conn {
                     pending += sub.pending();
                     continue;
                 }
-                Err(mpsc::error::TrySendError::Closed(())) => return,
+                Err(mpsc::error::TrySendError::Closed(())) => return false,
             };
             let budget = if all { None } else { self.shared_budget.as_mut() };
             let Some((m, left)) = sub.flush(&r, id, now, budget, all, &self.st.hub.fragments) else {
@@ -646,6 +693,7 @@ impl Conn {
         if pending == 0 {
             self.stats.sent_seq.store(self.seq, Ordering::Relaxed);
         }
+        full
     }
 
     /// A client message.
@@ -661,11 +709,21 @@ impl Conn {
                 // subscription's result at the pong's `seq` (unless a
                 // budget holds rows back: then deltas carry `pending`).
                 self.catch_up(None, feed);
-                self.flush(false);
+                // Everything owed goes out before the pong (waiting for
+                // the send queue as needed); only budgets hold rows back.
+                while self.flush(false) {
+                    match self.out.reserve().await {
+                        Ok(permit) => drop(permit),
+                        Err(_) => return,
+                    }
+                }
                 self.reply(&json!({"type": "pong", "id": id, "seq": self.seq})).await;
             }
             ClientMsg::Ack { seq } => {
                 self.stats.sent_seq.fetch_max(seq.min(self.seq), Ordering::Relaxed);
+            }
+            ClientMsg::Budget { bytes_per_second } if bytes_per_second.is_some_and(|b| b < MIN_BUDGET) => {
+                self.reply(&error(None, format!("bytes_per_second must be at least {MIN_BUDGET}"))).await;
             }
             ClientMsg::Budget { bytes_per_second } => {
                 self.shared_budget = bytes_per_second.map(|b| Bucket::new(b, Instant::now()));
@@ -680,7 +738,16 @@ impl Conn {
                     self.reply(&error(Some(&id), format!("no subscription `{id}`"))).await;
                 }
             }
-            ClientMsg::Subscribe { id, mut query, near, budget, hysteresis, from_seq } => {
+            ClientMsg::Subscribe { id, mut query, near, budget, hysteresis, from_seq, epoch } => {
+                if let Some(b) = budget
+                    && b.bytes_per_second < MIN_BUDGET
+                {
+                    return self
+                        .reply(&error(Some(&id), format!("budget.bytes_per_second must be at least {MIN_BUDGET}")))
+                        .await;
+                }
+                // A resume point means something only in this server's history.
+                let from_seq = from_seq.filter(|_| epoch.as_deref() == Some(self.st.hub.epoch.as_str()));
                 if self.subs.contains_key(&id) {
                     return self
                         .reply(&error(Some(&id), format!("subscription `{id}` exists; unsubscribe first")))
@@ -756,10 +823,12 @@ impl Conn {
             );
             // The object's closing brace, then the resume's two keys.
             m.pop();
-            m.extend_from_slice(format!(r#","resumed":true,"from_seq":{n}}}"#).as_bytes());
+            m.extend_from_slice(
+                format!(r#","resumed":true,"from_seq":{n},"epoch":"{}"}}"#, self.st.hub.epoch).as_bytes(),
+            );
             m
         } else {
-            sub.initial(&r, id)
+            sub.initial(&r, id, &self.st.hub.epoch)
         };
         drop(r);
         self.subs.insert(id.to_string(), sub);

@@ -29,6 +29,8 @@ pub enum ClientMsg {
         budget: Option<Budget>,
         hysteresis: Option<f64>,
         from_seq: Option<u64>,
+        /// The `epoch` of the server the client's sequence came from.
+        epoch: Option<String>,
     },
     Unsubscribe {
         id: String,

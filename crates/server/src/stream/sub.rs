@@ -94,6 +94,20 @@ impl Fragments {
     }
 }
 
+/// Compile a subscription's query; system tables (which a user query only
+/// excludes) are not watched, so logins and sessions wake no subscription.
+fn live_plan(w: &World, q: &Query, hysteresis: f64) -> Result<LivePlan, Failure> {
+    let mut plan = w.live_plan(q, hysteresis).map_err(|e| e.to_string())?;
+    plan.tables.retain(|&t| !w.schema().table(t).name.starts_with('_'));
+    Ok(plan)
+}
+
+fn select_key(plan: &LivePlan) -> u64 {
+    let mut h = FxHasher::default();
+    plan.select().hash(&mut h);
+    h.finish()
+}
+
 /// A byte budget: `rate` bytes per second, up to one second's worth saved.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -195,11 +209,20 @@ impl Sub {
             return Err("subscriptions follow rows: explain, group_by and aggregates are not supported".into());
         }
         let q = crate::guard::user_query(w, query).map_err(|e| e.message)?;
-        let plan = w.live_plan(&q, opts.hysteresis).map_err(|e| e.to_string())?;
-        let mut h = FxHasher::default();
-        plan.select().hash(&mut h);
+        if let Some(l) = q.limit
+            && l > limits.max_rows
+        {
+            return Err(format!(
+                "limit {l} is over the {} rows one subscription may hold; narrow the query",
+                limits.max_rows
+            ));
+        }
+        if q.near.is_none() && opts.hysteresis != 0.0 {
+            return Err("hysteresis applies to a `near` subscription only".into());
+        }
+        let plan = live_plan(w, &q, opts.hysteresis)?;
         let mut sub = Sub {
-            select_key: h.finish(),
+            select_key: select_key(&plan),
             query: q,
             bucket: opts.bytes_per_second.map(|b| Bucket::new(b, Instant::now())),
             opts,
@@ -253,14 +276,14 @@ impl Sub {
     }
 
     /// The `initial` message (and nothing is pending any more).
-    pub fn initial(&mut self, w: &World, id: &str) -> Vec<u8> {
+    pub fn initial(&mut self, w: &World, id: &str, epoch: &str) -> Vec<u8> {
         self.dirty.clear();
         let mut ids: Vec<EntityId> = self.rows.keys().copied().collect();
         ids.sort_unstable();
         let mut out = Vec::with_capacity(64 + ids.len() * 64);
         out.extend_from_slice(br#"{"type":"initial","id":"#);
         push_json_str(&mut out, id);
-        out.extend_from_slice(format!(r#","seq":{},"rows":["#, self.seq).as_bytes());
+        out.extend_from_slice(format!(r#","seq":{},"epoch":"{epoch}","rows":["#, self.seq).as_bytes());
         for (i, eid) in ids.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -331,14 +354,19 @@ impl Sub {
             return Ok(());
         }
         let relations = self.plan.follows_relations && touched.links();
-        if !touched.touches(&self.plan.tables) && !relations {
+        if !self.touched_by(touched) && !relations {
             self.seq = head;
             return Ok(());
         }
         let everything = touched.everything();
+        let mut reselected = false;
         if everything {
-            // A migration may have renamed what the query names.
-            self.plan = w.live_plan(&self.query, self.opts.hysteresis).map_err(|e| e.to_string())?;
+            // A migration may have renamed what the query names, or added
+            // fields to what it selects.
+            self.plan = live_plan(w, &self.query, self.opts.hysteresis)?;
+            let key = select_key(&self.plan);
+            reselected = key != self.select_key;
+            self.select_key = key;
         }
         let unknown = touched.unknown();
         let area_plan = w.live_has_area(&self.plan);
@@ -348,6 +376,13 @@ impl Sub {
             let fresh = self.run(w, limits)?;
             self.seq = head;
             self.diff_all(fresh);
+            if reselected {
+                // Rows of another shape: every one is sent whole.
+                let ids: Vec<EntityId> = self.rows.keys().copied().collect();
+                for id in ids {
+                    self.mark(id, Dirty::Entered { client_has: true });
+                }
+            }
             return Ok(());
         }
         let center_moved = unknown || self.plan.center_entity.is_some_and(|e| touched.contains(e));
@@ -364,7 +399,7 @@ impl Sub {
             candidates.extend(area.into_iter().filter(keep));
             candidates.extend(self.rows.keys().copied().filter(keep));
         } else {
-            candidates = touched.in_tables(&self.plan.tables);
+            candidates = self.candidates(touched);
         }
         let mut buf = Vec::new();
         for id in candidates {
@@ -400,6 +435,20 @@ impl Sub {
         Ok(())
     }
 
+    /// Whether the commits can change this subscription.
+    fn touched_by(&self, touched: &Touches<'_>) -> bool {
+        touched.touches(&self.plan.tables) || (self.plan.any_table && touched.0.iter().any(|t| !t.entities.is_empty()))
+    }
+
+    /// The entities the commits touched that may enter, change or leave.
+    fn candidates(&self, touched: &Touches<'_>) -> FxHashSet<EntityId> {
+        if self.plan.any_table {
+            touched.0.iter().flat_map(|t| t.entities.iter().copied()).collect()
+        } else {
+            touched.in_tables(&self.plan.tables)
+        }
+    }
+
     /// Replace the rows with `fresh`, marking every difference.
     fn diff_all(&mut self, fresh: FxHashMap<EntityId, RowBytes>) {
         let old = std::mem::take(&mut self.rows);
@@ -433,11 +482,11 @@ impl Sub {
         if self.plan.center_entity.is_some_and(|e| since.entities.contains(&e)) {
             return false;
         }
-        let touched = since.in_tables(&self.plan.tables);
+        let touched = self.candidates(&Touches(&[since]));
         for id in touched {
             if self.rows.contains_key(&id) {
                 self.mark(id, Dirty::Entered { client_has: true });
-            } else {
+            } else if !(w.contains(id) && crate::guard::is_system_entity(w, id)) {
                 self.mark(id, Dirty::Left);
             }
         }
@@ -542,6 +591,8 @@ impl Sub {
                 _ => changed.push(frag),
             }
         }
+        // The message around the rows counts too.
+        spent += 96;
         if let Some(b) = self.bucket.as_mut().filter(|_| !all) {
             b.spend(spent);
         }
