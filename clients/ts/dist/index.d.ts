@@ -108,6 +108,8 @@ export declare class EcsdbClient {
     private waiting;
     private pongs;
     private closed;
+    /** Set when the server refused for good (bad credentials and the like). */
+    private fatal;
     private backoff;
     /** Incoming messages are applied one at a time, in order. */
     private queue;

@@ -76,6 +76,8 @@ export class EcsdbClient {
         this.waiting = new Map();
         this.pongs = [];
         this.closed = false;
+        /** Set when the server refused for good (bad credentials and the like). */
+        this.fatal = null;
         this.backoff = 50;
         /** Incoming messages are applied one at a time, in order. */
         this.queue = Promise.resolve();
@@ -102,6 +104,8 @@ export class EcsdbClient {
     }
     /** Subscribe to `query` (the JSON of `/v1/query`); resolves with the first rows. */
     subscribe(id, query, options = {}) {
+        if (this.fatal)
+            return Promise.reject(this.fatal);
         if (this.subs.has(id))
             return Promise.reject(new Error(`subscription ${id} exists`));
         const sub = new Subscription(id, query, options);
@@ -118,8 +122,10 @@ export class EcsdbClient {
     }
     /** Resolves with the server's sequence once every earlier message is applied. */
     ping() {
-        return new Promise((resolve) => {
-            this.pongs.push(resolve);
+        if (this.fatal)
+            return Promise.reject(this.fatal);
+        return new Promise((resolve, reject) => {
+            this.pongs.push({ resolve, reject });
             this.send({ type: "ping" });
         });
     }
@@ -153,9 +159,25 @@ export class EcsdbClient {
         if (!Ctor)
             return Promise.reject(new Error("no WebSocket implementation: pass options.WebSocket"));
         return new Promise((resolve, reject) => {
-            const ws = new Ctor(this.streamUrl());
+            let ws;
+            try {
+                ws = new Ctor(this.streamUrl());
+            }
+            catch (e) {
+                reject(e instanceof Error ? e : new Error(String(e)));
+                return;
+            }
             ws.binaryType = "arraybuffer";
             let opened = false;
+            let failed = false;
+            // Some implementations (Node 20) report a failed connection with
+            // `error` alone, others with `error` then `close`: settle once.
+            const fail = (why) => {
+                if (opened || failed)
+                    return;
+                failed = true;
+                reject(new Error(why));
+            };
             ws.onopen = () => {
                 opened = true;
                 this.ws = ws;
@@ -173,24 +195,26 @@ export class EcsdbClient {
                 if (this.ws === ws)
                     this.ws = null;
                 if (!opened) {
-                    reject(new Error(`connection failed (${ev.code}) ${ev.reason}`));
+                    fail(`connection failed (${ev.code}) ${ev.reason}`);
                     return;
                 }
                 this.fire("close", { code: ev.code, reason: ev.reason });
                 if (FATAL.has(ev.code)) {
                     const e = new Error(`closed by the server (${ev.code}): ${ev.reason}`);
+                    this.fatal = e;
                     for (const w of this.waiting.values())
                         w.reject(e);
                     this.waiting.clear();
+                    for (const p of this.pongs)
+                        p.reject(e);
+                    this.pongs = [];
                     this.fire("error", e);
                     return;
                 }
                 if (!this.closed && this.opts.autoResume !== false)
                     this.reconnect();
             };
-            ws.onerror = () => {
-                /* reported through onclose */
-            };
+            ws.onerror = () => fail("connection failed");
         });
     }
     reconnect() {
@@ -269,7 +293,7 @@ export class EcsdbClient {
             case "pong": {
                 const p = this.pongs.shift();
                 if (p)
-                    p(m.seq);
+                    p.resolve(m.seq);
                 return;
             }
             case "behind":

@@ -119,8 +119,10 @@ export class EcsdbClient {
   private readonly subs = new Map<string, Subscription>();
   private readonly listeners = new Map<string, Listener[]>();
   private waiting = new Map<string, { resolve: (s: Subscription) => void; reject: (e: Error) => void }>();
-  private pongs: ((seq: number) => void)[] = [];
+  private pongs: { resolve: (seq: number) => void; reject: (e: Error) => void }[] = [];
   private closed = false;
+  /** Set when the server refused for good (bad credentials and the like). */
+  private fatal: Error | null = null;
   private backoff = 50;
   /** Incoming messages are applied one at a time, in order. */
   private queue: Promise<void> = Promise.resolve();
@@ -152,6 +154,7 @@ export class EcsdbClient {
 
   /** Subscribe to `query` (the JSON of `/v1/query`); resolves with the first rows. */
   subscribe(id: string, query: unknown, options: SubscribeOptions = {}): Promise<Subscription> {
+    if (this.fatal) return Promise.reject(this.fatal);
     if (this.subs.has(id)) return Promise.reject(new Error(`subscription ${id} exists`));
     const sub = new Subscription(id, query, options);
     this.subs.set(id, sub);
@@ -169,8 +172,9 @@ export class EcsdbClient {
 
   /** Resolves with the server's sequence once every earlier message is applied. */
   ping(): Promise<number> {
-    return new Promise((resolve) => {
-      this.pongs.push(resolve);
+    if (this.fatal) return Promise.reject(this.fatal);
+    return new Promise((resolve, reject) => {
+      this.pongs.push({ resolve, reject });
       this.send({ type: "ping" });
     });
   }
@@ -206,9 +210,23 @@ export class EcsdbClient {
     const Ctor: WebSocketCtor | undefined = this.opts.WebSocket ?? (globalThis as any).WebSocket;
     if (!Ctor) return Promise.reject(new Error("no WebSocket implementation: pass options.WebSocket"));
     return new Promise((resolve, reject) => {
-      const ws = new Ctor(this.streamUrl());
+      let ws: WebSocket;
+      try {
+        ws = new Ctor(this.streamUrl());
+      } catch (e) {
+        reject(e instanceof Error ? e : new Error(String(e)));
+        return;
+      }
       ws.binaryType = "arraybuffer";
       let opened = false;
+      let failed = false;
+      // Some implementations (Node 20) report a failed connection with
+      // `error` alone, others with `error` then `close`: settle once.
+      const fail = (why: string) => {
+        if (opened || failed) return;
+        failed = true;
+        reject(new Error(why));
+      };
       ws.onopen = () => {
         opened = true;
         this.ws = ws;
@@ -224,22 +242,23 @@ export class EcsdbClient {
       ws.onclose = (ev: CloseEvent) => {
         if (this.ws === ws) this.ws = null;
         if (!opened) {
-          reject(new Error(`connection failed (${ev.code}) ${ev.reason}`));
+          fail(`connection failed (${ev.code}) ${ev.reason}`);
           return;
         }
         this.fire("close", { code: ev.code, reason: ev.reason });
         if (FATAL.has(ev.code)) {
           const e = new Error(`closed by the server (${ev.code}): ${ev.reason}`);
+          this.fatal = e;
           for (const w of this.waiting.values()) w.reject(e);
           this.waiting.clear();
+          for (const p of this.pongs) p.reject(e);
+          this.pongs = [];
           this.fire("error", e);
           return;
         }
         if (!this.closed && this.opts.autoResume !== false) this.reconnect();
       };
-      ws.onerror = () => {
-        /* reported through onclose */
-      };
+      ws.onerror = () => fail("connection failed");
     });
   }
 
@@ -314,7 +333,7 @@ export class EcsdbClient {
       }
       case "pong": {
         const p = this.pongs.shift();
-        if (p) p(m.seq);
+        if (p) p.resolve(m.seq);
         return;
       }
       case "behind":

@@ -5,6 +5,12 @@
 // credentials are reported. Exits non-zero on the first failure.
 import { EcsdbClient } from "../dist/index.js";
 
+// A hang (a promise that never settles) is a failure, not a stuck test.
+setTimeout(() => {
+  console.error("timed out");
+  process.exit(1);
+}, 30_000).unref();
+
 const url = process.env.ECSDB_URL;
 const token = process.env.ECSDB_TOKEN;
 if (!url || !token) throw new Error("ECSDB_URL and ECSDB_TOKEN are required");
@@ -81,10 +87,34 @@ await db.subscribe("bad", { with: ["nope"] }).catch((e) => (refused = e));
 assert(refused && /nope/.test(refused.message), "a bad query is refused with the reason");
 await db.ping();
 
-// A bad credential: closed with 4401, reported, not retried.
+// A bad credential: closed with 4401, reported, not retried; later calls reject.
 const bad = await EcsdbClient.connect({ url, token: "garbage" });
+const pending = bad.ping().then(() => "resolved", (e) => e.message);
 const closed = await new Promise((r) => bad.on("close", r));
 assert(closed.code === 4401, `bad token closed with ${closed.code}`);
+assert(/4401/.test(await pending), "a ping pending at the refusal is rejected");
+let later = null;
+await bad.subscribe("x", {}).catch((e) => (later = e));
+assert(later && /4401/.test(later.message), "subscribing after a refusal rejects");
+
+// Reconnecting survives failed attempts (a server down for a while): the
+// first two reconnects go to a closed port.
+let failures = 0;
+class Flaky extends WebSocket {
+  constructor(u) {
+    super(failures > 0 && failures-- > 0 ? "ws://127.0.0.1:1/v1/stream" : u);
+  }
+}
+const flaky = await EcsdbClient.connect({ url, token, WebSocket: Flaky, maxBackoffMs: 100 });
+const f = await flaky.subscribe("hp", hpQuery);
+failures = 2;
+const back = new Promise((r) => flaky.on("reconnect", r));
+flaky.disconnect();
+await patch(ids[2], { hp: 66 });
+await back;
+await flaky.ping();
+same(f.rows, await query(hpQuery), "after failed reconnects");
+flaky.close();
 
 db.close();
 console.log("ok: ts client");
