@@ -561,6 +561,20 @@ fn queries_without_tables_migrations_and_limits() {
         let e = until(&mut ws, "error").0;
         assert!(e["message"].as_str().unwrap().contains(word), "{q}: {e}");
     }
+    // Few subscriptions per connection may run their query again on each commit.
+    for i in 0..8 {
+        send(
+            &mut ws,
+            &json!({"type": "subscribe", "id": format!("o{i}"), "query": {"with": ["unit"], "order_by": {"field": "unit.hp"}, "limit": 5}}),
+        );
+        assert_eq!(until(&mut ws, "initial").0["type"], "initial");
+    }
+    send(
+        &mut ws,
+        &json!({"type": "subscribe", "id": "o9", "query": {"with": ["unit"], "order_by": {"field": "unit.hp"}, "limit": 5}}),
+    );
+    let e = until(&mut ws, "error").0;
+    assert!(e["message"].as_str().unwrap().contains("order_by"), "{e}");
     // Close reasons fit a close frame and do not echo what the client sent.
     let mut b = connect(&s.base, None);
     send(&mut b, &json!({"type": "auth", "token": "x", "zzz": "y".repeat(600)}));

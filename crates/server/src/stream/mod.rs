@@ -72,6 +72,8 @@ pub const WRITE_STALL: Duration = Duration::from_secs(30);
 const RETRY_EVERY: Duration = Duration::from_millis(50);
 /// How often credentials are checked again without a reason to.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// Subscriptions per connection that run their query again on each commit.
+const MAX_RERUN_SUBS: usize = 8;
 /// The smallest budget (a budget of nothing would freeze a subscription).
 const MIN_BUDGET: u64 = 256;
 /// Longest close reason (a close frame's payload is at most 125 bytes).
@@ -807,6 +809,20 @@ impl Conn {
             Ok(s) => s,
             Err(e) => return error(Some(id), e).to_string().into_bytes(),
         };
+        // Queries that run again on every commit touching their tables cost
+        // the connection's readers (and waiting writers) the most: few per
+        // connection.
+        if !sub.incremental() && self.subs.values().filter(|s| !s.incremental()).count() >= MAX_RERUN_SUBS {
+            return error(
+                Some(id),
+                format!(
+                    "a connection may hold {MAX_RERUN_SUBS} subscriptions with order_by, limit, offset, nearest or related; \
+                     subscribe to their rows without those and order them in the client"
+                ),
+            )
+            .to_string()
+            .into_bytes();
+        }
         let head = sub.seq;
         let resumed = from_seq.filter(|&n| n <= head).and_then(|n| {
             let since = self.st.hub.touched_between(n, head)?;
