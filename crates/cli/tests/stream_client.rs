@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::many_single_char_names)]
 
+#[path = "support/live.rs"]
+mod live;
 #[path = "support/server.rs"]
 mod support;
 
@@ -15,23 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use ecsdb_client::{Change, Client, ClientConfig, Event, SubscribeOptions};
 use serde_json::{Value as J, json};
-use support::{Server, spawn};
-
-const SCHEMA: &str = r#"
-[database]
-name = "live"
-version = "1.0.0"
-
-[tables.unit]
-[[tables.unit.fields]]
-name = "pos"
-type = "[f32; 2]"
-index = "spatial"
-cell_size = 10.0
-[[tables.unit.fields]]
-name = "hp"
-type = "u32"
-"#;
+use support::Server;
 
 /// xorshift: the cases are reproducible from their seed.
 struct Rng(u64);
@@ -79,10 +65,7 @@ fn near_query(field_near: &J) -> J {
 
 #[tokio::test(flavor = "current_thread")]
 async fn caches_equal_query_results_under_random_commits_disconnects_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.toml");
-    std::fs::write(&schema, SCHEMA).unwrap();
-    let s = spawn(dir, &[("ECSDB_SCHEMA_FILE", schema.to_str().unwrap())], None);
+    let s = live::server(None);
     let t = s.admin();
     let create = |x: f32, y: f32, hp: u64| -> u64 {
         let r =

@@ -9,44 +9,21 @@
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::many_single_char_names)]
 
+#[path = "support/live.rs"]
+mod live;
 #[path = "support/server.rs"]
 mod support;
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use live::server;
 use serde_json::{Value as J, json};
-use support::{Server, spawn};
+use support::Server;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<TcpStream>;
-
-pub const SCHEMA: &str = r#"
-[database]
-name = "live"
-version = "1.0.0"
-
-[tables.unit]
-[[tables.unit.fields]]
-name = "pos"
-type = "[f32; 2]"
-index = "spatial"
-cell_size = 10.0
-[[tables.unit.fields]]
-name = "hp"
-type = "u32"
-[[tables.unit.fields]]
-name = "note"
-type = "string"
-"#;
-
-fn server(config: Option<&str>) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.toml");
-    std::fs::write(&schema, SCHEMA).unwrap();
-    spawn(dir, &[("ECSDB_SCHEMA_FILE", schema.to_str().unwrap())], config)
-}
 
 fn try_connect(base: &str, token: Option<&str>, query: &str) -> Result<Ws, tungstenite::Error> {
     let addr = base.trim_start_matches("http://");

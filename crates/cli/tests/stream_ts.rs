@@ -4,26 +4,12 @@
 //! (resumed) and a followed entity's moves, and that refusals are reported.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/live.rs"]
+mod live;
 #[path = "support/server.rs"]
 mod support;
 
 use std::process::Command;
-
-const SCHEMA: &str = r#"
-[database]
-name = "live"
-version = "1.0.0"
-
-[tables.unit]
-[[tables.unit.fields]]
-name = "pos"
-type = "[f32; 2]"
-index = "spatial"
-cell_size = 10.0
-[[tables.unit.fields]]
-name = "hp"
-type = "u32"
-"#;
 
 #[test]
 fn typescript_client_against_the_server() {
@@ -34,10 +20,7 @@ fn typescript_client_against_the_server() {
         node.is_ok_and(|o| o.status.success()),
         "Node.js is needed to test the TypeScript client (.ci/run installs it)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.toml");
-    std::fs::write(&schema, SCHEMA).unwrap();
-    let s = support::spawn(dir, &[("ECSDB_SCHEMA_FILE", schema.to_str().unwrap())], None);
+    let s = live::server(None);
     let t = s.admin();
     let out = Command::new("node")
         .arg("--experimental-websocket")
