@@ -131,8 +131,10 @@ export declare class EcsdbClient {
     ack(): void;
     /** Drop the connection as a network failure would (it resumes). */
     disconnect(): void;
-    /** Close for good. */
+    /** Close for good: pending and later calls reject. */
     close(): void;
+    /** Refuse everything pending and to come with `e`. */
+    private fail;
     private send;
     private streamUrl;
     private open;

@@ -141,10 +141,21 @@ export class EcsdbClient {
     disconnect() {
         this.ws?.close();
     }
-    /** Close for good. */
+    /** Close for good: pending and later calls reject. */
     close() {
         this.closed = true;
+        this.fail(new Error("the client was closed"));
         this.ws?.close(1000);
+    }
+    /** Refuse everything pending and to come with `e`. */
+    fail(e) {
+        this.fatal = e;
+        for (const w of this.waiting.values())
+            w.reject(e);
+        this.waiting.clear();
+        for (const p of this.pongs)
+            p.reject(e);
+        this.pongs = [];
     }
     send(m) {
         if (this.ws && this.ws.readyState === 1)
@@ -201,13 +212,7 @@ export class EcsdbClient {
                 this.fire("close", { code: ev.code, reason: ev.reason });
                 if (FATAL.has(ev.code)) {
                     const e = new Error(`closed by the server (${ev.code}): ${ev.reason}`);
-                    this.fatal = e;
-                    for (const w of this.waiting.values())
-                        w.reject(e);
-                    this.waiting.clear();
-                    for (const p of this.pongs)
-                        p.reject(e);
-                    this.pongs = [];
+                    this.fail(e);
                     this.fire("error", e);
                     return;
                 }

@@ -191,10 +191,20 @@ export class EcsdbClient {
     this.ws?.close();
   }
 
-  /** Close for good. */
+  /** Close for good: pending and later calls reject. */
   close(): void {
     this.closed = true;
+    this.fail(new Error("the client was closed"));
     this.ws?.close(1000);
+  }
+
+  /** Refuse everything pending and to come with `e`. */
+  private fail(e: Error): void {
+    this.fatal = e;
+    for (const w of this.waiting.values()) w.reject(e);
+    this.waiting.clear();
+    for (const p of this.pongs) p.reject(e);
+    this.pongs = [];
   }
 
   private send(m: unknown): void {
@@ -248,11 +258,7 @@ export class EcsdbClient {
         this.fire("close", { code: ev.code, reason: ev.reason });
         if (FATAL.has(ev.code)) {
           const e = new Error(`closed by the server (${ev.code}): ${ev.reason}`);
-          this.fatal = e;
-          for (const w of this.waiting.values()) w.reject(e);
-          this.waiting.clear();
-          for (const p of this.pongs) p.reject(e);
-          this.pongs = [];
+          this.fail(e);
           this.fire("error", e);
           return;
         }

@@ -114,7 +114,13 @@ await patch(ids[2], { hp: 66 });
 await back;
 await flaky.ping();
 same(f.rows, await query(hpQuery), "after failed reconnects");
+// Closing rejects what is pending and what comes after.
+const flying = flaky.ping().then(() => "resolved", (e) => e.message);
 flaky.close();
+assert(/closed/.test(await flying), "close() rejects a pending ping");
+let afterClose = null;
+await flaky.ping().catch((e) => (afterClose = e));
+assert(afterClose, "ping() after close() rejects");
 
 db.close();
 console.log("ok: ts client");

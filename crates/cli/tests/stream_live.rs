@@ -552,6 +552,29 @@ fn queries_without_tables_migrations_and_limits() {
     );
     let e = until(&mut ws, "error").0;
     assert!(e["message"].as_str().unwrap().contains("order_by"), "{e}");
+    // ... and per user over all connections (16).
+    let rerun = |id: String| json!({"type": "subscribe", "id": id, "query": {"with": ["unit"], "order_by": {"field": "unit.hp"}, "limit": 5}});
+    let mut second = connect(&s.base, Some(&t));
+    for i in 0..8 {
+        send(&mut second, &rerun(format!("p{i}")));
+        assert_eq!(until(&mut second, "initial").0["type"], "initial");
+    }
+    let mut third = connect(&s.base, Some(&t));
+    send(&mut third, &rerun("q".into()));
+    let e = until(&mut third, "error").0;
+    assert!(e["message"].as_str().unwrap().contains("a user may hold"), "{e}");
+    // Given back when a connection closes.
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        send(&mut third, &rerun("q".into()));
+        if until(&mut third, "initial").0["type"] == "initial" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "re-run slots were never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(third);
     // Close reasons fit a close frame and do not echo what the client sent.
     let mut b = connect(&s.base, None);
     send(&mut b, &json!({"type": "auth", "token": "x", "zzz": "y".repeat(600)}));
@@ -569,4 +592,19 @@ fn queries_without_tables_migrations_and_limits() {
     assert_eq!(r.status(), 400);
     let body: J = serde_json::from_str(&r.into_body().read_to_string().unwrap()).unwrap();
     assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+#[test]
+fn failed_attempts_do_not_lock_out_valid_credentials() {
+    let s = server(Some("[rate_limit]\nmax_unauthenticated = 2\n"));
+    let t = s.admin();
+    for _ in 0..3 {
+        assert_eq!(next(&mut connect(&s.base, Some("bad")))["closed"][0], 4401);
+    }
+    // The address used up its allowance for failed attempts: a browser-style
+    // upgrade (no header) waits, a valid header does not.
+    assert_eq!(http_status(&try_connect(&s.base, None, "").unwrap_err()), 429);
+    let mut ws = connect(&s.base, Some(&t));
+    send(&mut ws, &json!({"type": "ping"}));
+    assert_eq!(next(&mut ws)["type"], "pong");
 }

@@ -305,7 +305,7 @@ pub fn too_many_error(retry_after: u64) -> ApiError {
     e
 }
 
-fn too_many(retry_after: u64) -> Response {
+pub fn too_many(retry_after: u64) -> Response {
     refuse(too_many_error(retry_after))
 }
 
@@ -352,8 +352,10 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
     let ip = client_ip(&req);
     if access == Access::Public {
         // Probes are never limited; other public routes (login) count
-        // against the unauthenticated allowance of the client's IP.
+        // against the unauthenticated allowance of the client's IP. The
+        // stream counts its own (only attempts that fail to authenticate).
         if !is_probe(&route)
+            && route != "/v1/stream"
             && let Err(retry) = st.ip_limiter.check(&ip)
         {
             st.metrics.rate_limited.inc();

@@ -96,6 +96,21 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `key` is over the limit now (`Err(retry_after_secs)`),
+    /// counting nothing.
+    pub fn peek(&self, key: &str) -> Result<(), u64> {
+        if self.max == 0 {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let start = now - now % self.window_ms;
+        let mut w = self.windows.lock();
+        let Some(e) = w.get_mut(key) else { return Ok(()) };
+        self.roll(e, start);
+        let (n, retry) = self.estimate(e, now);
+        if n >= u64::from(self.max) { Err(retry) } else { Ok(()) }
+    }
+
     /// Count a request for `key`; `Err(retry_after_secs)` when over the
     /// limit (then nothing is counted). A limit of 0 is off.
     pub fn check(&self, key: &str) -> Result<(), u64> {

@@ -117,6 +117,8 @@ pub struct Hub {
     pub epoch: String,
     /// Stream connections per client address.
     per_ip: Mutex<FxHashMap<std::net::IpAddr, usize>>,
+    /// Re-run subscriptions per user (across connections).
+    pub reruns: Mutex<FxHashMap<String, usize>>,
     /// Row fragments of the newest sequence, shared by all connections.
     pub fragments: super::sub::Fragments,
 }
@@ -144,6 +146,7 @@ impl Hub {
             memory: AtomicUsize::new(0),
             epoch: epoch(),
             per_ip: Mutex::new(FxHashMap::default()),
+            reruns: Mutex::new(FxHashMap::default()),
             fragments: super::sub::Fragments::default(),
         });
         let weak = Arc::downgrade(&hub);

@@ -74,6 +74,8 @@ const RETRY_EVERY: Duration = Duration::from_millis(50);
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Subscriptions per connection that run their query again on each commit.
 const MAX_RERUN_SUBS: usize = 8;
+/// ... and per user, over all their connections.
+const MAX_RERUN_PER_USER: usize = 16;
 /// The smallest budget (a budget of nothing would freeze a subscription).
 const MIN_BUDGET: u64 = 256;
 /// Longest close reason (a close frame's payload is at most 125 bytes).
@@ -171,6 +173,16 @@ pub async fn stream(
     let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     // Sockets that have not authenticated are few and short-lived: they
     // never hold a client slot.
+    // An upgrade without credentials (a browser's) is refused before the
+    // upgrade when the address used up its allowance for requests without
+    // valid credentials (failed attempts, as a login would be); one with a
+    // header is judged by its credential, like any authenticated request.
+    if header.is_none()
+        && let Err(retry) = st.ip_limiter.peek(&peer.ip().to_string())
+    {
+        st.metrics.rate_limited.inc();
+        return crate::app::too_many(retry);
+    }
     let pending = header.is_none().then(|| PendingAuth::take(&st.hub));
     if let Some(None) = pending {
         return refuse(
@@ -311,12 +323,12 @@ async fn session(
         Ok(x) => x,
         Err((code, reason)) => {
             st.metrics.auth_failures.inc();
+            // A failed attempt uses the address's allowance for requests
+            // without valid credentials (as a failed HTTP request would).
+            let _ = st.ip_limiter.check(&peer.ip().to_string());
             return close_raw(socket, code, &reason).await;
         }
     };
-    // An upgrade counted against the address's allowance for requests
-    // without credentials; this one had them.
-    st.ip_limiter.refund(&peer.ip().to_string());
     let max = st.config.db.replication.max_clients as usize;
     if st.stream_clients.fetch_add(1, Ordering::AcqRel) >= max {
         st.stream_clients.fetch_sub(1, Ordering::AcqRel);
@@ -348,6 +360,8 @@ async fn session(
         stats: stats.clone(),
         rechecked: Instant::now(),
         newest_at: None,
+        user: who.name.clone(),
+        reruns: 0,
     };
     // The reading half has its own task: the connection's loop then waits
     // on a channel, and a commit's wake-up does not also poll the socket.
@@ -442,6 +456,10 @@ struct Conn {
     rechecked: Instant,
     /// When the newest commit applied was made (for delivery latency).
     newest_at: Option<Instant>,
+    /// Who is connected (re-run subscriptions are counted per user).
+    user: String,
+    /// Re-run subscriptions counted for `user`.
+    reruns: usize,
 }
 
 type Ending = Option<(u16, String)>;
@@ -584,11 +602,15 @@ impl Conn {
         if let Some(id) = self.account() {
             failed.push((id, self.memory_full()));
         }
+        let dropped = !failed.is_empty();
         for (id, e) in failed {
             self.subs.remove(&id);
             // The queue may be full; an error must still arrive: it waits
             // its turn on the next flush.
             let _ = self.out.try_send(Frame(self.encode(&error(Some(&id), e)), None));
+        }
+        if dropped {
+            self.account();
         }
         self.stats.subscriptions.store(self.subs.len(), Ordering::Relaxed);
         self.seq = head;
@@ -606,6 +628,16 @@ impl Conn {
     /// over `[replication] max_stream_memory_mb`, the id of this
     /// connection's largest subscription (to be dropped).
     fn account(&mut self) -> Option<String> {
+        let reruns = self.subs.values().filter(|s| !s.incremental()).count();
+        if reruns != self.reruns {
+            let mut m = self.st.hub.reruns.lock();
+            let n = m.entry(self.user.clone()).or_insert(0);
+            *n = (*n + reruns).saturating_sub(self.reruns);
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+            self.reruns = reruns;
+        }
         let now: usize = self.subs.values().map(Sub::memory).sum();
         let before = self.stats.memory.swap(now, Ordering::Relaxed);
         let total = if now >= before {
@@ -812,6 +844,17 @@ impl Conn {
         // Queries that run again on every commit touching their tables cost
         // the connection's readers (and waiting writers) the most: few per
         // connection.
+        let user_reruns = self.st.hub.reruns.lock().get(&self.user).copied().unwrap_or(0);
+        if !sub.incremental() && user_reruns >= MAX_RERUN_PER_USER {
+            return error(
+                Some(id),
+                format!(
+                    "a user may hold {MAX_RERUN_PER_USER} subscriptions with order_by, limit, offset, nearest or related over all connections"
+                ),
+            )
+            .to_string()
+            .into_bytes();
+        }
         if !sub.incremental() && self.subs.values().filter(|s| !s.incremental()).count() >= MAX_RERUN_SUBS {
             return error(
                 Some(id),
