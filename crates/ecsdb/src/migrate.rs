@@ -92,9 +92,14 @@ impl Database {
             self.enter_fail_stop(reason.clone());
             return Err(DbError::FailStop(reason));
         }
-        inner.world.write().install_migrated(next, seq);
+        {
+            // Published under the write lock, like every commit: whoever
+            // reads the new sequence knows listeners already have it.
+            let mut w = inner.world.write();
+            w.install_migrated(next, seq);
+            inner.feed.publish(seq, &cs);
+        }
         *inner.schema.write() = plan.schema.clone();
-        inner.feed.publish(seq, &cs);
         drop(writer);
         tracing::info!(
             seq,
