@@ -10,6 +10,9 @@
 // Benchmark harness: prose in docs names tools, and short names keep the workloads readable.
 #![allow(clippy::doc_markdown, clippy::many_single_char_names, clippy::similar_names)]
 
+#[path = "support/api_key.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use ecsdb_server::ServerConfig;
@@ -93,24 +96,7 @@ fn main() {
     c.db.persistence.snapshot_interval_secs = 3600;
     let srv = ecsdb_server::start(c, "bench-password").unwrap();
     let base = format!("http://{}", srv.addr);
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let login: J = agent
-        .post(format!("{base}/v1/auth/login"))
-        .send_json(json!({"username": "admin", "password": "bench-password"}))
-        .unwrap()
-        .body_mut()
-        .read_json()
-        .unwrap();
-    // An API key avoids a session lookup per request.
-    let key: J = agent
-        .post(format!("{base}/v1/admin/api-keys"))
-        .header("authorization", &format!("Bearer {}", login["token"].as_str().unwrap()))
-        .send_json(json!({"name": "bench", "permissions": ["read", "write"]}))
-        .unwrap()
-        .body_mut()
-        .read_json()
-        .unwrap();
-    let token = key["key"].as_str().unwrap().to_string();
+    let token = support::api_key(&base, "bench-password", "bench", &["read", "write"]);
     let n = if quick() { 200 } else { 2000 };
     let runs = [
         run("single-entity writes (POST /v1/entities)", &base, &token, n, 1, |c, i| {

@@ -18,6 +18,9 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 #![allow(clippy::doc_markdown, clippy::many_single_char_names, clippy::similar_names)]
 
+#[path = "support/api_key.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 use ecsdb_server::ServerConfig;
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use serde_json::{Value as J, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -115,23 +118,7 @@ fn run(clients: usize, mode: Mode, secs: u64) {
     c.db.replication.delta_compression = "none".into();
     let srv = ecsdb_server::start(c, "bench-password").unwrap();
     let base = format!("http://{}", srv.addr);
-    let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let login: J = agent
-        .post(format!("{base}/v1/auth/login"))
-        .send_json(json!({"username": "admin", "password": "bench-password"}))
-        .unwrap()
-        .body_mut()
-        .read_json()
-        .unwrap();
-    let key: J = agent
-        .post(format!("{base}/v1/admin/api-keys"))
-        .header("authorization", &format!("Bearer {}", login["token"].as_str().unwrap()))
-        .send_json(json!({"name": "bench", "permissions": ["read"]}))
-        .unwrap()
-        .body_mut()
-        .read_json()
-        .unwrap();
-    let key = key["key"].as_str().unwrap().to_string();
+    let key = support::api_key(&base, "bench-password", "bench", &["read"]);
     // The world.
     let db = srv.db.clone();
     let schema = db.schema();

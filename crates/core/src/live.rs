@@ -1,6 +1,6 @@
 //! Live (incremental) evaluation of a query, for subscriptions: which
 //! entities a commit touched ([`Touched`]), and whether one entity belongs
-//! to a query's result ([`LivePlan`], [`World::live_row`]).
+//! to a query's result ([`LivePlan`], [`World::live_row_bytes`]).
 //!
 //! Why it exists: a subscription must be brought up to date on every
 //! commit, and running its whole query again each time costs the size of
@@ -25,10 +25,10 @@ use crate::changeset::{ChangeSet, Op};
 use crate::error::{Error, Result};
 use crate::id::EntityId;
 use crate::near::Shape;
-use crate::query::{Query, Row, Scan};
+use crate::query::{Query, Scan};
 use crate::schema::TableId;
 use crate::spatial::{Point, dist, point_of};
-use crate::value::{self, Value};
+use crate::value;
 use crate::world::World;
 
 /// What one commit (or several, merged) touched.
@@ -302,25 +302,10 @@ impl World {
         Ok(())
     }
 
-    /// Entity `id`'s row if it belongs to the result (`member`: it already
-    /// does, so the widened radius applies), `None` if it does not.
-    pub fn live_row(&self, plan: &LivePlan, id: EntityId, member: bool) -> Result<Option<Row>> {
-        let scan = if member { plan.outer.as_ref().unwrap_or(&plan.scan) } else { &plan.scan };
-        let Ok((a, _)) = self.location(id) else { return Ok(None) };
-        if !scan.archetype_matches(&self.archetypes()[a as usize]) || !scan.entity_matches(self, id)? {
-            return Ok(None);
-        }
-        let mut values = Vec::with_capacity(plan.select.len());
-        for &(t, fi) in &plan.select {
-            values.push((t, fi, self.field_value(id, t, fi)?));
-        }
-        Ok(Some(Row { id, values }))
-    }
-
     /// Entity `id`'s selected values as bytes appended to `out` (see
-    /// [`row_fields`]), if it belongs to the result (`member`: as in
-    /// [`World::live_row`]). Comparing these bytes tells what changed
-    /// without decoding anything.
+    /// [`row_fields`]), if it belongs to the result (`member`: it already
+    /// does, so the widened radius applies). Comparing these bytes tells what
+    /// changed without decoding anything.
     pub fn live_row_bytes(&self, plan: &LivePlan, id: EntityId, member: bool, out: &mut Vec<u8>) -> Result<bool> {
         let scan = if member { plan.outer.as_ref().unwrap_or(&plan.scan) } else { &plan.scan };
         let Ok((a, _)) = self.location(id) else { return Ok(false) };
@@ -441,32 +426,6 @@ impl World {
             _ => f64::INFINITY,
         }
     }
-
-    /// JSON of one row, `{"id", "<table>": {"<field>": value}}`, with only
-    /// the values at `positions` (all when `None`).
-    pub fn live_row_json(&self, row: &Row, positions: Option<&[usize]>) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        m.insert("id".into(), crate::world::id_json(row.id));
-        let mut put = |(t, fi, v): &(TableId, usize, Value)| {
-            let table = self.schema().table(*t);
-            let f = &table.fields[*fi];
-            let entry =
-                m.entry(table.name.clone()).or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            if let serde_json::Value::Object(o) = entry {
-                let ty = if f.slot().is_none() {
-                    crate::schema::FieldType::Scalar(crate::schema::Scalar::U64)
-                } else {
-                    f.ty.clone()
-                };
-                o.insert(f.name.clone(), value::to_json(&ty, v, self.schema()));
-            }
-        };
-        match positions {
-            None => row.values.iter().for_each(&mut put),
-            Some(ps) => ps.iter().filter_map(|&i| row.values.get(i)).for_each(&mut put),
-        }
-        serde_json::Value::Object(m)
-    }
 }
 
 /// The values of a row encoded by [`World::live_row_bytes`].
@@ -549,18 +508,21 @@ type = "u32"
         .unwrap();
         let plan = w.live_plan(&q, 0.1).unwrap();
         assert!(plan.incremental);
-        assert!(w.live_row(&plan, e, false).unwrap().is_none(), "outside the radius: does not enter");
-        assert!(w.live_row(&plan, e, true).unwrap().is_some(), "inside the margin: a member stays");
-        assert!(w.live_area(&plan).unwrap().contains(&e));
-        let row = w.live_row(&plan, e, true).unwrap().unwrap();
-        assert_eq!(w.live_row_json(&row, Some(&[])), serde_json::json!({"id": e.0}));
         let mut bytes = Vec::new();
-        assert!(!w.live_row_bytes(&plan, e, false, &mut bytes).unwrap() && bytes.is_empty());
-        assert!(w.live_row_bytes(&plan, e, true, &mut bytes).unwrap());
+        assert!(!w.live_row_bytes(&plan, e, false, &mut bytes).unwrap(), "outside the radius: does not enter");
+        assert!(bytes.is_empty());
+        assert!(w.live_row_bytes(&plan, e, true, &mut bytes).unwrap(), "inside the margin: a member stays");
+        assert!(w.live_area(&plan).unwrap().contains(&e));
+        // The text is what a query renders for the same row.
         let mut text = Vec::new();
         w.live_row_text(&plan, e, &bytes, None, &mut text).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
-        assert_eq!(v, w.live_row_json(&row, None));
+        let wide: Query = serde_json::from_value(serde_json::json!({"with": ["pos"]})).unwrap();
+        let rows = w.query(&wide).unwrap();
+        assert_eq!(v, w.rows_json(&rows)[0]);
+        let mut only_id = Vec::new();
+        w.live_row_text(&plan, e, &bytes, Some(&[]), &mut only_id).unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&only_id).unwrap(), serde_json::json!({"id": e.0}));
         let mut moved = Vec::new();
         w.live_encode(&plan, e, &mut moved).unwrap();
         assert!(changed_fields(&bytes, &moved).is_empty());

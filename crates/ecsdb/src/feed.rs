@@ -68,10 +68,10 @@ struct Subscriber {
     lagged_from: Option<u64>,
 }
 
-/// The publishing side, owned by the database.
 /// A commit listener (see [`crate::Database::listen_commits`]).
 pub type Listener = Box<dyn Fn(u64, &Arc<ChangeSet>) + Send + Sync>;
 
+/// The publishing side, owned by the database.
 #[derive(Default)]
 pub(crate) struct Feed {
     subs: Mutex<Vec<Subscriber>>,
