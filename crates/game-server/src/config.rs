@@ -347,9 +347,6 @@ impl Config {
         if !(self.view_radius.is_finite() && self.view_radius >= 50.0) {
             return bad(format!("GAME_VIEW_RADIUS={} must be at least 50", self.view_radius));
         }
-        if self.port == 0 {
-            return bad("SERVER_PORT must not be 0".into());
-        }
         if self.rate_limit_max == 0 || self.rate_limit_window.is_zero() {
             return bad("RATE_LIMIT_WINDOW and RATE_LIMIT_MAX must be at least 1".into());
         }

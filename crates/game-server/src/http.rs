@@ -407,9 +407,10 @@ enum ClientMsg {
 }
 
 async fn session(s: &Shared, socket: &mut WebSocket, pre: Option<Authed>) {
-    let who = match pre {
-        Some(w) => w,
-        None => {
+    let who = if let Some(w) = pre {
+        w
+    } else {
+        {
             let first = tokio::time::timeout(Duration::from_secs(5), socket.recv()).await;
             let text = match first {
                 Ok(Some(Ok(Message::Text(t)))) => t,

@@ -179,6 +179,9 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         let shown = main.local_addr().map_or(main_addr.clone(), |a| a.to_string());
         tracing::info!(http = %shown, ws = ?ws.as_ref().and_then(|l| l.local_addr().ok()), tick_rate = cfg.tick_rate, max_players = cfg.max_players, "game server listening");
         println!("game-server listening on http://{shown} (open it in a browser)");
+        if let Some(a) = ws.as_ref().and_then(|l| l.local_addr().ok()) {
+            println!("websocket also on ws://{a}/ws");
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
