@@ -1,7 +1,7 @@
 //! The game server through its real binary: accounts, refusals, bans,
-//! the player limit, rate limits, headers, the world over WebSockets, and
+//! the player limit, rate limits, headers, the world over `WebSockets`, and
 //! kill -9 with everyone put back where they were.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::many_single_char_names)]
 
 mod support;
 

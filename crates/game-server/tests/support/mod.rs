@@ -1,5 +1,5 @@
 //! Starting the real `game-server` binary on ephemeral ports with a temp
-//! data directory, and talking to it over HTTP and WebSockets.
+//! data directory, and talking to it over HTTP and `WebSockets`.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
