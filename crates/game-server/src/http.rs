@@ -582,6 +582,7 @@ pub fn router(s: Shared) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/assets/{file}", get(static_file))
+        .route("/favicon.ico", get(|| async { serve_asset("icon.svg") }))
         .route("/register", post(register))
         .route("/login", post(login))
         .route("/logout", post(logout))

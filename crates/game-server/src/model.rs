@@ -148,8 +148,18 @@ pub fn seed_scenery(db: &Database, size: f32) -> Result<usize, DbError> {
         let n = (cells * per_cell).ceil() as usize;
         for _ in 0..n {
             let radius = rmin + rng.unit() * (rmax - rmin);
-            let x = radius + rng.unit() * (size - 2.0 * radius);
-            let y = radius + rng.unit() * (size - 2.0 * radius);
+            // A few tries for a spot clear of what is already placed.
+            let (mut x, mut y) = (0.0, 0.0);
+            for _ in 0..20 {
+                x = radius + rng.unit() * (size - 2.0 * radius);
+                y = radius + rng.unit() * (size - 2.0 * radius);
+                let clear = bodies.iter().all(|(b, _): &(Body, Label)| {
+                    (b.position[0] - x).hypot(b.position[1] - y) > b.radius + radius + 2.0 * PLAYER_RADIUS
+                });
+                if clear {
+                    break;
+                }
+            }
             let name = match kind {
                 BodyKind::Rock => "rock",
                 BodyKind::Food => "berries",
