@@ -966,6 +966,14 @@ impl Transaction<'_> {
         Ok(self.w().create_entity()?)
     }
 
+    /// Create an entity with a chosen id: for a process that mirrors
+    /// another database, whose ids are assigned there. Fails if the id is
+    /// live or was used by a deleted entity, or lies too far past the ids
+    /// in use (see the import rules in `docs/OPERATIONS.md`).
+    pub fn create_entity_with_id(&mut self, id: EntityId) -> Result<()> {
+        Ok(self.w().create_entity_with_id(id)?)
+    }
+
     /// Create an entity with components given as `{"table": {"field": value}}`.
     pub fn create_entity_json(&mut self, components: &serde_json::Value) -> Result<EntityId> {
         let map = components.as_object().ok_or_else(|| {

@@ -270,3 +270,33 @@ fn parents_are_added_with_their_defaults() {
     let err = db.write(|t| t.remove(a, "entities")).unwrap_err().to_string();
     assert!(err.contains("add `entities`") && err.contains("remove `player` too"), "{err}");
 }
+
+/// Entities created with chosen ids (mirroring another database): taken,
+/// reused and far-off ids are refused; the allocator never hands out a
+/// chosen id; the ids survive a restart.
+#[test]
+fn chosen_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let chosen = EntityId(40);
+    {
+        let db = Database::builder().schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().data_dir(dir.path()).build().unwrap();
+        db.write(|t| {
+            t.create_entity_with_id(chosen)?;
+            t.upsert_json(chosen, json!({"player": {"name": "mirrored"}}).as_object().unwrap())
+        })
+        .unwrap();
+        assert!(db.write(|t| t.create_entity_with_id(chosen)).is_err(), "a live id");
+        assert!(
+            db.write(|t| t.create_entity_with_id(EntityId(u64::from(u32::MAX)))).is_err(),
+            "far past the ids in use"
+        );
+        let fresh: Vec<EntityId> = db.write(|t| (0..100).map(|_| t.create_entity()).collect()).unwrap().0;
+        assert!(!fresh.contains(&chosen));
+        let gone = fresh[0];
+        db.write(|t| t.delete(gone)).unwrap();
+        assert!(db.write(|t| t.create_entity_with_id(gone)).is_err(), "an id used by a deleted entity");
+        db.close().unwrap();
+    }
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(db.get_json(chosen).unwrap()["components"]["player"]["name"], "mirrored");
+}

@@ -16,7 +16,7 @@ use ecsdb_server::auth::{hash_api_key, verify_against_nothing, verify_password};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Account, Gear, Progress, Session};
+use crate::model::{Account, Gear, Progress, Session, Store};
 
 /// Why an account call failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,9 @@ pub enum AuthError {
     /// 403: the player is banned.
     #[error("banned: {reason}")]
     Banned { reason: String, until: u64 },
+    /// 503: the database (a remote ecsdb) did not acknowledge the write.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500.
     #[error("database error: {0}")]
     Db(#[from] DbError),
@@ -53,6 +56,7 @@ impl AuthError {
             AuthError::Taken(_) => 409,
             AuthError::Unauthorized(_) => 401,
             AuthError::Banned { .. } => 403,
+            AuthError::Unavailable(_) => 503,
             AuthError::Db(_) | AuthError::Internal(_) => 500,
         }
     }
@@ -88,6 +92,7 @@ pub struct LoginReply {
 }
 
 pub struct Accounts {
+    store: Store,
     db: Arc<Database>,
     enc: EncodingKey,
     dec: DecodingKey,
@@ -146,8 +151,15 @@ fn hash_password(p: &str) -> Result<String, AuthError> {
 }
 
 impl Accounts {
-    pub fn new(db: Arc<Database>, secret: &[u8], ttl: Duration, world_size: f32) -> Accounts {
-        Accounts { db, enc: EncodingKey::from_secret(secret), dec: DecodingKey::from_secret(secret), ttl, world_size }
+    pub fn new(store: Store, secret: &[u8], ttl: Duration, world_size: f32) -> Accounts {
+        Accounts {
+            db: store.db.clone(),
+            store,
+            enc: EncodingKey::from_secret(secret),
+            dec: DecodingKey::from_secret(secret),
+            ttl,
+            world_size,
+        }
     }
 
     fn account_by_name(&self, username: &str) -> Result<Option<(EntityId, Account)>, AuthError> {
@@ -176,6 +188,7 @@ impl Accounts {
             margin + rng.unit() * (self.world_size - 2.0 * margin),
             margin + rng.unit() * (self.world_size - 2.0 * margin),
         ];
+        let reserved = self.store.reserve(1).map_err(AuthError::Unavailable)?;
         let mut taken: Option<String> = None;
         let result = self.db.write(|t| {
             // Checked again under the write lock: two registrations racing
@@ -215,10 +228,23 @@ impl Accounts {
             };
             let gear =
                 Gear { inventory: "[]".into(), equipment: "{}".into(), skills: "{}".into(), statistics: "{}".into() };
-            t.spawn((account, progress, gear))
+            match &reserved {
+                None => t.spawn((account, progress, gear)),
+                Some(ids) => {
+                    let id = ids[0];
+                    t.create_entity_with_id(id)?;
+                    t.insert_component(id, &account)?;
+                    t.insert_component(id, &progress)?;
+                    t.insert_component(id, &gear)?;
+                    Ok(id)
+                }
+            }
         });
         let id = match (result, taken) {
-            (Ok((id, _)), _) => id,
+            (Ok((id, info)), _) => {
+                self.store.acked(info.seq).map_err(AuthError::Unavailable)?;
+                id
+            }
             (Err(_), Some(m)) => return Err(AuthError::Taken(m)),
             (Err(e), None) => return Err(AuthError::Db(e)),
         };
@@ -247,15 +273,24 @@ impl Accounts {
         let exp_ms = now.saturating_add(self.ttl.as_millis() as u64);
         let ua: String = user_agent.chars().take(512).collect();
         let ip: String = ip.chars().take(45).collect();
-        let (token, _) = self.db.write(|t| {
-            let sid = t.spawn_component(&Session {
+        let reserved = self.store.reserve(1).map_err(AuthError::Unavailable)?;
+        let (token, info) = self.db.write(|t| {
+            let session = Session {
                 player: player.0,
                 token_hash: String::new(),
                 created_at: now,
                 expires_at: exp_ms,
                 ip_address: ip.clone(),
                 user_agent: ua.clone(),
-            })?;
+            };
+            let sid = match &reserved {
+                None => t.spawn_component(&session)?,
+                Some(ids) => {
+                    t.create_entity_with_id(ids[0])?;
+                    t.insert_component(ids[0], &session)?;
+                    ids[0]
+                }
+            };
             let claims = Claims {
                 sub: player.0.to_string(),
                 sid: sid.0,
@@ -269,6 +304,7 @@ impl Accounts {
             t.set(player, "account", "last_login", &Value::U64(now))?;
             Ok(token)
         })?;
+        self.store.acked(info.seq).map_err(AuthError::Unavailable)?;
         Ok(LoginReply { token, expires_in: self.ttl.as_secs(), player_id: player.0, username: account.display_name })
     }
 
@@ -315,7 +351,8 @@ impl Accounts {
             AuthError::Banned { .. } => self.session_of(token),
             e => Err(e),
         })?;
-        self.db.write(|t| t.delete(who.session))?;
+        let ((), info) = self.db.write(|t| t.delete(who.session))?;
+        self.store.acked(info.seq).map_err(AuthError::Unavailable)?;
         Ok(who)
     }
 
@@ -335,7 +372,7 @@ impl Accounts {
         let (player, _) =
             self.account_by_name(&name)?.ok_or_else(|| AuthError::BadInput(format!("no player named {name:?}")))?;
         let until = if for_secs == 0 { 0 } else { now_ms().saturating_add(for_secs.saturating_mul(1000)) };
-        self.db.write(|t| {
+        let ((), info) = self.db.write(|t| {
             t.set(player, "account", "is_banned", &Value::Bool(reason.is_some()))?;
             t.set(
                 player,
@@ -345,6 +382,7 @@ impl Accounts {
             )?;
             t.set(player, "account", "ban_expires", &Value::U64(if reason.is_some() { until } else { 0 }))
         })?;
+        self.store.acked(info.seq).map_err(AuthError::Unavailable)?;
         Ok(player)
     }
 
@@ -386,7 +424,7 @@ mod tests {
 
     fn accounts() -> Accounts {
         let db = Arc::new(crate::model::in_memory().unwrap());
-        Accounts::new(db, b"0123456789abcdef0123456789abcdef", Duration::from_hours(1), 2000.0)
+        Accounts::new(Store { db, remote: None }, b"0123456789abcdef0123456789abcdef", Duration::from_hours(1), 2000.0)
     }
 
     #[test]
@@ -429,7 +467,7 @@ mod tests {
         let a = accounts();
         a.register("carol", "correct horse", None).unwrap();
         let r = a.login("carol", "correct horse", "", "").unwrap();
-        let other = Accounts::new(a.db.clone(), b"another secret another secret 32", Duration::from_mins(1), 2000.0);
+        let other = Accounts::new(a.store.clone(), b"another secret another secret 32", Duration::from_mins(1), 2000.0);
         assert!(matches!(other.authenticate(&r.token), Err(AuthError::Unauthorized(_))));
     }
 }

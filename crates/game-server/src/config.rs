@@ -46,8 +46,10 @@ pub struct Config {
     /// `json` or `pretty`.
     pub log_format: String,
     pub data_dir: PathBuf,
-    /// A remote `ecsdb serve` (`ECSDB_URL`); refused for now, see README.
+    /// A remote `ecsdb serve` (`ECSDB_URL`) instead of the embedded database.
     pub ecsdb_url: Option<String>,
+    /// Its API key (`ECSDB_API_KEY`; read and write permissions).
+    pub ecsdb_api_key: Option<String>,
     pub cors: Cors,
     /// Largest WebSocket message a client may send (bytes).
     pub max_message_size: usize,
@@ -83,6 +85,7 @@ impl Default for Config {
             log_format: "json".into(),
             data_dir: PathBuf::from("./game-data"),
             ecsdb_url: None,
+            ecsdb_api_key: None,
             cors: Cors {
                 allowed_origins: Vec::new(),
                 allowed_methods: vec!["GET".into(), "POST".into(), "OPTIONS".into()],
@@ -154,6 +157,7 @@ struct FileLogging {
 struct FileDatabase {
     data_dir: Option<PathBuf>,
     url: Option<String>,
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +274,9 @@ impl Config {
         if f.database.url.is_some() {
             self.ecsdb_url = f.database.url;
         }
+        if f.database.api_key.is_some() {
+            self.ecsdb_api_key = f.database.api_key;
+        }
         set(&mut self.cors.allowed_origins, f.cors.allowed_origins);
         set(&mut self.cors.allowed_methods, f.cors.allowed_methods);
         set(&mut self.cors.allowed_headers, f.cors.allowed_headers);
@@ -319,6 +326,9 @@ impl Config {
         }
         if let Some(v) = env.get("ECSDB_URL").filter(|v| !v.trim().is_empty()) {
             self.ecsdb_url = Some(v.clone());
+        }
+        if let Some(v) = env.get("ECSDB_API_KEY").filter(|v| !v.trim().is_empty()) {
+            self.ecsdb_api_key = Some(v.clone());
         }
         if let Some(v) = env.get("CORS_ALLOWED_ORIGINS") {
             self.cors.allowed_origins = list(v);
@@ -370,10 +380,8 @@ impl Config {
                 return bad(format!("JWT_SECRET is {} bytes; use at least 32", s.len()));
             }
         }
-        if let Some(u) = &self.ecsdb_url {
-            return bad(format!(
-                "ECSDB_URL={u}: a remote ecsdb is not supported by this version of the game server; unset it to use the embedded database (ECSDB_DATA_DIR)"
-            ));
+        if self.ecsdb_url.is_some() && self.ecsdb_api_key.is_none() {
+            return bad("ECSDB_URL is set but ECSDB_API_KEY is not: the game server needs an API key with read and write permissions on that ecsdb".into());
         }
         Ok(())
     }

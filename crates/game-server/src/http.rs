@@ -94,6 +94,10 @@ fn auth_error(e: &AuthError) -> Response {
             (status, axum::Json(json!({"error": "banned", "message": e.to_string(), "reason": reason, "until": until})))
                 .into_response()
         }
+        AuthError::Unavailable(m) => {
+            tracing::warn!(error = %m, "account write not acknowledged by the database");
+            error(status, "unavailable", "the database did not acknowledge the write; retry shortly")
+        }
         AuthError::Db(_) | AuthError::Internal(_) => {
             tracing::error!(error = %e, "account operation failed");
             error(status, "internal", "internal error; see the server log")
@@ -243,12 +247,12 @@ async fn me(State(s): State<Shared>, headers: HeaderMap) -> Response {
         "player_id": who.player.0,
         "username": who.name,
         "online": body.is_some(),
-        "position": pos,
+        "position": [crate::sim::short(pos[0]), crate::sim::short(pos[1])],
         "level": p.level,
         "experience": p.experience,
-        "health": p.health,
-        "hunger": p.hunger,
-        "thirst": p.thirst,
+        "health": crate::sim::short(p.health),
+        "hunger": crate::sim::short(p.hunger),
+        "thirst": crate::sim::short(p.thirst),
         "deaths": p.deaths,
     }))
     .into_response()
@@ -307,7 +311,9 @@ async fn health(State(s): State<Shared>) -> Response {
     let since = s.game.since_last_tick_ms();
     let failed = s.game.failed.lock().clone();
     let db_failed = s.game.db.fail_stopped();
-    let stalled = since > 2000;
+    let remote = s.game.remote.as_ref().map(|r| r.status());
+    let stalled = since > 2000 || remote.as_ref().is_some_and(|r| r.last_error.is_some() || r.lag_commits > 100);
+    let failed = failed.or_else(|| remote.and_then(|r| r.failed));
     let status = if failed.is_some() || db_failed.is_some() {
         "unhealthy"
     } else if stalled {
@@ -329,10 +335,18 @@ async fn health(State(s): State<Shared>) -> Response {
             "max_players": s.game.cfg.max_players,
             "tick_ms": {"p50": p50, "p99": p99, "samples": n, "since_last": since},
             "uptime_secs": s.started.elapsed().as_secs(),
-            "database": {
-                "mode": "embedded",
-                "sequence": s.game.db.version(),
-                "error": failed.or(db_failed),
+            "database": match &s.game.remote {
+                None => json!({"mode": "embedded", "sequence": s.game.db.version(), "error": failed.or(db_failed)}),
+                Some(r) => {
+                    let st = r.status();
+                    json!({
+                        "mode": "remote",
+                        "url": st.url,
+                        "sequence": s.game.db.version(),
+                        "lag_commits": st.lag_commits,
+                        "error": st.failed.or(st.last_error).or(failed).or(db_failed),
+                    })
+                }
             },
         })),
     )
@@ -340,7 +354,7 @@ async fn health(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    let text = s.game.metrics.render(&s.game.db);
+    let text = s.game.metrics.render(&s.game.db, s.game.remote.as_deref());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -13,6 +13,7 @@ mod config;
 mod http;
 mod metrics;
 mod model;
+mod remote;
 mod sim;
 mod tick;
 
@@ -135,15 +136,27 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     }
     let secret = jwt_secret(&cfg, &dir)?;
-    let db = Arc::new(
-        model::open(&dir.join("db"))
-            .map_err(|e| format!("cannot open the database in {}: {e}", dir.join("db").display()))?,
-    );
-    let scenery = model::seed_scenery(&db, cfg.world_size).map_err(|e| e.to_string())?;
+    let (store, pusher) = match &cfg.ecsdb_url {
+        None => {
+            let path = dir.join("db");
+            let db = model::open(&path).map_err(|e| format!("cannot open the database in {}: {e}", path.display()))?;
+            (model::Store { db: Arc::new(db), remote: None }, None)
+        }
+        Some(url) => {
+            let db = Arc::new(model::in_memory().map_err(|e| e.to_string())?);
+            let r = remote::Remote::connect(url, cfg.ecsdb_api_key.as_deref().unwrap_or(""), &db.schema())?;
+            let loaded = r.load_into(&db)?;
+            tracing::info!(url = %url, entities = loaded, "loaded the game's state from the remote ecsdb");
+            let pusher = r.attach(&db)?;
+            (model::Store { db, remote: Some(r) }, Some(pusher))
+        }
+    };
+    let db = store.db.clone();
+    let scenery = model::seed_scenery(&store, cfg.world_size)?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let game = tick::Game::new(db.clone(), cfg.clone(), metrics);
+    let game = tick::Game::new(&store, cfg.clone(), metrics);
     let recovered = game.recover_bodies().map_err(|e| e.to_string())?;
-    let accounts = Arc::new(accounts::Accounts::new(db.clone(), &secret, cfg.jwt_expires, cfg.world_size));
+    let accounts = Arc::new(accounts::Accounts::new(store.clone(), &secret, cfg.jwt_expires, cfg.world_size));
     let purged = accounts.purge_expired_sessions().map_err(|e| e.to_string())?;
     tracing::info!(
         data_dir = %dir.display(),
@@ -208,6 +221,14 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     game.stop();
     let _ = ticker.join();
     game.recover_bodies().map_err(|e| e.to_string())?;
+    if let Some(r) = &store.remote {
+        if let Err(e) = r.finish(std::time::Duration::from_secs(10)) {
+            tracing::error!(error = %e, "not every commit reached the remote ecsdb before stopping");
+        }
+        if let Some(p) = pusher {
+            let _ = p.join();
+        }
+    }
     db.close().map_err(|e| e.to_string())?;
     served
 }

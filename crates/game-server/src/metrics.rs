@@ -51,6 +51,8 @@ pub struct Metrics {
     db_entities: Gauge,
     db_commits: Gauge<u64, AtomicU64>,
     db_memory: Gauge,
+    remote_lag: Gauge,
+    remote_errors: Gauge<u64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,6 +93,8 @@ impl Metrics {
             db_entities: Gauge::default(),
             db_commits: Gauge::default(),
             db_memory: Gauge::default(),
+            remote_lag: Gauge::default(),
+            remote_errors: Gauge::default(),
         };
         r.register(
             "game_players_online",
@@ -123,12 +127,22 @@ impl Metrics {
         r.register("ecsdb_entities", "Entities in the database", m.db_entities.clone());
         r.register("ecsdb_transactions_committed", "Transactions committed since start", m.db_commits.clone());
         r.register("ecsdb_memory_bytes", "Memory the database accounts for", m.db_memory.clone());
+        r.register(
+            "game_remote_lag_commits",
+            "Local commits not yet acknowledged by the remote ecsdb (remote mode)",
+            m.remote_lag.clone(),
+        );
+        r.register("game_remote_push_errors", "Failed writes to the remote ecsdb (retried)", m.remote_errors.clone());
         *m.registry.lock() = r;
         m
     }
 
     /// The text exposition, with the database's figures read now.
-    pub fn render(&self, db: &Database) -> String {
+    pub fn render(&self, db: &Database, remote: Option<&crate::remote::Remote>) -> String {
+        if let Some(r) = remote {
+            self.remote_lag.set(r.status().lag_commits as i64);
+            self.remote_errors.set(r.push_errors.load(std::sync::atomic::Ordering::Relaxed));
+        }
         let dm = db.metrics();
         self.db_sequence.set(dm.sequence as i64);
         self.db_entities.set(dm.total_entities as i64);

@@ -9,8 +9,12 @@
 //! which is what each player's subscription follows.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use ecsdb::{Component, Database, DbError, Enum};
+use ecsdb::{Component, Database, DbError, EntityId, Enum};
+
+use crate::remote::Remote;
 
 /// The schema the game server creates its database with.
 pub const SCHEMA: &str = include_str!("../game.toml");
@@ -92,8 +96,7 @@ pub fn open(dir: &Path) -> Result<Database, DbError> {
     Ok(db)
 }
 
-/// An in-memory game database (tests).
-#[cfg(test)]
+/// An in-memory game database (tests, and the working copy of a remote one).
 pub fn in_memory() -> Result<Database, DbError> {
     let db = Database::builder().schema_toml(SCHEMA)?.build()?;
     register(&db)?;
@@ -108,6 +111,35 @@ fn register(db: &Database) -> Result<(), DbError> {
     db.register::<Body>()?;
     db.register::<Label>()?;
     Ok(())
+}
+
+/// The game's database: embedded, or an in-memory working copy of a
+/// remote ecsdb (see `remote.rs`).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub db: Arc<Database>,
+    pub remote: Option<Arc<Remote>>,
+}
+
+impl Store {
+    /// Ids for `n` new entities: assigned by the remote in remote mode
+    /// (create them locally with `create_entity_with_id`), `None` when
+    /// embedded (spawn as usual).
+    pub fn reserve(&self, n: usize) -> Result<Option<Vec<EntityId>>, String> {
+        match &self.remote {
+            Some(r) => r.create_ids(n).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Wait until local commit `seq` is durable where the game keeps its
+    /// data (immediate when embedded: the commit returned after its fsync).
+    pub fn acked(&self, seq: u64) -> Result<(), String> {
+        match &self.remote {
+            Some(r) => r.wait_pushed(seq, Duration::from_secs(10)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A small deterministic generator (splitmix64): the scenery is the same
@@ -134,8 +166,9 @@ impl Rng {
 
 /// Rocks, food bushes and water pools for a world of `size` (once: a
 /// database that already has scenery keeps it). Returns how many were made.
-pub fn seed_scenery(db: &Database, size: f32) -> Result<usize, DbError> {
-    let existing = db.read().query::<(&Body,)>().without::<Account>().count()?;
+pub fn seed_scenery(store: &Store, size: f32) -> Result<usize, String> {
+    let db = &store.db;
+    let existing = db.read().query::<(&Body,)>().without::<Account>().count().map_err(|e| e.to_string())?;
     if existing > 0 {
         return Ok(0);
     }
@@ -173,7 +206,19 @@ pub fn seed_scenery(db: &Database, size: f32) -> Result<usize, DbError> {
         }
     }
     let n = bodies.len();
-    db.write(|t| t.spawn_batch(bodies))?;
+    match store.reserve(n)? {
+        None => db.write(|t| t.spawn_batch(bodies)).map_err(|e| e.to_string())?,
+        Some(ids) => db
+            .write(|t| {
+                for (id, (b, l)) in ids.iter().zip(&bodies) {
+                    t.create_entity_with_id(*id)?;
+                    t.insert_component(*id, b)?;
+                    t.insert_component(*id, l)?;
+                }
+                Ok(Vec::new())
+            })
+            .map_err(|e| e.to_string())?,
+    };
     Ok(n)
 }
 
@@ -183,10 +228,11 @@ mod tests {
 
     #[test]
     fn schema_matches_the_types_and_scenery_is_made_once() {
-        let db = in_memory().unwrap();
-        let n = seed_scenery(&db, 2000.0).unwrap();
+        let db = Arc::new(in_memory().unwrap());
+        let store = Store { db: db.clone(), remote: None };
+        let n = seed_scenery(&store, 2000.0).unwrap();
         assert!(n > 50, "{n}");
-        assert_eq!(seed_scenery(&db, 2000.0).unwrap(), 0);
+        assert_eq!(seed_scenery(&store, 2000.0).unwrap(), 0);
         let all = db.read().query::<(&Body,)>().collect().unwrap();
         assert_eq!(all.len(), n);
         for (_, (b,)) in all {

@@ -37,6 +37,12 @@ impl Input {
     }
 }
 
+/// An `f32` as the `f64` of its shortest decimal text, for JSON (`98.4`,
+/// not `98.39999389648438`), the way ecsdb writes `f32` fields.
+pub fn short(x: f32) -> f64 {
+    if x.is_finite() { x.to_string().parse().unwrap_or(f64::from(x)) } else { 0.0 }
+}
+
 /// Level for an amount of experience: 1, then 20, 80, 180, … (20·(n-1)²) for level n.
 pub fn level_for(xp: u64) -> u32 {
     1 + ((xp as f64 / 20.0).sqrt().floor() as u32)

@@ -68,13 +68,15 @@ pub enum JoinError {
 /// Shared game state.
 pub struct Game {
     pub db: Arc<Database>,
+    /// The remote ecsdb the world is mirrored to, if any.
+    pub remote: Option<Arc<crate::remote::Remote>>,
     pub cfg: Config,
     pub metrics: Arc<Metrics>,
     pub tick: AtomicU64,
     online: Mutex<FxHashMap<EntityId, Conn>>,
     events: Mutex<Vec<Event>>,
     next_conn: AtomicU64,
-    /// Durations of the last ticks (seconds), for `/health`.
+    /// Durations of the last `RECENT_TICKS` ticks (seconds), for `/health`.
     recent: Mutex<VecDeque<f32>>,
     last_tick_ms: AtomicU64,
     stop: AtomicBool,
@@ -89,14 +91,15 @@ impl std::fmt::Debug for Game {
 }
 
 /// Ticks kept for the `/health` percentiles.
-const RECENT_TICKS: usize = 1200;
+const RECENT_TICKS: usize = 200;
 /// Messages a connection's queue holds.
 pub const QUEUE: usize = 32;
 
 impl Game {
-    pub fn new(db: Arc<Database>, cfg: Config, metrics: Arc<Metrics>) -> Arc<Game> {
+    pub fn new(store: &crate::model::Store, cfg: Config, metrics: Arc<Metrics>) -> Arc<Game> {
         Arc::new(Game {
-            db,
+            db: store.db.clone(),
+            remote: store.remote.clone(),
             cfg,
             metrics,
             tick: AtomicU64::new(0),
@@ -282,6 +285,14 @@ fn tick_once(
     rng: &mut Rng,
 ) -> Result<(), DbError> {
     let cfg = &game.cfg;
+    if let Some(r) = &game.remote
+        && !r.healthy()
+    {
+        return Err(ecsdb::EngineError::Query(
+            "the remote ecsdb refused a write; the world is paused (see /health)".into(),
+        )
+        .into());
+    }
     let tick = game.tick.load(Ordering::Relaxed) + 1;
     let dt = 1.0 / cfg.tick_rate as f32;
     let vitals_now = tick.is_multiple_of(u64::from(cfg.tick_rate));
@@ -478,9 +489,9 @@ fn tick_once(
                     "level": p.level,
                     "experience": p.experience,
                     "next_level_at": 20 * u64::from(p.level) * u64::from(p.level),
-                    "health": p.health,
-                    "hunger": p.hunger,
-                    "thirst": p.thirst,
+                    "health": sim::short(p.health),
+                    "hunger": sim::short(p.hunger),
+                    "thirst": sim::short(p.thirst),
                     "deaths": p.deaths,
                     "players_online": online.len(),
                 });
