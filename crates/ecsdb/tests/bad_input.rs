@@ -277,7 +277,7 @@ fn parents_are_added_with_their_defaults() {
 #[test]
 fn chosen_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let chosen = EntityId(40);
+    let chosen = EntityId((1 << 32) | 40); // generation 1, slot 40
     {
         let db = Database::builder().schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().data_dir(dir.path()).build().unwrap();
         db.write(|t| {
@@ -287,7 +287,7 @@ fn chosen_ids() {
         .unwrap();
         assert!(db.write(|t| t.create_entity_with_id(chosen)).is_err(), "a live id");
         assert!(
-            db.write(|t| t.create_entity_with_id(EntityId(u64::from(u32::MAX)))).is_err(),
+            db.write(|t| t.create_entity_with_id(EntityId((1 << 32) | 0x7fff_ffff))).is_err(),
             "far past the ids in use"
         );
         let fresh: Vec<EntityId> = db.write(|t| (0..100).map(|_| t.create_entity()).collect()).unwrap().0;

@@ -117,10 +117,15 @@ impl Ecsdb {
     }
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+/// Wait until `f` holds of what `get` reads (shown if it never does).
+fn wait_for(what: &str, mut get: impl FnMut() -> J, f: impl Fn(&J) -> bool) {
     let end = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
+    loop {
+        let v = get();
+        if f(&v) {
+            return;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}; last: {v}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -157,7 +162,7 @@ fn remote_mode_mirrors_survives_kill_9_outages_and_stops_on_refusal() {
         last = me;
     };
     // The remote holds what the game server shows once the pusher caught up.
-    wait_for("the mirror to catch up", || g.health()["database"]["lag_commits"] == 0);
+    wait_for("the mirror to catch up", || g.health(), |h| h["database"]["lag_commits"] == 0);
     let (s, rows) = db.post("/v1/query", &key, &json!({"with": ["account"], "select": ["account.username"]}));
     assert_eq!(s, 200);
     assert_eq!(rows["rows"][0]["account"]["username"], "walker");
@@ -187,8 +192,8 @@ fn remote_mode_mirrors_survives_kill_9_outages_and_stops_on_refusal() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_ne!(g.health()["status"], "healthy");
     let db = ecsdb(&data, base.trim_start_matches("http://"));
-    wait_for("the backlog to reach the restarted database", || g.health()["database"]["lag_commits"] == 0);
-    wait_for("/health to say healthy again", || g.health()["status"] == "healthy");
+    wait_for("the backlog to reach the restarted database", || g.health(), |h| h["database"]["lag_commits"] == 0);
+    wait_for("/health to say healthy again", || g.health(), |h| h["status"] == "healthy");
     let r = g.post("/register", &json!({"username": "later", "password": "password-123"}));
     assert_eq!(r.status, 201, "{}", r.body);
 
@@ -203,7 +208,7 @@ fn remote_mode_mirrors_survives_kill_9_outages_and_stops_on_refusal() {
     assert_eq!(r.status().as_u16(), 204);
     let mut ws = ws_connect(&g.ws_url(), Some(&token)).unwrap();
     until(&mut ws, WAIT, |m| m["type"] == "welcome");
-    wait_for("the world to stop", || g.health()["status"] == "unhealthy");
+    wait_for("the world to stop", || g.health(), |h| h["status"] == "unhealthy");
     let h = g.health();
     assert!(h["database"]["error"].as_str().unwrap().contains("401"), "{h}");
     let tick = h["server_tick"].as_u64().unwrap();
