@@ -277,7 +277,7 @@ fn parents_are_added_with_their_defaults() {
 #[test]
 fn chosen_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let chosen = EntityId((1 << 32) | 40); // generation 1, slot 40
+    let chosen = EntityId((1 << 32) | 0x28); // generation 1, slot 40
     {
         let db = Database::builder().schema_toml(ecsdb::EXAMPLE_SCHEMA).unwrap().data_dir(dir.path()).build().unwrap();
         db.write(|t| {
