@@ -316,6 +316,15 @@ impl World {
         Ok(true)
     }
 
+    /// Whether entity `id` belongs to the result (as [`World::live_row_bytes`]
+    /// decides), without encoding its row: for an entity whose components
+    /// did not change, only its membership can (the centre moved).
+    pub fn live_matches(&self, plan: &LivePlan, id: EntityId, member: bool) -> Result<bool> {
+        let scan = if member { plan.outer.as_ref().unwrap_or(&plan.scan) } else { &plan.scan };
+        let Ok((a, _)) = self.location(id) else { return Ok(false) };
+        Ok(scan.archetype_matches(&self.archetypes()[a as usize]) && scan.entity_matches(self, id)?)
+    }
+
     /// Entity `id`'s selected values as bytes appended to `out`, whether or
     /// not it matches (it must have the selected components).
     pub fn live_encode(&self, plan: &LivePlan, id: EntityId, out: &mut Vec<u8>) -> Result<()> {

@@ -37,6 +37,10 @@ pub struct Config {
     pub world_size: f32,
     /// How far a player sees (world units).
     pub view_radius: f32,
+    /// World updates each client may be sent, in bytes per second
+    /// (`GAME_CLIENT_BUDGET`; 0 = unlimited). Over it, nearer entities are
+    /// updated first and farther ones less often.
+    pub client_budget: u64,
     /// `None`: a random secret kept in the data directory (`jwt.secret`).
     pub jwt_secret: Option<String>,
     pub jwt_expires: Duration,
@@ -77,6 +81,7 @@ impl Default for Config {
             max_players: 50,
             world_size: 2000.0,
             view_radius: 400.0,
+            client_budget: 0,
             jwt_secret: None,
             jwt_expires: Duration::from_hours(24),
             rate_limit_window: Duration::from_mins(1),
@@ -134,6 +139,7 @@ struct FileGame {
     max_players: Option<usize>,
     world_size: Option<f32>,
     view_radius: Option<f32>,
+    client_budget: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +262,7 @@ impl Config {
         set(&mut self.max_players, f.game.max_players);
         set(&mut self.world_size, f.game.world_size);
         set(&mut self.view_radius, f.game.view_radius);
+        set(&mut self.client_budget, f.game.client_budget);
         if let Some(v) = f.security.jwt_secret {
             self.jwt_secret = Some(v);
         }
@@ -308,6 +315,7 @@ impl Config {
         num(env, "GAME_MAX_PLAYERS", &mut self.max_players)?;
         num(env, "GAME_WORLD_SIZE", &mut self.world_size)?;
         num(env, "GAME_VIEW_RADIUS", &mut self.view_radius)?;
+        num(env, "GAME_CLIENT_BUDGET", &mut self.client_budget)?;
         if let Some(v) = env.get("JWT_SECRET") {
             self.jwt_secret = Some(v.clone());
         }
@@ -356,6 +364,12 @@ impl Config {
         }
         if !(self.view_radius.is_finite() && self.view_radius >= 50.0) {
             return bad(format!("GAME_VIEW_RADIUS={} must be at least 50", self.view_radius));
+        }
+        if self.client_budget != 0 && self.client_budget < 1024 {
+            return bad(format!(
+                "GAME_CLIENT_BUDGET={} must be 0 (unlimited) or at least 1024 bytes per second",
+                self.client_budget
+            ));
         }
         if self.rate_limit_max == 0 || self.rate_limit_window.is_zero() {
             return bad("RATE_LIMIT_WINDOW and RATE_LIMIT_MAX must be at least 1".into());

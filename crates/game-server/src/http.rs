@@ -307,7 +307,8 @@ async fn unban(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 async fn health(State(s): State<Shared>) -> Response {
-    let (p50, p99, n) = s.game.tick_percentiles();
+    let (ms, n) = s.game.tick_percentiles();
+    let [(p50, p99), systems, commit, subs] = ms;
     let since = s.game.since_last_tick_ms();
     let failed = s.game.failed.lock().clone();
     let db_failed = s.game.db.fail_stopped();
@@ -333,7 +334,12 @@ async fn health(State(s): State<Shared>) -> Response {
             "server_tick": s.game.tick.load(Ordering::Relaxed),
             "tick_rate": s.game.cfg.tick_rate,
             "max_players": s.game.cfg.max_players,
-            "tick_ms": {"p50": p50, "p99": p99, "samples": n, "since_last": since},
+            "tick_ms": {
+                "p50": p50, "p99": p99, "samples": n, "since_last": since,
+                "systems": {"p50": systems.0, "p99": systems.1},
+                "commit": {"p50": commit.0, "p99": commit.1},
+                "subscriptions": {"p50": subs.0, "p99": subs.1},
+            },
             "uptime_secs": s.started.elapsed().as_secs(),
             "database": match &s.game.remote {
                 None => json!({"mode": "embedded", "sequence": s.game.db.version(), "error": failed.or(db_failed)}),

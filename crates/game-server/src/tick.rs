@@ -77,7 +77,8 @@ pub struct Game {
     events: Mutex<Vec<Event>>,
     next_conn: AtomicU64,
     /// Durations of the last `RECENT_TICKS` ticks (seconds), for `/health`.
-    recent: Mutex<VecDeque<f32>>,
+    /// Per tick: total, systems, commit, subscriptions (seconds).
+    recent: Mutex<VecDeque<[f32; 4]>>,
     last_tick_ms: AtomicU64,
     stop: AtomicBool,
     /// Set when a tick failed to commit (the database refuses writes).
@@ -166,15 +167,21 @@ impl Game {
         }
     }
 
-    /// p50 and p99 of the recent ticks, in milliseconds.
-    pub fn tick_percentiles(&self) -> (f64, f64, usize) {
-        let mut v: Vec<f32> = self.recent.lock().iter().copied().collect();
-        if v.is_empty() {
-            return (0.0, 0.0, 0);
+    /// p50 and p99 of the recent ticks, in milliseconds: the whole tick,
+    /// then its phases (systems, commit, subscriptions), and how many.
+    pub fn tick_percentiles(&self) -> ([(f64, f64); 4], usize) {
+        let recent: Vec<[f32; 4]> = self.recent.lock().iter().copied().collect();
+        let mut out = [(0.0, 0.0); 4];
+        if recent.is_empty() {
+            return (out, 0);
         }
-        v.sort_by(f32::total_cmp);
-        let at = |q: f64| f64::from(v[((v.len() - 1) as f64 * q).round() as usize]) * 1e3;
-        (at(0.5), at(0.99), v.len())
+        for (k, o) in out.iter_mut().enumerate() {
+            let mut v: Vec<f32> = recent.iter().map(|r| r[k]).collect();
+            v.sort_by(f32::total_cmp);
+            let at = |q: f64| f64::from(v[((v.len() - 1) as f64 * q).round() as usize]) * 1e3;
+            *o = (at(0.5), at(0.99));
+        }
+        (out, recent.len())
     }
 
     /// Milliseconds since the last tick finished.
@@ -248,12 +255,19 @@ pub fn run(game: &Arc<Game>) {
     let mut next = Instant::now() + interval;
     while !game.stop.load(Ordering::Relaxed) {
         let start = Instant::now();
-        if let Err(e) = tick_once(game, &mut viewers, &fragments, &mut rng) {
-            tracing::error!(error = %e, "tick failed; the world is paused until the database accepts writes");
-            *game.failed.lock() = Some(e.to_string());
-            std::thread::sleep(Duration::from_millis(500));
-        } else if game.failed.lock().is_some() {
-            *game.failed.lock() = None;
+        let mut phases = [0.0f32; 3];
+        match tick_once(game, &mut viewers, &fragments, &mut rng) {
+            Err(e) => {
+                tracing::error!(error = %e, "tick failed; the world is paused until the database accepts writes");
+                *game.failed.lock() = Some(e.to_string());
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Ok(p) => {
+                phases = p;
+                if game.failed.lock().is_some() {
+                    *game.failed.lock() = None;
+                }
+            }
         }
         let took = start.elapsed();
         game.metrics.tick_duration.observe(took.as_secs_f64());
@@ -263,7 +277,7 @@ pub fn run(game: &Arc<Game>) {
             if r.len() == RECENT_TICKS {
                 r.pop_front();
             }
-            r.push_back(took.as_secs_f32());
+            r.push_back([took.as_secs_f32(), phases[0], phases[1], phases[2]]);
         }
         game.last_tick_ms.store(now_ms(), Ordering::Relaxed);
         let now = Instant::now();
@@ -283,7 +297,8 @@ fn tick_once(
     viewers: &mut FxHashMap<EntityId, Viewer>,
     fragments: &Fragments,
     rng: &mut Rng,
-) -> Result<(), DbError> {
+) -> Result<[f32; 3], DbError> {
+    let started = Instant::now();
     let cfg = &game.cfg;
     if let Some(r) = &game.remote
         && !r.healthy()
@@ -410,19 +425,73 @@ fn tick_once(
             }
         }
     }
+    let systems = started.elapsed();
     let info = txn.commit()?;
+    let committed = started.elapsed();
     game.tick.store(tick, Ordering::Relaxed);
     game.metrics.server_tick.set(tick as i64);
 
-    // Subscriptions: bring each viewer to this commit and send its delta.
+    // Subscriptions: bring each viewer to this commit and send its delta,
+    // on every core: viewers only read the world and share the rendered
+    // row fragments.
     let touched = Touched::of(&info.changes);
-    let all_touched = Touches(&[&touched]);
     let view = game.db.read();
     let online = game.online.lock();
-    let now = Instant::now();
-    let progress_table = view.schema().table_id("progress");
-    for (player, v) in viewers.iter_mut() {
-        let Some(conn) = online.get(player) else { continue };
+    let step = Step {
+        game,
+        world: &view,
+        online: &online,
+        touched: &touched,
+        seq: info.seq,
+        tick,
+        now: Instant::now(),
+        progress_table: view.schema().table_id("progress"),
+        fragments,
+    };
+    let mut all: Vec<(&EntityId, &mut Viewer)> = viewers.iter_mut().collect();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, 8);
+    let chunk = all.len().div_ceil(threads).max(64);
+    if all.len() <= chunk {
+        for (player, v) in &mut all {
+            step.serve(**player, v);
+        }
+    } else {
+        std::thread::scope(|sc| {
+            for part in all.chunks_mut(chunk) {
+                let step = &step;
+                sc.spawn(move || {
+                    for (player, v) in part.iter_mut() {
+                        step.serve(**player, v);
+                    }
+                });
+            }
+        });
+    }
+    drop(online);
+    drop(view);
+    let done = started.elapsed();
+    Ok([systems.as_secs_f32(), committed.saturating_sub(systems).as_secs_f32(), done.saturating_sub(committed).as_secs_f32()])
+}
+
+/// What every viewer's update of one tick shares.
+struct Step<'a> {
+    game: &'a Game,
+    world: &'a ecsdb::core::World,
+    online: &'a FxHashMap<EntityId, Conn>,
+    touched: &'a Touched,
+    seq: u64,
+    tick: u64,
+    now: Instant,
+    progress_table: Option<ecsdb::TableId>,
+    fragments: &'a Fragments,
+}
+
+impl Step<'_> {
+    /// Bring `player`'s subscription to this tick's commit and queue what
+    /// it is owed (welcome, initial rows or a delta, the HUD).
+    fn serve(&self, player: EntityId, v: &mut Viewer) {
+        let (game, cfg, w) = (self.game, &self.game.cfg, self.world);
+        let Some(conn) = self.online.get(&player) else { return };
         let send = |text: Vec<u8>| -> bool {
             let Ok(s) = String::from_utf8(text) else { return true };
             let n = s.len();
@@ -440,22 +509,32 @@ fn tick_once(
                 "type": "welcome",
                 "player_id": player.0,
                 "name": conn.name,
-                "tick": tick,
+                "tick": self.tick,
                 "tick_rate": cfg.tick_rate,
                 "world_size": cfg.world_size,
                 "view_radius": cfg.view_radius,
             });
             if !send(welcome.to_string().into_bytes()) {
-                continue;
+                return;
             }
             v.welcomed = true;
         }
         match v.sub.as_mut() {
             None => {
-                let q = world_query(*player, cfg.view_radius)?;
-                match Sub::new(&view, q, SubOptions { hysteresis: 0.1, bytes_per_second: None }, limits()) {
+                let sub = world_query(player, cfg.view_radius).map_err(|e| e.to_string()).and_then(|q| {
+                    Sub::new(
+                        w,
+                        q,
+                        SubOptions {
+                            hysteresis: 0.1,
+                            bytes_per_second: (cfg.client_budget > 0).then_some(cfg.client_budget),
+                        },
+                        limits(),
+                    )
+                });
+                match sub {
                     Ok(mut sub) => {
-                        let initial = sub.initial(&view, "world", "game");
+                        let initial = sub.initial(w, "world", "game");
                         if send(initial) {
                             v.sub = Some(sub);
                         }
@@ -464,42 +543,39 @@ fn tick_once(
                 }
             }
             Some(sub) => {
-                if let Err(e) = sub.apply(&view, &all_touched, info.seq, limits()) {
+                if let Err(e) = sub.apply(w, &Touches(&[self.touched]), self.seq, limits(), self.fragments) {
                     tracing::warn!(player = player.0, error = %e, "subscription failed; resubscribing");
                     v.sub = None;
-                    continue;
+                    return;
                 }
                 if conn.tx.capacity() == 0 {
                     game.metrics.ws_dropped_slow.inc();
-                } else if let Some((text, _)) = sub.flush(&view, "world", now, None, false, fragments) {
+                } else if let Some((text, _)) = sub.flush(w, "world", self.now, None, false, self.fragments) {
                     send(text);
                 }
             }
         }
         let own_progress_changed = v.hud.is_none()
-            || progress_table.is_some_and(|t| touched.tables.get(&t).is_some_and(|s| s.contains(player)));
+            || self.progress_table.is_some_and(|t| self.touched.tables.get(&t).is_some_and(|s| s.contains(&player)));
         if own_progress_changed
-            && let Ok(p) = view.get_component::<Progress>(*player)
+            && let Ok(p) = w.get_component::<Progress>(player)
             && v.hud != Some(p)
         {
-            {
-                let hud = serde_json::json!({
-                    "type": "you",
-                    "tick": tick,
-                    "level": p.level,
-                    "experience": p.experience,
-                    "next_level_at": 20 * u64::from(p.level) * u64::from(p.level),
-                    "health": sim::short(p.health),
-                    "hunger": sim::short(p.hunger),
-                    "thirst": sim::short(p.thirst),
-                    "deaths": p.deaths,
-                    "players_online": online.len(),
-                });
-                if send(hud.to_string().into_bytes()) {
-                    v.hud = Some(p);
-                }
+            let hud = serde_json::json!({
+                "type": "you",
+                "tick": self.tick,
+                "level": p.level,
+                "experience": p.experience,
+                "next_level_at": 20 * u64::from(p.level) * u64::from(p.level),
+                "health": sim::short(p.health),
+                "hunger": sim::short(p.hunger),
+                "thirst": sim::short(p.thirst),
+                "deaths": p.deaths,
+                "players_online": self.online.len(),
+            });
+            if send(hud.to_string().into_bytes()) {
+                v.hud = Some(p);
             }
         }
     }
-    Ok(())
 }

@@ -594,7 +594,7 @@ impl Conn {
             // the subscriptions then read a later state; the commits that
             // made it are applied at the next catch-up).
             r.yield_to_writers();
-            if let Err(e) = sub.apply(&r, &touched, head, limits) {
+            if let Err(e) = sub.apply(&r, &touched, head, limits, &self.st.hub.fragments) {
                 failed.push((id.clone(), e));
             }
         }

@@ -23,8 +23,9 @@ use parking_lot::Mutex;
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 /// A row as the client holds it: the selected values' bytes (see
-/// `ecsdb::core::live::row_fields`).
-type RowBytes = Box<[u8]>;
+/// `ecsdb::core::live::row_fields`), shared by every subscription that
+/// holds the same entity with the same selection at the same sequence.
+type RowBytes = Arc<[u8]>;
 
 /// JSON fragments of rows at one sequence, shared by every connection: in
 /// a world where many clients see the same entities, each entity's
@@ -33,6 +34,16 @@ type RowBytes = Box<[u8]>;
 pub struct Fragments {
     /// Sharded by entity, so connections rendering at once rarely meet.
     shards: Vec<Mutex<Shard>>,
+    /// Encoded rows (selection, entity) of the newest sequence: an entity
+    /// that moved is encoded once per commit, not once per subscriber, and
+    /// subscribers compare against (and keep) the same bytes.
+    rows: Vec<Mutex<RowShard>>,
+}
+
+#[derive(Debug, Default)]
+struct RowShard {
+    seq: u64,
+    map: FxHashMap<(u64, EntityId), RowBytes>,
 }
 
 #[derive(Debug, Default)]
@@ -50,11 +61,41 @@ const FRAGMENT_SEQS: u64 = 4;
 
 impl Default for Fragments {
     fn default() -> Self {
-        Fragments { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
+        Fragments {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            rows: (0..SHARDS).map(|_| Mutex::new(RowShard::default())).collect(),
+        }
     }
 }
 
 impl Fragments {
+    /// Entity `id`'s row for a plan whose selection hashes to `select_key`,
+    /// as of `w`'s sequence: encoded by the first subscriber that asks.
+    fn row(&self, w: &World, plan: &LivePlan, select_key: u64, id: EntityId) -> Result<RowBytes, Failure> {
+        let seq = w.seq();
+        let shard = &self.rows[(id.0 as usize ^ (id.0 >> 32) as usize) % SHARDS];
+        {
+            let mut s = shard.lock();
+            if seq > s.seq {
+                s.seq = seq;
+                s.map.clear();
+            }
+            if seq == s.seq
+                && let Some(x) = s.map.get(&(select_key, id))
+            {
+                return Ok(x.clone());
+            }
+        }
+        let mut out = Vec::new();
+        w.live_encode(plan, id, &mut out).map_err(|e| e.to_string())?;
+        let x: RowBytes = out.into();
+        let mut s = shard.lock();
+        if seq == s.seq && s.map.len() < MAX_SHARD_FRAGMENTS {
+            s.map.insert((select_key, id), x.clone());
+        }
+        Ok(x)
+    }
+
     /// The fragment for `key` at `seq`, rendered by `render` if missing.
     fn get_or_render(
         &self,
@@ -263,7 +304,7 @@ impl Sub {
         for r in rows {
             let mut b = Vec::new();
             w.live_encode(&self.plan, r.id, &mut b).map_err(|e| e.to_string())?;
-            out.insert(r.id, b.into_boxed_slice());
+            out.insert(r.id, b.into());
         }
         Ok(out)
     }
@@ -349,7 +390,14 @@ impl Sub {
 
     /// Bring the rows to sequence `head`, given what the commits since the
     /// last call touched.
-    pub fn apply(&mut self, w: &World, touched: &Touches<'_>, head: u64, limits: Limits) -> Result<(), Failure> {
+    pub fn apply(
+        &mut self,
+        w: &World,
+        touched: &Touches<'_>,
+        head: u64,
+        limits: Limits,
+        fragments: &Fragments,
+    ) -> Result<(), Failure> {
         if head <= self.seq {
             return Ok(());
         }
@@ -401,32 +449,45 @@ impl Sub {
         } else {
             candidates = self.candidates(touched);
         }
-        let mut buf = Vec::new();
         for id in candidates {
             let member = self.rows.contains_key(&id);
-            buf.clear();
-            let is = w.live_row_bytes(&self.plan, id, member, &mut buf).map_err(|e| e.to_string())?;
-            match (self.rows.get_mut(&id), is) {
-                (None, true) => {
-                    self.row_bytes += buf.len();
-                    self.rows.insert(id, buf.as_slice().into());
-                    self.mark(id, Dirty::Entered { client_has: false });
-                }
-                (Some(old), true) => {
-                    if **old != *buf {
-                        let changed = changed_fields(old, &buf);
-                        self.row_bytes = self.row_bytes + buf.len() - old.len();
-                        *old = buf.as_slice().into();
-                        self.mark(id, Dirty::Changed(changed));
-                    }
-                }
-                (Some(_), false) => {
+            if member && center_moved && !unknown && !touched.contains(id) {
+                // Its row cannot have changed (nothing wrote it): only
+                // whether it is still near the moved centre.
+                if !w.live_matches(&self.plan, id, true).map_err(|e| e.to_string())? {
                     if let Some(old) = self.rows.remove(&id) {
                         self.row_bytes -= old.len();
                     }
                     self.mark(id, Dirty::Left);
                 }
-                (None, false) => {}
+                continue;
+            }
+            let row = if w.live_matches(&self.plan, id, member).map_err(|e| e.to_string())? {
+                Some(fragments.row(w, &self.plan, self.select_key, id)?)
+            } else {
+                None
+            };
+            match (self.rows.get_mut(&id), row) {
+                (None, Some(new)) => {
+                    self.row_bytes += new.len();
+                    self.rows.insert(id, new);
+                    self.mark(id, Dirty::Entered { client_has: false });
+                }
+                (Some(old), Some(new)) => {
+                    if !Arc::ptr_eq(old, &new) && **old != *new {
+                        let changed = changed_fields(old, &new);
+                        self.row_bytes = self.row_bytes + new.len() - old.len();
+                        *old = new;
+                        self.mark(id, Dirty::Changed(changed));
+                    }
+                }
+                (Some(_), None) => {
+                    if let Some(old) = self.rows.remove(&id) {
+                        self.row_bytes -= old.len();
+                    }
+                    self.mark(id, Dirty::Left);
+                }
+                (None, None) => {}
             }
         }
         if self.rows.len() > self.max_rows {
@@ -705,7 +766,7 @@ type = "u32"
         w.set_json(ids[21], t, &serde_json::json!({"hp": 1000})).unwrap();
         w.commit().unwrap();
         let unknown = Touched { unknown: true, ..Touched::default() };
-        sub.apply(&w, &Touches(&[&unknown]), w.seq(), limits()).unwrap();
+        sub.apply(&w, &Touches(&[&unknown]), w.seq(), limits(), &Fragments::default()).unwrap();
         assert_eq!(sub_ids(&sub), result_ids(&w, &q));
         assert!(sub.pending() > 0);
         let (text, left) = sub.flush(&w, "s", Instant::now(), None, false, &Fragments::default()).unwrap();
@@ -721,7 +782,7 @@ type = "u32"
         w.begin().unwrap();
         w.set_json(ids[0], t, &serde_json::json!({"pos": [0.0, 0.0]})).unwrap();
         w.commit().unwrap();
-        sub.apply(&w, &Touches(&[&everything]), w.seq(), limits()).unwrap();
+        sub.apply(&w, &Touches(&[&everything]), w.seq(), limits(), &Fragments::default()).unwrap();
         assert_eq!(sub_ids(&sub), result_ids(&w, &q));
     }
 
