@@ -470,7 +470,11 @@ fn tick_once(
     drop(online);
     drop(view);
     let done = started.elapsed();
-    Ok([systems.as_secs_f32(), committed.saturating_sub(systems).as_secs_f32(), done.saturating_sub(committed).as_secs_f32()])
+    Ok([
+        systems.as_secs_f32(),
+        committed.saturating_sub(systems).as_secs_f32(),
+        done.saturating_sub(committed).as_secs_f32(),
+    ])
 }
 
 /// What every viewer's update of one tick shares.

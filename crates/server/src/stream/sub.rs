@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ecsdb::core::live::{LivePlan, Touched, Touches, changed_fields};
+use ecsdb::core::live::{LivePlan, Touched, Touches, row_fields};
 use ecsdb::core::world::World;
 use ecsdb::{EntityId, Query};
 use parking_lot::Mutex;
@@ -180,8 +180,9 @@ enum Dirty {
     Entered {
         client_has: bool,
     },
-    /// These selected values (positions in the row) changed.
-    Changed(Vec<usize>),
+    /// These selected values changed: bit `i` for position `i` of the row
+    /// (rows of 64 or more values send changes whole, as `Entered`).
+    Changed(u64),
     Left,
 }
 
@@ -368,12 +369,7 @@ impl Sub {
                     (Dirty::Entered { client_has: true } | Dirty::Changed(_) | Dirty::Left, Dirty::Left) => {
                         Some(Dirty::Left)
                     }
-                    (Dirty::Changed(mut a), Dirty::Changed(b)) => {
-                        a.extend(b);
-                        a.sort_unstable();
-                        a.dedup();
-                        Some(Dirty::Changed(a))
-                    }
+                    (Dirty::Changed(a), Dirty::Changed(b)) => Some(Dirty::Changed(a | b)),
                     // The client holds an old copy: send the whole row.
                     (Dirty::Left | Dirty::Changed(_), Dirty::Entered { .. }) => {
                         Some(Dirty::Entered { client_has: true })
@@ -475,10 +471,10 @@ impl Sub {
                 }
                 (Some(old), Some(new)) => {
                     if !Arc::ptr_eq(old, &new) && **old != *new {
-                        let changed = changed_fields(old, &new);
+                        let changed = changed_mask(old, &new);
                         self.row_bytes = self.row_bytes + new.len() - old.len();
                         *old = new;
-                        self.mark(id, Dirty::Changed(changed));
+                        self.mark(id, changed);
                     }
                 }
                 (Some(_), None) => {
@@ -517,9 +513,8 @@ impl Sub {
             match old.get(id) {
                 None => self.mark(*id, Dirty::Entered { client_has: false }),
                 Some(o) => {
-                    let changed = changed_fields(o, r);
-                    if !changed.is_empty() {
-                        self.mark(*id, Dirty::Changed(changed));
+                    if o != r {
+                        self.mark(*id, changed_mask(o, r));
                     }
                 }
             }
@@ -628,10 +623,10 @@ impl Sub {
                 break;
             }
             let Some(p) = self.dirty.remove(&eid) else { continue };
-            let (positions, mask) = match &p.kind {
-                Dirty::Entered { .. } => (None, u64::MAX),
-                Dirty::Changed(pos) => (Some(pos.as_slice()), pos.iter().fold(0u64, |m, &i| m | (1u64 << i.min(63)))),
-                Dirty::Left => (None, 0),
+            let mask = match &p.kind {
+                Dirty::Entered { .. } => u64::MAX,
+                Dirty::Changed(m) => *m,
+                Dirty::Left => 0,
             };
             let row = match (&p.kind, self.rows.get(&eid)) {
                 (Dirty::Left, _) | (_, None) => {
@@ -643,8 +638,10 @@ impl Sub {
             };
             let key = (n < 64).then_some((self.select_key, eid, mask));
             let plan = &self.plan;
+            let partial = matches!(p.kind, Dirty::Changed(_));
             let frag = fragments.get_or_render(self.seq, key, |out| {
-                let _ = w.live_row_text(plan, eid, row, positions, out);
+                let positions: Vec<usize> = (0..63).filter(|i| mask >> i & 1 == 1).collect();
+                let _ = w.live_row_text(plan, eid, row, partial.then_some(positions.as_slice()), out);
             });
             spent += frag.len() + 1;
             match p.kind {
@@ -693,6 +690,21 @@ fn join(out: &mut Vec<u8>, parts: &[Arc<[u8]>]) {
         }
         out.extend_from_slice(p);
     }
+}
+
+/// What changed between two encodings of a row: the changed positions as
+/// a mask, or the whole row when one at position 63 or later changed.
+fn changed_mask(old: &[u8], new: &[u8]) -> Dirty {
+    let mut mask = 0u64;
+    for (i, (a, b)) in row_fields(old).zip(row_fields(new)).enumerate() {
+        if a != b {
+            if i >= 63 {
+                return Dirty::Entered { client_has: true };
+            }
+            mask |= 1 << i;
+        }
+    }
+    Dirty::Changed(mask)
 }
 
 /// A JSON string literal.
