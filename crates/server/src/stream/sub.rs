@@ -435,16 +435,17 @@ impl Sub {
                 .map_err(|e| format!("the entity this subscription is centred on can no longer be followed: {e}"))?;
         }
         self.seq = head;
-        let mut candidates: FxHashSet<EntityId> = FxHashSet::default();
-        if let Some(area) = w.live_area(&self.plan) {
+        let candidates: Vec<EntityId> = if let Some(area) = w.live_area(&self.plan) {
             // Around a point or a followed entity: only what is (or was)
-            // in the area can be in the result.
+            // in the area can be in the result — the rows held, then what
+            // may enter (the area holds each entity once).
             let keep = |id: &EntityId| center_moved || touched.contains(*id);
-            candidates.extend(area.into_iter().filter(keep));
-            candidates.extend(self.rows.keys().copied().filter(keep));
+            let mut c: Vec<EntityId> = self.rows.keys().copied().filter(keep).collect();
+            c.extend(area.into_iter().filter(|id| !self.rows.contains_key(id) && keep(id)));
+            c
         } else {
-            candidates = self.candidates(touched);
-        }
+            self.candidates(touched).into_iter().collect()
+        };
         for id in candidates {
             let member = self.rows.contains_key(&id);
             if member && center_moved && !unknown && !touched.contains(id) {
