@@ -30,6 +30,9 @@ pub enum AuthError {
     /// 401: wrong username or password, or a bad/expired/revoked token.
     #[error("{0}")]
     Unauthorized(String),
+    /// 404: no such player.
+    #[error("{0}")]
+    NotFound(String),
     /// 403: the player is banned.
     #[error("banned: {reason}")]
     Banned { reason: String, until: u64 },
@@ -55,6 +58,7 @@ impl AuthError {
             AuthError::BadInput(_) => 400,
             AuthError::Taken(_) => 409,
             AuthError::Unauthorized(_) => 401,
+            AuthError::NotFound(_) => 404,
             AuthError::Banned { .. } => 403,
             AuthError::Unavailable(_) => 503,
             AuthError::Db(_) | AuthError::Internal(_) => 500,
@@ -112,6 +116,8 @@ pub fn now_ms() -> u64 {
 }
 
 pub const MAX_PASSWORD_BYTES: usize = 128;
+/// The longest ban (seconds): 100 years.
+pub const MAX_BAN_SECS: u64 = 100 * 365 * 86_400;
 
 /// Check a username: 3–32 of `[A-Za-z0-9_-]`. Returns the stored (lower-case) form.
 pub fn check_username(u: &str) -> Result<String, AuthError> {
@@ -123,7 +129,7 @@ pub fn check_username(u: &str) -> Result<String, AuthError> {
 
 fn check_password(p: &str) -> Result<(), AuthError> {
     if p.len() < 8 {
-        return Err(AuthError::BadInput("password must be at least 8 characters".into()));
+        return Err(AuthError::BadInput("password must be at least 8 bytes".into()));
     }
     if p.len() > MAX_PASSWORD_BYTES {
         return Err(AuthError::BadInput(format!("password must be at most {MAX_PASSWORD_BYTES} bytes")));
@@ -143,11 +149,7 @@ fn check_email(e: Option<&str>) -> Result<String, AuthError> {
 }
 
 fn hash_password(p: &str) -> Result<String, AuthError> {
-    use argon2::{Argon2, PasswordHasher};
-    Argon2::default()
-        .hash_password(p.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Internal(format!("password hashing failed: {e}")))
+    crate::hashing::hash_password(p).map_err(AuthError::Internal)
 }
 
 impl Accounts {
@@ -370,7 +372,13 @@ impl Accounts {
     pub fn set_ban(&self, username: &str, reason: Option<&str>, for_secs: u64) -> Result<EntityId, AuthError> {
         let name = check_username(username)?;
         let (player, _) =
-            self.account_by_name(&name)?.ok_or_else(|| AuthError::BadInput(format!("no player named {name:?}")))?;
+            self.account_by_name(&name)?.ok_or_else(|| AuthError::NotFound(format!("no player named {name:?}")))?;
+        // A century at most: `until` stays a safe JSON integer.
+        if for_secs > MAX_BAN_SECS {
+            return Err(AuthError::BadInput(format!(
+                "duration_secs is at most {MAX_BAN_SECS} (100 years); 0 is permanent"
+            )));
+        }
         let until = if for_secs == 0 { 0 } else { now_ms().saturating_add(for_secs.saturating_mul(1000)) };
         let ((), info) = self.db.write(|t| {
             t.set(player, "account", "is_banned", &Value::Bool(reason.is_some()))?;

@@ -43,7 +43,6 @@ pub struct BotArgs {
 #[derive(Default, Debug)]
 struct Totals {
     connected: AtomicU64,
-    failed: AtomicU64,
     messages: AtomicU64,
     bytes: AtomicU64,
     deltas: AtomicU64,
@@ -76,8 +75,8 @@ fn login(base: &str, user: &str, password: &str) -> Result<String, String> {
 }
 
 pub fn run(a: &BotArgs) -> Result<(), String> {
-    if a.count == 0 {
-        return Err("--count must be at least 1".into());
+    if a.count == 0 || a.count > 100_000 {
+        return Err("--count must be 1..=100000".into());
     }
     if !(a.input_rate > 0.0 && a.input_rate <= 60.0) {
         return Err("--input-rate must be in (0, 60]".into());
@@ -142,10 +141,15 @@ pub fn run(a: &BotArgs) -> Result<(), String> {
     let bytes = totals.bytes.load(Ordering::Relaxed);
     let ticks = totals.max_tick.load(Ordering::Relaxed).saturating_sub(totals.min_tick.load(Ordering::Relaxed)).max(1);
     let per_bot_per_tick = if connected > 0 { bytes as f64 / connected as f64 / ticks as f64 } else { 0.0 };
+    // Bots that never connected (login or upgrade refused), and bots that
+    // connected but were dropped before the end.
+    let not_connected = (a.count as u64).saturating_sub(connected);
+    let dropped = (errors.len() as u64).saturating_sub(not_connected);
     let summary = json!({
         "bots": a.count,
         "connected": connected,
-        "failed": totals.failed.load(Ordering::Relaxed) + errors.len() as u64,
+        "failed": not_connected,
+        "dropped": dropped,
         "login_seconds": login_secs,
         "play_seconds": secs,
         "messages": totals.messages.load(Ordering::Relaxed),
@@ -158,8 +162,8 @@ pub fn run(a: &BotArgs) -> Result<(), String> {
         println!("{summary}");
     } else {
         println!(
-            "{} bots: {connected} connected, {} failed; {:.0} B per bot per tick over {ticks} ticks ({:.1} s)",
-            a.count, summary["failed"], per_bot_per_tick, secs
+            "{} bots: {connected} connected, {not_connected} could not connect, {dropped} dropped; {:.0} B per bot per tick over {ticks} ticks ({:.1} s)",
+            a.count, per_bot_per_tick, secs
         );
         for e in errors.iter().take(5) {
             println!("  error: {e}");
@@ -179,7 +183,6 @@ async fn bot(i: u64, url: &str, token: &str, duration: u64, rate: f64, t: &Total
     let (ws, _) = match tokio_tungstenite::connect_async(req).await {
         Ok(x) => x,
         Err(e) => {
-            t.failed.fetch_add(1, Ordering::Relaxed);
             return Err(format!("bot {i}: connect: {e}"));
         }
     };

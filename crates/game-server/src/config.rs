@@ -59,6 +59,14 @@ pub struct Config {
     pub max_message_size: usize,
     /// WebSocket ping interval; a client silent for 3 intervals is dropped.
     pub ping_interval: Duration,
+    /// Open HTTP connections one client address may hold
+    /// (`SERVER_MAX_CONNECTIONS_PER_IP`).
+    pub max_connections_per_ip: usize,
+    /// A request's headers must arrive within this (`SERVER_HEADER_TIMEOUT`,
+    /// seconds); idle connections are closed after it.
+    pub header_timeout: Duration,
+    /// `GAME_ADMIN_TOKEN`: turns the admin routes on (16+ bytes).
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -98,6 +106,9 @@ impl Default for Config {
             },
             max_message_size: 8192,
             ping_interval: Duration::from_secs(30),
+            max_connections_per_ip: 64,
+            header_timeout: Duration::from_secs(10),
+            admin_token: None,
         }
     }
 }
@@ -146,7 +157,8 @@ struct FileGame {
 #[serde(deny_unknown_fields)]
 struct FileSecurity {
     jwt_secret: Option<String>,
-    jwt_expires_in: Option<String>,
+    /// `"24h"` or a number of seconds.
+    jwt_expires_in: Option<toml::Value>,
     rate_limit_window: Option<u64>,
     rate_limit_max: Option<u32>,
 }
@@ -267,6 +279,11 @@ impl Config {
             self.jwt_secret = Some(v);
         }
         if let Some(v) = f.security.jwt_expires_in {
+            let v = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                other => other.to_string(),
+            };
             self.jwt_expires = parse_duration(&v).ok_or_else(|| {
                 ConfigError(format!("[security] jwt_expires_in = {v:?}: expected e.g. 24h, 30m, 3600"))
             })?;
@@ -311,6 +328,11 @@ impl Config {
         num(env, "SERVER_WS_PORT", &mut self.ws_port)?;
         text("SERVER_ENV", &mut self.environment);
         num(env, "SERVER_MAX_CONNECTIONS", &mut self.max_connections)?;
+        num(env, "SERVER_MAX_CONNECTIONS_PER_IP", &mut self.max_connections_per_ip)?;
+        let mut header = self.header_timeout.as_secs();
+        num(env, "SERVER_HEADER_TIMEOUT", &mut header)?;
+        self.header_timeout = Duration::from_secs(header);
+        self.admin_token = env.get("GAME_ADMIN_TOKEN").filter(|t| !t.is_empty()).cloned();
         num(env, "GAME_TICK_RATE", &mut self.tick_rate)?;
         num(env, "GAME_MAX_PLAYERS", &mut self.max_players)?;
         num(env, "GAME_WORLD_SIZE", &mut self.world_size)?;
@@ -354,25 +376,61 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError(m));
         if !(1..=120).contains(&self.tick_rate) {
-            return bad(format!("GAME_TICK_RATE={} must be 1..=120", self.tick_rate));
+            return bad(format!("GAME_TICK_RATE ([game] tick_rate) = {} must be 1..=120", self.tick_rate));
         }
         if self.max_players == 0 || self.max_players > 100_000 {
-            return bad(format!("GAME_MAX_PLAYERS={} must be 1..=100000", self.max_players));
+            return bad(format!("GAME_MAX_PLAYERS ([game] max_players) = {} must be 1..=100000", self.max_players));
         }
         if !(self.world_size.is_finite() && (100.0..=1_000_000.0).contains(&self.world_size)) {
-            return bad(format!("GAME_WORLD_SIZE={} must be 100..=1000000", self.world_size));
+            return bad(format!("GAME_WORLD_SIZE ([game] world_size) = {} must be 100..=1000000", self.world_size));
         }
-        if !(self.view_radius.is_finite() && self.view_radius >= 50.0) {
-            return bad(format!("GAME_VIEW_RADIUS={} must be at least 50", self.view_radius));
+        if !(self.view_radius.is_finite() && (50.0..=100_000.0).contains(&self.view_radius)) {
+            return bad(format!("GAME_VIEW_RADIUS ([game] view_radius) = {} must be 50..=100000", self.view_radius));
         }
         if self.client_budget != 0 && self.client_budget < 1024 {
             return bad(format!(
-                "GAME_CLIENT_BUDGET={} must be 0 (unlimited) or at least 1024 bytes per second",
+                "GAME_CLIENT_BUDGET ([game] client_budget) = {} must be 0 (unlimited) or at least 1024 bytes per second",
                 self.client_budget
             ));
         }
         if self.rate_limit_max == 0 || self.rate_limit_window.is_zero() {
-            return bad("RATE_LIMIT_WINDOW and RATE_LIMIT_MAX must be at least 1".into());
+            return bad("RATE_LIMIT_WINDOW and RATE_LIMIT_MAX ([security] rate_limit_window, rate_limit_max) must be at least 1".into());
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return bad("SERVER_MAX_CONNECTIONS and SERVER_MAX_CONNECTIONS_PER_IP ([server] max_connections) must be at least 1".into());
+        }
+        if self.header_timeout.is_zero() || self.header_timeout > Duration::from_mins(10) {
+            return bad("SERVER_HEADER_TIMEOUT must be 1..=600 seconds".into());
+        }
+        if self.ping_interval.is_zero() || self.ping_interval > Duration::from_hours(1) {
+            return bad("[network] ping_interval must be 1..=3600 seconds".into());
+        }
+        if self.jwt_expires > Duration::from_hours(24 * 366) {
+            return bad("JWT_EXPIRES_IN ([security] jwt_expires_in) must be at most 366d".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err()
+            || !self.log_level.split(',').all(|d| {
+                let level = d.rsplit('=').next().unwrap_or("").trim().to_ascii_lowercase();
+                matches!(level.as_str(), "trace" | "debug" | "info" | "warn" | "error" | "off")
+            })
+        {
+            return bad(format!(
+                "LOG_LEVEL ([logging] level) = {:?}: expected trace, debug, info, warn, error or off (or target=level directives)",
+                self.log_level
+            ));
+        }
+        for o in &self.cors.allowed_origins {
+            if o != "*"
+                && (axum::http::HeaderValue::from_str(o).is_err()
+                    || !(o.starts_with("http://") || o.starts_with("https://")))
+            {
+                return bad(format!(
+                    "CORS_ALLOWED_ORIGINS ([cors] allowed_origins): {o:?} is not an origin (https://host[:port], or *)"
+                ));
+            }
+        }
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return bad("GAME_ADMIN_TOKEN must be at least 16 bytes (it guards bans)".into());
         }
         if !matches!(self.environment.as_str(), "development" | "production" | "staging" | "test") {
             return bad(format!(
@@ -474,6 +532,20 @@ mod tests {
         assert!(e.0.contains("32"), "{e}");
         let e = Config::load(None, &env(&[("JWT_SECRET", EXAMPLE_SECRET), ("SERVER_ENV", "production")])).unwrap_err();
         assert!(e.0.contains("placeholder"), "{e}");
+        for (k, v) in [
+            ("LOG_LEVEL", "loud"),
+            ("CORS_ALLOWED_ORIGINS", "not an origin"),
+            ("GAME_ADMIN_TOKEN", "short"),
+            ("SERVER_MAX_CONNECTIONS", "0"),
+            ("JWT_EXPIRES_IN", "99999d"),
+            ("SERVER_HEADER_TIMEOUT", "0"),
+        ] {
+            let e = Config::load(None, &env(&[(k, v)])).unwrap_err();
+            assert!(e.0.contains(k), "{k}={v}: {e}");
+        }
+        assert!(
+            Config::load(None, &env(&[("CORS_ALLOWED_ORIGINS", "*"), ("LOG_LEVEL", "warn,game_server=debug")])).is_ok()
+        );
     }
 
     #[test]
@@ -490,6 +562,12 @@ mod tests {
         assert_eq!(c.ws_port, 7001);
         assert_eq!(c.max_players, 5);
         assert_eq!(c.cors.allowed_origins, vec!["https://a.example".to_string()]);
+        std::fs::write(&p, "[security]\njwt_expires_in = 3600\n").unwrap();
+        assert_eq!(Config::load(Some(&p), &env(&[])).unwrap().jwt_expires, Duration::from_hours(1));
+        std::fs::write(&p, "[network]\nping_interval = 0\n").unwrap();
+        assert!(Config::load(Some(&p), &env(&[])).unwrap_err().0.contains("ping_interval"));
+        std::fs::write(&p, "[game]\ntick_rate = 500\n").unwrap();
+        assert!(Config::load(Some(&p), &env(&[])).unwrap_err().0.contains("[game] tick_rate"));
         std::fs::write(&p, "[server]\nprot = 1\n").unwrap();
         let e = Config::load(Some(&p), &env(&[])).unwrap_err();
         assert!(e.0.contains("prot"), "{e}");

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::accounts::{Accounts, AuthError, Authed};
 use crate::assets;
@@ -33,7 +33,7 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     pub limiter: RateLimiter,
     /// argon2 work at once (each takes ~19 MiB and a core for tens of ms).
-    pub hashing: Semaphore,
+    pub hashers: crate::hashing::Hashers,
     pub ws_open: AtomicUsize,
     /// `GAME_ADMIN_TOKEN`; the admin routes answer 404 without one.
     pub admin_token: Option<String>,
@@ -105,12 +105,13 @@ fn auth_error(e: &AuthError) -> Response {
         AuthError::BadInput(_) => error(status, "bad_request", e.to_string()),
         AuthError::Taken(_) => error(status, "conflict", e.to_string()),
         AuthError::Unauthorized(_) => error(status, "unauthorized", e.to_string()),
+        AuthError::NotFound(_) => error(status, "not_found", e.to_string()),
     }
 }
 
 /// Parse a JSON body strictly: unknown fields, wrong types and bad JSON are 400s.
 fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Response> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     if !ct.starts_with("application/json") {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -161,12 +162,9 @@ struct UnbanBody {
     username: String,
 }
 
+/// Run account work that hashes or checks passwords on the hashing pool.
 async fn blocking<T: Send + 'static>(s: &Shared, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Response> {
-    let _permit =
-        s.hashing.acquire().await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "stopping", "server stopping"))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log"))
+    s.hashers.run(f).await.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
 }
 
 async fn register(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -402,9 +400,40 @@ async fn ws(
     upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| connection(s, socket, pre))
 }
 
+/// Send a close frame (the reason cut to the 123 bytes a close frame can
+/// carry, on a character boundary), then give the client a moment to
+/// answer it, so the code reaches it rather than a reset.
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let reason: String = reason.chars().take(100).collect();
-    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame { code, reason: reason[..end].to_string().into() };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Takes the player out of the world when its connection ends, however it
+/// ends (a panic in the connection's task included).
+struct Joined {
+    game: Arc<Game>,
+    player: ecsdb::EntityId,
+    conn_id: u64,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.game.leave(self.player, self.conn_id);
+    }
 }
 
 /// One WebSocket: authenticate (header already checked, or a first
@@ -461,6 +490,7 @@ async fn session(s: &Shared, socket: &mut WebSocket, pre: Option<Authed>) {
             return close(socket, 1013, &msg).await;
         }
     };
+    let joined = Joined { game: s.game.clone(), player: who.player, conn_id };
     tracing::info!(player = who.player.0, name = %who.name, "player joined");
     let ping_every = s.game.cfg.ping_interval;
     let mut ping = tokio::time::interval(ping_every);
@@ -480,19 +510,30 @@ async fn session(s: &Shared, socket: &mut WebSocket, pre: Option<Authed>) {
             },
             msg = socket.recv() => {
                 last_heard = Instant::now();
+                // Every frame counts against the flood limit, pings too
+                // (each ping makes the server queue a pong).
+                let now = Instant::now();
+                if now.duration_since(window.0) >= Duration::from_secs(1) {
+                    window = (now, 0);
+                }
+                window.1 += 1;
+                if window.1 > 120 {
+                    break (1008, "too many messages (at most 120 a second)".into());
+                }
                 match msg {
-                    None | Some(Err(_)) => break (1006, String::new()),
+                    None => break (1006, String::new()),
+                    Some(Err(e)) => {
+                        // Oversized messages are refused by the WebSocket
+                        // layer; tell the client why.
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("Space limit") || text.contains("capacity") {
+                            break (1009, format!("message too big (at most {} bytes)", s.game.cfg.max_message_size));
+                        }
+                        break (1006, String::new());
+                    }
                     Some(Ok(Message::Close(_))) => break (1000, String::new()),
                     Some(Ok(Message::Text(t))) => {
                         s.game.metrics.ws_messages_in.inc();
-                        let now = Instant::now();
-                        if now.duration_since(window.0) >= Duration::from_secs(1) {
-                            window = (now, 0);
-                        }
-                        window.1 += 1;
-                        if window.1 > 120 {
-                            break (1008, "too many messages (at most 120 a second)".into());
-                        }
                         match serde_json::from_str::<ClientMsg>(&t) {
                             Ok(ClientMsg::Input { x, y }) => s.game.set_input(who.player, conn_id, Input::sanitized(x, y)),
                             Ok(ClientMsg::Ping {}) => {
@@ -522,7 +563,7 @@ async fn session(s: &Shared, socket: &mut WebSocket, pre: Option<Authed>) {
             }
         }
     };
-    s.game.leave(who.player, conn_id);
+    drop(joined);
     tracing::info!(player = who.player.0, code = why.0, "player left");
     if why.0 != 1006 {
         close(socket, why.0, &why.1).await;
@@ -555,7 +596,7 @@ async fn around(
     let route =
         req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().to_string();
-    let limited = !matches!(route.as_str(), "/health" | "/metrics" | "/" | "/assets/{file}" | "unmatched");
+    let limited = !matches!(route.as_str(), "/health" | "/metrics" | "/" | "/assets/{file}" | "/favicon.ico");
     let mut resp = if limited && let Err(wait) = s.limiter.check(addr.ip(), start) {
         s.game.metrics.rate_limited.inc();
         let mut r =
@@ -567,6 +608,17 @@ async fn around(
     } else {
         next.run(req).await
     };
+    // Errors the framework answers itself (405, 413) get the JSON shape too.
+    let json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json && resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = resp.headers().get(header::ALLOW).cloned();
+        resp = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method");
+        if let Some(a) = allow {
+            resp.headers_mut().insert(header::ALLOW, a);
+        }
+    } else if !json && resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        resp = error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request bodies are at most 16 KiB");
+    }
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -588,12 +640,16 @@ async fn around(
 
 fn cors(cfg: &crate::config::Cors) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins: Vec<HeaderValue> = cfg.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let origins = if cfg.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(cfg.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
     let methods: Vec<Method> =
         cfg.allowed_methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect();
     let headers: Vec<HeaderName> =
         cfg.allowed_headers.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()).collect();
-    CorsLayer::new().allow_origin(AllowOrigin::list(origins)).allow_methods(methods).allow_headers(headers)
+    CorsLayer::new().allow_origin(origins).allow_methods(methods).allow_headers(headers)
 }
 
 /// The main router (`SERVER_PORT`).
@@ -614,8 +670,9 @@ pub fn router(s: Shared) -> Router {
         .route("/ws", get(ws))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(16 * 1024))
-        .layer(middleware::from_fn_with_state(s.clone(), around))
+        // CORS inside: preflight answers get the security headers too.
         .layer(cors)
+        .layer(middleware::from_fn_with_state(s.clone(), around))
         .with_state(s)
 }
 

@@ -10,6 +10,7 @@ mod accounts;
 mod assets;
 mod bots;
 mod config;
+mod hashing;
 mod http;
 mod metrics;
 mod model;
@@ -17,7 +18,6 @@ mod remote;
 mod sim;
 mod tick;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -170,9 +170,9 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         game: game.clone(),
         accounts: accounts.clone(),
         limiter: http::RateLimiter::new(cfg.rate_limit_window, cfg.rate_limit_max),
-        hashing: tokio::sync::Semaphore::new(2),
+        hashers: hashing::Hashers::new(2)?,
         ws_open: std::sync::atomic::AtomicUsize::new(0),
-        admin_token: env.get("GAME_ADMIN_TOKEN").filter(|t| !t.is_empty()).cloned(),
+        admin_token: cfg.admin_token.clone(),
         started: Instant::now(),
     });
     let ticker = {
@@ -197,16 +197,30 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        // ecsdb's accept loop: a deadline for each request's headers (idle
+        // and stalled connections are closed), a cap per client address,
+        // graceful shutdown.
+        let limits = ecsdb_server::serve::ConnLimits {
+            header_timeout: cfg.header_timeout,
+            per_ip: cfg.max_connections_per_ip,
+            drain: std::time::Duration::from_secs(5),
+        };
         let mut rx = stop_rx.clone();
+        let app = http::router(state.clone());
         tasks.push(tokio::spawn(async move {
-            axum::serve(main, app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await
+            ecsdb_server::serve::serve(main, app, limits, async move {
+                let _ = rx.changed().await;
+            })
+            .await;
         }));
         if let Some(l) = ws {
-            let app = http::ws_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let app = http::ws_router(state.clone());
             let mut rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
-                axum::serve(l, app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await
+                ecsdb_server::serve::serve(l, app, limits, async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
             }));
         }
         shutdown_signal().await;

@@ -325,3 +325,89 @@ fn bad_configuration_is_refused_with_the_variable_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+}
+
+/// What a hostile review found, each kept fixed.
+#[test]
+fn registrations_idle_connections_close_reasons_floods_and_framework_errors() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let g = start(
+        &dir.path().join("data"),
+        &[("SERVER_HEADER_TIMEOUT", "1"), ("SERVER_MAX_CONNECTIONS_PER_IP", "8"), ("CORS_ALLOWED_ORIGINS", "*")],
+    );
+    // Registering does not grow memory by argon2's 19 MiB per account.
+    g.login("warmup");
+    let before = rss_kb(g.child.id());
+    for i in 0..16 {
+        let r = g.post("/register", &json!({"username": format!("mem{i}"), "password": "password-123"}));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let grown = rss_kb(g.child.id()).saturating_sub(before);
+    assert!(grown < 100 * 1024, "RSS grew by {grown} KiB over 16 registrations");
+
+    // A connection that sends nothing is closed after the header timeout,
+    // and one address holds at most 8.
+    let addr = g.base.trim_start_matches("http://").to_string();
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)), "an idle connection was kept open");
+    let held: Vec<std::net::TcpStream> = (0..8).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = extra.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(matches!(extra.read(&mut buf), Ok(0) | Err(_)), "a ninth connection from one address was served");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+
+    // CORS "*" allows any origin (and the server starts).
+    let r = g.agent.get(&format!("{}/health", g.base)).header("origin", "https://any.example").call().unwrap();
+    assert_eq!(r.headers().get("access-control-allow-origin").unwrap(), "*");
+    // Preflights and framework errors carry the security headers and JSON.
+    let r = g
+        .agent
+        .options(&format!("{}/login", g.base))
+        .header("origin", "https://any.example")
+        .header("access-control-request-method", "POST")
+        .call()
+        .unwrap();
+    assert_eq!(r.headers().get("x-frame-options").unwrap(), "DENY");
+    let r = g.call("GET", "/login", None, None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.body["error"], "method_not_allowed");
+    let r = g.post("/register", &json!({"username": "big", "password": "p".repeat(20_000)}));
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body["error"], "payload_too_large");
+    let r = g.call("POST", "/admin/ban", Some(ADMIN_TOKEN), Some(&json!({"username": "nobody-here"})));
+    assert_eq!(r.status, 404);
+
+    // A ban reason of multi-byte characters still arrives in a valid close frame.
+    let token = g.login("carol");
+    let mut ws = ws_connect(&g.ws_url(), Some(&token)).unwrap();
+    until(&mut ws, WAIT, |m| m["type"] == "welcome");
+    let reason = "é".repeat(100);
+    let r = g.call("POST", "/admin/ban", Some(ADMIN_TOKEN), Some(&json!({"username": "carol", "reason": reason})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = until(&mut ws, WAIT, |m| m.get("close").is_some());
+    assert_eq!(m["close"], 4403, "{m}");
+    assert!(m["reason"].as_str().unwrap().starts_with("banned: é"), "{m}");
+
+    // Pings count against the flood limit.
+    let token = g.login("pinger");
+    let mut ws = ws_connect(&g.ws_url(), Some(&token)).unwrap();
+    until(&mut ws, WAIT, |m| m["type"] == "welcome");
+    for _ in 0..200 {
+        if ws.send(tungstenite::Message::Ping(vec![0u8; 100].into())).is_err() {
+            break;
+        }
+    }
+    let m = until(&mut ws, WAIT, |m| m.get("close").is_some());
+    assert!(m["close"] == 1008 || m["close"].is_null(), "{m}");
+    let h = g.health();
+    assert_eq!(h["players_online"], 0, "{h}");
+}
