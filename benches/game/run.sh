@@ -19,12 +19,12 @@ WORK=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$WORK"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-echo "| mode | bots | tick p50 ms | tick p99 ms | systems p50/p99 | commit p50/p99 | subscriptions p50/p99 | bytes/client/tick | ticks/s seen |"
+echo "| mode | bots (connected) | tick p50 ms | tick p99 ms | systems p50/p99 | commit p50/p99 | subscriptions p50/p99 | bytes/client/tick | ticks/s seen |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for mode in $MODES; do
   for n in $COUNTS; do
     dir="$WORK/$mode-$n"; mkdir -p "$dir"
-    env=(RATE_LIMIT_MAX=1000000 GAME_MAX_PLAYERS=$((n + 10)) LOG_LEVEL=warn JWT_SECRET=bench-secret-0123456789abcdef0123456789)
+    env=(RATE_LIMIT_MAX=1000000 GAME_MAX_PLAYERS=$((n + 10)) SERVER_MAX_CONNECTIONS_PER_IP=100000 LOG_LEVEL=warn JWT_SECRET=bench-secret-0123456789abcdef0123456789)
     if [ "$mode" = remote ]; then
       dbport=$(free_port)
       ECSDB_ADMIN_PASSWORD=admin-password-1 ECSDB_JWT_SECRET=bench-secret-0123456789abcdef0123456789ab ECSDB_LOG_LEVEL=warn \
@@ -45,7 +45,7 @@ mode, n, bots, health, play = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]),
 t = health["tick_ms"]
 f = lambda x: f"{x:.1f}"
 ticks_per_s = bots["server_ticks_seen"] / play
-print(f"| {mode} | {n} | {f(t['p50'])} | {f(t['p99'])} | {f(t['systems']['p50'])} / {f(t['systems']['p99'])} | "
+print(f"| {mode} | {n} ({bots['connected']}) | {f(t['p50'])} | {f(t['p99'])} | {f(t['systems']['p50'])} / {f(t['systems']['p99'])} | "
       f"{f(t['commit']['p50'])} / {f(t['commit']['p99'])} | {f(t['subscriptions']['p50'])} / {f(t['subscriptions']['p99'])} | "
       f"{bots['bytes_per_bot_per_tick']:.0f} | {ticks_per_s:.1f} |")
 PY

@@ -106,7 +106,7 @@ impl Default for Config {
             },
             max_message_size: 8192,
             ping_interval: Duration::from_secs(30),
-            max_connections_per_ip: 64,
+            max_connections_per_ip: 256,
             header_timeout: Duration::from_secs(10),
             admin_token: None,
         }
