@@ -223,7 +223,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
                 .await;
             }));
         }
-        shutdown_signal().await;
+        ecsdb_server::shutdown_signal().await;
         tracing::info!("stopping: closing connections, saving players' positions");
         game.close_all();
         let _ = stop_tx.send(true);
@@ -245,25 +245,4 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     }
     db.close().map_err(|e| e.to_string())?;
     served
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

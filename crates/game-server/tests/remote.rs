@@ -84,16 +84,9 @@ impl Ecsdb {
     }
 
     fn api_key(&self) -> String {
-        let r: J = self
-            .agent
-            .post(&format!("{}/v1/auth/login", self.base))
-            .send_json(json!({"username": "admin", "password": "admin-password-1"}))
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap();
-        let token = r["token"].as_str().unwrap();
-        let (s, k) = self.post("/v1/admin/api-keys", token, &json!({"name": "game", "permissions": ["read", "write"]}));
+        let token = self.admin_token();
+        let (s, k) =
+            self.post("/v1/admin/api-keys", &token, &json!({"name": "game", "permissions": ["read", "write"]}));
         assert_eq!(s, 201, "{k}");
         k["key"].as_str().unwrap().to_string()
     }

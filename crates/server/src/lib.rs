@@ -154,7 +154,9 @@ fn require_system_tables(c: &ServerConfig, db: Database) -> Result<Database, Str
     Ok(db)
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM (shared with processes that embed the
+/// server's pieces, like the game server).
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
