@@ -59,6 +59,8 @@ pub struct Remote {
     /// The last transient error (cleared by a success).
     last_error: Mutex<Option<String>>,
     stop: AtomicBool,
+    /// The remote's batch marker: its entity, and the batches applied.
+    marker: Mutex<(u64, u64)>,
     pub pushes: AtomicU64,
     pub push_errors: AtomicU64,
 }
@@ -111,6 +113,7 @@ impl Remote {
             failed: Mutex::new(None),
             last_error: Mutex::new(None),
             stop: AtomicBool::new(false),
+            marker: Mutex::new((0, 0)),
             pushes: AtomicU64::new(0),
             push_errors: AtomicU64::new(0),
         });
@@ -231,6 +234,7 @@ impl Remote {
 
     /// Start mirroring `db`'s commits (from its next one) to the remote.
     pub fn attach(self: &Arc<Self>, db: &Arc<Database>) -> Result<std::thread::JoinHandle<()>, String> {
+        *self.marker.lock() = self.read_marker(true)?;
         let start = db.version();
         self.pushed.store(start, Ordering::Relaxed);
         self.recorded.store(start, Ordering::Relaxed);
@@ -248,6 +252,34 @@ impl Remote {
             .name("remote-push".into())
             .spawn(move || me.pusher(&weak_db))
             .map_err(|e| e.to_string())
+    }
+
+    /// The batch marker (entity, batches applied), created when missing.
+    fn read_marker(&self, create: bool) -> Result<(u64, u64), String> {
+        let (status, body) = self.post("/v1/query", &json!({"with": ["mirror"], "select": ["mirror.batches"]}))?;
+        if status != 200 {
+            return Err(format!("reading the mirror marker: {}", err_text(status, &body)));
+        }
+        let rows = body["rows"].as_array().cloned().unwrap_or_default();
+        if let Some(r) = rows.first() {
+            if rows.len() > 1 {
+                return Err("the remote holds more than one mirror marker".into());
+            }
+            let id = r["id"].as_u64().ok_or("a mirror marker without an id")?;
+            let n = r["mirror"]["batches"]
+                .as_u64()
+                .or_else(|| r["mirror"]["batches"].as_str().and_then(|s| s.parse().ok()));
+            return Ok((id, n.ok_or("a mirror marker without a count")?));
+        }
+        if !create {
+            return Err("the mirror marker is gone".into());
+        }
+        let (status, body) = self
+            .post("/v1/transactions", &json!({"ops": [{"op": "create", "components": {"mirror": {"batches": 0}}}]}))?;
+        if status != 200 {
+            return Err(format!("creating the mirror marker: {}", err_text(status, &body)));
+        }
+        Ok((body["ids"][0].as_u64().ok_or("the remote returned no id")?, 0))
     }
 
     fn check_failed(&self) -> Result<(), String> {
@@ -345,10 +377,39 @@ impl Remote {
                 }
             };
             let last = batch.last().map_or(0, |b| b.0);
-            let result =
-                if ops.is_empty() { Ok((200, J::Null)) } else { self.post("/v1/transactions", &json!({"ops": ops})) };
+            let (marker, applied) = *self.marker.lock();
+            let sent = !ops.is_empty();
+            let result = if sent {
+                // Applied only if the remote is where this server left it;
+                // the marker moves with the batch, atomically.
+                let mut all = Vec::with_capacity(ops.len() + 2);
+                all.push(json!({"op": "check", "id": marker, "filters": [{"field": "mirror.batches", "op": "eq", "value": applied}]}));
+                all.extend(ops);
+                all.push(json!({"op": "set", "id": marker, "components": {"mirror": {"batches": applied + 1}}}));
+                self.post("/v1/transactions", &json!({"ops": all}))
+            } else {
+                Ok((200, J::Null))
+            };
+            let result = match result {
+                // Refused by the check: either this batch already went in (its
+                // answer was lost and it was sent again), or someone else wrote.
+                Ok((409, body)) if body.to_string().contains("check_failed") => match self.read_marker(false) {
+                    Ok((_, n)) if n == applied + 1 => Ok((200, J::Null)),
+                    Ok((_, n)) => Ok((
+                        409,
+                        json!({"message": format!(
+                            "the remote's mirror marker is at {n}, this server expected {applied}: another writer is using the game tables"
+                        )}),
+                    )),
+                    Err(e) => Err(e),
+                },
+                other => other,
+            };
             match result {
                 Ok((200, _)) => {
+                    if sent {
+                        self.marker.lock().1 = applied + 1;
+                    }
                     last_contact = Instant::now();
                     batch.clear();
                     backoff = Duration::from_millis(50);

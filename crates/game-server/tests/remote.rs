@@ -255,3 +255,32 @@ fn a_remote_without_the_game_schema_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_second_writer_of_the_game_tables_stops_the_mirror_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = ecsdb(&dir.path().join("ecsdb"), "127.0.0.1:0");
+    let key = db.api_key();
+    let g = start(
+        &dir.path().join("game"),
+        &[("ECSDB_URL", db.base.as_str()), ("ECSDB_API_KEY", key.as_str()), ("JWT_SECRET", SECRET)],
+    );
+    g.login("first");
+    wait_for("the mirror to catch up", || g.health(), |h| h["database"]["lag_commits"] == 0);
+    // Someone else moves the batch marker: the next batch is refused, not applied twice or over it.
+    let (s, m) = db.post("/v1/query", &key, &json!({"with": ["mirror"], "select": ["mirror.batches"]}));
+    assert_eq!(s, 200, "{m}");
+    let marker = m["rows"][0]["id"].as_u64().unwrap();
+    assert!(m["rows"][0]["mirror"]["batches"].as_u64().unwrap() >= 1, "{m}");
+    let (s, _) = db.post(
+        "/v1/transactions",
+        &key,
+        &json!({"ops": [{"op": "set", "id": marker, "components": {"mirror": {"batches": 999_999}}}]}),
+    );
+    assert_eq!(s, 200);
+    let r = g.post("/register", &json!({"username": "second", "password": "password-123"}));
+    assert_eq!(r.status, 503, "{}", r.body);
+    wait_for("the mirror to stop", || g.health(), |h| h["status"] == "unhealthy");
+    let h = g.health();
+    assert!(h["database"]["error"].as_str().unwrap().contains("another writer"), "{h}");
+}
