@@ -346,16 +346,16 @@ impl Accounts {
         Ok(Authed { player, session, name: account.display_name })
     }
 
-    /// End the token's session.
-    pub fn logout(&self, token: &str) -> Result<Authed, AuthError> {
+    /// End the token's session. The second value is set when the change
+    /// is made here but not (yet) acknowledged by a remote database.
+    pub fn logout(&self, token: &str) -> Result<(Authed, Option<String>), AuthError> {
         let who = self.authenticate(token).or_else(|e| match e {
             // A banned player may still log out.
             AuthError::Banned { .. } => self.session_of(token),
             e => Err(e),
         })?;
         let ((), info) = self.db.write(|t| t.delete(who.session))?;
-        self.store.acked(info.seq).map_err(AuthError::Unavailable)?;
-        Ok(who)
+        Ok((who, self.store.acked(info.seq).err()))
     }
 
     fn session_of(&self, token: &str) -> Result<Authed, AuthError> {
@@ -368,8 +368,14 @@ impl Accounts {
     }
 
     /// Ban (or with `reason = None`, unban) a player; `for_secs = 0` is
-    /// permanent. Returns the player's id.
-    pub fn set_ban(&self, username: &str, reason: Option<&str>, for_secs: u64) -> Result<EntityId, AuthError> {
+    /// permanent. Returns the player's id, and a message when the change is
+    /// made here but not (yet) acknowledged by a remote database.
+    pub fn set_ban(
+        &self,
+        username: &str,
+        reason: Option<&str>,
+        for_secs: u64,
+    ) -> Result<(EntityId, Option<String>), AuthError> {
         let name = check_username(username)?;
         let (player, _) =
             self.account_by_name(&name)?.ok_or_else(|| AuthError::NotFound(format!("no player named {name:?}")))?;
@@ -390,8 +396,7 @@ impl Accounts {
             )?;
             t.set(player, "account", "ban_expires", &Value::U64(if reason.is_some() { until } else { 0 }))
         })?;
-        self.store.acked(info.seq).map_err(AuthError::Unavailable)?;
-        Ok(player)
+        Ok((player, self.store.acked(info.seq).err()))
     }
 
     /// Delete sessions that expired (run now and then).

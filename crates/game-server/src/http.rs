@@ -217,9 +217,13 @@ async fn logout(State(s): State<Shared>, headers: HeaderMap) -> Response {
     let accounts = s.accounts.clone();
     let token = token.to_string();
     match tokio::task::spawn_blocking(move || accounts.logout(&token)).await {
-        Ok(Ok(who)) => {
+        Ok(Ok((who, unacked))) => {
+            // The session is gone here either way: close its socket now.
             s.game.kick(who.player, Some(who.session), 4401, "logged out");
-            axum::Json(json!({"ok": true})).into_response()
+            match unacked {
+                None => axum::Json(json!({"ok": true})).into_response(),
+                Some(m) => auth_error(&AuthError::Unavailable(m)),
+            }
         }
         Ok(Err(e)) => auth_error(&e),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
@@ -281,12 +285,19 @@ async fn ban(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respon
         Err(r) => return r,
     };
     let reason = b.reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| "banned by an administrator".into());
-    match s.accounts.set_ban(&b.username, Some(&reason), b.duration_secs) {
-        Ok(player) => {
+    let accounts = s.accounts.clone();
+    let r2 = reason.clone();
+    match tokio::task::spawn_blocking(move || accounts.set_ban(&b.username, Some(&r2), b.duration_secs)).await {
+        Ok(Ok((player, unacked))) => {
+            // Banned here either way: the socket closes now.
             s.game.kick(player, None, 4403, &format!("banned: {reason}"));
-            axum::Json(json!({"ok": true, "player_id": player.0, "reason": reason})).into_response()
+            match unacked {
+                None => axum::Json(json!({"ok": true, "player_id": player.0, "reason": reason})).into_response(),
+                Some(m) => auth_error(&AuthError::Unavailable(m)),
+            }
         }
-        Err(e) => auth_error(&e),
+        Ok(Err(e)) => auth_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
     }
 }
 
@@ -298,9 +309,12 @@ async fn unban(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         Ok(b) => b,
         Err(r) => return r,
     };
-    match s.accounts.set_ban(&b.username, None, 0) {
-        Ok(player) => axum::Json(json!({"ok": true, "player_id": player.0})).into_response(),
-        Err(e) => auth_error(&e),
+    let accounts = s.accounts.clone();
+    match tokio::task::spawn_blocking(move || accounts.set_ban(&b.username, None, 0)).await {
+        Ok(Ok((player, None))) => axum::Json(json!({"ok": true, "player_id": player.0})).into_response(),
+        Ok(Ok((_, Some(m)))) => auth_error(&AuthError::Unavailable(m)),
+        Ok(Err(e)) => auth_error(&e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error"),
     }
 }
 
@@ -670,6 +684,11 @@ pub fn router(s: Shared) -> Router {
         .route("/ws", get(ws))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(16 * 1024))
+        // A request (its body included) must be done within 30 s.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         // CORS inside: preflight answers get the security headers too.
         .layer(cors)
         .layer(middleware::from_fn_with_state(s.clone(), around))

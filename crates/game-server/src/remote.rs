@@ -97,7 +97,7 @@ impl Remote {
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
+            .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
         let r = Arc::new(Remote {
@@ -426,6 +426,11 @@ impl Remote {
                 Ok((status, body)) => self.retry(&err_text(status, &body), &mut backoff),
                 Err(e) => self.retry(&e, &mut backoff),
             }
+            if self.stop.load(Ordering::Relaxed) && !batch.is_empty() {
+                // Stopping and the remote does not take the rest: give up
+                // (what was not pushed was reported by `finish`).
+                return;
+            }
         }
     }
 
@@ -489,7 +494,10 @@ pub fn translate(changes: &[Change], ops: &mut Vec<J>) -> Result<(), String> {
             Change::Created { .. } => {}
             Change::Deleted { entity } => ops.push(json!({"op": "delete", "id": entity.0})),
             Change::ComponentAdded { entity, table, fields } => {
-                merge_set(ops, entity.0, table, fields.as_object().cloned().unwrap_or_default());
+                let mut fields = fields.as_object().cloned().unwrap_or_default();
+                // The entity's own id is implied by the op's `id`.
+                fields.remove("entity_id");
+                merge_set(ops, entity.0, table, fields);
             }
             Change::FieldSet { entity, table, field, value } => {
                 let mut m = Map::new();

@@ -180,9 +180,18 @@ fn remote_mode_mirrors_survives_kill_9_outages_and_stops_on_refusal() {
 
     // The database goes away: account writes wait and fail with 503, the
     // world keeps running; when it is back, the backlog is pushed.
+    let victim = g.login("victim");
+    let mut vws = ws_connect(&g.ws_url(), Some(&victim)).unwrap();
+    until(&mut vws, WAIT, |m| m["type"] == "welcome");
     let (data, base) = db.kill();
     let r = g.post("/register", &json!({"username": "late", "password": "password-123"}));
     assert_eq!(r.status, 503, "{}", r.body);
+    // A ban while the database is away takes effect here at once (the
+    // socket closes) and is answered 503 until the database has it.
+    let r =
+        g.call("POST", "/admin/ban", Some(support::ADMIN_TOKEN), Some(&json!({"username": "victim", "reason": "x"})));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(until(&mut vws, WAIT, |m| m.get("close").is_some())["close"], 4403);
     assert_ne!(g.health()["status"], "healthy");
     let db = ecsdb(&data, base.trim_start_matches("http://"));
     wait_for("the backlog to reach the restarted database", || g.health(), |h| h["database"]["lag_commits"] == 0);
