@@ -1,6 +1,7 @@
 //! Live (incremental) evaluation of a query, for subscriptions: which
 //! entities a commit touched ([`Touched`]), and whether one entity belongs
-//! to a query's result ([`LivePlan`], [`World::live_row_bytes`]).
+//! to a query's result ([`LivePlan`], [`World::live_matches`],
+//! [`World::live_encode`]).
 //!
 //! Why it exists: a subscription must be brought up to date on every
 //! commit, and running its whole query again each time costs the size of
@@ -302,31 +303,19 @@ impl World {
         Ok(())
     }
 
-    /// Entity `id`'s selected values as bytes appended to `out` (see
-    /// [`row_fields`]), if it belongs to the result (`member`: it already
-    /// does, so the widened radius applies). Comparing these bytes tells what
-    /// changed without decoding anything.
-    pub fn live_row_bytes(&self, plan: &LivePlan, id: EntityId, member: bool, out: &mut Vec<u8>) -> Result<bool> {
-        let scan = if member { plan.outer.as_ref().unwrap_or(&plan.scan) } else { &plan.scan };
-        let Ok((a, _)) = self.location(id) else { return Ok(false) };
-        if !scan.archetype_matches(&self.archetypes()[a as usize]) || !scan.entity_matches(self, id)? {
-            return Ok(false);
-        }
-        self.live_encode(plan, id, out)?;
-        Ok(true)
-    }
-
-    /// Whether entity `id` belongs to the result (as [`World::live_row_bytes`]
-    /// decides), without encoding its row: for an entity whose components
-    /// did not change, only its membership can (the centre moved).
+    /// Whether entity `id` belongs to the result (`member`: it already does,
+    /// so the widened radius applies). Its row is encoded separately
+    /// ([`World::live_encode`]): once per commit, shared by subscribers.
     pub fn live_matches(&self, plan: &LivePlan, id: EntityId, member: bool) -> Result<bool> {
         let scan = if member { plan.outer.as_ref().unwrap_or(&plan.scan) } else { &plan.scan };
         let Ok((a, _)) = self.location(id) else { return Ok(false) };
         Ok(scan.archetype_matches(&self.archetypes()[a as usize]) && scan.entity_matches(self, id)?)
     }
 
-    /// Entity `id`'s selected values as bytes appended to `out`, whether or
-    /// not it matches (it must have the selected components).
+    /// Entity `id`'s selected values as bytes appended to `out` (see
+    /// [`row_fields`]), whether or not it matches (it must have the selected
+    /// components). Comparing these bytes tells what changed without
+    /// decoding anything.
     pub fn live_encode(&self, plan: &LivePlan, id: EntityId, out: &mut Vec<u8>) -> Result<()> {
         for &(t, fi) in &plan.select {
             match self.schema().table(t).fields[fi].slot() {
@@ -342,7 +331,7 @@ impl World {
         Ok(())
     }
 
-    /// JSON text of a row from its bytes (see [`World::live_row_bytes`]),
+    /// JSON text of a row from its bytes (see [`World::live_encode`]),
     /// `{"id", "<table>": {"<field>": value}}`, with only the values at
     /// `positions` (all when `None`), appended to `out`.
     pub fn live_row_text(
@@ -437,7 +426,7 @@ impl World {
     }
 }
 
-/// The values of a row encoded by [`World::live_row_bytes`].
+/// The values of a row encoded by [`World::live_encode`].
 pub fn row_fields(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = bytes;
     std::iter::from_fn(move || {
@@ -447,11 +436,6 @@ pub fn row_fields(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
         rest = after;
         Some(v)
     })
-}
-
-/// Positions of the values that differ between two encoded rows.
-pub fn changed_fields(old: &[u8], new: &[u8]) -> Vec<usize> {
-    row_fields(old).zip(row_fields(new)).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect()
 }
 
 #[cfg(test)]
@@ -517,10 +501,10 @@ type = "u32"
         .unwrap();
         let plan = w.live_plan(&q, 0.1).unwrap();
         assert!(plan.incremental);
+        assert!(!w.live_matches(&plan, e, false).unwrap(), "outside the radius: does not enter");
+        assert!(w.live_matches(&plan, e, true).unwrap(), "inside the margin: a member stays");
         let mut bytes = Vec::new();
-        assert!(!w.live_row_bytes(&plan, e, false, &mut bytes).unwrap(), "outside the radius: does not enter");
-        assert!(bytes.is_empty());
-        assert!(w.live_row_bytes(&plan, e, true, &mut bytes).unwrap(), "inside the margin: a member stays");
+        w.live_encode(&plan, e, &mut bytes).unwrap();
         assert!(w.live_area(&plan).unwrap().contains(&e));
         // The text is what a query renders for the same row.
         let mut text = Vec::new();
@@ -534,7 +518,7 @@ type = "u32"
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&only_id).unwrap(), serde_json::json!({"id": e.0}));
         let mut moved = Vec::new();
         w.live_encode(&plan, e, &mut moved).unwrap();
-        assert!(changed_fields(&bytes, &moved).is_empty());
+        assert!(row_fields(&bytes).eq(row_fields(&moved)));
         assert!(w.live_plan(&q, f64::NAN).is_err());
     }
 }

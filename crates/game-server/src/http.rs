@@ -276,11 +276,14 @@ fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
+/// An admin request's body, once the admin token is checked.
+fn admin_body<T: serde::de::DeserializeOwned>(s: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<T, Response> {
+    admin(s, headers)?;
+    parse(headers, body)
+}
+
 async fn ban(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
-    let b: BanBody = match parse(&headers, &body) {
+    let b: BanBody = match admin_body(&s, &headers, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -302,10 +305,7 @@ async fn ban(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Respon
 }
 
 async fn unban(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
-    let b: UnbanBody = match parse(&headers, &body) {
+    let b: UnbanBody = match admin_body(&s, &headers, &body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -378,7 +378,6 @@ async fn metrics(State(s): State<Shared>) -> Response {
 
 async fn ws(
     State(s): State<Shared>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -410,7 +409,6 @@ async fn ws(
         None => None,
     };
     let max = s.game.cfg.max_message_size;
-    let _ = addr;
     upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| connection(s, socket, pre))
 }
 
