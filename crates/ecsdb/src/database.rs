@@ -348,6 +348,8 @@ pub fn is_data_dir_entry(name: &str) -> bool {
         "wal_archive",
         "snapshots",
         "jwt_secret",
+        "database_id",
+        "database_id.tmp",
         ".health-probe",
     ];
     OURS.contains(&name) || name.starts_with("pre-restore-") || name.starts_with("pre-rebuild-")
@@ -534,6 +536,31 @@ impl Database {
         d.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::info!(seq = info.seq, bytes = info.bytes, write_ms = info.write_ms, "checkpoint written");
         Ok(info)
+    }
+
+    /// Copy the committed state at one sequence (for a backup): writers wait
+    /// only while the columns are copied, readers keep reading; nothing is
+    /// written and the log is not rotated. Works on in-memory databases too.
+    pub fn capture_snapshot(&self) -> ecsdb_storage::snapshot::Image {
+        let _writer = self.inner.writer.lock();
+        let w = self.inner.world.read();
+        ecsdb_storage::snapshot::capture(&w)
+    }
+
+    /// The data directory of a durable database.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.inner.durability.as_ref().map(|_| self.inner.config.database.data_dir.as_path())
+    }
+
+    /// Keep every commit after `seq` in the data directory's log files until
+    /// the hold moves (a log archiver calls this with the last sequence it
+    /// has shipped; `u64::MAX` lifts it). Checkpoints then move covered
+    /// segments to `wal_archive/` instead of deleting them, and pruning
+    /// spares them.
+    pub fn hold_log_after(&self, seq: u64) {
+        if let Some(d) = &self.inner.durability {
+            d.store.hold_log_after(seq);
+        }
     }
 
     /// Block until commit `seq` is on stable storage (for a client asking for

@@ -371,7 +371,7 @@ fn for_each_block(
 }
 
 /// The schema a snapshot embeds (its first block), if it has one.
-fn embedded_schema(path: &Path, b: &[u8]) -> Result<Option<Schema>, StorageError> {
+pub fn embedded_schema(path: &Path, b: &[u8]) -> Result<Option<Schema>, StorageError> {
     let pos = HEADER_LEN;
     let Some(h) = b.get(pos..pos + BLOCK_HEADER_LEN) else { return Ok(None) };
     if h[0] != KIND_SCHEMA {

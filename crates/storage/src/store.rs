@@ -163,6 +163,10 @@ pub struct Store {
     opts: StoreOptions,
     wal: Arc<Wal>,
     checkpoint_lock: parking_lot::Mutex<()>,
+    /// Commits after this sequence must stay on disk (a log archiver has not
+    /// shipped them yet): segments holding any are never deleted, only moved
+    /// to `wal_archive/`. `u64::MAX`: no hold.
+    log_hold: std::sync::atomic::AtomicU64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
@@ -423,7 +427,14 @@ impl Store {
             next,
         )?);
         Ok((
-            Store { fs, dir: dir.to_path_buf(), opts, wal, checkpoint_lock: parking_lot::Mutex::new(()) },
+            Store {
+                fs,
+                dir: dir.to_path_buf(),
+                opts,
+                wal,
+                checkpoint_lock: parking_lot::Mutex::new(()),
+                log_hold: std::sync::atomic::AtomicU64::new(u64::MAX),
+            },
             world,
             report,
         ))
@@ -468,7 +479,9 @@ impl Store {
             if !covered || *p == current {
                 continue;
             }
-            if self.opts.archive {
+            // The commits this segment holds end just before the next one's.
+            let last_held = segs.get(i + 1).map_or(u64::MAX, |(next, _)| next - 1);
+            if self.opts.archive || last_held > self.log_hold() {
                 let to = self.dir.join("wal_archive").join(p.file_name().unwrap_or_default());
                 self.fs.rename(p, &to).map_err(io(p))?;
             } else {
@@ -515,7 +528,9 @@ impl Store {
                 break;
             }
             // The segment's commits end just before the next one starts.
-            let needed = segs.get(i + 1).is_none_or(|(next, _)| next - 1 > oldest_snapshot);
+            let needed = segs
+                .get(i + 1)
+                .is_none_or(|(next, _)| next - 1 > oldest_snapshot || next - 1 > self.log_hold());
             if needed {
                 break;
             }
@@ -527,6 +542,17 @@ impl Store {
             self.fs.sync_dir(&dir).map_err(io(&dir))?;
         }
         Ok(())
+    }
+
+    /// Keep every commit after `seq` on disk until the hold moves (a log
+    /// archiver calls this with the last sequence it has shipped);
+    /// `u64::MAX` lifts the hold.
+    pub fn hold_log_after(&self, seq: u64) {
+        self.log_hold.store(seq, std::sync::atomic::Ordering::Release);
+    }
+
+    fn log_hold(&self) -> u64 {
+        self.log_hold.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Bytes of live log segments.

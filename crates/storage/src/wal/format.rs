@@ -151,7 +151,8 @@ pub struct Scan {
     pub tail: Tail,
 }
 
-fn try_record(b: &[u8], at: usize) -> Result<RecordRef, String> {
+/// The record starting at byte `at` of a segment, checked (length, checksum).
+pub fn try_record(b: &[u8], at: usize) -> Result<RecordRef, String> {
     let h = b.get(at..at + RECORD_HEADER_LEN).ok_or("truncated record header")?;
     let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);

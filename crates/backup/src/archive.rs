@@ -1,0 +1,475 @@
+//! Continuous archiving: the commit log shipped to the target as it is
+//! written, so that losing the machine loses at most the last
+//! `archive_interval_ms` (plus one upload) of commits.
+//!
+//! Every `archive_interval_ms` the archiver reads the commits that became
+//! durable since its last pass from the data directory's log files (closed
+//! segments and the open one alike) and stores them as one log chunk
+//! (`archive/log/<first>-<last>.chunk`, with each commit's time, taken by a
+//! commit listener). Only durable commits are shipped: a commit a crash
+//! takes back is never in the archive, so the archive never disagrees with
+//! the database it belongs to. Until a commit is shipped the database keeps
+//! its log file (`Database::hold_log_after`). New snapshots are shipped too
+//! (`archive/snapshots/`), as bases for point-in-time restore.
+//!
+//! `archive/IDENTITY` names the database whose log this is: a different
+//! database (a restored copy gets a new identity) refuses to archive there.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use ecsdb::Database;
+use ecsdb::storage::fs::OsFs;
+use ecsdb::storage::snapshot;
+use ecsdb::storage::store::list_snapshots;
+
+use crate::chunk::{self, Rec};
+use crate::config::BackupSettings;
+use crate::error::{BackupError, Result};
+use crate::logread::LogCursor;
+use crate::manager::{Progress, now_ms, rfc3339};
+use crate::manifest::hex;
+use crate::state;
+use crate::target::Target;
+use crate::verify::Report;
+
+pub const IDENTITY_KEY: &str = "archive/IDENTITY";
+const LOG_PREFIX: &str = "archive/log/";
+const SNAP_PREFIX: &str = "archive/snapshots/";
+/// Commit times kept for commits not yet shipped (beyond: the time of
+/// shipping stands in, a later time than the commit's).
+const MAX_TIMES: usize = 4_000_000;
+
+/// An archived log chunk, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub key: String,
+    pub first: u64,
+    pub last: u64,
+}
+
+/// An archived snapshot, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapRef {
+    pub key: String,
+    pub seq: u64,
+    pub created_ms: u64,
+}
+
+pub fn snapshot_key(seq: u64, created_ms: u64) -> String {
+    format!("{SNAP_PREFIX}{seq:020}-{created_ms}.snap")
+}
+
+/// The archived log chunks, by first sequence.
+pub fn list_chunks(target: &Target) -> Result<Vec<ChunkRef>> {
+    let mut v: Vec<ChunkRef> = target
+        .list(LOG_PREFIX)?
+        .into_iter()
+        .filter_map(|o| chunk::parse_chunk_name(&o.key).map(|(first, last)| ChunkRef { key: o.key, first, last }))
+        .collect();
+    v.sort_by_key(|c| (c.first, c.last));
+    Ok(v)
+}
+
+/// The archived snapshots, by sequence.
+pub fn list_snapshots_on(target: &Target) -> Result<Vec<SnapRef>> {
+    let mut v: Vec<SnapRef> = target
+        .list(SNAP_PREFIX)?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next()?.strip_suffix(".snap")?;
+            let (s, t) = name.split_once('-')?;
+            Some(SnapRef { seq: s.parse().ok()?, created_ms: t.parse().ok()?, key: o.key.clone() })
+        })
+        .collect();
+    v.sort_by_key(|s| s.seq);
+    Ok(v)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Identity {
+    database_id: String,
+    created_at: String,
+}
+
+/// The hex id of the database whose log is archived on the target.
+pub fn identity(target: &Target) -> Result<Option<String>> {
+    match target.get_opt(IDENTITY_KEY)? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice::<Identity>(&b)
+            .map(|i| Some(i.database_id))
+            .map_err(|e| BackupError::Corrupt(format!("{IDENTITY_KEY}: unreadable ({e})"))),
+    }
+}
+
+/// Remove archived chunks every commit of which is at or below `floor`, and
+/// archived snapshots older than `floor` (a kept full backup starts there).
+pub fn trim(target: &Target, floor: u64) -> Result<()> {
+    for c in list_chunks(target)? {
+        if c.last <= floor {
+            target.delete(&c.key)?;
+        }
+    }
+    for s in list_snapshots_on(target)? {
+        if s.seq < floor {
+            target.delete(&s.key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Check the archived log: every chunk decodes, belongs to the archive's
+/// database and follows the one before without a gap; every archived
+/// snapshot verifies.
+pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
+    let mut r = Report {
+        id: "archive".into(),
+        ok: false,
+        problems: Vec::new(),
+        files_checked: 0,
+        bytes_checked: 0,
+        deep: None,
+    };
+    let chunks = list_chunks(target)?;
+    let snaps = list_snapshots_on(target)?;
+    let ident = match identity(target) {
+        Ok(i) => i,
+        Err(e) => {
+            r.problems.push(e.to_string());
+            None
+        }
+    };
+    if ident.is_none() && !(chunks.is_empty() && snaps.is_empty()) {
+        r.problems.push(format!("{IDENTITY_KEY} is missing: whose log is this?"));
+    }
+    let mut prev: Option<u64> = None;
+    let n = chunks.len() as u64;
+    for (i, c) in chunks.iter().enumerate() {
+        progress("verifying the archive", i as u64, n);
+        let bytes = match target.get(&c.key) {
+            Ok(b) => b,
+            Err(e) => {
+                r.problems.push(e.to_string());
+                continue;
+            }
+        };
+        r.files_checked += 1;
+        r.bytes_checked += bytes.len() as u64;
+        match chunk::decode(&c.key, &bytes) {
+            Ok(d) => {
+                if (d.first_seq, d.last_seq) != (c.first, c.last) {
+                    r.problems.push(format!("{}: holds commits {}..={}, not what its name says", c.key, d.first_seq, d.last_seq));
+                }
+                if let Some(id) = &ident
+                    && hex(&d.database_id) != *id
+                {
+                    r.problems.push(format!(
+                        "{}: belongs to database {}, not {id} (a chunk from another database)",
+                        c.key,
+                        hex(&d.database_id)
+                    ));
+                }
+            }
+            Err(e) => r.problems.push(e.to_string()),
+        }
+        if let Some(p) = prev
+            && c.first > p + 1
+        {
+            r.problems.push(format!("{LOG_PREFIX}: commits {}..={} are missing (before {})", p + 1, c.first - 1, c.key));
+        }
+        prev = Some(prev.map_or(c.last, |p| p.max(c.last)));
+    }
+    for s in &snaps {
+        match target.get(&s.key) {
+            Ok(b) => {
+                r.files_checked += 1;
+                r.bytes_checked += b.len() as u64;
+                match snapshot::verify(Path::new(&s.key), &b) {
+                    Ok(info) if info.seq != s.seq => {
+                        r.problems.push(format!("{}: the snapshot is at sequence {}, not {}", s.key, info.seq, s.seq));
+                    }
+                    Ok(_) => {}
+                    Err(e) => r.problems.push(format!("{}: {e}", s.key)),
+                }
+            }
+            Err(e) => r.problems.push(e.to_string()),
+        }
+    }
+    r.ok = r.problems.is_empty();
+    Ok(r)
+}
+
+/// What the archiver reports (health, metrics, the admin API).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArchiveStatus {
+    pub target: String,
+    /// Last commit on the target.
+    pub shipped_seq: u64,
+    /// Last commit of the database.
+    pub database_seq: u64,
+    /// Age of the oldest commit not yet on the target (0 when none).
+    pub lag_seconds: f64,
+    pub lag_commits: u64,
+    pub chunks_shipped: u64,
+    pub bytes_shipped: u64,
+    pub snapshots_shipped: u64,
+    pub last_shipped_at: Option<String>,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// The recovery point objective `/health` holds the lag to.
+    pub rpo_seconds: f64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    status: ArchiveStatus,
+    /// `(seq, unix ms)` of commits not yet shipped.
+    times: VecDeque<(u64, u64)>,
+}
+
+/// The archiver thread of one database.
+#[derive(Debug)]
+pub struct Archiver {
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+    db: Database,
+}
+
+struct Worker {
+    db: Database,
+    target: Arc<Target>,
+    shared: Arc<Mutex<Shared>>,
+    database_id: [u8; 16],
+    cursor: LogCursor,
+    shipped: u64,
+    shipped_snapshot: u64,
+    level: Option<i32>,
+    last_logged_error: Option<String>,
+}
+
+impl Archiver {
+    /// Check the target and start shipping `db`'s log to it.
+    pub fn start(db: &Database, target: Arc<Target>, settings: &BackupSettings) -> Result<Archiver> {
+        let dir = db
+            .data_dir()
+            .ok_or_else(|| BackupError::Config("archiving needs a durable database (a data directory)".into()))?
+            .to_path_buf();
+        if !db.logs_commits() {
+            return Err(BackupError::Config(
+                "archiving needs the commit log (transactions.wal_enabled = true)".into(),
+            ));
+        }
+        let database_id = state::database_id(&dir)?;
+        let ours = hex(&database_id);
+        match identity(&target)? {
+            Some(id) if id != ours => {
+                return Err(BackupError::Conflict(format!(
+                    "{} archives the log of database {id}; this database is {ours} (a restored copy is a new database): archive to another prefix",
+                    target.url()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let i = Identity { database_id: ours.clone(), created_at: rfc3339(now_ms()) };
+                let b = serde_json::to_vec_pretty(&i).map_err(|e| BackupError::Config(e.to_string()))?;
+                target.put(IDENTITY_KEY, b)?;
+            }
+        }
+        let shipped = list_chunks(&target)?.last().map_or(0, |c| c.last);
+        let durable = db.storage_stats().map_or(0, |s| s.durable_seq);
+        if shipped > durable.max(db.version()) {
+            return Err(BackupError::Conflict(format!(
+                "{} holds this database's commits up to {shipped}, but the database is at {}: it lost commits or was rolled back; archive to another prefix",
+                target.url(),
+                db.version()
+            )));
+        }
+        db.hold_log_after(shipped);
+        let shipped_snapshot = list_snapshots_on(&target)?.last().map_or(0, |s| s.seq);
+        let shared = Arc::new(Mutex::new(Shared {
+            status: ArchiveStatus {
+                target: target.url().to_string(),
+                shipped_seq: shipped,
+                rpo_seconds: settings.archive_rpo_ms as f64 / 1000.0,
+                ..ArchiveStatus::default()
+            },
+            times: VecDeque::new(),
+        }));
+        {
+            let s = shared.clone();
+            db.listen_commits(Box::new(move |seq, _| {
+                let mut g = s.lock();
+                if g.times.len() >= MAX_TIMES {
+                    g.times.pop_front();
+                }
+                g.times.push_back((seq, now_ms()));
+            }));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut w = Worker {
+            db: db.clone(),
+            target,
+            shared: shared.clone(),
+            database_id,
+            cursor: LogCursor::new(&dir, shipped),
+            shipped,
+            shipped_snapshot,
+            level: settings.compress.then_some(settings.compression_level),
+            last_logged_error: None,
+        };
+        let interval = Duration::from_millis(settings.archive_interval_ms);
+        let st = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("ecsdb-archiver".into())
+            .spawn(move || {
+                let mut next = Instant::now();
+                loop {
+                    let stopping = st.load(Ordering::Acquire);
+                    w.pass();
+                    if stopping {
+                        return;
+                    }
+                    next += interval;
+                    let now = Instant::now();
+                    if next > now {
+                        // Sleep in short steps so a stop is noticed quickly.
+                        while Instant::now() < next && !st.load(Ordering::Acquire) {
+                            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(50)));
+                        }
+                    } else {
+                        next = now;
+                    }
+                }
+            })
+            .map_err(|e| BackupError::Config(format!("cannot start the archiver thread: {e}")))?;
+        Ok(Archiver { shared, stop, handle: Mutex::new(Some(handle)), db: db.clone() })
+    }
+
+    /// The archiver's figures now.
+    pub fn status(&self) -> ArchiveStatus {
+        let g = self.shared.lock();
+        let mut s = g.status.clone();
+        s.database_seq = self.db.version();
+        s.lag_commits = s.database_seq.saturating_sub(s.shipped_seq);
+        s.lag_seconds = if s.lag_commits == 0 {
+            0.0
+        } else {
+            let oldest = g.times.iter().find(|(q, _)| *q > s.shipped_seq).map(|(_, t)| *t);
+            oldest.map_or(0.0, |t| now_ms().saturating_sub(t) as f64 / 1000.0)
+        };
+        s
+    }
+
+    /// Ship what is durable one last time and stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Archiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+impl Worker {
+    fn pass(&mut self) {
+        let r = self.ship_log().and_then(|()| self.ship_snapshot());
+        let mut g = self.shared.lock();
+        match r {
+            Ok(()) => {
+                if g.status.last_error.take().is_some() {
+                    tracing::info!(target = %self.target.url(), "log archiving recovered");
+                }
+                self.last_logged_error = None;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                g.status.failures += 1;
+                g.status.last_error = Some(msg.clone());
+                drop(g);
+                if self.last_logged_error.as_deref() != Some(&msg) {
+                    tracing::error!(target = %self.target.url(), error = %msg, "log archiving failed; retrying");
+                    self.last_logged_error = Some(msg);
+                }
+                // Read again from what is really on the target.
+                self.cursor = LogCursor::new(self.cursor_dir(), self.shipped);
+            }
+        }
+    }
+
+    fn cursor_dir(&self) -> &Path {
+        self.db.data_dir().unwrap_or(Path::new("."))
+    }
+
+    fn ship_log(&mut self) -> Result<()> {
+        let durable = self.db.storage_stats().map_or(0, |s| s.durable_seq);
+        if durable <= self.shipped {
+            return Ok(());
+        }
+        let pieces = self.cursor.read_to(durable)?;
+        for piece in pieces {
+            let (Some(a), Some(b)) = (piece.records.first(), piece.records.last()) else { continue };
+            let (first, last) = (a.0, b.0);
+            let now = now_ms();
+            let times: Vec<u64> = {
+                let g = self.shared.lock();
+                piece
+                    .records
+                    .iter()
+                    .map(|(s, _)| {
+                        // The deque is in sequence order: binary search.
+                        let i = g.times.partition_point(|(q, _)| q < s);
+                        g.times.get(i).filter(|(q, _)| q == s).map_or(now, |(_, t)| *t)
+                    })
+                    .collect()
+            };
+            let recs: Vec<Rec<'_>> = piece
+                .records
+                .iter()
+                .zip(&times)
+                .map(|((s, p), t)| Rec { seq: *s, payload: p, time_ms: *t })
+                .collect();
+            let bytes = chunk::encode(&self.database_id, piece.fingerprint, &recs, self.level)?;
+            let len = bytes.len() as u64;
+            self.target.put(&format!("{LOG_PREFIX}{}", chunk::chunk_name(first, last)), bytes)?;
+            self.shipped = last;
+            self.db.hold_log_after(last);
+            let mut g = self.shared.lock();
+            while g.times.front().is_some_and(|(q, _)| *q <= last) {
+                g.times.pop_front();
+            }
+            g.status.shipped_seq = last;
+            g.status.chunks_shipped += 1;
+            g.status.bytes_shipped += len;
+            g.status.last_shipped_at = Some(rfc3339(now_ms()));
+        }
+        Ok(())
+    }
+
+    fn ship_snapshot(&mut self) -> Result<()> {
+        let Some(dir) = self.db.data_dir() else { return Ok(()) };
+        let snaps = list_snapshots(&OsFs, &dir.join("snapshots")).map_err(ecsdb::DbError::from)?;
+        let Some((seq, path)) = snaps.into_iter().next() else { return Ok(()) };
+        if seq <= self.shipped_snapshot {
+            return Ok(());
+        }
+        // Retention may remove it meanwhile: then the next one goes.
+        let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
+        let info = snapshot::verify(&path, &bytes)?;
+        self.target.put(&snapshot_key(info.seq, info.created_ms), bytes)?;
+        self.shipped_snapshot = seq;
+        self.shared.lock().status.snapshots_shipped += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! Backups, restore and point-in-time recovery against a local directory
+//! and a real local S3 server (moto), the corruption table, retention and
+//! an unreachable target.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ecsdb_backup::manager::quiet;
+use ecsdb_backup::{BackupError, BackupSettings, Kind, Manager, Point, Request, StorageSettings, Target};
+use support::{commit_n, open_db};
+
+fn settings() -> BackupSettings {
+    BackupSettings { verify_after: true, ..BackupSettings::default() }
+}
+
+fn checksum_of(dir: &std::path::Path) -> (u64, String) {
+    let db = ecsdb::Database::open(dir).unwrap();
+    let s = ecsdb_backup::state::summarize(&db.read());
+    (db.version(), s.checksum)
+}
+
+fn req(backup: Option<&str>, point: Point, dir: &std::path::Path) -> Request {
+    Request { backup: backup.map(String::from), point, data_dir: dir.to_path_buf(), force: false }
+}
+
+/// Full + incremental chain, list, verify (deep), restore at a backup, at
+/// the newest state and at a sequence; refusals.
+fn chain_scenario(target: Arc<Target>) {
+    let work = tempfile::tempdir().unwrap();
+    let db = open_db(&work.path().join("db"));
+    let m = Manager::new(target.clone(), settings());
+    commit_n(&db, 50);
+    let full = m.create(&db, Kind::Full, &quiet).unwrap();
+    assert_eq!((full.kind, full.start_seq, full.end_seq, full.entity_count), (Kind::Full, 50, 50, 50));
+    assert!(full.id.starts_with("backup_"));
+    commit_n(&db, 20);
+    let inc1 = m.create(&db, Kind::Incremental, &quiet).unwrap();
+    assert_eq!((inc1.start_seq, inc1.end_seq, inc1.parent.as_deref()), (50, 70, Some(full.id.as_str())));
+    assert!(inc1.files.iter().all(|f| f.name.starts_with("log/")));
+    commit_n(&db, 10);
+    let inc2 = m.create(&db, Kind::Incremental, &quiet).unwrap();
+    assert_eq!((inc2.start_seq, inc2.end_seq), (70, 80));
+    let expected_80 = ecsdb_backup::state::summarize(&db.read()).checksum;
+    assert_eq!(inc2.state_checksum, expected_80);
+
+    let listed = m.list().unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|l| l.manifest.is_some() && l.problem.is_none()));
+
+    for r in ecsdb_backup::verify::verify_all(&m, true, &quiet).unwrap() {
+        assert!(r.ok, "{r:?}");
+        if r.id != "archive" {
+            assert_eq!(r.deep, Some(true));
+        }
+    }
+
+    // At a backup: its exact state, original ids kept.
+    let out = work.path().join("r1");
+    let o = ecsdb_backup::restore::restore(&target, &req(Some(&inc1.id), Point::Latest, &out), &quiet).unwrap();
+    assert_eq!((o.seq, o.entities, o.base_seq), (70, 70, 50));
+    assert_eq!(checksum_of(&out), (70, inc1.state_checksum.clone()));
+    // The newest state there is.
+    let out = work.path().join("r2");
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet).unwrap();
+    assert_eq!(o.seq, 80);
+    assert_eq!(checksum_of(&out), (80, expected_80));
+    // A sequence inside the chain.
+    let out = work.path().join("r3");
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(65), &out), &quiet).unwrap();
+    assert_eq!((o.seq, o.entities), (65, 65));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), 0o700);
+        for e in std::fs::read_dir(out.join("snapshots")).unwrap() {
+            assert_eq!(mode(&e.unwrap().path()), 0o600);
+        }
+    }
+    // Beyond the log: refused, nothing written.
+    let out = work.path().join("r4");
+    let e = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(500), &out), &quiet).unwrap_err();
+    assert!(e.to_string().contains("sequence 500 is not recoverable"), "{e}");
+    assert!(!out.exists());
+    // Into a directory that holds something: refused, then --force moves it aside.
+    let out = work.path().join("r1");
+    let e = ecsdb_backup::restore::restore(&target, &req(Some(&full.id), Point::Latest, &out), &quiet).unwrap_err();
+    assert!(e.to_string().contains("is not empty"), "{e}");
+    assert_eq!(checksum_of(&out).0, 70);
+    let mut r = req(Some(&full.id), Point::Latest, &out);
+    r.force = true;
+    let o = ecsdb_backup::restore::restore(&target, &r, &quiet).unwrap();
+    assert_eq!(o.seq, 50);
+    assert!(o.moved_aside.as_ref().unwrap().join("snapshots").is_dir());
+    assert_eq!(checksum_of(&out), (50, full.state_checksum.clone()));
+    // Unknown and malformed ids.
+    assert!(matches!(m.manifest("backup_1"), Err(BackupError::NotFound(_))));
+    assert!(matches!(m.manifest("../../etc"), Err(BackupError::NotFound(_))));
+
+    // Deleting a backup others build on needs --force, which takes them too.
+    let e = m.delete(&inc1.id, false).unwrap_err();
+    assert!(e.to_string().contains(&inc2.id), "{e}");
+    assert_eq!(m.list().unwrap().len(), 3);
+    let gone = m.delete(&inc1.id, true).unwrap();
+    assert_eq!(gone.len(), 2);
+    assert_eq!(m.list().unwrap().len(), 1);
+    // An incremental now builds on the full backup again.
+    let inc = m.create(&db, Kind::Incremental, &quiet).unwrap();
+    assert_eq!((inc.start_seq, inc.end_seq), (50, 80));
+    db.close().unwrap();
+}
+
+#[test]
+fn local_directory_chain() {
+    let t = tempfile::tempdir().unwrap();
+    let target = Arc::new(Target::open(t.path().join("backups").to_str().unwrap(), &StorageSettings::default()).unwrap());
+    chain_scenario(target);
+}
+
+#[test]
+fn s3_chain() {
+    let Some(s3) = support::s3("chain") else { return };
+    let target = Arc::new(Target::open("s3://chain/prod/eu-1", &support::s3_settings(&s3)).unwrap());
+    chain_scenario(target.clone());
+    // Everything went under the prefix.
+    assert!(!target.list("backups/").unwrap().is_empty());
+    let root = Arc::new(Target::open("s3://chain", &support::s3_settings(&s3)).unwrap());
+    assert!(root.list("backups/").unwrap().is_empty());
+    assert!(!root.list("prod/eu-1/backups/").unwrap().is_empty());
+}
+
+/// Continuous archiving: commits reach the target within the interval, and
+/// the archive restores to any sequence and to a time.
+fn archive_scenario(target: Arc<Target>) {
+    let work = tempfile::tempdir().unwrap();
+    let db = open_db(&work.path().join("db"));
+    let m = Manager::new(target.clone(), settings());
+    commit_n(&db, 5);
+    m.create(&db, Kind::Full, &quiet).unwrap();
+    let s = BackupSettings { archive_interval_ms: 20, archive_rpo_ms: 1000, ..settings() };
+    let archiver = ecsdb_backup::Archiver::start(&db, target.clone(), &s).unwrap();
+    let mut after: Vec<(u64, u64)> = Vec::new(); // (seq, unix ms just after its commit)
+    for _ in 0..12 {
+        commit_n(&db, 1);
+        after.push((db.version(), now_ms()));
+        std::thread::sleep(Duration::from_millis(40));
+        if db.version() == 11 {
+            // A checkpoint in between: its segments move, the archiver follows.
+            db.checkpoint().unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while archiver.status().shipped_seq < db.version() {
+        assert!(Instant::now() < deadline, "archiving stalled: {:?}", archiver.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = archiver.status();
+    assert_eq!(st.lag_commits, 0);
+    assert!(st.last_error.is_none(), "{st:?}");
+    assert!(st.snapshots_shipped >= 1, "{st:?}");
+    archiver.stop();
+    let r = ecsdb_backup::archive::verify(&target, &quiet).unwrap();
+    assert!(r.ok, "{r:?}");
+
+    // Every sequence from the first backup on is reachable exactly.
+    for n in [5, 6, 9, 11, 12, 17] {
+        let out = work.path().join(format!("seq{n}"));
+        let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(n), &out), &quiet).unwrap();
+        assert_eq!(o.seq, n);
+        assert_eq!(checksum_of(&out).0, n);
+    }
+    // A time between two commits restores the earlier one.
+    let (k, t) = after[6];
+    let out = work.path().join("time");
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Time(t + 5), &out), &quiet).unwrap();
+    assert_eq!(o.seq, k, "{o:?}");
+    // Before the first backup: nothing to restore from.
+    let out = work.path().join("early");
+    let e = ecsdb_backup::restore::restore(&target, &req(None, Point::Time(1000), &out), &quiet).unwrap_err();
+    assert!(e.to_string().contains("no backup or archived snapshot from before"), "{e}");
+    // A restored copy is a new database: it may not archive into the original's log.
+    let copy = open_db_at(&work.path().join("seq12"));
+    let e = ecsdb_backup::Archiver::start(&copy, target.clone(), &s).unwrap_err();
+    assert!(e.to_string().contains("archive to another prefix"), "{e}");
+    db.close().unwrap();
+}
+
+fn open_db_at(dir: &std::path::Path) -> ecsdb::Database {
+    ecsdb::Database::open(dir).unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[test]
+fn local_directory_archive_and_pitr() {
+    let t = tempfile::tempdir().unwrap();
+    let target = Arc::new(Target::open(t.path().to_str().unwrap(), &StorageSettings::default()).unwrap());
+    archive_scenario(target);
+}
+
+#[test]
+fn s3_archive_and_pitr() {
+    let Some(s3) = support::s3("archive") else { return };
+    let target = Arc::new(Target::open("s3://archive/db1", &support::s3_settings(&s3)).unwrap());
+    archive_scenario(target);
+}
+
+#[test]
+fn retention_keeps_the_newest_full_backups_with_their_incrementals() {
+    let t = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let target = Arc::new(Target::open(t.path().to_str().unwrap(), &StorageSettings::default()).unwrap());
+    let db = open_db(&work.path().join("db"));
+    let m = Manager::new(target, BackupSettings { retention: 2, verify_after: false, ..BackupSettings::default() });
+    let mut fulls = Vec::new();
+    for _ in 0..4 {
+        commit_n(&db, 3);
+        fulls.push(m.create(&db, Kind::Full, &quiet).unwrap().id);
+        commit_n(&db, 1);
+        m.create(&db, Kind::Incremental, &quiet).unwrap();
+    }
+    assert_eq!(m.list().unwrap().len(), 8);
+    let gone = m.apply_retention().unwrap();
+    assert_eq!(gone.len(), 4, "{gone:?}");
+    let left: Vec<String> = m.list().unwrap().into_iter().map(|l| l.id).collect();
+    assert_eq!(left.len(), 4);
+    assert!(left.contains(&fulls[2]) && left.contains(&fulls[3]), "{left:?}");
+    assert!(!left.contains(&fulls[0]) && !left.contains(&fulls[1]));
+    db.close().unwrap();
+}
+
+#[test]
+fn an_unreachable_target_fails_clearly_and_changes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let db = open_db(&work.path().join("db"));
+    commit_n(&db, 3);
+    let mut s = StorageSettings::default();
+    s.s3.endpoint = Some("http://127.0.0.1:9".into());
+    s.s3.max_retries = Some(1);
+    s.s3.retry_timeout_secs = Some(2);
+    s.s3.credentials = Some(("k".into(), "s".into()));
+    let target = Arc::new(Target::open("s3://nowhere/x", &s).unwrap());
+    let m = Manager::new(target, settings());
+    let e = m.create(&db, Kind::Full, &quiet).unwrap_err();
+    assert!(matches!(e, BackupError::Target { .. }), "{e:?}");
+    assert!(e.to_string().contains("s3://nowhere/x"), "{e}");
+    // The database carries on as before.
+    commit_n(&db, 1);
+    assert_eq!(db.version(), 4);
+    db.close().unwrap();
+    drop(db);
+    assert_eq!(checksum_of(&work.path().join("db")).0, 4);
+}
