@@ -118,6 +118,24 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
             chain.push((*p).clone());
         }
         let full = chain.last().cloned().unwrap_or_else(|| unreachable!());
+        // Every file the chain's manifests name must be there, at its size,
+        // even those this restore would not read.
+        for c in &chain {
+            let stored = target.list(&format!("backups/{}/", c.id))?;
+            for f in &c.files {
+                let key = format!("backups/{}/{}", c.id, f.name);
+                match stored.iter().find(|o| o.key == key) {
+                    None => return Err(BackupError::Corrupt(format!("{key} is missing (the manifest names it)"))),
+                    Some(o) if o.size != f.bytes => {
+                        return Err(BackupError::Corrupt(format!(
+                            "{key}: {} bytes, the manifest says {} (truncated or replaced)",
+                            o.size, f.bytes
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         for c in chain.iter().rev().filter(|c| c.kind == Kind::Incremental) {
             for f in &c.files {
                 let (first, last) = chunk::parse_chunk_name(&f.name).ok_or_else(|| {
