@@ -250,6 +250,8 @@ struct Worker {
     cursor: LogCursor,
     shipped: u64,
     shipped_snapshot: u64,
+    /// Whether the target was checked (identity, what it holds).
+    initialized: bool,
     level: Option<i32>,
     last_logged_error: Option<String>,
 }
@@ -267,36 +269,11 @@ impl Archiver {
             ));
         }
         let database_id = state::database_id(&dir)?;
-        let ours = hex(&database_id);
-        match identity(&target)? {
-            Some(id) if id != ours => {
-                return Err(BackupError::Conflict(format!(
-                    "{} archives the log of database {id}; this database is {ours} (a restored copy is a new database): archive to another prefix",
-                    target.url()
-                )));
-            }
-            Some(_) => {}
-            None => {
-                let i = Identity { database_id: ours.clone(), created_at: rfc3339(now_ms()) };
-                let b = serde_json::to_vec_pretty(&i).map_err(|e| BackupError::Config(e.to_string()))?;
-                target.put(IDENTITY_KEY, b)?;
-            }
-        }
-        let shipped = list_chunks(&target)?.last().map_or(0, |c| c.last);
-        let durable = db.storage_stats().map_or(0, |s| s.durable_seq);
-        if shipped > durable.max(db.version()) {
-            return Err(BackupError::Conflict(format!(
-                "{} holds this database's commits up to {shipped}, but the database is at {}: it lost commits or was rolled back; archive to another prefix",
-                target.url(),
-                db.version()
-            )));
-        }
-        db.hold_log_after(shipped);
-        let shipped_snapshot = list_snapshots_on(&target)?.last().map_or(0, |s| s.seq);
+        // Until the target has been checked nothing may leave the disk.
+        db.hold_log_after(0);
         let shared = Arc::new(Mutex::new(Shared {
             status: ArchiveStatus {
                 target: target.url().to_string(),
-                shipped_seq: shipped,
                 rpo_seconds: settings.archive_rpo_ms as f64 / 1000.0,
                 ..ArchiveStatus::default()
             },
@@ -318,12 +295,20 @@ impl Archiver {
             target,
             shared: shared.clone(),
             database_id,
-            cursor: LogCursor::new(&dir, shipped),
-            shipped,
-            shipped_snapshot,
+            cursor: LogCursor::new(&dir, 0),
+            shipped: 0,
+            shipped_snapshot: 0,
+            initialized: false,
             level: settings.compress.then_some(settings.compression_level),
             last_logged_error: None,
         };
+        // A target that belongs to another database is a configuration
+        // error: refuse now. One that cannot be reached is retried by the
+        // thread (the database serves meanwhile, keeping its log).
+        match w.init() {
+            Ok(()) | Err(BackupError::Target { .. }) => {}
+            Err(e) => return Err(e),
+        }
         let interval = Duration::from_millis(settings.archive_interval_ms);
         let st = stop.clone();
         let handle = std::thread::Builder::new()
@@ -383,8 +368,47 @@ impl Drop for Archiver {
 }
 
 impl Worker {
+    /// Check the target: whose archive it is, and what it already holds.
+    fn init(&mut self) -> Result<()> {
+        if self.initialized {
+            return Ok(());
+        }
+        let ours = hex(&self.database_id);
+        let target = &self.target;
+        match identity(target)? {
+            Some(id) if id != ours => {
+                return Err(BackupError::Conflict(format!(
+                    "{} archives the log of database {id}; this database is {ours} (a restored copy is a new database): archive to another prefix",
+                    target.url()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let i = Identity { database_id: ours.clone(), created_at: rfc3339(now_ms()) };
+                let b = serde_json::to_vec_pretty(&i).map_err(|e| BackupError::Config(e.to_string()))?;
+                target.put(IDENTITY_KEY, b)?;
+            }
+        }
+        let shipped = list_chunks(target)?.last().map_or(0, |c| c.last);
+        let durable = self.db.storage_stats().map_or(0, |s| s.durable_seq);
+        if shipped > durable.max(self.db.version()) {
+            return Err(BackupError::Conflict(format!(
+                "{} holds this database's commits up to {shipped}, but the database is at {}: it lost commits or was rolled back; archive to another prefix",
+                target.url(),
+                self.db.version()
+            )));
+        }
+        self.shipped_snapshot = list_snapshots_on(target)?.last().map_or(0, |s| s.seq);
+        self.shipped = shipped;
+        self.db.hold_log_after(shipped);
+        self.cursor = LogCursor::new(self.cursor_dir(), shipped);
+        self.shared.lock().status.shipped_seq = shipped;
+        self.initialized = true;
+        Ok(())
+    }
+
     fn pass(&mut self) {
-        let r = self.ship_log().and_then(|()| self.ship_snapshot());
+        let r = self.init().and_then(|()| self.ship_log()).and_then(|()| self.ship_snapshot());
         let mut g = self.shared.lock();
         match r {
             Ok(()) => {

@@ -57,8 +57,13 @@ enum Command {
     /// Verify everything, recover in memory and check the state's integrity;
     /// --repair cuts a damaged log.
     Fsck(commands::fsck::Args),
-    /// Start a data directory from a snapshot.
+    /// Start a data directory from a snapshot, or (--from URL) from a
+    /// backup target at a backup, a sequence (--to-seq) or a time (--to-time).
     Restore(commands::restore::Args),
+    /// Backups: create, list, verify [--deep], delete, restore (a directory
+    /// or s3://bucket/prefix target).
+    #[command(subcommand)]
+    Backup(commands::backup::Action),
     /// Rebuild a data directory by replaying a whole commit log.
     RebuildFromWal(commands::rebuild::Args),
     /// Take a snapshot of a data directory now.
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => commands::verify::run(a),
         Command::Fsck(a) => commands::fsck::run(a),
         Command::Restore(a) => commands::restore::run(a),
+        Command::Backup(a) => commands::backup::run(a),
         Command::RebuildFromWal(a) => commands::rebuild::run(a),
         Command::Checkpoint(a) => commands::checkpoint::run(a),
         Command::Inspect(w) => commands::inspect::run(w),

@@ -64,6 +64,11 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/admin/checkpoint", Access::Admin),
     ("GET", "/v1/admin/streams", Access::Admin),
     ("POST", "/v1/admin/migrations", Access::Admin),
+    ("GET", "/v1/admin/backups", Access::Admin),
+    ("POST", "/v1/admin/backups", Access::Admin),
+    ("GET", "/v1/admin/backups/{id}", Access::Admin),
+    ("DELETE", "/v1/admin/backups/{id}", Access::Admin),
+    ("POST", "/v1/admin/backups/{id}/verify", Access::Admin),
     // Authenticates itself: a header on the upgrade, or a first message.
     ("GET", "/v1/stream", Access::Public),
 ];
@@ -95,10 +100,18 @@ pub struct AppState {
     pub stream_clients: std::sync::atomic::AtomicUsize,
     /// Set when the server starts shutting down (stream connections close).
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Backups and log archiving, when `[backup]` names a target.
+    pub backups: Option<Arc<crate::backups::Backups>>,
 }
 
 impl AppState {
-    pub fn new(db: Database, tokens: Tokens, config: ServerConfig, clock: Arc<dyn crate::limits::Clock>) -> AppState {
+    pub fn new(
+        db: Database,
+        tokens: Tokens,
+        config: ServerConfig,
+        clock: Arc<dyn crate::limits::Clock>,
+        backups: Option<Arc<crate::backups::Backups>>,
+    ) -> AppState {
         let rl = &config.rate_limit;
         AppState {
             ip_limiter: RateLimiter::new(rl.window_secs, rl.max_unauthenticated, clock.clone()),
@@ -116,6 +129,7 @@ impl AppState {
             hub: crate::stream::Hub::start(&db),
             stream_clients: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::channel(false).0,
+            backups,
             db,
             tokens,
             config,
@@ -161,7 +175,7 @@ async fn security_headers_only(req: Request, next: Next) -> Response {
 
 pub fn router(state: Shared) -> Router {
     let cfg = &state.config;
-    let api = Router::new()
+    let api = crate::backups::routes(Router::new())
         .route("/v1/openapi.json", get(handlers::openapi))
         .route("/v1/auth/logout", post(handlers::logout))
         .route("/v1/schema", get(handlers::schema))

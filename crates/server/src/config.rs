@@ -136,10 +136,14 @@ pub struct ServerConfig {
     pub cors: CorsSection,
     pub metrics: MetricsSection,
     pub logging: LoggingSection,
+    /// `[backup]`: target, schedule, retention, continuous archiving.
+    pub backup: ecsdb_backup::BackupSettings,
+    /// `[storage]` and `[storage.s3]`: where a bare backup target lives.
+    pub storage: ecsdb_backup::StorageSettings,
     pub db: DatabaseConfig,
 }
 
-const SERVER_SECTIONS: &[&str] = &["server", "auth", "rate_limit", "cors", "metrics", "logging"];
+const SERVER_SECTIONS: &[&str] = &["server", "auth", "rate_limit", "cors", "metrics", "logging", "backup", "storage"];
 
 fn section<T: for<'de> Deserialize<'de> + Default>(doc: &mut toml::Table, name: &str) -> Result<T, ConfigError> {
     match doc.remove(name) {
@@ -162,6 +166,8 @@ impl ServerConfig {
             cors: section(&mut doc, "cors")?,
             metrics: section(&mut doc, "metrics")?,
             logging: section(&mut doc, "logging")?,
+            backup: section(&mut doc, "backup")?,
+            storage: section(&mut doc, "storage")?,
             db: DatabaseConfig::default(),
         };
         debug_assert!(SERVER_SECTIONS.iter().all(|s| !doc.contains_key(*s)));
@@ -198,6 +204,7 @@ impl ServerConfig {
                 "RATE_LIMIT_WINDOW" => self.rate_limit.window_secs = v.parse().map_err(|_| num("seconds"))?,
                 "RATE_LIMIT_MAX" => self.rate_limit.max_requests = v.parse().map_err(|_| num("a whole number"))?,
                 "ECSDB_METRICS_BIND" => self.metrics.bind = Some(v.clone()),
+                "ECSDB_BACKUP_TARGET" => self.backup.target = Some(v.clone()).filter(|t| !t.is_empty()),
                 "ECSDB_ALLOWED_ORIGINS" => {
                     self.cors.allowed_origins =
                         v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
@@ -257,6 +264,9 @@ impl ServerConfig {
                 "logging.level `{}` is not a log filter (error, warn, info, debug, trace, or directives like `ecsdb=debug`)",
                 self.logging.level
             ));
+        }
+        if let Err(e) = self.backup.validate(&self.storage) {
+            p.push(e.to_string());
         }
         if p.is_empty() { Ok(()) } else { Err(ConfigError(p.join("; "))) }
     }

@@ -57,6 +57,24 @@ impl<T: DeserializeOwned> FromRequest<Shared> for Body<T> {
     }
 }
 
+/// A JSON body that may be left out (no bytes at all): `None`.
+#[derive(Debug)]
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<Shared> for OptionalBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &Shared) -> Result<Self, ApiError> {
+        let h = req.headers();
+        let empty = h.get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0")
+            || (h.get(axum::http::header::CONTENT_LENGTH).is_none()
+                && h.get(axum::http::header::TRANSFER_ENCODING).is_none());
+        if empty {
+            return Ok(OptionalBody(None));
+        }
+        Body::<T>::from_request(req, state).await.map(|Body(b)| OptionalBody(Some(b)))
+    }
+}
+
 /// How long a request waits for a read view or the write slot.
 fn wait(st: &Shared) -> std::time::Duration {
     std::time::Duration::from_millis(st.config.server.request_timeout_ms)
@@ -105,7 +123,7 @@ fn rejection(r: &JsonRejection) -> ApiError {
     }
 }
 
-async fn blocking<T, F>(st: &Shared, f: F) -> ApiResult<T>
+pub(crate) async fn blocking<T, F>(st: &Shared, f: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce(&Shared) -> ApiResult<T> + Send + 'static,
@@ -120,7 +138,7 @@ where
     .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
-fn audit(who: &Principal, action: &str, detail: &J) {
+pub(crate) fn audit(who: &Principal, action: &str, detail: &J) {
     tracing::info!(target: "audit", who = %who.name, action, detail = %detail, "audit");
 }
 
@@ -142,7 +160,7 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn metrics(State(st): State<Shared>) -> Response {
-    let text = st.metrics.render(&st.db, &st.hub);
+    let text = st.metrics.render(&st.db, &st.hub, st.backups.as_deref());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -79,6 +79,32 @@ pub fn checks(st: &Shared) -> Vec<Check> {
             detail: format!("{} of {} bytes", s.wal_size_bytes, max),
         });
     }
+    if let Some(a) = st.backups.as_ref().and_then(|b| b.archive_status()) {
+        // Errors name the target and object: fine for the server log, not
+        // for unauthenticated readers.
+        if let Some(e) = &a.last_error {
+            tracing::warn!(error = %e, "health: log archiving is failing");
+        }
+        let behind = a.lag_seconds > a.rpo_seconds;
+        v.push(Check {
+            name: "archive",
+            healthy: !behind && a.last_error.is_none(),
+            critical: false,
+            detail: if a.last_error.is_some() {
+                format!(
+                    "archiving is failing ({} commit(s) not on the target, oldest {:.1} s; see the server log)",
+                    a.lag_commits, a.lag_seconds
+                )
+            } else if behind {
+                format!(
+                    "archiving is behind its {:.1} s recovery point objective: {} commit(s), oldest {:.1} s",
+                    a.rpo_seconds, a.lag_commits, a.lag_seconds
+                )
+            } else {
+                format!("{} commit(s) not yet archived, oldest {:.1} s (objective {:.1} s)", a.lag_commits, a.lag_seconds, a.rpo_seconds)
+            },
+        });
+    }
     let m = st.db.metrics();
     if let Some(limit) = m.memory_limit_bytes {
         v.push(Check {

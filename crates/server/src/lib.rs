@@ -16,6 +16,7 @@ macro_rules! say {
 
 pub mod app;
 pub mod auth;
+pub mod backups;
 pub mod config;
 pub mod error;
 pub mod guard;
@@ -217,6 +218,7 @@ fn spawn_stream_listener(listener: std::net::TcpListener, state: &Arc<app::AppSt
 pub struct Running {
     pub addr: SocketAddr,
     pub db: Database,
+    backups: Option<Arc<backups::Backups>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -230,7 +232,11 @@ impl Running {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.db.close().map_err(|e| e.to_string())
+        let closed = self.db.close().map_err(|e| e.to_string());
+        if let Some(b) = &self.backups {
+            b.stop();
+        }
+        closed
     }
 }
 
@@ -247,7 +253,9 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let streams = stream_listener(&config)?;
-    let state = Arc::new(app::AppState::new(db.clone(), tokens, config, Arc::new(limits::SystemClock)));
+    let backups = backups::Backups::start(&db, &config)?;
+    let state =
+        Arc::new(app::AppState::new(db.clone(), tokens, config, Arc::new(limits::SystemClock), backups.clone()));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("ecsdb-server".into())
@@ -273,7 +281,7 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
             });
         })
         .map_err(|e| e.to_string())?;
-    Ok(Running { addr, db, stop: Some(tx), thread: Some(thread) })
+    Ok(Running { addr, db, backups, stop: Some(tx), thread: Some(thread) })
 }
 
 /// Run the server until SIGTERM/SIGINT; then drain, close the database and
@@ -292,7 +300,9 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
     }
     let tokens = auth::Tokens::new(&secret, c.token_ttl_secs());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let state = Arc::new(app::AppState::new(db.clone(), tokens, c.clone(), Arc::new(limits::SystemClock)));
+    let backups = backups::Backups::start(&db, &c)?;
+    let state =
+        Arc::new(app::AppState::new(db.clone(), tokens, c.clone(), Arc::new(limits::SystemClock), backups.clone()));
     rt.block_on(async {
         let listener =
             tokio::net::TcpListener::bind(&c.server.bind).await.map_err(|e| format!("bind {}: {e}", c.server.bind))?;
@@ -328,6 +338,13 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
             schema.tables.iter().filter(|t| !t.name.starts_with('_')).count()
         );
         say!("durability: {durability}");
+        if let Some(b) = &backups {
+            say!(
+                "backups: {}{}",
+                b.target_url(),
+                if b.archive_status().is_some() { " (commit log archived continuously)" } else { "" }
+            );
+        }
         let _ = std::io::stdout().flush();
         let app = app::router(state.clone());
         let st = state.clone();
@@ -340,7 +357,13 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
         Ok::<(), String>(())
     })?;
     drop(state);
-    db.close().map_err(|e| e.to_string())?;
+    // Requests are drained: close (every commit durable), then ship the
+    // last commits to the archive.
+    let closed = db.close().map_err(|e| e.to_string());
+    if let Some(b) = &backups {
+        b.stop();
+    }
+    closed?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -11,6 +11,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// `result="success"|"failure"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
@@ -47,6 +53,13 @@ pub struct Metrics {
     snapshots: Counter,
     tx_committed: Counter,
     tx_rolled_back: Counter,
+    backups: Family<ResultLabels, Counter>,
+    backup_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    backup_last_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    archive_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    archive_lag_commits: Gauge,
+    archive_shipped: Gauge,
+    archive_failures: Counter,
 }
 
 fn catch_up(c: &Counter, total: u64) {
@@ -85,11 +98,33 @@ impl Metrics {
             snapshots: Counter::default(),
             tx_committed: Counter::default(),
             tx_rolled_back: Counter::default(),
+            backups: Family::default(),
+            backup_last_success: Gauge::default(),
+            backup_last_duration: Gauge::default(),
+            archive_lag_seconds: Gauge::default(),
+            archive_lag_commits: Gauge::default(),
+            archive_shipped: Gauge::default(),
+            archive_failures: Counter::default(),
         };
         {
             let mut r = m.registry.lock();
             let p = r.sub_registry_with_prefix("ecsdb");
             p.register("entities", "Live entities", m.entities.clone());
+            p.register("backups", "Backups taken, by result", m.backups.clone());
+            p.register(
+                "backup_last_success_timestamp_seconds",
+                "Unix time of the last successful backup (0: none since start)",
+                m.backup_last_success.clone(),
+            );
+            p.register("backup_last_duration_seconds", "Duration of the last backup", m.backup_last_duration.clone());
+            p.register(
+                "archive_lag_seconds",
+                "Age of the oldest commit not yet on the backup target (0: all archived)",
+                m.archive_lag_seconds.clone(),
+            );
+            p.register("archive_lag_commits", "Commits not yet on the backup target", m.archive_lag_commits.clone());
+            p.register("archive_shipped_sequence", "Last commit on the backup target", m.archive_shipped.clone());
+            p.register("archive_failures", "Failed archiving passes (retried)", m.archive_failures.clone());
             p.register("commits", "Commits (with changes)", m.commits.clone());
             p.register("operations", "Operations in committed transactions", m.operations.clone());
             p.register("commit_latency_seconds", "Commit latency seen by the API", m.commit_latency.clone());
@@ -135,7 +170,25 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with database figures refreshed.
-    pub fn render(&self, db: &ecsdb::Database, hub: &crate::stream::Hub) -> String {
+    pub fn render(
+        &self,
+        db: &ecsdb::Database,
+        hub: &crate::stream::Hub,
+        backups: Option<&crate::backups::Backups>,
+    ) -> String {
+        if let Some(b) = backups {
+            let f = &b.figures;
+            catch_up(&self.backups.get_or_create(&ResultLabels { result: "success" }), f.succeeded.load(Relaxed));
+            catch_up(&self.backups.get_or_create(&ResultLabels { result: "failure" }), f.failed.load(Relaxed));
+            self.backup_last_success.set(f.last_success_unix.load(Relaxed) as f64);
+            self.backup_last_duration.set(f.last_duration_ms.load(Relaxed) as f64 / 1000.0);
+            if let Some(a) = b.archive_status() {
+                self.archive_lag_seconds.set(a.lag_seconds);
+                self.archive_lag_commits.set(a.lag_commits as i64);
+                self.archive_shipped.set(a.shipped_seq as i64);
+                catch_up(&self.archive_failures, a.failures);
+            }
+        }
         let dm = db.metrics();
         let clients = hub.clients();
         let head = dm.sequence;

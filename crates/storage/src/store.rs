@@ -209,8 +209,24 @@ pub fn replay(
     mode: Mode,
     report: &mut RecoveryReport,
 ) -> Result<(), StorageError> {
+    replay_until(fs, segments, world, mode, report, u64::MAX)
+}
+
+/// [`replay`], stopping right after commit `until` (what comes after it is
+/// neither applied nor checked).
+pub fn replay_until(
+    fs: &dyn Vfs,
+    segments: &[(u64, PathBuf)],
+    world: &mut World,
+    mode: Mode,
+    report: &mut RecoveryReport,
+    until: u64,
+) -> Result<(), StorageError> {
     let repair = mode == Mode::Repair;
     for (i, (first, path)) in segments.iter().enumerate() {
+        if world.seq() >= until {
+            return Ok(());
+        }
         // A segment is written against the schema in force when it began
         // (a migration record ends its segment).
         let fingerprint = world.schema().fingerprint;
@@ -270,6 +286,9 @@ pub fn replay(
         for r in &s.records {
             if r.seq <= world.seq() {
                 continue;
+            }
+            if r.seq > until {
+                return Ok(());
             }
             let cs = ChangeSet::decode(&bytes[r.payload.0..r.payload.1]).map_err(|e| StorageError::Corrupt {
                 path: path.clone(),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod backup;
 pub mod checkpoint;
 pub mod common;
 pub mod dump_schema;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ecsdb::World;
 use ecsdb::storage::fs::{OsFs, Vfs};
 use ecsdb::storage::snapshot;
-use ecsdb::storage::store::{Mode, list_segments, replay};
+use ecsdb::storage::store::{Mode, list_segments, replay_until};
 
 use super::common::{config_for, fail, open, progress, schema_for};
 
@@ -26,6 +26,9 @@ pub struct Args {
     /// Schema file (default: schema.toml next to the log).
     #[arg(long)]
     pub schema: Option<PathBuf>,
+    /// Stop right after commit N (point-in-time); the log must reach it.
+    #[arg(long = "to-seq", value_name = "N")]
+    pub to_seq: Option<u64>,
 }
 
 struct Resolved {
@@ -49,6 +52,12 @@ pub fn run(args: &Args) -> ExitCode {
     };
     let in_place = args.data_dir.is_none();
     let schema_file = args.schema.clone();
+    let to_seq = args.to_seq;
+    if in_place && to_seq.is_some() {
+        return fail(
+            "--to-seq rebuilds into a new directory (the log here holds the later commits): add --data-dir DIR",
+        );
+    }
     let Some(data_dir) = args.data_dir.clone().or_else(|| home.clone()) else {
         return fail(format!(
             "{} is not part of a data directory; name the directory to rebuild into with --data-dir",
@@ -121,17 +130,21 @@ pub fn run(args: &Args) -> ExitCode {
     } else {
         None
     };
+    let until = to_seq.unwrap_or(u64::MAX);
     let pb = progress(segs.len() as u64, "replaying");
     let mut world = World::new(schema.clone());
     let mut report = ecsdb::RecoveryReport::default();
     for s in &segs {
-        if let Err(e) = replay(&OsFs, std::slice::from_ref(s), &mut world, Mode::ReadOnly, &mut report) {
+        if let Err(e) = replay_until(&OsFs, std::slice::from_ref(s), &mut world, Mode::ReadOnly, &mut report, until) {
             pb.finish_and_clear();
             return fail(format!("replay stopped: {e}"));
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
+    if until != u64::MAX && world.seq() < until {
+        return fail(format!("the log ends at sequence {}, before --to-seq {until}", world.seq()));
+    }
     let problems = world.check_integrity();
     if !problems.is_empty() {
         return fail(format!("the rebuilt state fails integrity checks: {}", problems.join("; ")));

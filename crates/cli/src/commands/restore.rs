@@ -1,4 +1,5 @@
-//! `restore SNAPSHOT [--data-dir D]`: start a data directory from a snapshot.
+//! `restore SNAPSHOT [--data-dir D]`: start a data directory from a snapshot;
+//! `restore --from URL ...`: from a backup target (see `backup.rs`).
 //! The snapshot is verified by loading it before anything is written; an
 //! existing directory with data is refused unless `--force`, which moves its
 //! files aside (never deletes them). Without `--data-dir` the snapshot's own
@@ -15,8 +16,19 @@ use super::common::{config_for, fail, open, schema_for};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The snapshot file (`.snap`).
-    pub snapshot: PathBuf,
+    /// The snapshot file (`.snap`); or restore from a backup target with --from.
+    #[arg(required_unless_present = "from", conflicts_with = "from")]
+    pub snapshot: Option<PathBuf>,
+    /// Restore from a backup target (a directory or s3://bucket/prefix):
+    /// a backup plus the archived log, to its newest state, --backup ID,
+    /// --to-seq N or --to-time RFC3339.
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    #[command(flatten)]
+    pub point: super::backup::RestoreArgs,
+    /// config.toml with `[storage]` settings for --from (S3 endpoint, region).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Target data directory (default: the one the snapshot sits in, whose
     /// current data is then moved aside to `pre-restore-<time>/`).
     #[arg(long = "data-dir", value_name = "DIR")]
@@ -99,7 +111,20 @@ fn roll_back_in_place(dir: &Path, seq: u64) -> Result<(), String> {
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let snapshot = match resolve_latest(&args.snapshot) {
+    if let Some(from) = &args.from {
+        let t = super::backup::TargetArgs { target: Some(from.clone()), config: args.config.clone(), json: false };
+        return match super::backup::target(&t) {
+            Ok((target, _)) => super::backup::restore_from(&target, &args.point, args.data_dir.as_ref(), args.force, false),
+            Err(e) => fail(e),
+        };
+    }
+    if args.point.backup.is_some() || args.point.to_seq.is_some() || args.point.to_time.is_some() {
+        return fail("--backup, --to-seq and --to-time restore from a backup target: add --from URL");
+    }
+    let Some(snapshot) = &args.snapshot else {
+        return fail("name a snapshot file, or a backup target with --from URL");
+    };
+    let snapshot = match resolve_latest(snapshot) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };

@@ -1,0 +1,287 @@
+//! The server's side of backups: the target from `[backup]`/`[storage]`,
+//! the archiver shipping the commit log, the scheduler taking full backups
+//! every `[backup] interval` (then applying retention), one backup at a
+//! time, and the figures `/metrics` and `/health` report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ecsdb::Database;
+use ecsdb_backup::manager::quiet;
+use ecsdb_backup::{ArchiveStatus, Archiver, BackupError, Kind, Manager, Manifest, Target};
+use parking_lot::Mutex;
+
+use crate::config::ServerConfig;
+
+/// Backup figures.
+#[derive(Debug, Default)]
+pub struct Figures {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    /// Unix seconds of the last successful backup (0: none yet).
+    pub last_success_unix: AtomicU64,
+    pub last_duration_ms: AtomicU64,
+}
+
+/// Backups of one server.
+#[derive(Debug)]
+pub struct Backups {
+    pub manager: Manager,
+    archiver: Option<Archiver>,
+    /// Held while a backup runs: one at a time.
+    running: Mutex<()>,
+    pub figures: Figures,
+    stop: Arc<AtomicBool>,
+    scheduler: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Backups {
+    /// Set up what `[backup]` asks for (`None` without a target).
+    pub fn start(db: &Database, c: &ServerConfig) -> Result<Option<Arc<Backups>>, String> {
+        let Some(url) = c.backup.target_url(&c.storage) else { return Ok(None) };
+        let target = Arc::new(Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?);
+        let archiver = if c.backup.archive && db.logs_commits() {
+            Some(Archiver::start(db, target.clone(), &c.backup).map_err(|e| format!("[backup] archive: {e}"))?)
+        } else {
+            None
+        };
+        let b = Arc::new(Backups {
+            manager: Manager::new(target, c.backup.clone()),
+            archiver,
+            running: Mutex::new(()),
+            figures: Figures::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+            scheduler: Mutex::new(None),
+        });
+        let every = ecsdb_backup::config::parse_interval(&c.backup.interval).unwrap_or(0);
+        if every > 0 {
+            let weak = Arc::downgrade(&b);
+            let db = db.clone();
+            let stop = b.stop.clone();
+            let h = std::thread::Builder::new()
+                .name("ecsdb-backups".into())
+                .spawn(move || {
+                    let mut next = Instant::now() + Duration::from_secs(every);
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        if Instant::now() < next {
+                            continue;
+                        }
+                        next = Instant::now() + Duration::from_secs(every);
+                        let Some(b) = weak.upgrade() else { return };
+                        match b.create(&db, Kind::Full) {
+                            Ok(m) => tracing::info!(id = %m.id, seq = m.end_seq, ms = m.duration_ms, "scheduled backup taken"),
+                            Err(e) => tracing::error!(error = %e, "scheduled backup failed"),
+                        }
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            *b.scheduler.lock() = Some(h);
+        }
+        Ok(Some(b))
+    }
+
+    pub fn target_url(&self) -> &str {
+        self.manager.target.url()
+    }
+
+    /// Take a backup now (then apply retention), or refuse while another runs.
+    pub fn create(&self, db: &Database, kind: Kind) -> Result<Manifest, BackupError> {
+        let Some(_g) = self.running.try_lock() else {
+            return Err(BackupError::Conflict("a backup is already running; try again when it is done".into()));
+        };
+        let started = Instant::now();
+        let r = self.manager.create(db, kind, &quiet);
+        self.figures.last_duration_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        match &r {
+            Ok(_) => {
+                self.figures.succeeded.fetch_add(1, Ordering::Relaxed);
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                self.figures.last_success_unix.store(now, Ordering::Relaxed);
+                match self.manager.apply_retention() {
+                    Ok(gone) if !gone.is_empty() => tracing::info!(deleted = ?gone, "backup retention applied"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "backup retention not applied"),
+                }
+            }
+            Err(_) => {
+                self.figures.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    /// The archiver's figures, when archiving.
+    pub fn archive_status(&self) -> Option<ArchiveStatus> {
+        self.archiver.as_ref().map(Archiver::status)
+    }
+
+    /// Stop the scheduler; ship the last durable commits and stop the archiver.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.scheduler.lock().take() {
+            let _ = h.join();
+        }
+        if let Some(a) = &self.archiver {
+            a.stop();
+        }
+    }
+}
+
+// ---- HTTP: /v1/admin/backups ----
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde_json::{Value as J, json};
+
+use crate::app::Shared;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::handlers::{OptionalBody, audit, blocking};
+
+impl From<BackupError> for ApiError {
+    fn from(e: BackupError) -> ApiError {
+        match e {
+            BackupError::NotFound(m) => ApiError::not_found(m),
+            BackupError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            BackupError::Config(m) => ApiError::bad_request(m),
+            BackupError::Corrupt(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "corrupt", m),
+            e @ BackupError::Target { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "target_unavailable", e.to_string())
+            }
+            BackupError::Db(d) => d.into(),
+            e @ BackupError::Io { .. } => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+fn configured(st: &Shared) -> ApiResult<Arc<Backups>> {
+    st.backups.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "backups_not_configured",
+            "no backup target: set [backup] target in the configuration (or ECSDB_BACKUP_TARGET) and restart",
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBackup {
+    /// `full` (default) or `incremental`.
+    #[serde(rename = "type", default = "full")]
+    pub kind: Kind,
+}
+
+fn full() -> Kind {
+    Kind::Full
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody {
+    #[serde(default)]
+    pub deep: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/admin/backups`: take a backup now (`{"type": "incremental"}`
+/// for the commits since the newest one); answers with its manifest.
+pub async fn create(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    OptionalBody(b): OptionalBody<NewBackup>,
+) -> ApiResult<(StatusCode, Json<J>)> {
+    let kind = b.map_or(Kind::Full, |b| b.kind);
+    let backups = configured(&st)?;
+    blocking(&st, move |st| {
+        let m = backups.create(&st.db, kind)?;
+        audit(&p, "create_backup", &json!({"id": m.id, "type": m.kind, "end_seq": m.end_seq}));
+        Ok((StatusCode::CREATED, Json(json!(m))))
+    })
+    .await
+}
+
+/// `GET /v1/admin/backups`: the backups on the target, and the archiver.
+pub async fn list(State(st): State<Shared>) -> ApiResult<Json<J>> {
+    let backups = configured(&st)?;
+    blocking(&st, move |_| {
+        let listed = backups.manager.list()?;
+        let items: Vec<J> = listed
+            .iter()
+            .map(|l| match &l.manifest {
+                Some(m) => json!({"id": l.id, "usable": true, "manifest": m}),
+                None => json!({"id": l.id, "usable": false, "problem": l.problem, "objects": l.objects}),
+            })
+            .collect();
+        Ok(Json(json!({
+            "target": backups.target_url(),
+            "backups": items,
+            "archive": backups.archive_status(),
+        })))
+    })
+    .await
+}
+
+/// `GET /v1/admin/backups/{id}`: one backup's manifest.
+pub async fn show(State(st): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<J>> {
+    let backups = configured(&st)?;
+    blocking(&st, move |_| Ok(Json(json!(backups.manager.manifest(&id)?)))).await
+}
+
+/// `POST /v1/admin/backups/{id}/verify` (`{"deep": true}` restores it into
+/// a temporary directory and compares): 200 with the report either way;
+/// `ok` says whether it verified.
+pub async fn verify(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    OptionalBody(b): OptionalBody<VerifyBody>,
+) -> ApiResult<Json<J>> {
+    let deep = b.unwrap_or_default().deep;
+    let backups = configured(&st)?;
+    blocking(&st, move |_| {
+        ecsdb_backup::manager::check_id(&id)?;
+        let r = ecsdb_backup::verify::verify_backup(&backups.manager, &id, deep, &quiet);
+        if r.problems.iter().any(|p| p.starts_with("no backup ")) {
+            return Err(ApiError::not_found(r.problems.join("; ")));
+        }
+        audit(&p, "verify_backup", &json!({"id": id, "deep": deep, "ok": r.ok}));
+        Ok(Json(json!(r)))
+    })
+    .await
+}
+
+/// `DELETE /v1/admin/backups/{id}` (`?force=true` also deletes the
+/// incrementals built on it).
+pub async fn delete(
+    State(st): State<Shared>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<Json<J>> {
+    let backups = configured(&st)?;
+    blocking(&st, move |_| {
+        let gone = backups.manager.delete(&id, q.force)?;
+        audit(&p, "delete_backup", &json!({"id": id, "deleted": gone}));
+        Ok(Json(json!({"deleted": gone})))
+    })
+    .await
+}
+
+/// The backup routes.
+pub fn routes(r: Router<Shared>) -> Router<Shared> {
+    r.route("/v1/admin/backups", axum::routing::get(list).post(create))
+        .route("/v1/admin/backups/{id}", axum::routing::get(show).delete(delete))
+        .route("/v1/admin/backups/{id}/verify", axum::routing::post(verify))
+}
