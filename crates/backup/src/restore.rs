@@ -259,8 +259,14 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
     sources.sort_by_key(|s| (s.first, std::cmp::Reverse(s.last)));
     while !done && world.seq() < limit {
         let next = world.seq() + 1;
-        // The source that covers `next` and reaches furthest.
-        let Some(src) = sources.iter().filter(|s| s.first <= next && s.last >= next).max_by_key(|s| s.last) else {
+        // The source that covers `next` and reaches furthest; the archived
+        // log first (it carries each commit's own time, an incremental
+        // backup only the time it was taken).
+        let Some(src) = sources
+            .iter()
+            .filter(|s| s.first <= next && s.last >= next)
+            .max_by_key(|s| (s.sha256.is_none(), s.last))
+        else {
             break;
         };
         progress("replaying", world.seq().saturating_sub(base.seq), 0);
