@@ -164,7 +164,10 @@ pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
         match chunk::decode(&c.key, &bytes) {
             Ok(d) => {
                 if (d.first_seq, d.last_seq) != (c.first, c.last) {
-                    r.problems.push(format!("{}: holds commits {}..={}, not what its name says", c.key, d.first_seq, d.last_seq));
+                    r.problems.push(format!(
+                        "{}: holds commits {}..={}, not what its name says",
+                        c.key, d.first_seq, d.last_seq
+                    ));
                 }
                 if let Some(id) = &ident
                     && hex(&d.database_id) != *id
@@ -181,7 +184,12 @@ pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
         if let Some(p) = prev
             && c.first > p + 1
         {
-            r.problems.push(format!("{LOG_PREFIX}: commits {}..={} are missing (before {})", p + 1, c.first - 1, c.key));
+            r.problems.push(format!(
+                "{LOG_PREFIX}: commits {}..={} are missing (before {})",
+                p + 1,
+                c.first - 1,
+                c.key
+            ));
         }
         prev = Some(prev.map_or(c.last, |p| p.max(c.last)));
     }
@@ -264,9 +272,7 @@ impl Archiver {
             .ok_or_else(|| BackupError::Config("archiving needs a durable database (a data directory)".into()))?
             .to_path_buf();
         if !db.logs_commits() {
-            return Err(BackupError::Config(
-                "archiving needs the commit log (transactions.wal_enabled = true)".into(),
-            ));
+            return Err(BackupError::Config("archiving needs the commit log (transactions.wal_enabled = true)".into()));
         }
         let database_id = state::database_id(&dir)?;
         // Until the target has been checked nothing may leave the disk.
@@ -458,12 +464,8 @@ impl Worker {
                     })
                     .collect()
             };
-            let recs: Vec<Rec<'_>> = piece
-                .records
-                .iter()
-                .zip(&times)
-                .map(|((s, p), t)| Rec { seq: *s, payload: p, time_ms: *t })
-                .collect();
+            let recs: Vec<Rec<'_>> =
+                piece.records.iter().zip(&times).map(|((s, p), t)| Rec { seq: *s, payload: p, time_ms: *t }).collect();
             let bytes = chunk::encode(&self.database_id, piece.fingerprint, &recs, self.level)?;
             let len = bytes.len() as u64;
             self.target.put(&format!("{LOG_PREFIX}{}", chunk::chunk_name(first, last)), bytes)?;

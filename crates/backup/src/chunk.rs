@@ -92,10 +92,7 @@ pub fn encode(database_id: &DatabaseId, fingerprint: u64, recs: &[Rec<'_>], leve
         raw.extend_from_slice(&r.time_ms.to_le_bytes());
     }
     let (flags, stored) = match level {
-        Some(l) => (
-            FLAG_ZSTD,
-            zstd::bulk::compress(&raw, l).map_err(|e| BackupError::Config(format!("zstd: {e}")))?,
-        ),
+        Some(l) => (FLAG_ZSTD, zstd::bulk::compress(&raw, l).map_err(|e| BackupError::Config(format!("zstd: {e}")))?),
         None => (0, raw.clone()),
     };
     let mut out = Vec::with_capacity(HEADER_LEN + stored.len() + 4);

@@ -203,7 +203,8 @@ mod tests {
         };
         let s = StorageSettings { backend: "s4".into(), ..StorageSettings::default() };
         let e = b.validate(&s).unwrap_err().to_string();
-        for k in ["backup.interval", "backup.retention", "backup.archive_interval_ms", "archive_rpo_ms", "storage.backend"]
+        for k in
+            ["backup.interval", "backup.retention", "backup.archive_interval_ms", "archive_rpo_ms", "storage.backend"]
         {
             assert!(e.contains(k), "{k} in {e}");
         }

@@ -124,7 +124,12 @@ impl Manager {
                 Err(e) => l.problem = Some(e.to_string()),
             }
         }
-        out.sort_by_key(|l| (l.manifest.as_ref().map_or_else(|| id_seconds(&l.id).unwrap_or(0) * 1000, |m| m.created_unix_ms), l.id.clone()));
+        out.sort_by_key(|l| {
+            (
+                l.manifest.as_ref().map_or_else(|| id_seconds(&l.id).unwrap_or(0) * 1000, |m| m.created_unix_ms),
+                l.id.clone(),
+            )
+        });
         Ok(out)
     }
 
@@ -138,13 +143,14 @@ impl Manager {
         Manifest::open(&key, &b)
     }
 
-    fn new_id(&self, taken: &[Listed]) -> String {
+    fn new_id(taken: &[Listed]) -> String {
         let secs = now_ms() / 1000;
         let base = format!("backup_{secs}");
         if !taken.iter().any(|l| l.id == base) {
             return base;
         }
-        (2..).map(|n| format!("{base}_{n}")).find(|c| !taken.iter().any(|l| &l.id == c)).unwrap_or(base)
+        // At most `taken.len()` names are taken: one of these is free.
+        (2..=taken.len() + 2).map(|n| format!("{base}_{n}")).find(|c| !taken.iter().any(|l| &l.id == c)).unwrap_or(base)
     }
 
     /// Take a backup of `db` now.
@@ -174,7 +180,7 @@ impl Manager {
                 })?)
             }
         };
-        let id = self.new_id(&listed);
+        let id = Self::new_id(&listed);
         progress("capturing the state", 0, 0);
         let image = db.capture_snapshot();
         let seq = image.seq;
@@ -221,12 +227,8 @@ impl Manager {
                     raw_bytes += recs.iter().map(|r| r.payload.len() as u64 + 24).sum::<u64>();
                     let (Some(a), Some(b)) = (recs.first(), recs.last()) else { continue };
                     let name = format!("log/{}", chunk::chunk_name(a.seq, b.seq));
-                    let bytes = chunk::encode(
-                        &database_id,
-                        piece.fingerprint,
-                        &recs,
-                        self.settings.compress.then_some(level),
-                    )?;
+                    let bytes =
+                        chunk::encode(&database_id, piece.fingerprint, &recs, self.settings.compress.then_some(level))?;
                     uploads.push((name, bytes));
                 }
                 p.end_seq
@@ -362,8 +364,7 @@ impl Manager {
             self.delete_folder(id)?;
         }
         // The archive only needs to reach back to the oldest full backup kept.
-        let oldest_kept =
-            fulls.iter().filter(|m| !doomed.contains(&m.id)).map(|m| m.start_seq).min();
+        let oldest_kept = fulls.iter().filter(|m| !doomed.contains(&m.id)).map(|m| m.start_seq).min();
         if let Some(floor) = oldest_kept {
             crate::archive::trim(&self.target, floor)?;
         }

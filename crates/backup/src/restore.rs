@@ -152,9 +152,11 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
         if req.point == Point::Latest {
             stop_at_backup = Some(m.end_seq);
         }
-        let snap = full.files.iter().find(|f| f.name == "snapshot.snap").ok_or_else(|| {
-            BackupError::Corrupt(format!("backups/{}/manifest.json names no snapshot", full.id))
-        })?;
+        let snap = full
+            .files
+            .iter()
+            .find(|f| f.name == "snapshot.snap")
+            .ok_or_else(|| BackupError::Corrupt(format!("backups/{}/manifest.json names no snapshot", full.id)))?;
         Base {
             key: format!("backups/{}/snapshot.snap", full.id),
             seq: full.end_seq,
@@ -165,7 +167,9 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
     } else {
         // The newest base at or before the point.
         let mut bases: Vec<(Base, u64)> = Vec::new();
-        let db = archive_id.clone().or_else(|| manifests.iter().max_by_key(|m| m.created_unix_ms).map(|m| m.database_id.clone()));
+        let db = archive_id
+            .clone()
+            .or_else(|| manifests.iter().max_by_key(|m| m.created_unix_ms).map(|m| m.database_id.clone()));
         for m in manifests.iter().filter(|m| m.kind == Kind::Full && Some(&m.database_id) == db.as_ref()) {
             let Some(snap) = m.files.iter().find(|f| f.name == "snapshot.snap") else { continue };
             bases.push((
@@ -216,8 +220,12 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
             None => {
                 return Err(BackupError::NotFound(match req.point {
                     Point::Latest => format!("{} holds no backup or archived snapshot to restore from", target.url()),
-                    Point::Seq(n) => format!("{} holds no backup or archived snapshot at or before sequence {n}", target.url()),
-                    Point::Time(t) => format!("{} holds no backup or archived snapshot from before {}", target.url(), rfc3339(t)),
+                    Point::Seq(n) => {
+                        format!("{} holds no backup or archived snapshot at or before sequence {n}", target.url())
+                    }
+                    Point::Time(t) => {
+                        format!("{} holds no backup or archived snapshot from before {}", target.url(), rfc3339(t))
+                    }
                 }));
             }
         }
@@ -234,7 +242,10 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
     if let Some(want) = &base.sha256
         && sha256_hex(&bytes) != *want
     {
-        return Err(BackupError::Corrupt(format!("{}: SHA-256 mismatch (the file changed after the backup)", base.key)));
+        return Err(BackupError::Corrupt(format!(
+            "{}: SHA-256 mismatch (the file changed after the backup)",
+            base.key
+        )));
     }
     let schema = snapshot::embedded_schema(Path::new(&base.key), &bytes)?
         .map(Arc::new)
@@ -242,7 +253,12 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
     let mut world = snapshot::load(Path::new(&base.key), &bytes, &schema)?;
     drop(bytes);
     if world.seq() != base.seq {
-        return Err(BackupError::Corrupt(format!("{}: the snapshot is at sequence {}, not {}", base.key, world.seq(), base.seq)));
+        return Err(BackupError::Corrupt(format!(
+            "{}: the snapshot is at sequence {}, not {}",
+            base.key,
+            world.seq(),
+            base.seq
+        )));
     }
     let limit = match (req.point, stop_at_backup) {
         (_, Some(end)) => end,
@@ -262,10 +278,8 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
         // The source that covers `next` and reaches furthest; the archived
         // log first (it carries each commit's own time, an incremental
         // backup only the time it was taken).
-        let Some(src) = sources
-            .iter()
-            .filter(|s| s.first <= next && s.last >= next)
-            .max_by_key(|s| (s.sha256.is_none(), s.last))
+        let Some(src) =
+            sources.iter().filter(|s| s.first <= next && s.last >= next).max_by_key(|s| (s.sha256.is_none(), s.last))
         else {
             break;
         };
@@ -274,7 +288,10 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
         if let Some(want) = &src.sha256
             && sha256_hex(&b) != *want
         {
-            return Err(BackupError::Corrupt(format!("{}: SHA-256 mismatch (the file changed after the backup)", src.key)));
+            return Err(BackupError::Corrupt(format!(
+                "{}: SHA-256 mismatch (the file changed after the backup)",
+                src.key
+            )));
         }
         let c = chunk::decode(&src.key, &b)?;
         if let Some(id) = &base.database_id
@@ -287,7 +304,10 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
             )));
         }
         if (c.first_seq, c.last_seq) != (src.first, src.last) {
-            return Err(BackupError::Corrupt(format!("{}: holds commits {}..={}, not what its name says", src.key, c.first_seq, c.last_seq)));
+            return Err(BackupError::Corrupt(format!(
+                "{}: holds commits {}..={}, not what its name says",
+                src.key, c.first_seq, c.last_seq
+            )));
         }
         for i in 0..c.records.len() {
             let (seq, _, t) = c.records[i];
@@ -336,7 +356,10 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
     }
     let problems = world.check_integrity();
     if !problems.is_empty() {
-        return Err(BackupError::Corrupt(format!("the restored state fails integrity checks: {}", problems.join("; "))));
+        return Err(BackupError::Corrupt(format!(
+            "the restored state fails integrity checks: {}",
+            problems.join("; ")
+        )));
     }
     let outcome = Outcome {
         seq: world.seq(),
@@ -365,7 +388,7 @@ pub fn restore(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> R
     let (world, mut outcome) = build(target, req, progress)?;
     progress("writing", 0, 0);
     crate::target::create_private_dir(dir)?;
-    let _lock = ecsdb::storage::lock::lock_dir(dir).map_err(ecsdb::DbError::from)?;
+    let lock = ecsdb::storage::lock::lock_dir(dir).map_err(ecsdb::DbError::from)?;
     if non_empty {
         let stamp = crate::manager::now_ms() / 1000;
         let aside = dir.join(format!("pre-restore-{stamp}"));
@@ -382,7 +405,7 @@ pub fn restore(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> R
         outcome.moved_aside = Some(aside);
     }
     write_dir(dir, &world)?;
-    drop(_lock);
+    drop(lock);
     // Open once: writes schema.toml, proves the directory recovers.
     let schema: Arc<Schema> = world.schema().clone();
     let seq = world.seq();

@@ -84,7 +84,11 @@ impl Target {
             if let Some((id, secret)) = &s3.credentials {
                 b = b.with_access_key_id(id).with_secret_access_key(secret);
             }
-            let region = s3.region.clone().or_else(|| std::env::var("AWS_REGION").ok()).or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
+            let region = s3
+                .region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok());
             b = b.with_region(region.unwrap_or_else(|| "us-east-1".into()));
             let endpoint = s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
             let http = s3.allow_http.or_else(|| env_flag("AWS_ALLOW_HTTP")).unwrap_or(false)
@@ -101,7 +105,7 @@ impl Target {
             };
             let opts = ClientOptions::new()
                 .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_secs(120))
+                .with_timeout(Duration::from_mins(2))
                 .with_allow_http(http);
             let store = b
                 .with_client_options(opts)

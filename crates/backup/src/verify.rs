@@ -46,7 +46,7 @@ pub fn verify_backup(m: &Manager, id: &str, deep: bool, progress: Progress<'_>) 
     let manifest = match m.manifest(id) {
         Ok(x) => x,
         Err(BackupError::NotFound(_)) => {
-            let any = m.target.list(&format!("backups/{id}/")).map(|v| !v.is_empty()).unwrap_or(false);
+            let any = m.target.list(&format!("backups/{id}/")).is_ok_and(|v| !v.is_empty());
             r.problems.push(if any {
                 format!("backups/{id}/manifest.json is missing: the backup is incomplete (interrupted?)")
             } else {
@@ -186,7 +186,10 @@ fn check_files(m: &Manager, manifest: &Manifest, r: &mut Report, progress: Progr
                         ));
                     }
                     if chunk::parse_chunk_name(&key) != Some((c.first_seq, c.last_seq)) {
-                        r.problems.push(format!("{key}: holds commits {}..={}, not what its name says", c.first_seq, c.last_seq));
+                        r.problems.push(format!(
+                            "{key}: holds commits {}..={}, not what its name says",
+                            c.first_seq, c.last_seq
+                        ));
                     }
                     if c.first_seq != next_seq {
                         r.problems.push(format!("{key}: starts at commit {}, but {next_seq} comes next", c.first_seq));

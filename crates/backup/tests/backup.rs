@@ -1,7 +1,7 @@
 //! Backups, restore and point-in-time recovery against a local directory
 //! and a real local S3 server (moto), the corruption table, retention and
 //! an unreachable target.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::many_single_char_names)]
 
 mod support;
 
@@ -28,7 +28,7 @@ fn req(backup: Option<&str>, point: Point, dir: &std::path::Path) -> Request {
 
 /// Full + incremental chain, list, verify (deep), restore at a backup, at
 /// the newest state and at a sequence; refusals.
-fn chain_scenario(target: Arc<Target>) {
+fn chain_scenario(target: &Arc<Target>) {
     let work = tempfile::tempdir().unwrap();
     let db = open_db(&work.path().join("db"));
     let m = Manager::new(target.clone(), settings());
@@ -59,17 +59,17 @@ fn chain_scenario(target: Arc<Target>) {
 
     // At a backup: its exact state, original ids kept.
     let out = work.path().join("r1");
-    let o = ecsdb_backup::restore::restore(&target, &req(Some(&inc1.id), Point::Latest, &out), &quiet).unwrap();
+    let o = ecsdb_backup::restore::restore(target, &req(Some(&inc1.id), Point::Latest, &out), &quiet).unwrap();
     assert_eq!((o.seq, o.entities, o.base_seq), (70, 70, 50));
     assert_eq!(checksum_of(&out), (70, inc1.state_checksum.clone()));
     // The newest state there is.
     let out = work.path().join("r2");
-    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet).unwrap();
+    let o = ecsdb_backup::restore::restore(target, &req(None, Point::Latest, &out), &quiet).unwrap();
     assert_eq!(o.seq, 80);
     assert_eq!(checksum_of(&out), (80, expected_80));
     // A sequence inside the chain.
     let out = work.path().join("r3");
-    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(65), &out), &quiet).unwrap();
+    let o = ecsdb_backup::restore::restore(target, &req(None, Point::Seq(65), &out), &quiet).unwrap();
     assert_eq!((o.seq, o.entities), (65, 65));
     #[cfg(unix)]
     {
@@ -82,17 +82,17 @@ fn chain_scenario(target: Arc<Target>) {
     }
     // Beyond the log: refused, nothing written.
     let out = work.path().join("r4");
-    let e = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(500), &out), &quiet).unwrap_err();
+    let e = ecsdb_backup::restore::restore(target, &req(None, Point::Seq(500), &out), &quiet).unwrap_err();
     assert!(e.to_string().contains("sequence 500 is not recoverable"), "{e}");
     assert!(!out.exists());
     // Into a directory that holds something: refused, then --force moves it aside.
     let out = work.path().join("r1");
-    let e = ecsdb_backup::restore::restore(&target, &req(Some(&full.id), Point::Latest, &out), &quiet).unwrap_err();
+    let e = ecsdb_backup::restore::restore(target, &req(Some(&full.id), Point::Latest, &out), &quiet).unwrap_err();
     assert!(e.to_string().contains("is not empty"), "{e}");
     assert_eq!(checksum_of(&out).0, 70);
     let mut r = req(Some(&full.id), Point::Latest, &out);
     r.force = true;
-    let o = ecsdb_backup::restore::restore(&target, &r, &quiet).unwrap();
+    let o = ecsdb_backup::restore::restore(target, &r, &quiet).unwrap();
     assert_eq!(o.seq, 50);
     assert!(o.moved_aside.as_ref().unwrap().join("snapshots").is_dir());
     assert_eq!(checksum_of(&out), (50, full.state_checksum.clone()));
@@ -116,15 +116,16 @@ fn chain_scenario(target: Arc<Target>) {
 #[test]
 fn local_directory_chain() {
     let t = tempfile::tempdir().unwrap();
-    let target = Arc::new(Target::open(t.path().join("backups").to_str().unwrap(), &StorageSettings::default()).unwrap());
-    chain_scenario(target);
+    let target =
+        Arc::new(Target::open(t.path().join("backups").to_str().unwrap(), &StorageSettings::default()).unwrap());
+    chain_scenario(&target);
 }
 
 #[test]
 fn s3_chain() {
     let Some(s3) = support::s3("chain") else { return };
     let target = Arc::new(Target::open("s3://chain/prod/eu-1", &support::s3_settings(&s3)).unwrap());
-    chain_scenario(target.clone());
+    chain_scenario(&target);
     // Everything went under the prefix.
     assert!(!target.list("backups/").unwrap().is_empty());
     let root = Arc::new(Target::open("s3://chain", &support::s3_settings(&s3)).unwrap());
@@ -134,7 +135,7 @@ fn s3_chain() {
 
 /// Continuous archiving: commits reach the target within the interval, and
 /// the archive restores to any sequence and to a time.
-fn archive_scenario(target: Arc<Target>) {
+fn archive_scenario(target: &Arc<Target>) {
     let work = tempfile::tempdir().unwrap();
     let db = open_db(&work.path().join("db"));
     let m = Manager::new(target.clone(), settings());
@@ -162,24 +163,24 @@ fn archive_scenario(target: Arc<Target>) {
     assert!(st.last_error.is_none(), "{st:?}");
     assert!(st.snapshots_shipped >= 1, "{st:?}");
     archiver.stop();
-    let r = ecsdb_backup::archive::verify(&target, &quiet).unwrap();
+    let r = ecsdb_backup::archive::verify(target, &quiet).unwrap();
     assert!(r.ok, "{r:?}");
 
     // Every sequence from the first backup on is reachable exactly.
     for n in [5, 6, 9, 11, 12, 17] {
         let out = work.path().join(format!("seq{n}"));
-        let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(n), &out), &quiet).unwrap();
+        let o = ecsdb_backup::restore::restore(target, &req(None, Point::Seq(n), &out), &quiet).unwrap();
         assert_eq!(o.seq, n);
         assert_eq!(checksum_of(&out).0, n);
     }
     // A time between two commits restores the earlier one.
     let (k, t) = after[6];
     let out = work.path().join("time");
-    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Time(t + 5), &out), &quiet).unwrap();
+    let o = ecsdb_backup::restore::restore(target, &req(None, Point::Time(t + 5), &out), &quiet).unwrap();
     assert_eq!(o.seq, k, "{o:?}");
     // Before the first backup: nothing to restore from.
     let out = work.path().join("early");
-    let e = ecsdb_backup::restore::restore(&target, &req(None, Point::Time(1000), &out), &quiet).unwrap_err();
+    let e = ecsdb_backup::restore::restore(target, &req(None, Point::Time(1000), &out), &quiet).unwrap_err();
     assert!(e.to_string().contains("no backup or archived snapshot from before"), "{e}");
     // A restored copy is a new database: it may not archive into the original's log.
     let copy = open_db_at(&work.path().join("seq12"));
@@ -200,14 +201,14 @@ fn now_ms() -> u64 {
 fn local_directory_archive_and_pitr() {
     let t = tempfile::tempdir().unwrap();
     let target = Arc::new(Target::open(t.path().to_str().unwrap(), &StorageSettings::default()).unwrap());
-    archive_scenario(target);
+    archive_scenario(&target);
 }
 
 #[test]
 fn s3_archive_and_pitr() {
     let Some(s3) = support::s3("archive") else { return };
     let target = Arc::new(Target::open("s3://archive/db1", &support::s3_settings(&s3)).unwrap());
-    archive_scenario(target);
+    archive_scenario(&target);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The corruption table: each kind of damage to a stored backup is found
 //! by `verify` with the file named, and restore refuses the backup.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::many_single_char_names)]
 
 mod support;
 
@@ -137,7 +137,11 @@ fn every_kind_of_damage_is_named_by_verify_and_refused_by_restore() {
             "{}: expected a problem containing {want:?}, got {problems:?}",
             case.name
         );
-        assert!(reports.iter().any(|r| r.id == inc.id && !r.ok), "{}: the incremental must fail: {reports:?}", case.name);
+        assert!(
+            reports.iter().any(|r| r.id == inc.id && !r.ok),
+            "{}: the incremental must fail: {reports:?}",
+            case.name
+        );
         // Restoring the damaged backup is refused and writes nothing.
         let out = t.path().join("restored");
         let r = Request { backup: Some(inc.id.clone()), point: Point::Latest, data_dir: out.clone(), force: false };

@@ -61,7 +61,7 @@ enum Command {
     /// backup target at a backup, a sequence (--to-seq) or a time (--to-time).
     Restore(commands::restore::Args),
     /// Backups: create, list, verify [--deep], delete, restore (a directory
-    /// or s3://bucket/prefix target).
+    /// or `s3://bucket/prefix` target).
     #[command(subcommand)]
     Backup(commands::backup::Action),
     /// Rebuild a data directory by replaying a whole commit log.

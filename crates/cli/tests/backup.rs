@@ -1,12 +1,12 @@
 //! Backups through the real binary: the admin routes, the CLI, kill -9
 //! during archiving (the recovery point objective, measured) and during a
 //! backup (nothing incomplete verifies), and an S3 server (moto).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::many_single_char_names)]
 
+#[path = "../../backup/tests/support/mod.rs"]
+mod s3support;
 #[path = "support/server.rs"]
 mod support;
-#[path = "../../backup/tests/support.rs"]
-mod s3support;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -22,7 +22,11 @@ fn ecsdb(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         c.env(k, v);
     }
     let o = c.output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn sigterm(s: &mut Server) {
@@ -116,7 +120,8 @@ fn admin_routes_create_list_verify_and_delete() {
 
     // The CLI refuses to open a directory the server holds, and says how.
     let data = s.dir.path().join("data");
-    let (ok, _, err) = ecsdb(&["backup", "create", "--target", target.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]);
+    let (ok, _, err) =
+        ecsdb(&["backup", "create", "--target", target.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]);
     assert!(!ok);
     assert!(err.contains("POST /v1/admin/backups"), "{err}");
 }
@@ -145,7 +150,15 @@ fn bad_backup_configuration_stops_start_up_naming_the_key() {
     ] {
         std::fs::write(&cfg, text).unwrap();
         let (ok, _, err) = ecsdb(
-            &["serve", "--config", cfg.to_str().unwrap(), "--data-dir", d.path().join("data").to_str().unwrap(), "--bind", "127.0.0.1:0"],
+            &[
+                "serve",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--data-dir",
+                d.path().join("data").to_str().unwrap(),
+                "--bind",
+                "127.0.0.1:0",
+            ],
             &[],
         );
         assert!(!ok, "{text}");
@@ -159,7 +172,8 @@ fn bad_backup_configuration_stops_start_up_naming_the_key() {
 fn kill_9_while_archiving_loses_at_most_the_recovery_point_objective() {
     let t = tempfile::tempdir().unwrap();
     let target = t.path().join("target");
-    let cfg = format!("[backup]\ntarget = \"{}\"\narchive_interval_ms = 200\narchive_rpo_ms = 1000\n", target.display());
+    let cfg =
+        format!("[backup]\ntarget = \"{}\"\narchive_interval_ms = 200\narchive_rpo_ms = 1000\n", target.display());
     let mut s = spawn(tempfile::tempdir().unwrap(), &[("RATE_LIMIT_MAX", "1000000")], Some(&cfg));
     let admin = s.admin();
     create(&s, &admin);
@@ -173,7 +187,8 @@ fn kill_9_while_archiving_loses_at_most_the_recovery_point_objective() {
     kill9(&mut s);
     let killed = Instant::now();
     let out = t.path().join("restored");
-    let (ok, text, err) = ecsdb(&["restore", "--from", target.to_str().unwrap(), "--data-dir", out.to_str().unwrap()], &[]);
+    let (ok, text, err) =
+        ecsdb(&["restore", "--from", target.to_str().unwrap(), "--data-dir", out.to_str().unwrap()], &[]);
     assert!(ok, "{err}");
     let restored: u64 = text.split("restored sequence ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     let lost: Vec<&(u64, Instant)> = acked.iter().filter(|(q, _)| *q > restored).collect();
@@ -185,7 +200,7 @@ fn kill_9_while_archiving_loses_at_most_the_recovery_point_objective() {
         oldest_lost.as_secs_f64() * 1e3
     );
     // The objective, with slack for a loaded CI machine.
-    assert!(oldest_lost < Duration::from_millis(3000), "lost commits acknowledged {oldest_lost:?} before the kill");
+    assert!(oldest_lost < Duration::from_secs(3), "lost commits acknowledged {oldest_lost:?} before the kill");
     assert!(acked.len() > 20 && restored > acked[0].0, "restored {restored}");
     // The archive holds no partial chunk.
     let (ok, text, err) = ecsdb(&["backup", "verify", "--target", target.to_str().unwrap()], &[]);
@@ -195,13 +210,14 @@ fn kill_9_while_archiving_loses_at_most_the_recovery_point_objective() {
     let mut s = restart(std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap()), &cfg);
     let admin = s.admin();
     create(&s, &admin);
-    let last = s.seq(&admin);
-    assert!(last > restored);
+    let final_seq = s.seq(&admin);
+    assert!(final_seq > restored);
     sigterm(&mut s);
     let out = t.path().join("restored2");
-    let (ok, text, err) = ecsdb(&["restore", "--from", target.to_str().unwrap(), "--data-dir", out.to_str().unwrap()], &[]);
+    let (ok, text, err) =
+        ecsdb(&["restore", "--from", target.to_str().unwrap(), "--data-dir", out.to_str().unwrap()], &[]);
     assert!(ok, "{err}");
-    assert!(text.contains(&format!("restored sequence {last} ")), "{text} (want {last})");
+    assert!(text.contains(&format!("restored sequence {final_seq} ")), "{text} (want {final_seq})");
 }
 
 /// Kill -9 at many points of a backup: the data directory recovers intact,
@@ -216,11 +232,13 @@ fn kill_9_during_a_backup_leaves_nothing_incomplete_that_verifies() {
     let admin = s.admin();
     // Enough data for a backup to take a while.
     for _ in 0..20 {
-        let ops: Vec<J> = (0..2000).map(|i| json!({"op": "create", "components": {"entities": {"version": i}}})).collect();
+        let ops: Vec<J> =
+            (0..2000).map(|i| json!({"op": "create", "components": {"entities": {"version": i}}})).collect();
         let r = s.call("POST", "/v1/transactions", Some(&admin), Some(&json!({"ops": ops})));
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let entities = |s: &Server, tok: &str| s.call("GET", "/v1/stats", Some(tok), None).body["entities"].as_u64().unwrap();
+    let entities =
+        |s: &Server, tok: &str| s.call("GET", "/v1/stats", Some(tok), None).body["entities"].as_u64().unwrap();
     let count = entities(&s, &admin);
     assert_eq!(count, 40_000);
     for delay_ms in [0u64, 5, 20, 50, 100, 200, 400] {
@@ -228,7 +246,10 @@ fn kill_9_during_a_backup_leaves_nothing_incomplete_that_verifies() {
         let tok = admin.clone();
         let h = std::thread::spawn(move || {
             let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-            let _ = agent.post(&format!("{base}/v1/admin/backups")).header("authorization", &format!("Bearer {tok}")).send_empty();
+            let _ = agent
+                .post(&format!("{base}/v1/admin/backups"))
+                .header("authorization", &format!("Bearer {tok}"))
+                .send_empty();
         });
         std::thread::sleep(Duration::from_millis(delay_ms));
         kill9(&mut s);
@@ -237,10 +258,16 @@ fn kill_9_during_a_backup_leaves_nothing_incomplete_that_verifies() {
         let a = s.admin();
         assert_eq!(entities(&s, &a), count, "the data directory lost or gained data (delay {delay_ms} ms)");
     }
-    let tg = Arc::new(ecsdb_backup::Target::open(target.to_str().unwrap(), &ecsdb_backup::StorageSettings::default()).unwrap());
+    let tg = Arc::new(
+        ecsdb_backup::Target::open(target.to_str().unwrap(), &ecsdb_backup::StorageSettings::default()).unwrap(),
+    );
     let m = ecsdb_backup::Manager::new(tg.clone(), ecsdb_backup::BackupSettings::default());
     let listed = m.list().unwrap();
-    eprintln!("after the kills: {} backup folder(s), {} complete", listed.len(), listed.iter().filter(|l| l.manifest.is_some()).count());
+    eprintln!(
+        "after the kills: {} backup folder(s), {} complete",
+        listed.len(),
+        listed.iter().filter(|l| l.manifest.is_some()).count()
+    );
     for l in &listed {
         let r = ecsdb_backup::verify::verify_backup(&m, &l.id, false, &ecsdb_backup::manager::quiet);
         if l.manifest.is_some() {
@@ -248,7 +275,18 @@ fn kill_9_during_a_backup_leaves_nothing_incomplete_that_verifies() {
         } else {
             assert!(!r.ok && r.problems.iter().any(|p| p.contains("incomplete")), "{r:?}");
             let out = t.path().join(format!("r-{}", l.id));
-            let e = ecsdb(&["restore", "--from", target.to_str().unwrap(), "--backup", &l.id, "--data-dir", out.to_str().unwrap()], &[]);
+            let e = ecsdb(
+                &[
+                    "restore",
+                    "--from",
+                    target.to_str().unwrap(),
+                    "--backup",
+                    &l.id,
+                    "--data-dir",
+                    out.to_str().unwrap(),
+                ],
+                &[],
+            );
             assert!(!e.0, "restoring an incomplete backup must fail");
         }
     }
@@ -305,15 +343,22 @@ fn s3_backups_from_the_server_restored_by_the_cli() {
     assert!(text.contains(&format!("restored sequence {last} ")), "{text}");
     let (q, at) = &marks[2];
     let out = t.path().join("at-seq");
-    let (ok, text, err) = ecsdb(&["restore", "--from", url, "--to-seq", &q.to_string(), "--data-dir", out.to_str().unwrap()], &cli_env);
+    let (ok, text, err) =
+        ecsdb(&["restore", "--from", url, "--to-seq", &q.to_string(), "--data-dir", out.to_str().unwrap()], &cli_env);
     assert!(ok, "{err}");
     assert!(text.contains(&format!("restored sequence {q} ")), "{text}");
     let out = t.path().join("at-time");
-    let (ok, text, err) = ecsdb(&["restore", "--from", url, "--to-time", at, "--data-dir", out.to_str().unwrap()], &cli_env);
+    let (ok, text, err) =
+        ecsdb(&["restore", "--from", url, "--to-time", at, "--data-dir", out.to_str().unwrap()], &cli_env);
     assert!(ok, "{err}");
     assert!(text.contains(&format!("restored sequence {q} ")), "{text} (time {at})");
     // Wrong credentials: a clear error, nothing written.
-    let bad = [("AWS_SECRET_ACCESS_KEY", "wrong"), ("AWS_ACCESS_KEY_ID", "test"), ("AWS_ENDPOINT_URL", s3.endpoint.as_str()), ("AWS_ALLOW_HTTP", "true")];
+    let bad = [
+        ("AWS_SECRET_ACCESS_KEY", "wrong"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
     let (ok, _, err) = ecsdb(&["backup", "list", "--target", "s3://no-such-bucket/x"], &bad);
     assert!(!ok && err.contains("s3://no-such-bucket/x"), "{err}");
 }
@@ -354,12 +399,16 @@ fn rebuild_from_wal_stops_at_a_sequence() {
     db.close().unwrap();
     drop(db);
     let out = t.path().join("at7");
-    let (ok, text, err) = ecsdb(&["rebuild-from-wal", data.to_str().unwrap(), "--data-dir", out.to_str().unwrap(), "--to-seq", "7"], &[]);
+    let (ok, text, err) =
+        ecsdb(&["rebuild-from-wal", data.to_str().unwrap(), "--data-dir", out.to_str().unwrap(), "--to-seq", "7"], &[]);
     assert!(ok, "{err}");
     assert!(text.contains("rebuilt sequence 7 "), "{text}");
     let (ok, _, err) = ecsdb(&["rebuild-from-wal", data.to_str().unwrap(), "--to-seq", "7"], &[]);
     assert!(!ok && err.contains("--data-dir"), "{err}");
     let out = t.path().join("at99");
-    let (ok, _, err) = ecsdb(&["rebuild-from-wal", data.to_str().unwrap(), "--data-dir", out.to_str().unwrap(), "--to-seq", "99"], &[]);
+    let (ok, _, err) = ecsdb(
+        &["rebuild-from-wal", data.to_str().unwrap(), "--data-dir", out.to_str().unwrap(), "--to-seq", "99"],
+        &[],
+    );
     assert!(!ok && err.contains("ends at sequence 15"), "{err}");
 }

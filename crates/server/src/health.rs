@@ -101,7 +101,10 @@ pub fn checks(st: &Shared) -> Vec<Check> {
                     a.rpo_seconds, a.lag_commits, a.lag_seconds
                 )
             } else {
-                format!("{} commit(s) not yet archived, oldest {:.1} s (objective {:.1} s)", a.lag_commits, a.lag_seconds, a.rpo_seconds)
+                format!(
+                    "{} commit(s) not yet archived, oldest {:.1} s (objective {:.1} s)",
+                    a.lag_commits, a.lag_seconds, a.rpo_seconds
+                )
             },
         });
     }

@@ -547,9 +547,8 @@ impl Store {
                 break;
             }
             // The segment's commits end just before the next one starts.
-            let needed = segs
-                .get(i + 1)
-                .is_none_or(|(next, _)| next - 1 > oldest_snapshot || next - 1 > self.log_hold());
+            let needed =
+                segs.get(i + 1).is_none_or(|(next, _)| next - 1 > oldest_snapshot || next - 1 > self.log_hold());
             if needed {
                 break;
             }

@@ -15,8 +15,8 @@ use super::common::{config_for, fail, open, schema_for};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TargetArgs {
-    /// Where backups live: a directory, file:///dir or s3://bucket/prefix
-    /// (default: `[backup] target` of --config, or ECSDB_BACKUP_TARGET).
+    /// Where backups live: a directory, `file:///dir` or `s3://bucket/prefix`
+    /// (default: `[backup] target` of --config, or `ECSDB_BACKUP_TARGET`).
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
     /// config.toml with `[backup]` and `[storage]` sections.
@@ -149,7 +149,7 @@ pub fn run(a: &Action) -> ExitCode {
 }
 
 fn create(t: &TargetArgs, data_dir: Option<&PathBuf>, incremental: bool) -> ExitCode {
-    let (target, c) = match target(t) {
+    let (target, conf) = match target(t) {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
@@ -175,15 +175,15 @@ fn create(t: &TargetArgs, data_dir: Option<&PathBuf>, incremental: bool) -> Exit
         }
         Err(e) => return fail(e),
     };
-    let m = Manager::new(target, c.backup.clone());
+    let mgr = Manager::new(target, conf.backup.clone());
     let (pb, progress) = bar();
     let kind = if incremental { Kind::Incremental } else { Kind::Full };
-    let r = m.create(&db, kind, &progress as Progress<'_>);
+    let made = mgr.create(&db, kind, &progress as Progress<'_>);
     pb.finish_and_clear();
     let _ = db.close();
-    match r {
+    match made {
         Ok(man) => {
-            let deleted = m.apply_retention().unwrap_or_else(|e| {
+            let deleted = mgr.apply_retention().unwrap_or_else(|e| {
                 err!("warning: retention not applied: {e}");
                 Vec::new()
             });
@@ -193,8 +193,18 @@ fn create(t: &TargetArgs, data_dir: Option<&PathBuf>, incremental: bool) -> Exit
                 out!("Backup created: {}", man.id);
                 out!("  Type: {}", man.kind);
                 out!("  Sequence: {}..{}", man.start_seq, man.end_seq);
-                out!("  Entities: {}, Components: {}, Relations: {}", man.entity_count, man.component_count, man.relation_count);
-                out!("  Size: {} raw, {} stored (compressed: {})", size(man.raw_bytes), size(man.stored_bytes), man.compressed);
+                out!(
+                    "  Entities: {}, Components: {}, Relations: {}",
+                    man.entity_count,
+                    man.component_count,
+                    man.relation_count
+                );
+                out!(
+                    "  Size: {} raw, {} stored (compressed: {})",
+                    size(man.raw_bytes),
+                    size(man.stored_bytes),
+                    man.compressed
+                );
                 out!("  Checksum: {}", man.state_checksum);
                 out!("  Took: {} ms", man.duration_ms);
                 for d in deleted {
@@ -229,8 +239,8 @@ fn list(t: &TargetArgs) -> ExitCode {
         out!("no backups on {}", m.target.url());
     }
     for l in &listed {
-        match &l.manifest {
-            Some(man) => out!(
+        if let Some(man) = &l.manifest {
+            out!(
                 "{}  {:<11}  {}  seq {}..{}  {} entities, {} relations  {}{}",
                 man.id,
                 man.kind.to_string(),
@@ -241,8 +251,9 @@ fn list(t: &TargetArgs) -> ExitCode {
                 man.relation_count,
                 size(man.stored_bytes),
                 man.parent.as_ref().map_or_else(String::new, |p| format!("  (on {p})"))
-            ),
-            None => out!("{}  UNUSABLE: {}", l.id, l.problem.clone().unwrap_or_default()),
+            );
+        } else {
+            out!("{}  UNUSABLE: {}", l.id, l.problem.clone().unwrap_or_default());
         }
     }
     ExitCode::SUCCESS

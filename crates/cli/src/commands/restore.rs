@@ -19,7 +19,7 @@ pub struct Args {
     /// The snapshot file (`.snap`); or restore from a backup target with --from.
     #[arg(required_unless_present = "from", conflicts_with = "from")]
     pub snapshot: Option<PathBuf>,
-    /// Restore from a backup target (a directory or s3://bucket/prefix):
+    /// Restore from a backup target (a directory or `s3://bucket/prefix`):
     /// a backup plus the archived log, to its newest state, --backup ID,
     /// --to-seq N or --to-time RFC3339.
     #[arg(long, value_name = "URL")]
@@ -114,7 +114,9 @@ pub fn run(args: &Args) -> ExitCode {
     if let Some(from) = &args.from {
         let t = super::backup::TargetArgs { target: Some(from.clone()), config: args.config.clone(), json: false };
         return match super::backup::target(&t) {
-            Ok((target, _)) => super::backup::restore_from(&target, &args.point, args.data_dir.as_ref(), args.force, false),
+            Ok((target, _)) => {
+                super::backup::restore_from(&target, &args.point, args.data_dir.as_ref(), args.force, false)
+            }
             Err(e) => fail(e),
         };
     }

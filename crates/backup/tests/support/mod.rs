@@ -41,6 +41,7 @@ pub fn commit_n(db: &Database, n: u64) {
 }
 
 /// A local S3 server on a free port, with `bucket` created.
+#[derive(Debug)]
 pub struct S3 {
     child: Child,
     pub endpoint: String,
@@ -89,7 +90,9 @@ pub fn s3(bucket: &str) -> Option<S3> {
     let s3 = S3 { child, endpoint: format!("http://127.0.0.1:{port}") };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let put = format!("PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let put = format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         if let Some(r) = http(port, &put)
             && r.starts_with("HTTP/1.1 200")
         {
