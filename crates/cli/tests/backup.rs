@@ -412,3 +412,45 @@ fn rebuild_from_wal_stops_at_a_sequence() {
     );
     assert!(!ok && err.contains("ends at sequence 15"), "{err}");
 }
+
+/// The disaster-recovery procedure of OPERATIONS.md, run as written.
+#[test]
+fn operations_procedure_runs_as_written() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/OPERATIONS.md")).unwrap();
+    let block = doc.split("```sh tested\n").nth(1).and_then(|r| r.split("```").next()).expect("the tested block");
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target");
+    let mut s = spawn(tempfile::tempdir().unwrap(), &[("RATE_LIMIT_MAX", "100000")], Some(&config(&target, "")));
+    let admin = s.admin();
+    for _ in 0..5 {
+        create(&s, &admin);
+    }
+    assert_eq!(s.call("POST", "/v1/admin/backups", Some(&admin), None).status, 201);
+    let seq = create(&s, &admin);
+    std::thread::sleep(Duration::from_millis(20));
+    let time = chrono_now();
+    std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..3 {
+        create(&s, &admin);
+    }
+    let last = s.seq(&admin);
+    sigterm(&mut s);
+    let restore = t.path().join("restore");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ecsdb")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let o = Command::new("sh")
+        .args(["-e", "-c", block])
+        .env("PATH", path)
+        .env("TARGET", &target)
+        .env("RESTORE", &restore)
+        .env("SEQ", seq.to_string())
+        .env("TIME", &time)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    for (dir, want) in [("latest", last), ("before-seq", seq), ("before-time", seq)] {
+        let db = ecsdb::Database::open(restore.join(dir)).unwrap();
+        assert_eq!(db.version(), want, "{dir}: {out}");
+    }
+}
