@@ -95,7 +95,7 @@ fn main() {
 
     // The machine: sequential write with fsync, and zstd on the state's bytes.
     let image = db.capture_snapshot();
-    let raw: Vec<u8> = image.blocks.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    let raw: Vec<u8> = image.raw_blocks().flat_map(|b| b.iter().copied()).collect();
     let disk = {
         let p = work.path().join("disk-probe");
         let chunk = vec![0x5Au8; 8 << 20];
@@ -124,13 +124,31 @@ fn main() {
     drop((image, raw, z));
     let ceiling = disk.min(zstd_speed);
 
-    let mut run = |label: &str, target: Arc<Target>| {
+    let run = |label: &str, target: Arc<Target>| {
         for compress in [false, true] {
             let settings = BackupSettings { compress, verify_after: false, ..BackupSettings::default() };
             let m = Manager::new(target.clone(), settings);
+            let stages = parking_lot::Mutex::new(Vec::<(String, Instant)>::new());
+            let note = |stage: &str, _: u64, _: u64| {
+                let mut g = stages.lock();
+                if g.last().is_none_or(|(s, _)| s != stage) {
+                    g.push((stage.to_string(), Instant::now()));
+                }
+            };
             let t = Instant::now();
-            let man = m.create(&db, Kind::Full, &quiet).unwrap();
+            let man = m.create(&db, Kind::Full, &note).unwrap();
             let secs = t.elapsed().as_secs_f64();
+            let g = stages.lock();
+            let phases: Vec<String> = g
+                .iter()
+                .enumerate()
+                .map(|(i, (s, at))| {
+                    let end = g.get(i + 1).map_or_else(Instant::now, |n| n.1);
+                    format!("{s} {:.0} ms", end.duration_since(*at).as_secs_f64() * 1e3)
+                })
+                .collect();
+            drop(g);
+            println!("  phases: {}", phases.join(", "));
             let speed = mbps(man.raw_bytes, secs);
             let t = Instant::now();
             let r = ecsdb_backup::verify::verify_backup(&m, &man.id, false, &quiet);

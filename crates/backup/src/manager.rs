@@ -16,7 +16,6 @@
 //! committing (they wait only while columns are copied), and everything
 //! else — compression, checksums, uploads — happens without any lock.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -187,36 +186,58 @@ impl Manager {
         let created_unix_ms = now_ms();
         // What the backup holds must be what the database keeps after a crash.
         db.sync_to(seq)?;
-        progress("compressing", 0, 0);
-        let level = self.level();
-        let snap = snapshot::encode(&image, level)?;
-        let raw_snapshot = image.raw_bytes() as u64;
-        drop(image);
-        // Load what was encoded: proves it loads, and gives the counts and
+        // Compress on one core while the other rebuilds the captured state
+        // (through the same checks as loading a snapshot) for the counts and
         // the state checksum at exactly `seq`.
-        progress("checking", 0, 0);
+        let level = self.level();
+        let raw_snapshot = image.raw_bytes() as u64;
         let schema = db.schema();
-        let world = snapshot::load(Path::new("backup snapshot"), &snap, &schema)?;
-        let summary = state::summarize(&world);
-        let (fingerprint, version) = (world.schema().fingerprint, world.schema().version.clone());
-        drop(world);
         let prefix = format!("backups/{id}/");
         let mut files = Vec::new();
         let mut raw_bytes = 0u64;
+        if let Some(p) = &parent
+            && p.end_seq > seq
+        {
+            return Err(BackupError::Conflict(format!(
+                "the newest backup ({}) ends at sequence {}, past this database's {seq}: it was restored to an earlier point; take a full backup",
+                p.id, p.end_seq
+            )));
+        }
+        // A full backup compresses and uploads the snapshot on one core
+        // while the other rebuilds the captured state (through the same
+        // checks as loading a snapshot) for the counts and the state
+        // checksum at exactly `seq`.
+        progress(if parent.is_none() { "compressing and uploading" } else { "checksumming" }, 0, 0);
+        let (stored, checked) = std::thread::scope(|s| {
+            let uploader = s.spawn(|| -> Result<Option<FileEntry>> {
+                if parent.is_some() {
+                    return Ok(None);
+                }
+                let bytes = snapshot::encode(&image, level)?;
+                let entry =
+                    FileEntry { name: "snapshot.snap".into(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) };
+                self.target.put(&format!("{prefix}snapshot.snap"), bytes)?;
+                Ok(Some(entry))
+            });
+            let checked = snapshot::load_image(&image, &schema).map(|world| {
+                let summary = state::summarize(&world);
+                (summary, world.schema().fingerprint, world.schema().version.clone())
+            });
+            let stored = uploader
+                .join()
+                .unwrap_or_else(|_| Err(BackupError::Config("the snapshot encoder stopped unexpectedly".into())));
+            (stored, checked)
+        });
+        let (stored, (summary, fingerprint, version)) = (stored?, checked?);
+        drop(image);
         let mut uploads: Vec<(String, Vec<u8>)> = Vec::new();
         let start_seq = match &parent {
             None => {
                 raw_bytes += raw_snapshot;
-                uploads.push(("snapshot.snap".into(), snap));
+                files.extend(stored);
                 seq
             }
             Some(p) => {
-                if p.end_seq > seq {
-                    return Err(BackupError::Conflict(format!(
-                        "the newest backup ({}) ends at sequence {}, past this database's {seq}: it was restored to an earlier point; take a full backup",
-                        p.id, p.end_seq
-                    )));
-                }
                 let mut cur = LogCursor::new(&dir, p.end_seq);
                 for piece in cur.read_to(seq)? {
                     let recs: Vec<Rec<'_>> = piece
@@ -235,6 +256,7 @@ impl Manager {
             }
         };
         let total: u64 = uploads.iter().map(|(_, b)| b.len() as u64).sum();
+        let stored_before: u64 = files.iter().map(|f| f.bytes).sum();
         let mut done = 0;
         for (name, bytes) in uploads {
             let len = bytes.len() as u64;
@@ -260,7 +282,7 @@ impl Manager {
             component_count: summary.components,
             relation_count: summary.relations,
             raw_bytes,
-            stored_bytes: total,
+            stored_bytes: stored_before + total,
             compressed: self.settings.compress,
             state_checksum: summary.checksum,
             files,

@@ -90,6 +90,16 @@ struct Base {
 
 /// Rebuild the state for `req` in memory (nothing is written).
 pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Result<(World, Outcome)> {
+    build_with_base(target, req, progress).map(|(w, o, _)| (w, o))
+}
+
+/// [`build`], also handing back the base snapshot's bytes when the state is
+/// exactly the base (no commit replayed): they can be written as they are.
+fn build_with_base(
+    target: &Arc<Target>,
+    req: &Request,
+    progress: Progress<'_>,
+) -> Result<(World, Outcome, Option<Vec<u8>>)> {
     let mgr = Manager::new(target.clone(), crate::config::BackupSettings::default());
     let listed = mgr.list()?;
     let manifests: Vec<&Manifest> = listed.iter().filter_map(|l| l.manifest.as_ref()).collect();
@@ -251,7 +261,6 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
         .map(Arc::new)
         .ok_or_else(|| BackupError::Corrupt(format!("{}: the snapshot embeds no schema", base.key)))?;
     let mut world = snapshot::load(Path::new(&base.key), &bytes, &schema)?;
-    drop(bytes);
     if world.seq() != base.seq {
         return Err(BackupError::Corrupt(format!(
             "{}: the snapshot is at sequence {}, not {}",
@@ -354,12 +363,15 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
             world.seq()
         )));
     }
-    let problems = world.check_integrity();
-    if !problems.is_empty() {
-        return Err(BackupError::Corrupt(format!(
-            "the restored state fails integrity checks: {}",
-            problems.join("; ")
-        )));
+    // Loading checked the base; replayed commits are checked here.
+    if replayed > 0 {
+        let problems = world.check_integrity();
+        if !problems.is_empty() {
+            return Err(BackupError::Corrupt(format!(
+                "the restored state fails integrity checks: {}",
+                problems.join("; ")
+            )));
+        }
     }
     let outcome = Outcome {
         seq: world.seq(),
@@ -371,7 +383,7 @@ pub fn build(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> Res
         data_dir: req.data_dir.clone(),
         moved_aside: None,
     };
-    Ok((world, outcome))
+    Ok((world, outcome, (replayed == 0).then_some(bytes)))
 }
 
 /// Restore into `req.data_dir`.
@@ -385,7 +397,7 @@ pub fn restore(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> R
             dir.display()
         )));
     }
-    let (world, mut outcome) = build(target, req, progress)?;
+    let (world, mut outcome, base_bytes) = build_with_base(target, req, progress)?;
     progress("writing", 0, 0);
     crate::target::create_private_dir(dir)?;
     let lock = ecsdb::storage::lock::lock_dir(dir).map_err(ecsdb::DbError::from)?;
@@ -404,7 +416,7 @@ pub fn restore(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> R
         }
         outcome.moved_aside = Some(aside);
     }
-    write_dir(dir, &world)?;
+    write_dir(dir, &world, base_bytes.as_deref())?;
     drop(lock);
     // Open once: writes schema.toml, proves the directory recovers.
     let schema: Arc<Schema> = world.schema().clone();
@@ -425,12 +437,26 @@ pub fn restore(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> R
     Ok(outcome)
 }
 
-fn write_dir(dir: &Path, world: &World) -> Result<()> {
+fn write_dir(dir: &Path, world: &World, base: Option<&[u8]>) -> Result<()> {
     let fs: Arc<dyn Vfs> = Arc::new(OsFs);
     let snaps = dir.join("snapshots");
     fs.create_dir_all(&snaps).map_err(io(&snaps))?;
-    let image = snapshot::capture(world);
-    snapshot::write(&fs, &snaps, &image, 3)?;
+    match base {
+        // The verified base as it is: nothing to encode.
+        Some(bytes) => {
+            let path = snaps.join(snapshot::snapshot_name(world.seq()));
+            let tmp = snaps.join(format!("{}.tmp", snapshot::snapshot_name(world.seq())));
+            let f = fs.create(&tmp).map_err(io(&tmp))?;
+            f.append(bytes).and_then(|()| f.sync()).map_err(io(&tmp))?;
+            drop(f);
+            fs.rename(&tmp, &path).map_err(io(&path))?;
+            fs.sync_dir(&snaps).map_err(io(&snaps))?;
+        }
+        None => {
+            let image = snapshot::capture(world);
+            snapshot::write(&fs, &snaps, &image, 1)?;
+        }
+    }
     // A restored copy is a database of its own: its archive must not mix
     // with the original's.
     state::write_id(dir, &state::new_id()?)

@@ -21,34 +21,11 @@ pub struct Summary {
 }
 
 pub fn summarize(world: &World) -> Summary {
-    let c = world.canonical_state();
     let mut h = Sha256::new();
     h.update(b"ecsdb-state-v1");
     h.update(world.seq().to_le_bytes());
-    let mut components = 0u64;
-    for (id, rows) in &c.entities {
-        h.update(id.0.to_le_bytes());
-        h.update((rows.len() as u32).to_le_bytes());
-        for (t, bytes) in rows {
-            components += 1;
-            h.update(t.to_le_bytes());
-            h.update((bytes.len() as u32).to_le_bytes());
-            h.update(bytes);
-        }
-    }
-    for (k, props) in &c.edges {
-        h.update(k.rel.to_le_bytes());
-        h.update(k.from.0.to_le_bytes());
-        h.update(k.to.0.to_le_bytes());
-        h.update((props.len() as u32).to_le_bytes());
-        h.update(props);
-    }
-    Summary {
-        entities: c.entities.len() as u64,
-        components,
-        relations: c.edges.len() as u64,
-        checksum: hex(&h.finalize()),
-    }
+    let (entities, components, relations) = world.canonical_stream(&mut |b| h.update(b));
+    Summary { entities, components, relations, checksum: hex(&h.finalize()) }
 }
 
 /// The file holding a data directory's identity.
@@ -101,4 +78,34 @@ pub fn parse_id(s: &str) -> Option<[u8; 16]> {
         *b = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
     }
     Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ecsdb::{Database, Value};
+
+    const SCHEMA: &str = "[tables.a]\n[[tables.a.fields]]\nname = \"v\"\ntype = \"u32\"\n[tables.b]\n[[tables.b.fields]]\nname = \"s\"\ntype = \"string\"\n";
+
+    fn world(order: &[usize], extra: u32) -> Summary {
+        let db = Database::builder().schema_toml(SCHEMA).unwrap().build().unwrap();
+        let mut t = db.transaction().unwrap();
+        let ids: Vec<_> = (0..3).map(|_| t.create_entity().unwrap()).collect();
+        for &i in order {
+            t.insert(ids[i], "a", &[Value::U64(i as u64 + u64::from(extra))]).unwrap();
+            t.insert(ids[i], "b", &[Value::Str(format!("e{i}"))]).unwrap();
+        }
+        t.commit().unwrap();
+        summarize(&db.read())
+    }
+
+    #[test]
+    fn the_checksum_ignores_row_order_and_sees_every_value() {
+        let a = world(&[0, 1, 2], 0);
+        assert_eq!(a, world(&[2, 0, 1], 0));
+        assert_eq!((a.entities, a.components, a.relations), (3, 6, 0));
+        assert_ne!(a.checksum, world(&[0, 1, 2], 1).checksum);
+        assert_eq!(parse_id(&hex(&[0xab; 16])), Some([0xab; 16]));
+        assert_eq!(parse_id("xyz"), None);
+    }
 }

@@ -960,6 +960,56 @@ impl World {
         CanonicalState { entities, edges }
     }
 
+    /// The canonical state as one byte stream, fed to `sink` a piece at a
+    /// time without building it (for checksums of large states): entities
+    /// by id, each as `id:u64 ntables:u32 (table:u16 len:u32 row)*` with its
+    /// rows by table id, then edges by key as `rel:u16 from:u64 to:u64
+    /// len:u32 props`. Returns (entities, component rows, edges).
+    pub fn canonical_stream(&self, sink: &mut dyn FnMut(&[u8])) -> (u64, u64, u64) {
+        let mut ids: Vec<(EntityId, ArchetypeId, usize)> = self
+            .entities
+            .iter()
+            .map(|id| {
+                let (a, r) = self.location(id).unwrap_or((0, 0));
+                (id, a, r)
+            })
+            .collect();
+        ids.sort_unstable_by_key(|e| e.0);
+        let mut buf = Vec::with_capacity(256);
+        let mut components = 0u64;
+        let mut tables: Vec<TableId> = Vec::new();
+        for &(id, a, r) in &ids {
+            buf.clear();
+            tables.clear();
+            tables.extend_from_slice(&self.archetypes[a as usize].tables);
+            tables.sort_unstable();
+            buf.extend_from_slice(&id.0.to_le_bytes());
+            buf.extend_from_slice(&(tables.len() as u32).to_le_bytes());
+            for &t in &tables {
+                buf.extend_from_slice(&t.to_le_bytes());
+                let at = buf.len();
+                buf.extend_from_slice(&[0; 4]);
+                self.encode_row_into(a, r, t, &mut buf);
+                let len = (buf.len() - at - 4) as u32;
+                buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                components += 1;
+            }
+            sink(&buf);
+        }
+        let mut edges: Vec<(&EdgeKey, &[u8])> = self.relations.iter().collect();
+        edges.sort_unstable_by_key(|e| *e.0);
+        for (k, props) in &edges {
+            buf.clear();
+            buf.extend_from_slice(&k.rel.to_le_bytes());
+            buf.extend_from_slice(&k.from.0.to_le_bytes());
+            buf.extend_from_slice(&k.to.0.to_le_bytes());
+            buf.extend_from_slice(&(props.len() as u32).to_le_bytes());
+            buf.extend_from_slice(props);
+            sink(&buf);
+        }
+        (ids.len() as u64, components, edges.len() as u64)
+    }
+
     /// Check internal invariants (locations, column lengths, reference
     /// counts, parents, relation ends). Returns every problem found.
     pub fn check_integrity(&self) -> Vec<String> {

@@ -64,6 +64,11 @@ impl Image {
     pub fn raw_bytes(&self) -> usize {
         self.blocks.iter().map(|(_, b)| b.len()).sum()
     }
+
+    /// The uncompressed blocks (for measuring compression on real state).
+    pub fn raw_blocks(&self) -> impl Iterator<Item = &[u8]> {
+        self.blocks.iter().map(|(_, b)| b.as_slice())
+    }
 }
 
 /// File name of a snapshot at `seq`.
@@ -413,11 +418,45 @@ pub fn load(path: &Path, b: &[u8], schema: &Arc<Schema>) -> Result<World, Storag
             }
         }
     };
-    let schema = &schema;
+    build_world(path, info.seq, &schema, &mut |f| for_each_block(path, b, f).map(|_| ()))
+}
+
+/// Build the world a captured image holds without encoding it (the state a
+/// snapshot of the image would load to, through the same checks): for
+/// checksums of a backup while its bytes are being compressed.
+pub fn load_image(image: &Image, schema: &Arc<Schema>) -> Result<World, StorageError> {
+    let path = Path::new("captured state");
+    if image.fingerprint != schema.fingerprint {
+        return Err(StorageError::SchemaMismatch {
+            path: path.to_path_buf(),
+            found: image.fingerprint,
+            expected: schema.fingerprint,
+        });
+    }
+    build_world(path, image.seq, schema, &mut |f| {
+        for (i, (kind, raw)) in image.blocks.iter().enumerate() {
+            if *kind != KIND_SCHEMA {
+                f(*kind, raw, i)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+type BlockFn<'a> = dyn FnMut(u8, &[u8], usize) -> Result<(), StorageError> + 'a;
+
+/// A world from state blocks (`visit` hands each block to the function it
+/// is given), checked for integrity.
+fn build_world(
+    path: &Path,
+    seq: u64,
+    schema: &Arc<Schema>,
+    visit: &mut dyn FnMut(&mut BlockFn<'_>) -> Result<(), StorageError>,
+) -> Result<World, StorageError> {
     let mut world = World::new(schema.clone());
-    world.set_seq(info.seq);
+    world.set_seq(seq);
     let mut edges_after: Vec<(EdgeKey, Vec<u8>)> = Vec::new();
-    for_each_block(path, b, |kind, raw, pos| {
+    visit(&mut |kind, raw, pos| {
         let mut r = Reader { b: raw, pos: 0 };
         let fail = |e: String| corrupt(path, pos, e);
         match kind {
@@ -484,6 +523,6 @@ pub fn load(path: &Path, b: &[u8], schema: &Arc<Schema>) -> Result<World, Storag
     }
     // What changed before the snapshot is not known: everything counts as
     // changed at its sequence number.
-    world.reset_change_marks(info.seq);
+    world.reset_change_marks(seq);
     Ok(world)
 }

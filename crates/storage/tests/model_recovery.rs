@@ -68,6 +68,15 @@ proptest! {
             let loaded = loaded.unwrap();
             prop_assert_eq!(&state(&loaded), &live);
             prop_assert_eq!(loaded.canonical_state(), w.canonical_state());
+            // The image read directly (backups checksum it that way) is the same state.
+            let direct = snapshot::load_image(&image, &schema).unwrap();
+            prop_assert_eq!(direct.canonical_state(), w.canonical_state());
+            let stream = |x: &World| {
+                let mut b = Vec::new();
+                let n = x.canonical_stream(&mut |p| b.extend_from_slice(p));
+                (n, b)
+            };
+            prop_assert_eq!(stream(&direct), stream(&w));
             if *checkpoint {
                 let image = store.begin_checkpoint(&w).unwrap();
                 store.finish_checkpoint(&image).unwrap();
