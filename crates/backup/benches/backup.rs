@@ -2,11 +2,10 @@
 //! `ECSDB_BENCH_ENTITIES` to change) to a local directory and to a local S3
 //! server (moto, when installed), beside this machine's disk write speed and
 //! zstd's speed on the same bytes. `bash benches/backup/run.sh` runs it
-//! with `pg_basebackup` of a PostgreSQL table of the same rows.
-#![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
+//! with `pg_basebackup` of a table of the same rows in a local database server.
+#![allow(clippy::unwrap_used, clippy::cast_precision_loss, clippy::many_single_char_names, clippy::too_many_lines)]
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::io::Write;

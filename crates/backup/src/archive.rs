@@ -230,6 +230,8 @@ pub struct ArchiveStatus {
     pub last_shipped_at: Option<String>,
     pub failures: u64,
     pub last_error: Option<String>,
+    /// Times the small chunks were merged into larger ones.
+    pub merges: u64,
     /// The recovery point objective `/health` holds the lag to.
     pub rpo_seconds: f64,
 }
@@ -260,6 +262,12 @@ struct Worker {
     shipped_snapshot: u64,
     /// Whether the target was checked (identity, what it holds).
     initialized: bool,
+    /// Commits up to here are in merged chunks (or were on the target
+    /// before this run); the log files keep everything after it.
+    merged: u64,
+    /// Chunks shipped since `merged`, to be replaced by one merged chunk.
+    small: Vec<ChunkRef>,
+    merge_after: usize,
     level: Option<i32>,
     last_logged_error: Option<String>,
 }
@@ -305,6 +313,9 @@ impl Archiver {
             shipped: 0,
             shipped_snapshot: 0,
             initialized: false,
+            merged: 0,
+            small: Vec::new(),
+            merge_after: settings.archive_merge_chunks,
             level: settings.compress.then_some(settings.compression_level),
             last_logged_error: None,
         };
@@ -406,6 +417,8 @@ impl Worker {
         }
         self.shipped_snapshot = list_snapshots_on(target)?.last().map_or(0, |s| s.seq);
         self.shipped = shipped;
+        self.merged = shipped;
+        self.small.clear();
         self.db.hold_log_after(shipped);
         self.cursor = LogCursor::new(self.cursor_dir(), shipped);
         self.shared.lock().status.shipped_seq = shipped;
@@ -442,44 +455,80 @@ impl Worker {
         self.db.data_dir().unwrap_or(Path::new("."))
     }
 
+    /// Each record's commit time (the listener's; else now, a later bound).
+    fn times(&self, piece: &crate::logread::Piece) -> Vec<u64> {
+        let now = now_ms();
+        let g = self.shared.lock();
+        piece
+            .records
+            .iter()
+            .map(|(s, _)| {
+                // The deque is in sequence order: binary search.
+                let i = g.times.partition_point(|(q, _)| q < s);
+                g.times.get(i).filter(|(q, _)| q == s).map_or(now, |(_, t)| *t)
+            })
+            .collect()
+    }
+
+    /// Store one piece of log as a chunk; returns its reference and size.
+    fn put_piece(&self, piece: &crate::logread::Piece) -> Result<Option<(ChunkRef, u64)>> {
+        let (Some(a), Some(b)) = (piece.records.first(), piece.records.last()) else { return Ok(None) };
+        let times = self.times(piece);
+        let recs: Vec<Rec<'_>> =
+            piece.records.iter().zip(&times).map(|((s, p), t)| Rec { seq: *s, payload: p, time_ms: *t }).collect();
+        let bytes = chunk::encode(&self.database_id, piece.fingerprint, &recs, self.level)?;
+        let len = bytes.len() as u64;
+        let key = format!("{LOG_PREFIX}{}", chunk::chunk_name(a.0, b.0));
+        self.target.put(&key, bytes)?;
+        Ok(Some((ChunkRef { key, first: a.0, last: b.0 }, len)))
+    }
+
     fn ship_log(&mut self) -> Result<()> {
         let durable = self.db.storage_stats().map_or(0, |s| s.durable_seq);
-        if durable <= self.shipped {
-            return Ok(());
-        }
-        let pieces = self.cursor.read_to(durable)?;
-        for piece in pieces {
-            let (Some(a), Some(b)) = (piece.records.first(), piece.records.last()) else { continue };
-            let (first, last) = (a.0, b.0);
-            let now = now_ms();
-            let times: Vec<u64> = {
-                let g = self.shared.lock();
-                piece
-                    .records
-                    .iter()
-                    .map(|(s, _)| {
-                        // The deque is in sequence order: binary search.
-                        let i = g.times.partition_point(|(q, _)| q < s);
-                        g.times.get(i).filter(|(q, _)| q == s).map_or(now, |(_, t)| *t)
-                    })
-                    .collect()
-            };
-            let recs: Vec<Rec<'_>> =
-                piece.records.iter().zip(&times).map(|((s, p), t)| Rec { seq: *s, payload: p, time_ms: *t }).collect();
-            let bytes = chunk::encode(&self.database_id, piece.fingerprint, &recs, self.level)?;
-            let len = bytes.len() as u64;
-            self.target.put(&format!("{LOG_PREFIX}{}", chunk::chunk_name(first, last)), bytes)?;
-            self.shipped = last;
-            self.db.hold_log_after(last);
-            let mut g = self.shared.lock();
-            while g.times.front().is_some_and(|(q, _)| *q <= last) {
-                g.times.pop_front();
+        if durable > self.shipped {
+            for piece in self.cursor.read_to(durable)? {
+                let Some((c, len)) = self.put_piece(&piece)? else { continue };
+                self.shipped = c.last;
+                self.small.push(c);
+                let mut g = self.shared.lock();
+                g.status.shipped_seq = self.shipped;
+                g.status.chunks_shipped += 1;
+                g.status.bytes_shipped += len;
+                g.status.last_shipped_at = Some(rfc3339(now_ms()));
             }
-            g.status.shipped_seq = last;
-            g.status.chunks_shipped += 1;
-            g.status.bytes_shipped += len;
-            g.status.last_shipped_at = Some(rfc3339(now_ms()));
         }
+        if self.small.len() >= self.merge_after.max(2) {
+            self.merge()?;
+        }
+        Ok(())
+    }
+
+    /// Replace the small chunks shipped since the last merge with one chunk
+    /// per log segment (a restore fetches a few large objects, not one per
+    /// interval). The merged chunk is stored before any small one goes, and
+    /// a restore picks the widest chunk, so an interruption leaves overlaps,
+    /// never a gap.
+    fn merge(&mut self) -> Result<()> {
+        let upto = self.shipped;
+        let mut cur = LogCursor::new(self.cursor_dir(), self.merged);
+        let mut merged = Vec::new();
+        for piece in cur.read_to(upto)? {
+            if let Some((c, _)) = self.put_piece(&piece)? {
+                merged.push(c);
+            }
+        }
+        for c in self.small.drain(..) {
+            if !merged.iter().any(|m| m.key == c.key) {
+                self.target.delete(&c.key)?;
+            }
+        }
+        self.merged = upto;
+        self.db.hold_log_after(upto);
+        let mut g = self.shared.lock();
+        while g.times.front().is_some_and(|(q, _)| *q <= upto) {
+            g.times.pop_front();
+        }
+        g.status.merges += 1;
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! archive = true                      # ship the commit log continuously
 //! archive_interval_ms = 500
 //! archive_rpo_ms = 1000               # /health degrades when unshipped commits are older
+//! archive_merge_chunks = 120          # merge shipped chunks into one per log segment this often
 //!
 //! [storage]
 //! backend = "s3"                      # "local" or "s3": where `target` lives when it is a bare name
@@ -93,6 +94,9 @@ pub struct BackupSettings {
     /// Recovery point objective: `/health` is degraded while a commit older
     /// than this is not on the target.
     pub archive_rpo_ms: u64,
+    /// After this many shipped chunks, they are merged into one per log
+    /// segment (fewer, larger objects to fetch at restore).
+    pub archive_merge_chunks: usize,
 }
 
 impl Default for BackupSettings {
@@ -108,6 +112,7 @@ impl Default for BackupSettings {
             archive: true,
             archive_interval_ms: 500,
             archive_rpo_ms: 1000,
+            archive_merge_chunks: 120,
         }
     }
 }
@@ -146,6 +151,9 @@ impl BackupSettings {
         }
         if !(10..=3_600_000).contains(&self.archive_interval_ms) {
             p.push(format!("backup.archive_interval_ms = {} is outside 10..=3600000", self.archive_interval_ms));
+        }
+        if !(2..=100_000).contains(&self.archive_merge_chunks) {
+            p.push(format!("backup.archive_merge_chunks = {} is outside 2..=100000", self.archive_merge_chunks));
         }
         if self.archive_rpo_ms < self.archive_interval_ms {
             p.push(format!(

@@ -441,21 +441,18 @@ fn write_dir(dir: &Path, world: &World, base: Option<&[u8]>) -> Result<()> {
     let fs: Arc<dyn Vfs> = Arc::new(OsFs);
     let snaps = dir.join("snapshots");
     fs.create_dir_all(&snaps).map_err(io(&snaps))?;
-    match base {
-        // The verified base as it is: nothing to encode.
-        Some(bytes) => {
-            let path = snaps.join(snapshot::snapshot_name(world.seq()));
-            let tmp = snaps.join(format!("{}.tmp", snapshot::snapshot_name(world.seq())));
-            let f = fs.create(&tmp).map_err(io(&tmp))?;
-            f.append(bytes).and_then(|()| f.sync()).map_err(io(&tmp))?;
-            drop(f);
-            fs.rename(&tmp, &path).map_err(io(&path))?;
-            fs.sync_dir(&snaps).map_err(io(&snaps))?;
-        }
-        None => {
-            let image = snapshot::capture(world);
-            snapshot::write(&fs, &snaps, &image, 1)?;
-        }
+    // The verified base as it is when nothing was replayed: nothing to encode.
+    if let Some(bytes) = base {
+        let path = snaps.join(snapshot::snapshot_name(world.seq()));
+        let tmp = snaps.join(format!("{}.tmp", snapshot::snapshot_name(world.seq())));
+        let f = fs.create(&tmp).map_err(io(&tmp))?;
+        f.append(bytes).and_then(|()| f.sync()).map_err(io(&tmp))?;
+        drop(f);
+        fs.rename(&tmp, &path).map_err(io(&path))?;
+        fs.sync_dir(&snaps).map_err(io(&snaps))?;
+    } else {
+        let image = snapshot::capture(world);
+        snapshot::write(&fs, &snaps, &image, 1)?;
     }
     // A restored copy is a database of its own: its archive must not mix
     // with the original's.

@@ -141,7 +141,7 @@ fn archive_scenario(target: &Arc<Target>) {
     let m = Manager::new(target.clone(), settings());
     commit_n(&db, 5);
     m.create(&db, Kind::Full, &quiet).unwrap();
-    let s = BackupSettings { archive_interval_ms: 20, archive_rpo_ms: 1000, ..settings() };
+    let s = BackupSettings { archive_interval_ms: 20, archive_rpo_ms: 1000, archive_merge_chunks: 4, ..settings() };
     let archiver = ecsdb_backup::Archiver::start(&db, target.clone(), &s).unwrap();
     let mut after: Vec<(u64, u64)> = Vec::new(); // (seq, unix ms just after its commit)
     for _ in 0..12 {
@@ -162,6 +162,9 @@ fn archive_scenario(target: &Arc<Target>) {
     assert_eq!(st.lag_commits, 0);
     assert!(st.last_error.is_none(), "{st:?}");
     assert!(st.snapshots_shipped >= 1, "{st:?}");
+    // Small chunks were merged into larger ones.
+    assert!(st.merges >= 1, "{st:?}");
+    assert!(ecsdb_backup::archive::list_chunks(target).unwrap().len() < 12, "{st:?}");
     archiver.stop();
     let r = ecsdb_backup::archive::verify(target, &quiet).unwrap();
     assert!(r.ok, "{r:?}");
