@@ -159,8 +159,23 @@ fn build_with_base(
                 });
             }
         }
-        if req.point == Point::Latest {
-            stop_at_backup = Some(m.end_seq);
+        match req.point {
+            Point::Latest => stop_at_backup = Some(m.end_seq),
+            Point::Seq(n) if n < full.end_seq => {
+                return Err(BackupError::NotFound(format!(
+                    "sequence {n} is before backup {id}'s base (full backup {} at sequence {}): restore without --backup, or from an older backup",
+                    full.id, full.end_seq
+                )));
+            }
+            Point::Time(t) if t < full.created_unix_ms => {
+                return Err(BackupError::NotFound(format!(
+                    "{} is before backup {id}'s base (full backup {} taken at {}): restore without --backup, or from an older backup",
+                    rfc3339(t),
+                    full.id,
+                    full.created_at
+                )));
+            }
+            _ => {}
         }
         let snap = full
             .files

@@ -80,6 +80,16 @@ fn chain_scenario(target: &Arc<Target>) {
             assert_eq!(mode(&e.unwrap().path()), 0o600);
         }
     }
+    // Before the named backup's base: refused (not silently the base).
+    let out = work.path().join("r5");
+    let e = ecsdb_backup::restore::restore(target, &req(Some(&inc1.id), Point::Seq(10), &out), &quiet).unwrap_err();
+    assert!(e.to_string().contains("before backup"), "{e}");
+    let e = ecsdb_backup::restore::restore(target, &req(Some(&inc1.id), Point::Time(1000), &out), &quiet).unwrap_err();
+    assert!(e.to_string().contains("before backup"), "{e}");
+    assert!(!out.exists());
+    // After the named backup, within its chain: exactly there.
+    let o = ecsdb_backup::restore::restore(target, &req(Some(&inc1.id), Point::Seq(60), &out), &quiet).unwrap();
+    assert_eq!(o.seq, 60);
     // Beyond the log: refused, nothing written.
     let out = work.path().join("r4");
     let e = ecsdb_backup::restore::restore(target, &req(None, Point::Seq(500), &out), &quiet).unwrap_err();

@@ -41,6 +41,11 @@ impl Backups {
     pub fn start(db: &Database, c: &ServerConfig) -> Result<Option<Arc<Backups>>, String> {
         let Some(url) = c.backup.target_url(&c.storage) else { return Ok(None) };
         let target = Arc::new(Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?);
+        if c.backup.archive && !db.logs_commits() {
+            tracing::warn!(
+                "[backup] archive is on but the commit log is disabled (transactions.wal_enabled = false): nothing can be archived; only backups are taken"
+            );
+        }
         let archiver = if c.backup.archive && db.logs_commits() {
             Some(Archiver::start(db, target.clone(), &c.backup).map_err(|e| format!("[backup] archive: {e}"))?)
         } else {
