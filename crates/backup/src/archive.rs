@@ -66,6 +66,67 @@ pub fn snapshot_key(seq: u64, created_ms: u64) -> String {
     format!("{SNAP_PREFIX}{seq:020}-{created_ms}.snap")
 }
 
+/// What an archived snapshot is, stored beside it (`.json`) after it: whose
+/// it is and its SHA-256, with a SHA-256 over the record itself. A snapshot
+/// without a record (an interrupted upload, a file copied in) is never used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SnapRecord {
+    pub format: u32,
+    pub database_id: String,
+    pub seq: u64,
+    pub created_unix_ms: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub checksum: String,
+}
+
+impl SnapRecord {
+    fn body_checksum(&self) -> String {
+        let mut r = self.clone();
+        r.checksum = String::new();
+        crate::manifest::sha256_hex(&serde_json::to_vec(&r).unwrap_or_default())
+    }
+
+    fn seal(mut self) -> Result<Vec<u8>> {
+        self.checksum = self.body_checksum();
+        serde_json::to_vec_pretty(&self).map_err(|e| BackupError::Config(e.to_string()))
+    }
+}
+
+impl SnapRef {
+    /// The key of its record.
+    pub fn record_key(&self) -> String {
+        format!("{}.json", self.key.strip_suffix(".snap").unwrap_or(&self.key))
+    }
+}
+
+/// An archived snapshot's record, checked: present, intact, of this
+/// snapshot, of database `database_id` (hex).
+pub fn snapshot_record(target: &Target, s: &SnapRef, database_id: &str) -> Result<SnapRecord> {
+    let key = s.record_key();
+    let b = target.get_opt(&key)?.ok_or_else(|| {
+        BackupError::Corrupt(format!(
+            "{}: its record {key} is missing (an interrupted upload, or not this archive's)",
+            s.key
+        ))
+    })?;
+    let r: SnapRecord =
+        serde_json::from_slice(&b).map_err(|e| BackupError::Corrupt(format!("{key}: unreadable ({e})")))?;
+    if r.format != 1 || r.checksum != r.body_checksum() {
+        return Err(BackupError::Corrupt(format!("{key}: record checksum mismatch")));
+    }
+    if r.database_id != database_id {
+        return Err(BackupError::Corrupt(format!(
+            "{}: belongs to database {}, not {database_id} (a snapshot from another database)",
+            s.key, r.database_id
+        )));
+    }
+    if r.seq != s.seq {
+        return Err(BackupError::Corrupt(format!("{key}: describes sequence {}, not {}", r.seq, s.seq)));
+    }
+    Ok(r)
+}
+
 /// The archived log chunks, by first sequence.
 pub fn list_chunks(target: &Target) -> Result<Vec<ChunkRef>> {
     let mut v: Vec<ChunkRef> = target
@@ -118,6 +179,7 @@ pub fn trim(target: &Target, floor: u64) -> Result<()> {
     }
     for s in list_snapshots_on(target)? {
         if s.seq < floor {
+            target.delete(&s.record_key())?;
             target.delete(&s.key)?;
         }
     }
@@ -194,10 +256,24 @@ pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
         prev = Some(prev.map_or(c.last, |p| p.max(c.last)));
     }
     for s in &snaps {
+        let rec = match ident.as_deref().map(|id| snapshot_record(target, s, id)) {
+            Some(Ok(rec)) => Some(rec),
+            Some(Err(e)) => {
+                r.problems.push(e.to_string());
+                None
+            }
+            None => None,
+        };
         match target.get(&s.key) {
             Ok(b) => {
                 r.files_checked += 1;
                 r.bytes_checked += b.len() as u64;
+                if let Some(rec) = &rec
+                    && (rec.bytes != b.len() as u64 || rec.sha256 != crate::manifest::sha256_hex(&b))
+                {
+                    r.problems
+                        .push(format!("{}: SHA-256 or size differs from its record (changed or replaced)", s.key));
+                }
                 match snapshot::verify(Path::new(&s.key), &b) {
                     Ok(info) if info.seq != s.seq => {
                         r.problems.push(format!("{}: the snapshot is at sequence {}, not {}", s.key, info.seq, s.seq));
@@ -211,6 +287,17 @@ pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
     }
     r.ok = r.problems.is_empty();
     Ok(r)
+}
+
+/// The first sequence the data directory's log files hold.
+fn local_log_first(dir: &Path) -> Result<Option<u64>> {
+    let mut first: Option<u64> = None;
+    for sub in ["wal_archive", "wal"] {
+        for (f, _) in ecsdb::storage::store::list_segments(&OsFs, &dir.join(sub)).map_err(ecsdb::DbError::from)? {
+            first = Some(first.map_or(f, |x: u64| x.min(f)));
+        }
+    }
+    Ok(first)
 }
 
 /// What the archiver reports (health, metrics, the admin API).
@@ -232,6 +319,9 @@ pub struct ArchiveStatus {
     pub last_error: Option<String>,
     /// Times the small chunks were merged into larger ones.
     pub merges: u64,
+    /// A gap the archive has (commits no longer anywhere): set when the
+    /// archive had to start again from a snapshot.
+    pub gap: Option<String>,
     /// The recovery point objective `/health` holds the lag to.
     pub rpo_seconds: f64,
 }
@@ -268,6 +358,9 @@ struct Worker {
     /// Chunks shipped since `merged`, to be replaced by one merged chunk.
     small: Vec<ChunkRef>,
     merge_after: usize,
+    passes_since_check: u32,
+    /// The target lost its archive: start again from the newest snapshot.
+    lost: bool,
     level: Option<i32>,
     last_logged_error: Option<String>,
 }
@@ -316,6 +409,8 @@ impl Archiver {
             merged: 0,
             small: Vec::new(),
             merge_after: settings.archive_merge_chunks,
+            passes_since_check: 0,
+            lost: false,
             level: settings.compress.then_some(settings.compression_level),
             last_logged_error: None,
         };
@@ -406,7 +501,10 @@ impl Worker {
                 target.put(IDENTITY_KEY, b)?;
             }
         }
-        let shipped = list_chunks(target)?.last().map_or(0, |c| c.last);
+        // After the target lost its archive, what is there now (chunks
+        // shipped since) is not a log to build on: start again from the
+        // newest snapshot.
+        let shipped = if self.lost { 0 } else { list_chunks(target)?.last().map_or(0, |c| c.last) };
         let durable = self.db.storage_stats().map_or(0, |s| s.durable_seq);
         if shipped > durable.max(self.db.version()) {
             return Err(BackupError::Conflict(format!(
@@ -416,18 +514,71 @@ impl Worker {
             )));
         }
         self.shipped_snapshot = list_snapshots_on(target)?.last().map_or(0, |s| s.seq);
-        self.shipped = shipped;
-        self.merged = shipped;
+        // The commits after what the target holds must still be in the log
+        // files; when they are not (archiving starts on a database whose old
+        // log is gone, or the target lost its archive), the archive starts
+        // again from the newest snapshot, which is shipped as its base.
+        let dir = self.cursor_dir().to_path_buf();
+        let mut start = shipped;
+        let local_first = local_log_first(&dir)?;
+        if self.lost || local_first.is_some_and(|f| shipped + 1 < f) {
+            let newest =
+                list_snapshots(&OsFs, &dir.join("snapshots")).map_err(ecsdb::DbError::from)?.first().map(|(s, _)| *s);
+            // Without a snapshot the log must reach back to the beginning.
+            let newest = match newest {
+                Some(s) => s,
+                None if local_first.is_none_or(|f| f <= 1) => 0,
+                None => {
+                    return Err(BackupError::NotFound(
+                        "the log after the archive is gone and there is no snapshot to start from".into(),
+                    ));
+                }
+            };
+            let msg = format!(
+                "{} holds this database's log up to commit {shipped}; the log files start at {}: the archive starts again from the snapshot at {newest} (point-in-time restore into commits {}..={newest} is not possible)",
+                target.url(),
+                local_first.unwrap_or_default(),
+                shipped + 1
+            );
+            tracing::warn!(gap = %msg, "log archive restarted");
+            self.shared.lock().status.gap = Some(msg);
+            start = newest;
+        }
+        self.shipped = start;
+        self.merged = start;
         self.small.clear();
-        self.db.hold_log_after(shipped);
-        self.cursor = LogCursor::new(self.cursor_dir(), shipped);
-        self.shared.lock().status.shipped_seq = shipped;
+        self.db.hold_log_after(start);
+        self.cursor = LogCursor::new(&dir, start);
+        self.shared.lock().status.shipped_seq = start;
         self.initialized = true;
+        self.lost = false;
+        self.passes_since_check = 0;
+        Ok(())
+    }
+
+    /// Every so often, check the target still holds this archive (a wiped
+    /// bucket would otherwise take shipped chunks without a base).
+    fn check_target(&mut self) -> Result<()> {
+        self.passes_since_check += 1;
+        if !self.initialized || self.passes_since_check < 20 {
+            return Ok(());
+        }
+        self.passes_since_check = 0;
+        if identity(&self.target)?.is_none() {
+            tracing::warn!(target = %self.target.url(), "the target lost its archive (archive/IDENTITY is gone): starting it again");
+            self.initialized = false;
+            self.lost = true;
+            return self.init();
+        }
         Ok(())
     }
 
     fn pass(&mut self) {
-        let r = self.init().and_then(|()| self.ship_log()).and_then(|()| self.ship_snapshot());
+        let r = self
+            .init()
+            .and_then(|()| self.check_target())
+            .and_then(|()| self.ship_log())
+            .and_then(|()| self.ship_snapshot());
         let mut g = self.shared.lock();
         match r {
             Ok(()) => {
@@ -542,7 +693,19 @@ impl Worker {
         // Retention may remove it meanwhile: then the next one goes.
         let Ok(bytes) = std::fs::read(&path) else { return Ok(()) };
         let info = snapshot::verify(&path, &bytes)?;
-        self.target.put(&snapshot_key(info.seq, info.created_ms), bytes)?;
+        let record = SnapRecord {
+            format: 1,
+            database_id: hex(&self.database_id),
+            seq: info.seq,
+            created_unix_ms: info.created_ms,
+            bytes: bytes.len() as u64,
+            sha256: crate::manifest::sha256_hex(&bytes),
+            checksum: String::new(),
+        }
+        .seal()?;
+        let key = snapshot_key(info.seq, info.created_ms);
+        self.target.put(&key, bytes)?;
+        self.target.put(&format!("{}.json", key.strip_suffix(".snap").unwrap_or(&key)), record)?;
         self.shipped_snapshot = seq;
         self.shared.lock().status.snapshots_shipped += 1;
         Ok(())

@@ -119,6 +119,58 @@ fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Decompress a body of at most `raw_len` bytes, growing the buffer only as
+/// bytes really come out and checking the segment's framing as it arrives:
+/// a small object that claims (or expands to) gigabytes of nonsense is
+/// refused at its first bad record header, not after allocating them.
+fn inflate(stored: &[u8], raw_len: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut dec = zstd::stream::read::Decoder::new(stored).map_err(|e| format!("zstd: {e}"))?;
+    let mut out: Vec<u8> = Vec::with_capacity(raw_len.min(8 << 20) as usize);
+    let mut buf = vec![0u8; 1 << 20];
+    // Framing check state: the next record header's offset in `out`.
+    let mut next_record: Option<usize> = None;
+    let mut seg_end = 0usize;
+    loop {
+        let n = dec.read(&mut buf).map_err(|e| format!("zstd: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if out.len() as u64 + n as u64 > raw_len {
+            return Err(format!("the body decompresses past the {raw_len} bytes its header declares"));
+        }
+        out.extend_from_slice(&buf[..n]);
+        // seg_len, then the segment header, then record headers.
+        if next_record.is_none() && out.len() >= 8 + ecsdb::storage::wal::format::HEADER_LEN {
+            let seg_len = le64(&out[..8]);
+            if seg_len < ecsdb::storage::wal::format::HEADER_LEN as u64 || seg_len > raw_len - 8 {
+                return Err(format!("implausible segment length {seg_len}"));
+            }
+            SegmentHeader::decode(&out[8..]).map_err(|e| format!("log segment: {e}"))?;
+            seg_end = 8 + seg_len as usize;
+            next_record = Some(8 + ecsdb::storage::wal::format::HEADER_LEN);
+        }
+        while let Some(at) = next_record {
+            if at >= seg_end || out.len() < at + ecsdb::storage::wal::format::RECORD_HEADER_LEN {
+                break;
+            }
+            let len = u32::from_le_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]) as usize;
+            if len == 0 || len > ecsdb::storage::wal::format::MAX_RECORD_LEN {
+                return Err(format!("log record at byte {}: implausible record length {len}", at - 8));
+            }
+            let end = at + ecsdb::storage::wal::format::RECORD_HEADER_LEN + len;
+            if end > seg_end {
+                return Err(format!("log record at byte {} runs past the segment", at - 8));
+            }
+            next_record = Some(end);
+        }
+    }
+    if out.len() as u64 != raw_len {
+        return Err(format!("decompressed to {} bytes, the header says {raw_len}", out.len()));
+    }
+    Ok(out)
+}
+
 /// Decode and check a chunk (`what` names it in errors: its key).
 pub fn decode(what: &str, b: &[u8]) -> Result<Chunk> {
     let bad = |m: String| BackupError::Corrupt(format!("{what}: {m}"));
@@ -156,16 +208,21 @@ pub fn decode(what: &str, b: &[u8]) -> Result<Chunk> {
         return Err(bad(format!("implausible header (sequences {first_seq}..={last_seq}, {raw_len} raw bytes)")));
     }
     let stored = &b[HEADER_LEN..end];
+    // One time per commit: the count is bounded by the body before anything
+    // is sized by it.
+    let count = usize::try_from(last_seq - first_seq)
+        .ok()
+        .and_then(|c| c.checked_add(1))
+        .filter(|c| c.checked_mul(8).is_some_and(|t| (t as u64) <= raw_len))
+        .ok_or_else(|| bad(format!("commits {first_seq}..={last_seq} cannot fit in {raw_len} bytes")))?;
     let raw = if flags & FLAG_ZSTD != 0 {
-        let r = zstd::bulk::decompress(stored, raw_len as usize).map_err(|e| bad(format!("zstd: {e}")))?;
-        if r.len() as u64 != raw_len {
-            return Err(bad(format!("decompressed to {} bytes, the header says {raw_len}", r.len())));
-        }
-        r
+        inflate(stored, raw_len).map_err(bad)?
     } else {
+        if raw_len != stored_len {
+            return Err(bad(format!("an uncompressed body of {stored_len} bytes, the header says {raw_len}")));
+        }
         stored.to_vec()
     };
-    let count = (last_seq - first_seq + 1) as usize;
     let seg_len = raw.get(..8).map(le64).ok_or_else(|| bad("body too short".into()))? as usize;
     let times_at = 8usize.checked_add(seg_len).filter(|&t| t.checked_add(count * 8) == Some(raw.len()));
     let Some(times_at) = times_at else {
@@ -224,5 +281,42 @@ mod tests {
                 assert!(decode("x", &b[..i]).is_err(), "cut at {i}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod bomb_tests {
+    use super::*;
+
+    /// A valid header and checksum around a body that expands to far more
+    /// than anything real: refused at the first bytes.
+    #[test]
+    fn a_decompression_bomb_is_refused_early() {
+        let zeros = vec![0u8; 16 << 20];
+        let stored = zstd::bulk::compress(&zeros, 3).unwrap();
+        let raw_len: u64 = (1 << 32) - 1;
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&FLAG_ZSTD.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&[1; 16]);
+        out.extend_from_slice(&7u64.to_le_bytes());
+        out.extend_from_slice(&1u64.to_le_bytes());
+        out.extend_from_slice(&1u64.to_le_bytes());
+        out.extend_from_slice(&raw_len.to_le_bytes());
+        out.extend_from_slice(&(stored.len() as u64).to_le_bytes());
+        out.extend_from_slice(&stored);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        let e = decode("bomb", &out).unwrap_err().to_string();
+        assert!(e.contains("implausible segment length"), "{e}");
+        // Declared commits that cannot fit the body: refused before sizing anything.
+        let mut huge = out.clone();
+        huge[48..56].copy_from_slice(&u64::MAX.to_le_bytes());
+        let n = huge.len();
+        let crc = crc32c::crc32c(&huge[..n - 4]);
+        huge[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode("huge", &huge).unwrap_err().to_string().contains("cannot fit"));
     }
 }

@@ -57,6 +57,10 @@ pub struct S3Settings {
     pub max_retries: Option<usize>,
     /// Give up retrying a request after this many seconds (default 60).
     pub retry_timeout_secs: Option<u64>,
+    /// Longest a single request may take (default 30; never more than
+    /// `retry_timeout_secs`): a target that accepts connections but does
+    /// not answer fails within it.
+    pub request_timeout_secs: Option<u64>,
     /// Parts of this many MiB for large uploads (default 16, at least 5).
     pub part_size_mb: Option<u64>,
     /// Access key id and secret given by an embedding program (never read
@@ -169,6 +173,17 @@ impl BackupSettings {
         }
         if storage.backend == "s3" && storage.s3.bucket.as_deref().is_none_or(str::is_empty) {
             p.push("storage.backend = \"s3\" needs storage.s3.bucket".into());
+        }
+        for (k, v) in [
+            ("storage.s3.retry_timeout_secs", storage.s3.retry_timeout_secs),
+            ("storage.s3.request_timeout_secs", storage.s3.request_timeout_secs),
+        ] {
+            if v.is_some_and(|v| !(1..=3600).contains(&v)) {
+                p.push(format!("{k} must be within 1..=3600"));
+            }
+        }
+        if storage.s3.max_retries.is_some_and(|r| r > 100) {
+            p.push("storage.s3.max_retries must be at most 100".into());
         }
         if storage.s3.part_size_mb.is_some_and(|m| !(5..=5120).contains(&m)) {
             p.push("storage.s3.part_size_mb must be within 5..=5120 (S3's part limits)".into());

@@ -75,9 +75,12 @@ pub fn id_seconds(id: &str) -> Option<u64> {
 /// Backup ids are names of folders: refuse anything else before it reaches
 /// a key.
 pub fn check_id(id: &str) -> Result<()> {
-    let ok = id.starts_with("backup_")
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    // backup_<digits>, or backup_<digits>_<digits> after a collision.
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = id.strip_prefix("backup_").is_some_and(|rest| match rest.split_once('_') {
+        None => digits(rest),
+        Some((a, b)) => digits(a) && digits(b),
+    });
     if ok { Ok(()) } else { Err(BackupError::NotFound(format!("`{id}` is not a backup id (backup_<unix seconds>)"))) }
 }
 
@@ -109,6 +112,12 @@ impl Manager {
                     objects: 1,
                     stored_bytes: o.size,
                 }),
+            }
+        }
+        // Folders holding only an interrupted upload's leftovers.
+        for id in self.target.local_folders("backups/").unwrap_or_default() {
+            if check_id(&id).is_ok() && !out.iter().any(|l| l.id == id) {
+                out.push(Listed { id, manifest: None, problem: None, objects: 0, stored_bytes: 0 });
             }
         }
         for l in &mut out {
@@ -161,6 +170,17 @@ impl Manager {
             .to_path_buf();
         let database_id = state::database_id(&dir)?;
         let listed = self.list()?;
+        // One database per target (prefix): backups of two would mix.
+        let ours = hex(&database_id);
+        let theirs = crate::archive::identity(&self.target)?.filter(|id| *id != ours).or_else(|| {
+            listed.iter().filter_map(|l| l.manifest.as_ref()).map(|m| m.database_id.clone()).find(|id| *id != ours)
+        });
+        if let Some(other) = theirs {
+            return Err(BackupError::Conflict(format!(
+                "{} holds database {other}'s backups; this is database {ours} (a restored copy is a new database): use another target or prefix",
+                self.target.url()
+            )));
+        }
         let parent = match kind {
             Kind::Full => None,
             Kind::Incremental => {
@@ -347,10 +367,7 @@ impl Manager {
     fn delete_folder(&self, id: &str) -> Result<()> {
         let prefix = format!("backups/{id}/");
         self.target.delete(&format!("{prefix}manifest.json"))?;
-        for o in self.target.list(&prefix)? {
-            self.target.delete(&o.key)?;
-        }
-        Ok(())
+        self.target.remove_folder(&prefix)
     }
 
     /// Apply `retention` and `max_age`: keep the newest `retention` full
@@ -382,7 +399,14 @@ impl Manager {
         }
         doomed.sort();
         doomed.dedup();
-        for id in &doomed {
+        // Incrementals before what they build on (newest first), so a
+        // reader never meets an incremental whose parent is half gone.
+        let created = |id: &String| {
+            listed.iter().find(|l| &l.id == id).and_then(|l| l.manifest.as_ref()).map_or(0, |m| m.created_unix_ms)
+        };
+        let mut order = doomed.clone();
+        order.sort_by_key(|id| std::cmp::Reverse((created(id), id.clone())));
+        for id in &order {
             self.delete_folder(id)?;
         }
         // The archive only needs to reach back to the oldest full backup kept.

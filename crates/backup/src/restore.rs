@@ -86,6 +86,40 @@ struct Base {
     sha256: Option<String>,
     label: String,
     database_id: Option<String>,
+    /// The backup it comes from (its files are checked before use), or the
+    /// archived snapshot (its record is checked).
+    from: BaseFrom,
+}
+
+enum BaseFrom {
+    Backup(Box<Manifest>),
+    Archived(archive::SnapRef),
+    Chain,
+}
+
+/// Every file `m` names is stored, at its size, and is a file a backup holds.
+fn check_listed(stored: &[crate::target::Object], m: &Manifest) -> Result<()> {
+    for f in &m.files {
+        let key = format!("backups/{}/{}", m.id, f.name);
+        let known = match m.kind {
+            Kind::Full => f.name == "snapshot.snap",
+            Kind::Incremental => f.name.strip_prefix("log/").is_some_and(|n| chunk::parse_chunk_name(n).is_some()),
+        };
+        if !known {
+            return Err(BackupError::Corrupt(format!("{key}: not a file a {} backup holds", m.kind)));
+        }
+        match stored.iter().find(|o| o.key == key) {
+            None => return Err(BackupError::Corrupt(format!("{key} is missing (the manifest names it)"))),
+            Some(o) if o.size != f.bytes => {
+                return Err(BackupError::Corrupt(format!(
+                    "{key}: {} bytes, the manifest says {} (truncated or replaced)",
+                    o.size, f.bytes
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Rebuild the state for `req` in memory (nothing is written).
@@ -128,23 +162,11 @@ fn build_with_base(
             chain.push((*p).clone());
         }
         let full = chain.last().cloned().unwrap_or_else(|| unreachable!());
-        // Every file the chain's manifests name must be there, at its size,
-        // even those this restore would not read.
-        for c in &chain {
-            let stored = target.list(&format!("backups/{}/", c.id))?;
-            for f in &c.files {
-                let key = format!("backups/{}/{}", c.id, f.name);
-                match stored.iter().find(|o| o.key == key) {
-                    None => return Err(BackupError::Corrupt(format!("{key} is missing (the manifest names it)"))),
-                    Some(o) if o.size != f.bytes => {
-                        return Err(BackupError::Corrupt(format!(
-                            "{key}: {} bytes, the manifest says {} (truncated or replaced)",
-                            o.size, f.bytes
-                        )));
-                    }
-                    Some(_) => {}
-                }
-            }
+        // The backup asked for must verify as a whole (every file of its
+        // chain, even those the archive could stand in for).
+        let report = crate::verify::verify_backup(&mgr, id, false, progress);
+        if !report.ok {
+            return Err(BackupError::Corrupt(format!("backup {id} does not verify: {}", report.problems.join("; "))));
         }
         for c in chain.iter().rev().filter(|c| c.kind == Kind::Incremental) {
             for f in &c.files {
@@ -188,6 +210,7 @@ fn build_with_base(
             sha256: Some(snap.sha256.clone()),
             label: format!("backup {}", full.id),
             database_id: Some(full.database_id.clone()),
+            from: BaseFrom::Chain,
         }
     } else {
         // The newest base at or before the point.
@@ -204,6 +227,7 @@ fn build_with_base(
                     sha256: Some(snap.sha256.clone()),
                     label: format!("backup {}", m.id),
                     database_id: Some(m.database_id.clone()),
+                    from: BaseFrom::Backup(Box::new((*m).clone())),
                 },
                 m.created_unix_ms,
             ));
@@ -217,12 +241,15 @@ fn build_with_base(
                         sha256: None,
                         label: format!("archived snapshot {}", s.seq),
                         database_id: archive_id.clone(),
+                        from: BaseFrom::Archived(s.clone()),
                     },
                     s.created_ms,
                 ));
             }
         }
+        let stored = target.list("backups/")?;
         for m in manifests.iter().filter(|m| m.kind == Kind::Incremental && Some(&m.database_id) == db.as_ref()) {
+            check_listed(&stored, m)?;
             for f in &m.files {
                 if let Some((first, last)) = chunk::parse_chunk_name(&f.name) {
                     sources.push(Source {
@@ -239,20 +266,52 @@ fn build_with_base(
             Point::Seq(n) => b.0.seq <= n,
             Point::Time(t) => b.1 <= t,
         };
-        let best = bases.into_iter().filter(fits).max_by_key(|b| (b.0.seq, b.0.sha256.is_some()));
-        match best {
-            Some((b, _)) => b,
-            None => {
-                return Err(BackupError::NotFound(match req.point {
-                    Point::Latest => format!("{} holds no backup or archived snapshot to restore from", target.url()),
-                    Point::Seq(n) => {
-                        format!("{} holds no backup or archived snapshot at or before sequence {n}", target.url())
+        let mut candidates: Vec<Base> = bases.into_iter().filter(fits).map(|b| b.0).collect();
+        candidates.sort_by_key(|b| std::cmp::Reverse((b.seq, b.sha256.is_some())));
+        let mut skipped = Vec::new();
+        let mut chosen = None;
+        for mut b in candidates {
+            match &b.from {
+                // A damaged backup of this database is refused, not passed over.
+                BaseFrom::Backup(m) => {
+                    check_listed(&stored, m)?;
+                    chosen = Some(b);
+                    break;
+                }
+                // A snapshot without a sound record of this archive is not
+                // this archive's: never used.
+                BaseFrom::Archived(sr) => {
+                    match archive::snapshot_record(target, sr, b.database_id.as_deref().unwrap_or_default()) {
+                        Ok(rec) => {
+                            b.sha256 = Some(rec.sha256);
+                            chosen = Some(b);
+                            break;
+                        }
+                        Err(e) => skipped.push(e.to_string()),
                     }
-                    Point::Time(t) => {
-                        format!("{} holds no backup or archived snapshot from before {}", target.url(), rfc3339(t))
-                    }
-                }));
+                }
+                BaseFrom::Chain => {
+                    chosen = Some(b);
+                    break;
+                }
             }
+        }
+        if let Some(b) = chosen {
+            b
+        } else {
+            let why =
+                if skipped.is_empty() { String::new() } else { format!(" (passed over: {})", skipped.join("; ")) };
+            return Err(BackupError::NotFound(match req.point {
+                Point::Latest => {
+                    format!("{} holds no backup or archived snapshot to restore from{why}", target.url())
+                }
+                Point::Seq(n) => {
+                    format!("{} holds no backup or archived snapshot at or before sequence {n}{why}", target.url())
+                }
+                Point::Time(t) => {
+                    format!("{} holds no backup or archived snapshot from before {}{why}", target.url(), rfc3339(t))
+                }
+            }));
         }
     };
     if archive_id.is_some() && archive_id == base.database_id {
@@ -305,6 +364,18 @@ fn build_with_base(
         let Some(src) =
             sources.iter().filter(|s| s.first <= next && s.last >= next).max_by_key(|s| (s.sha256.is_none(), s.last))
         else {
+            // Nothing holds the next commit. If later commits are there, the
+            // log has a gap: stopping here would silently drop them.
+            if let Some(after) = sources.iter().filter(|s| s.first > next).min_by_key(|s| s.first) {
+                return Err(BackupError::Corrupt(format!(
+                    "commits {next}..={} are missing from {} (the log resumes in {}): restoring past sequence {} is not possible; pass --to-seq {} to accept losing everything after it",
+                    after.first - 1,
+                    target.url(),
+                    after.key,
+                    world.seq(),
+                    world.seq()
+                )));
+            }
             break;
         };
         progress("replaying", world.seq().saturating_sub(base.seq), 0);
@@ -414,12 +485,56 @@ pub fn restore(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> R
     }
     let (world, mut outcome, base_bytes) = build_with_base(target, req, progress)?;
     progress("writing", 0, 0);
+    let existed = dir.exists();
+    let before: Vec<std::ffi::OsString> = if existed {
+        std::fs::read_dir(dir).map_err(io(dir))?.filter_map(|e| e.ok().map(|e| e.file_name())).collect()
+    } else {
+        Vec::new()
+    };
+    let mut aside: Option<PathBuf> = None;
+    let r = write_restored(dir, world, base_bytes.as_deref(), non_empty, &mut aside);
+    match r {
+        Ok(()) => {
+            outcome.moved_aside = aside;
+            Ok(outcome)
+        }
+        Err(e) => {
+            // Nothing of a failed restore stays: what it wrote goes, what it
+            // moved aside comes back.
+            undo_restore(dir, existed, &before, aside.as_deref());
+            Err(e)
+        }
+    }
+}
+
+/// A folder under `dir` not taken yet for set-aside files:
+/// `<prefix>-<unix seconds>`, else with `-2`, `-3`, ... (two runs in one
+/// second must not share one).
+pub fn aside_dir(dir: &Path, prefix: &str) -> PathBuf {
+    let stamp = crate::manager::now_ms() / 1000;
+    let base = format!("{prefix}-{stamp}");
+    let mut p = dir.join(&base);
+    let mut n = 2;
+    while p.exists() {
+        p = dir.join(format!("{base}-{n}"));
+        n += 1;
+    }
+    p
+}
+
+fn write_restored(
+    dir: &Path,
+    world: World,
+    base_bytes: Option<&[u8]>,
+    non_empty: bool,
+    aside: &mut Option<PathBuf>,
+) -> Result<()> {
     crate::target::create_private_dir(dir)?;
     let lock = ecsdb::storage::lock::lock_dir(dir).map_err(ecsdb::DbError::from)?;
     if non_empty {
-        let stamp = crate::manager::now_ms() / 1000;
-        let aside = dir.join(format!("pre-restore-{stamp}"));
-        crate::target::create_private_dir(&aside)?;
+        let a = aside_dir(dir, "pre-restore");
+        crate::target::create_private_dir(&a)?;
+        *aside = Some(a.clone());
         for e in std::fs::read_dir(dir).map_err(io(dir))? {
             let e = e.map_err(io(dir))?;
             let name = e.file_name();
@@ -427,29 +542,57 @@ pub fn restore(target: &Arc<Target>, req: &Request, progress: Progress<'_>) -> R
             if n == "LOCK" || n.starts_with("pre-restore-") {
                 continue;
             }
-            std::fs::rename(e.path(), aside.join(&name)).map_err(io(e.path()))?;
+            std::fs::rename(e.path(), a.join(&name)).map_err(io(e.path()))?;
         }
-        outcome.moved_aside = Some(aside);
     }
-    write_dir(dir, &world, base_bytes.as_deref())?;
+    write_dir(dir, &world, base_bytes)?;
     drop(lock);
     // Open once: writes schema.toml, proves the directory recovers.
     let schema: Arc<Schema> = world.schema().clone();
     let seq = world.seq();
     drop(world);
     let mut config = ecsdb::DatabaseConfig::default();
-    config.database.data_dir.clone_from(dir);
+    config.database.data_dir = dir.to_path_buf();
     config.persistence.checkpoint_on_shutdown = false;
     config.persistence.snapshot_interval_ops = 0;
     let db = ecsdb::Database::builder().config(config).schema(schema).enable_persistence().build()?;
-    if db.version() != seq {
-        return Err(BackupError::Corrupt(format!(
-            "the restored directory opened at sequence {}, not {seq}",
-            db.version()
-        )));
-    }
+    let opened = db.version();
     db.close()?;
-    Ok(outcome)
+    drop(db);
+    if opened != seq {
+        return Err(BackupError::Corrupt(format!("the restored directory opened at sequence {opened}, not {seq}")));
+    }
+    Ok(())
+}
+
+fn undo_restore(dir: &Path, existed: bool, before: &[std::ffi::OsString], aside: Option<&Path>) {
+    if !existed {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            // Kept: the aside folder, and what was there before and was not
+            // moved aside (earlier pre-restore folders, or everything when
+            // nothing was moved).
+            let kept_before =
+                before.contains(&name) && (aside.is_none() || name.to_string_lossy().starts_with("pre-restore-"));
+            if kept_before || aside.is_some_and(|a| a == e.path()) {
+                continue;
+            }
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
+    if let Some(a) = aside {
+        if let Ok(rd) = std::fs::read_dir(a) {
+            for e in rd.flatten() {
+                let _ = std::fs::rename(e.path(), dir.join(e.file_name()));
+            }
+        }
+        let _ = std::fs::remove_dir(a);
+    }
 }
 
 fn write_dir(dir: &Path, world: &World, base: Option<&[u8]>) -> Result<()> {
@@ -472,4 +615,44 @@ fn write_dir(dir: &Path, world: &World, base: Option<&[u8]>) -> Result<()> {
     // A restored copy is a database of its own: its archive must not mix
     // with the original's.
     state::write_id(dir, &state::new_id()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_restore_puts_everything_back() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("x");
+        std::fs::create_dir_all(dir.join("pre-restore-1")).unwrap();
+        std::fs::write(dir.join("notes.txt"), "v1").unwrap();
+        std::fs::create_dir_all(dir.join("snapshots")).unwrap();
+        std::fs::write(dir.join("snapshots/old.snap"), "old").unwrap();
+        let before: Vec<std::ffi::OsString> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        // What a restore did before failing: moved the contents aside, then
+        // wrote its own files.
+        let aside = aside_dir(&dir, "pre-restore");
+        std::fs::create_dir_all(&aside).unwrap();
+        std::fs::rename(dir.join("notes.txt"), aside.join("notes.txt")).unwrap();
+        std::fs::rename(dir.join("snapshots"), aside.join("snapshots")).unwrap();
+        std::fs::write(dir.join("LOCK"), "1").unwrap();
+        std::fs::create_dir_all(dir.join("snapshots")).unwrap();
+        std::fs::write(dir.join("snapshots/9.snap.tmp"), "partial").unwrap();
+        undo_restore(&dir, true, &before, Some(&aside));
+        assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "v1");
+        assert_eq!(std::fs::read_to_string(dir.join("snapshots/old.snap")).unwrap(), "old");
+        assert!(!dir.join("snapshots/9.snap.tmp").exists() && !dir.join("LOCK").exists() && !aside.exists());
+        assert!(dir.join("pre-restore-1").is_dir());
+        // A directory the restore created goes entirely.
+        let fresh = d.path().join("fresh");
+        std::fs::create_dir_all(fresh.join("snapshots")).unwrap();
+        undo_restore(&fresh, false, &[], None);
+        assert!(!fresh.exists());
+        // Set-aside folders never collide.
+        let a = aside_dir(&dir, "pre-restore");
+        std::fs::create_dir_all(&a).unwrap();
+        assert_ne!(aside_dir(&dir, "pre-restore"), a);
+    }
 }

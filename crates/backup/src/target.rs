@@ -98,14 +98,16 @@ impl Target {
                 // virtual hosts.
                 b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
             }
+            let retry_secs = s3.retry_timeout_secs.unwrap_or(60);
             let retry = RetryConfig {
                 max_retries: s3.max_retries.unwrap_or(5),
-                retry_timeout: Duration::from_secs(s3.retry_timeout_secs.unwrap_or(60)),
+                retry_timeout: Duration::from_secs(retry_secs),
                 ..RetryConfig::default()
             };
+            let request_secs = s3.request_timeout_secs.unwrap_or(30).min(retry_secs).max(1);
             let opts = ClientOptions::new()
-                .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_mins(2))
+                .with_connect_timeout(Duration::from_secs(5.min(request_secs)))
+                .with_timeout(Duration::from_secs(request_secs))
                 .with_allow_http(http);
             let store = b
                 .with_client_options(opts)
@@ -179,6 +181,11 @@ impl Target {
     pub fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
         let path = self.path(key);
         let len = data.len();
+        // Folders owner-only before anything (even a partial upload's
+        // temporary file) is written into them.
+        if let Some(parent) = self.local.as_ref().and_then(|d| d.join(key).parent().map(std::path::Path::to_path_buf)) {
+            create_private_dir(&parent)?;
+        }
         self.block_on(async {
             if len > self.part_size {
                 let upload = self.store.put_multipart(&path).await?;
@@ -242,6 +249,36 @@ impl Target {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(key, &e)),
         }
+    }
+
+    /// The sub-folders of `prefix` in a local target's directory, including
+    /// those holding only an interrupted upload's temporary file (which a
+    /// listing of objects does not show); `None` for S3.
+    pub fn local_folders(&self, prefix: &str) -> Option<Vec<String>> {
+        let dir = self.local.as_ref()?.join(prefix.trim_end_matches('/'));
+        let rd = std::fs::read_dir(dir).ok()?;
+        Some(
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+        )
+    }
+
+    /// Remove every object under `prefix` (a folder), and for a local
+    /// target the folder itself with any interrupted upload's leftovers.
+    pub fn remove_folder(&self, prefix: &str) -> Result<()> {
+        for o in self.list(prefix)? {
+            self.delete(&o.key)?;
+        }
+        if let Some(dir) = &self.local {
+            let d = dir.join(prefix.trim_end_matches('/'));
+            match std::fs::remove_dir_all(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&d)(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Check the target answers (list its root).

@@ -46,7 +46,8 @@ pub fn verify_backup(m: &Manager, id: &str, deep: bool, progress: Progress<'_>) 
     let manifest = match m.manifest(id) {
         Ok(x) => x,
         Err(BackupError::NotFound(_)) => {
-            let any = m.target.list(&format!("backups/{id}/")).is_ok_and(|v| !v.is_empty());
+            let any = m.target.list(&format!("backups/{id}/")).is_ok_and(|v| !v.is_empty())
+                || m.target.local_folders("backups/").is_some_and(|f| f.iter().any(|x| x == id));
             r.problems.push(if any {
                 format!("backups/{id}/manifest.json is missing: the backup is incomplete (interrupted?)")
             } else {

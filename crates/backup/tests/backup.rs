@@ -105,6 +105,10 @@ fn chain_scenario(target: &Arc<Target>) {
     let o = ecsdb_backup::restore::restore(target, &r, &quiet).unwrap();
     assert_eq!(o.seq, 50);
     assert!(o.moved_aside.as_ref().unwrap().join("snapshots").is_dir());
+    // A second --force in the same second keeps both set-aside folders apart.
+    let o2 = ecsdb_backup::restore::restore(target, &r, &quiet).unwrap();
+    assert_ne!(o2.moved_aside, o.moved_aside);
+    assert!(o.moved_aside.as_ref().unwrap().join("snapshots").is_dir());
     assert_eq!(checksum_of(&out), (50, full.state_checksum.clone()));
     // Unknown and malformed ids.
     assert!(matches!(m.manifest("backup_1"), Err(BackupError::NotFound(_))));
@@ -277,4 +281,151 @@ fn an_unreachable_target_fails_clearly_and_changes_nothing() {
     db.close().unwrap();
     drop(db);
     assert_eq!(checksum_of(&work.path().join("db")).0, 4);
+}
+
+/// A gap in the archived log is an error (never a silent stop); a snapshot
+/// copied in from another archive is never used; a wiped target is noticed
+/// and the archive starts again from a snapshot.
+#[test]
+fn gaps_foreign_snapshots_and_a_wiped_target() {
+    let t = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let target = Arc::new(Target::open(t.path().join("a").to_str().unwrap(), &StorageSettings::default()).unwrap());
+    let db = open_db(&work.path().join("db"));
+    let s = BackupSettings { archive_interval_ms: 20, archive_merge_chunks: 100_000, ..settings() };
+    commit_n(&db, 3);
+    db.checkpoint().unwrap();
+    let archiver = ecsdb_backup::Archiver::start(&db, target.clone(), &s).unwrap();
+    let wait = |a: &ecsdb_backup::Archiver| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while a.status().shipped_seq < db.version() || a.status().snapshots_shipped == 0 {
+            assert!(Instant::now() < deadline, "{:?}", a.status());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    for _ in 0..6 {
+        commit_n(&db, 2);
+        wait(&archiver);
+    }
+    archiver.stop();
+    let chunks = ecsdb_backup::archive::list_chunks(&target).unwrap();
+    assert!(chunks.len() >= 4, "{chunks:?}");
+    // A chunk in the middle goes missing.
+    let gone = &chunks[chunks.len() / 2];
+    target.delete(&gone.key).unwrap();
+    let out = work.path().join("r");
+    for point in [Point::Latest, Point::Time(u64::MAX / 2)] {
+        let e = ecsdb_backup::restore::restore(&target, &req(None, point, &out), &quiet).unwrap_err();
+        assert!(e.to_string().contains("are missing"), "{e}");
+        assert!(!out.exists());
+    }
+    // Up to the gap is still possible, and said so.
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(gone.first - 1), &out), &quiet).unwrap();
+    assert_eq!(o.seq, gone.first - 1);
+    let r = ecsdb_backup::archive::verify(&target, &quiet).unwrap();
+    assert!(r.problems.iter().any(|p| p.contains("are missing")), "{r:?}");
+
+    // Another database's archived snapshot (and its record) copied in.
+    let t2 = tempfile::tempdir().unwrap();
+    let other_target = Arc::new(Target::open(t2.path().to_str().unwrap(), &StorageSettings::default()).unwrap());
+    let other = open_db(&work.path().join("other"));
+    commit_n(&other, 40);
+    other.checkpoint().unwrap();
+    let a2 = ecsdb_backup::Archiver::start(&other, other_target.clone(), &s).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a2.status().snapshots_shipped == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    a2.stop();
+    for o in other_target.list("archive/snapshots/").unwrap() {
+        let key = o.key.replace("00000000000000000040-", "00000000000000000099-");
+        target.put(&key, other_target.get(&o.key).unwrap()).unwrap();
+    }
+    let r = ecsdb_backup::archive::verify(&target, &quiet).unwrap();
+    assert!(r.problems.iter().any(|p| p.contains("another database") || p.contains("describes sequence")), "{r:?}");
+    let out = work.path().join("r2");
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(gone.first - 1), &out), &quiet).unwrap();
+    assert_eq!(o.seq, gone.first - 1);
+    assert!(o.base.starts_with("archived snapshot 3"), "{o:?}");
+
+    // The target is wiped while the archiver runs: it notices, writes its
+    // identity and a base again, and the archive restores the newest state.
+    std::fs::remove_dir_all(t.path().join("a")).unwrap();
+    std::fs::create_dir_all(t.path().join("a")).unwrap();
+    let archiver = ecsdb_backup::Archiver::start(&db, target.clone(), &s).unwrap();
+    commit_n(&db, 2);
+    db.checkpoint().unwrap();
+    commit_n(&db, 2);
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::remove_dir_all(t.path().join("a/archive")).unwrap();
+    commit_n(&db, 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = work.path().join(format!("w{}", Instant::now().elapsed().as_nanos()));
+        let r = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet);
+        if r.as_ref().is_ok_and(|o| o.seq == db.version()) {
+            break;
+        }
+        let _ = std::fs::remove_dir_all(&out);
+        assert!(Instant::now() < deadline, "the archive never came back: {:?} {r:?}", archiver.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    archiver.stop();
+    db.close().unwrap();
+}
+
+#[test]
+fn a_silent_target_fails_within_its_time_budget() {
+    // Accepts connections, never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let work = tempfile::tempdir().unwrap();
+    let db = open_db(&work.path().join("db"));
+    commit_n(&db, 1);
+    let mut s = StorageSettings::default();
+    s.s3.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    s.s3.max_retries = Some(1);
+    s.s3.retry_timeout_secs = Some(2);
+    s.s3.request_timeout_secs = Some(1);
+    s.s3.credentials = Some(("k".into(), "s".into()));
+    let m = Manager::new(Arc::new(Target::open("s3://b/x", &s).unwrap()), settings());
+    let e = m.create(&db, Kind::Full, &quiet).unwrap_err();
+    assert!(matches!(e, BackupError::Target { .. }), "{e:?}");
+    drop(silent);
+    db.close().unwrap();
+}
+
+#[test]
+fn interrupted_uploads_are_listed_and_cleaned_and_targets_hold_one_database() {
+    let t = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let target = Arc::new(Target::open(t.path().to_str().unwrap(), &StorageSettings::default()).unwrap());
+    let m = Manager::new(target.clone(), settings());
+    // What a kill -9 mid-upload leaves: a temporary file only.
+    let stale = t.path().join("backups/backup_1000");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("snapshot.snap#1"), b"partial").unwrap();
+    let listed = m.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].manifest.is_none() && listed[0].problem.as_ref().unwrap().contains("incomplete"));
+    let r = ecsdb_backup::verify::verify_backup(&m, "backup_1000", false, &quiet);
+    assert!(r.problems.iter().any(|p| p.contains("incomplete")), "{r:?}");
+    let db = open_db(&work.path().join("db"));
+    commit_n(&db, 2);
+    m.create(&db, Kind::Full, &quiet).unwrap();
+    assert_eq!(m.apply_retention().unwrap(), vec!["backup_1000".to_string()]);
+    assert!(!stale.exists());
+    // A second database may not back up into the first one's target.
+    let other = open_db(&work.path().join("other"));
+    commit_n(&other, 1);
+    let e = m.create(&other, Kind::Full, &quiet).unwrap_err();
+    assert!(e.to_string().contains("holds database"), "{e}");
+    // Ids are backup_<digits>[_<digits>] only.
+    for bad in ["backup_", "backup_-1", "backup_1_", "backup_a", "x"] {
+        assert!(ecsdb_backup::manager::check_id(bad).is_err(), "{bad}");
+    }
+    assert!(ecsdb_backup::manager::check_id("backup_17_2").is_ok());
+    db.close().unwrap();
+    other.close().unwrap();
 }

@@ -69,7 +69,7 @@ fn admin_routes_create_list_verify_and_delete() {
     assert_eq!(s.call("GET", "/v1/admin/backups", Some(&writer), None).status, 403);
     assert_eq!(s.call("GET", "/v1/admin/backups", None, None).status, 401);
     // Bad bodies change nothing.
-    for bad in [json!({"type": "weird"}), json!({"kind": "full"}), json!([1])] {
+    for bad in [json!({"type": "weird"}), json!({"kind": "full"}), json!([1]), json!([]), json!("full")] {
         let r = s.call("POST", "/v1/admin/backups", Some(&admin), Some(&bad));
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
@@ -94,7 +94,7 @@ fn admin_routes_create_list_verify_and_delete() {
     assert_eq!(l.body["backups"].as_array().unwrap().len(), 2);
     assert!(l.body["archive"]["shipped_seq"].is_u64(), "{}", l.body);
     assert_eq!(s.call("GET", &format!("/v1/admin/backups/{fid}"), Some(&admin), None).body["id"], fid.as_str());
-    for missing in ["backup_1", "nonsense", "backup_..%2F..%2Fetc"] {
+    for missing in ["backup_1", "nonsense", "backup_..%2F..%2Fetc", "backup_", "backup_-1"] {
         let r = s.call("GET", &format!("/v1/admin/backups/{missing}"), Some(&admin), None);
         assert_eq!(r.status, 404, "{missing}: {}", r.body);
         let r = s.call("POST", &format!("/v1/admin/backups/{missing}/verify"), Some(&admin), None);
@@ -113,6 +113,9 @@ fn admin_routes_create_list_verify_and_delete() {
     assert!(text.contains("ecsdb_archive_lag_seconds"));
     let h = s.call("GET", "/health", None, None);
     assert!(h.body["checks"].as_array().unwrap().iter().any(|c| c["name"] == "archive"), "{}", h.body);
+    let d = s.call("DELETE", &format!("/v1/admin/backups/{fid}?force=yes"), Some(&admin), None);
+    assert_eq!(d.status, 400, "{}", d.body);
+    assert!(d.body["error"]["message"].as_str().unwrap().contains("force=true|false"), "{}", d.body);
     let d = s.call("DELETE", &format!("/v1/admin/backups/{fid}?force=true"), Some(&admin), None);
     assert_eq!(d.status, 200, "{}", d.body);
     assert_eq!(d.body["deleted"].as_array().unwrap().len(), 2);
@@ -124,6 +127,25 @@ fn admin_routes_create_list_verify_and_delete() {
         ecsdb(&["backup", "create", "--target", target.to_str().unwrap(), "--data-dir", data.to_str().unwrap()], &[]);
     assert!(!ok);
     assert!(err.contains("POST /v1/admin/backups"), "{err}");
+}
+
+#[test]
+fn a_target_archiving_another_database_is_refused_before_anything_is_created() {
+    let t = tempfile::tempdir().unwrap();
+    let target = t.path().join("target");
+    let mut s = spawn(tempfile::tempdir().unwrap(), &[], Some(&config(&target, "")));
+    sigterm(&mut s);
+    assert!(target.join("archive/IDENTITY").exists());
+    let cfg = t.path().join("c.toml");
+    std::fs::write(&cfg, config(&target, "")).unwrap();
+    let fresh = t.path().join("fresh");
+    let (ok, _, err) = ecsdb(
+        &["serve", "--config", cfg.to_str().unwrap(), "--data-dir", fresh.to_str().unwrap(), "--bind", "127.0.0.1:0"],
+        &[("ECSDB_ADMIN_PASSWORD", "admin-password-1")],
+    );
+    assert!(!ok);
+    assert!(err.contains("archive to another prefix"), "{err}");
+    assert!(!fresh.exists(), "a refused start created {}", fresh.display());
 }
 
 #[test]

@@ -87,6 +87,32 @@ impl Backups {
         Ok(Some(b))
     }
 
+    /// Before the data directory is opened (and so created): refuse a
+    /// target whose archive belongs to another database, so a refused
+    /// start leaves nothing behind. An unreachable target is not refused
+    /// here (the archiver retries).
+    pub fn precheck(c: &ServerConfig) -> Result<(), String> {
+        let Some(url) = c.backup.target_url(&c.storage) else { return Ok(()) };
+        if !c.backup.archive {
+            return Ok(());
+        }
+        let target = Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?;
+        let Ok(Some(theirs)) = ecsdb_backup::archive::identity(&target) else { return Ok(()) };
+        let dir = &c.db.database.data_dir;
+        let ours = std::fs::read_to_string(dir.join(ecsdb_backup::state::DATABASE_ID_FILE)).ok();
+        match ours.as_deref().map(str::trim) {
+            Some(id) if id == theirs => Ok(()),
+            Some(id) => Err(format!(
+                "[backup] archive: {url} archives the log of database {theirs}; {} is database {id} (a restored copy is a new database): archive to another prefix",
+                dir.display()
+            )),
+            None => Err(format!(
+                "[backup] archive: {url} archives the log of database {theirs}; {} is a new database: archive to another prefix",
+                dir.display()
+            )),
+        }
+    }
+
     pub fn target_url(&self) -> &str {
         self.manager.target.url()
     }
@@ -137,7 +163,7 @@ impl Backups {
 // ---- HTTP: /v1/admin/backups ----
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::{Extension, Router};
 use serde::Deserialize;
@@ -193,11 +219,21 @@ pub struct VerifyBody {
     pub deep: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeleteQuery {
-    #[serde(default)]
-    pub force: bool,
+/// `?force=true|false` (nothing else).
+fn force_param(q: Option<&str>) -> ApiResult<bool> {
+    let mut force = false;
+    for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("force", "true")) => force = true,
+            Some(("force", "false")) => force = false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{pair}` (the only one is force=true|false)"
+                )));
+            }
+        }
+    }
+    Ok(force)
 }
 
 /// `POST /v1/admin/backups`: take a backup now (`{"type": "incremental"}`
@@ -273,11 +309,12 @@ pub async fn delete(
     State(st): State<Shared>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Json<J>> {
+    let force = force_param(q.as_deref())?;
     let backups = configured(&st)?;
     blocking(&st, move |_| {
-        let gone = backups.manager.delete(&id, q.force)?;
+        let gone = backups.manager.delete(&id, force)?;
         audit(&p, "delete_backup", &json!({"id": id, "deleted": gone}));
         Ok(Json(json!({"deleted": gone})))
     })

@@ -71,7 +71,13 @@ impl<T: DeserializeOwned> FromRequest<Shared> for OptionalBody<T> {
         if empty {
             return Ok(OptionalBody(None));
         }
-        Body::<T>::from_request(req, state).await.map(|Body(b)| OptionalBody(Some(b)))
+        let Body(v) = Body::<J>::from_request(req, state).await?;
+        if !v.is_object() {
+            return Err(ApiError::bad_request("invalid JSON body: expected an object"));
+        }
+        T::deserialize(v)
+            .map(|b| OptionalBody(Some(b)))
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }
 

@@ -244,6 +244,7 @@ impl Running {
 /// sets the first admin's password on a new database.
 pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, String> {
     config.validate().map_err(|e| e.to_string())?;
+    backups::Backups::precheck(&config)?;
     let db = open_database(&config)?;
     let secret = jwt_secret(&config)?;
     auth::ensure_admin(&db, Some(admin_password.to_string())).map_err(|e| e.message)?;
@@ -289,6 +290,7 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
 pub fn run(opts: &ServeOptions) -> Result<(), String> {
     let c = load_config(opts)?;
     init_logging(&c);
+    backups::Backups::precheck(&c)?;
     let db = open_database(&c)?;
     if let Some(r) = db.recovery_report() {
         tracing::info!(seq = r.seq, replayed = r.records_replayed, ms = r.duration_ms, "recovered");

@@ -149,14 +149,15 @@ pub fn run(a: &Action) -> ExitCode {
 }
 
 fn create(t: &TargetArgs, data_dir: Option<&PathBuf>, incremental: bool) -> ExitCode {
-    let (target, conf) = match target(t) {
-        Ok(x) => x,
-        Err(e) => return fail(e),
-    };
+    // The data directory first: a failed command creates nothing.
     let dir = data_dir.cloned().unwrap_or_else(|| PathBuf::from("./data"));
     if !dir.join(ecsdb::SCHEMA_FILE_NAME).exists() {
         return fail(format!("{} is not an ecsdb data directory (no {})", dir.display(), ecsdb::SCHEMA_FILE_NAME));
     }
+    let (target, conf) = match target(t) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
     let schema = match schema_for(&dir, None) {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -79,6 +79,11 @@ pub fn holds_data(dir: &Path) -> bool {
         .any(|d| std::fs::read_dir(dir.join(d)).is_ok_and(|mut rd| rd.next().is_some()))
 }
 
+/// A folder for set-aside files, never one an earlier run used.
+pub fn aside_dir(dir: &Path, prefix: &str) -> PathBuf {
+    ecsdb_backup::restore::aside_dir(dir, prefix)
+}
+
 /// Create a directory (and its parents) readable by the owner only (0700).
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();

@@ -152,8 +152,7 @@ pub fn run(args: &Args) -> ExitCode {
     let snaps = args.data_dir.join("snapshots");
     let fs: Arc<dyn Vfs> = Arc::new(OsFs);
     if in_place && std::fs::read_dir(&snaps).is_ok_and(|mut r| r.next().is_some()) {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let aside = args.data_dir.join(format!("pre-rebuild-{stamp}"));
+        let aside = super::common::aside_dir(&args.data_dir, "pre-rebuild");
         if let Err(e) =
             super::common::create_private_dir(&aside).and_then(|()| std::fs::rename(&snaps, aside.join("snapshots")))
         {

@@ -72,8 +72,7 @@ fn resolve_latest(path: &Path) -> Result<PathBuf, String> {
 fn roll_back_in_place(dir: &Path, seq: u64) -> Result<(), String> {
     use ecsdb::storage::fs::OsFs;
     use ecsdb::storage::store::{list_segments, list_snapshots};
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let aside = dir.join(format!("pre-restore-{stamp}"));
+    let aside = super::common::aside_dir(dir, "pre-restore");
     let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
     for (s, p) in list_snapshots(&OsFs, &dir.join("snapshots")).map_err(|e| e.to_string())? {
         if s > seq {
@@ -176,8 +175,7 @@ pub fn run(args: &Args) -> ExitCode {
         if !args.force {
             return fail(format!("{} already holds data; pass --force to move it aside", args.data_dir.display()));
         }
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let aside = args.data_dir.join(format!("pre-restore-{stamp}"));
+        let aside = super::common::aside_dir(&args.data_dir, "pre-restore");
         if let Err(e) = super::common::create_private_dir(&aside) {
             return fail(format!("{}: {e}", aside.display()));
         }
