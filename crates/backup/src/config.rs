@@ -123,18 +123,10 @@ impl Default for BackupSettings {
 
 /// `3600`, `45s`, `30m`, `24h`, `7d`; `0` = off.
 pub fn parse_interval(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s == "0" {
+    if s.trim() == "0" {
         return Some(0);
     }
-    let (num, mul) = match s.char_indices().last()? {
-        (i, 's') => (&s[..i], 1),
-        (i, 'm') => (&s[..i], 60),
-        (i, 'h') => (&s[..i], 3600),
-        (i, 'd') => (&s[..i], 86_400),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().ok().filter(|&n| n > 0).and_then(|n| n.checked_mul(mul)).filter(|&s| s <= 100 * 365 * 86_400)
+    ecsdb::config::parse_duration_secs(s, 100 * 365 * 86_400)
 }
 
 impl BackupSettings {

@@ -334,6 +334,20 @@ impl DatabaseConfig {
     }
 }
 
+/// `3600`, `45s`, `30m`, `24h`, `7d` → seconds (more than 0, at most
+/// `max_secs`); `None` for anything else.
+pub fn parse_duration_secs(s: &str, max_secs: u64) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        (i, 'd') => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().filter(|&n| n > 0).and_then(|n| n.checked_mul(mul)).filter(|&s| s <= max_secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

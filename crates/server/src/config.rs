@@ -298,16 +298,8 @@ pub fn valid_log_filter(s: &str) -> bool {
 
 /// `3600`, `45s`, `30m`, `24h`, `7d` → seconds.
 pub fn parse_duration_secs(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mul) = match s.char_indices().last()? {
-        (i, 's') => (&s[..i], 1),
-        (i, 'm') => (&s[..i], 60),
-        (i, 'h') => (&s[..i], 3600),
-        (i, 'd') => (&s[..i], 86_400),
-        _ => (s, 1),
-    };
     // Ten years at most: longer lifetimes overflow token expiry times.
-    num.parse::<u64>().ok().filter(|&n| n > 0).and_then(|n| n.checked_mul(mul)).filter(|&s| s <= 10 * 365 * 86_400)
+    ecsdb::config::parse_duration_secs(s, 10 * 365 * 86_400)
 }
 
 #[cfg(test)]
