@@ -172,8 +172,11 @@ pub fn identity(target: &Target) -> Result<Option<String>> {
 /// Remove archived chunks every commit of which is at or below `floor`, and
 /// archived snapshots older than `floor` (a kept full backup starts there).
 pub fn trim(target: &Target, floor: u64) -> Result<()> {
-    for c in list_chunks(target)? {
-        if c.last <= floor {
+    let chunks = list_chunks(target)?;
+    // The newest chunk always stays: it tells the archiver its log is there.
+    let newest = chunks.iter().map(|c| c.last).max().unwrap_or(0);
+    for c in chunks {
+        if c.last <= floor && c.last < newest {
             target.delete(&c.key)?;
         }
     }
@@ -197,6 +200,7 @@ pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
         files_checked: 0,
         bytes_checked: 0,
         deep: None,
+        unavailable: false,
     };
     let chunks = list_chunks(target)?;
     let snaps = list_snapshots_on(target)?;
@@ -216,6 +220,13 @@ pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
         progress("verifying the archive", i as u64, n);
         let bytes = match target.get(&c.key) {
             Ok(b) => b,
+            // Merged into a wider chunk meanwhile (the archiver stores the
+            // merged chunk before it deletes the small ones): still held.
+            Err(BackupError::NotFound(_))
+                if list_chunks(target)?.iter().any(|o| o.key != c.key && o.first <= c.first && o.last >= c.last) =>
+            {
+                continue;
+            }
             Err(e) => {
                 r.problems.push(e.to_string());
                 continue;
@@ -254,6 +265,21 @@ pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
             ));
         }
         prev = Some(prev.map_or(c.last, |p| p.max(c.last)));
+    }
+    // The log after each base: a snapshot followed by later commits must be
+    // followed by the very next one.
+    for s in &snaps {
+        let later = chunks.iter().any(|c| c.last > s.seq);
+        let next = chunks.iter().any(|c| c.first <= s.seq + 1 && c.last > s.seq);
+        if later && !next {
+            let resumes = chunks.iter().filter(|c| c.first > s.seq).map(|c| c.first).min().unwrap_or(s.seq + 1);
+            r.problems.push(format!(
+                "{LOG_PREFIX}: commits {}..={} after the archived snapshot at {} are missing",
+                s.seq + 1,
+                resumes - 1,
+                s.seq
+            ));
+        }
     }
     for s in &snaps {
         let rec = match ident.as_deref().map(|id| snapshot_record(target, s, id)) {
@@ -361,6 +387,8 @@ struct Worker {
     passes_since_check: u32,
     /// The target lost its archive: start again from the newest snapshot.
     lost: bool,
+    /// The newest merged chunk (checked every so often: still there?).
+    merged_key: Option<String>,
     level: Option<i32>,
     last_logged_error: Option<String>,
 }
@@ -411,6 +439,7 @@ impl Archiver {
             merge_after: settings.archive_merge_chunks,
             passes_since_check: 0,
             lost: false,
+            merged_key: None,
             level: settings.compress.then_some(settings.compression_level),
             last_logged_error: None,
         };
@@ -552,6 +581,7 @@ impl Worker {
         self.shared.lock().status.shipped_seq = start;
         self.initialized = true;
         self.lost = false;
+        self.merged_key = None;
         self.passes_since_check = 0;
         Ok(())
     }
@@ -564,8 +594,42 @@ impl Worker {
             return Ok(());
         }
         self.passes_since_check = 0;
-        if identity(&self.target)?.is_none() {
-            tracing::warn!(target = %self.target.url(), "the target lost its archive (archive/IDENTITY is gone): starting it again");
+        // The chunks this run's log rests on: the last merged one and the
+        // oldest one shipped since. Gone because retention trimmed them (a
+        // backup or archived snapshot at or after their last commit) is fine.
+        let mut chunk_gone = false;
+        let mut keys: Vec<(String, u64)> = Vec::new();
+        if let Some(k) = &self.merged_key {
+            keys.push((k.clone(), self.merged));
+        }
+        if let Some(c) = self.small.first() {
+            keys.push((c.key.clone(), c.last));
+        }
+        for (k, last) in keys {
+            if self.target.exists(&k)? {
+                continue;
+            }
+            let snapshot_after = list_snapshots_on(&self.target)?.iter().any(|s| s.seq >= last);
+            let backup_after = || -> Result<bool> {
+                let m = crate::manager::Manager::new(self.target.clone(), BackupSettings::default());
+                Ok(m.list()?.iter().filter_map(|l| l.manifest.as_ref()).any(|m| {
+                    m.kind == crate::manifest::Kind::Full
+                        && m.end_seq >= last
+                        && m.database_id == hex(&self.database_id)
+                }))
+            };
+            if snapshot_after || backup_after()? {
+                // Trimmed: stop watching it.
+                if self.merged_key.as_deref() == Some(k.as_str()) {
+                    self.merged_key = None;
+                }
+                self.small.retain(|c| c.key != k);
+            } else {
+                chunk_gone = true;
+            }
+        }
+        if identity(&self.target)?.is_none() || chunk_gone {
+            tracing::warn!(target = %self.target.url(), "the target lost its archive (archive/IDENTITY or the newest chunk is gone): starting it again");
             self.initialized = false;
             self.lost = true;
             return self.init();
@@ -665,6 +729,7 @@ impl Worker {
         let mut merged = Vec::new();
         for piece in cur.read_to(upto)? {
             if let Some((c, _)) = self.put_piece(&piece)? {
+                self.merged_key = Some(c.key.clone());
                 merged.push(c);
             }
         }

@@ -355,6 +355,7 @@ fn build_with_base(
     let mut replayed = 0u64;
     let mut last_time = None;
     let mut done = false;
+    let mut relists = 0;
     sources.sort_by_key(|s| (s.first, std::cmp::Reverse(s.last)));
     while !done && world.seq() < limit {
         let next = world.seq() + 1;
@@ -379,7 +380,21 @@ fn build_with_base(
             break;
         };
         progress("replaying", world.seq().saturating_sub(base.seq), 0);
-        let b = target.get(&src.key)?;
+        let b = match target.get(&src.key) {
+            Ok(b) => b,
+            // The archiver merged it into a wider chunk meanwhile: list again.
+            Err(BackupError::NotFound(_)) if src.sha256.is_none() && relists < 5 => {
+                relists += 1;
+                sources.retain(|s| s.sha256.is_some());
+                for c in archive::list_chunks(target)? {
+                    let ChunkRef { key, first, last } = c;
+                    sources.push(Source { key, first, last, sha256: None });
+                }
+                sources.sort_by_key(|s| (s.first, std::cmp::Reverse(s.last)));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(want) = &src.sha256
             && sha256_hex(&b) != *want
         {

@@ -242,6 +242,16 @@ impl Target {
         Ok(out)
     }
 
+    /// Whether an object is stored under `key`.
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        let path = self.path(key);
+        match self.block_on(async { self.store.head(&path).await }) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(key, &e)),
+        }
+    }
+
     /// Remove `key` (absent is fine).
     pub fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key);

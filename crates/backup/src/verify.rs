@@ -28,11 +28,22 @@ pub struct Report {
     pub bytes_checked: u64,
     /// Whether a deep check (restore and compare) ran and matched.
     pub deep: Option<bool>,
+    /// The target could not be reached for some of it (the problems say
+    /// what): not evidence of damage.
+    pub unavailable: bool,
 }
 
 impl Report {
     fn new(id: &str) -> Report {
-        Report { id: id.to_string(), ok: false, problems: Vec::new(), files_checked: 0, bytes_checked: 0, deep: None }
+        Report {
+            id: id.to_string(),
+            ok: false,
+            problems: Vec::new(),
+            files_checked: 0,
+            bytes_checked: 0,
+            deep: None,
+            unavailable: false,
+        }
     }
 }
 
@@ -56,6 +67,7 @@ pub fn verify_backup(m: &Manager, id: &str, deep: bool, progress: Progress<'_>) 
             return r;
         }
         Err(e) => {
+            r.unavailable = matches!(e, BackupError::Target { .. });
             r.problems.push(e.to_string());
             return r;
         }
@@ -149,6 +161,7 @@ fn check_files(m: &Manager, manifest: &Manifest, r: &mut Report, progress: Progr
                 continue;
             }
             Err(e) => {
+                r.unavailable |= matches!(e, BackupError::Target { .. });
                 r.problems.push(e.to_string());
                 continue;
             }

@@ -349,6 +349,12 @@ fn gaps_foreign_snapshots_and_a_wiped_target() {
     assert_eq!(o.seq, gone.first - 1);
     assert!(o.base.starts_with("archived snapshot 3"), "{o:?}");
 
+    // The log right after the oldest base goes: verify says so.
+    let after_base = chunks.iter().find(|c| c.first <= 4 && c.last >= 4).unwrap();
+    target.delete(&after_base.key).unwrap();
+    let r = ecsdb_backup::archive::verify(&target, &quiet).unwrap();
+    assert!(r.problems.iter().any(|p| p.contains("after the archived snapshot at 3")), "{r:?}");
+
     // The target is wiped while the archiver runs: it notices, writes its
     // identity and a base again, and the archive restores the newest state.
     std::fs::remove_dir_all(t.path().join("a")).unwrap();
@@ -363,6 +369,22 @@ fn gaps_foreign_snapshots_and_a_wiped_target() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = work.path().join(format!("w{}", Instant::now().elapsed().as_nanos()));
+        let r = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet);
+        if r.as_ref().is_ok_and(|o| o.seq == db.version()) {
+            break;
+        }
+        let _ = std::fs::remove_dir_all(&out);
+        assert!(Instant::now() < deadline, "the archive never came back: {:?} {r:?}", archiver.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Only the log chunks go (the identity stays): noticed too.
+    for c in ecsdb_backup::archive::list_chunks(&target).unwrap() {
+        target.delete(&c.key).unwrap();
+    }
+    commit_n(&db, 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = work.path().join(format!("c{}", Instant::now().elapsed().as_nanos()));
         let r = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet);
         if r.as_ref().is_ok_and(|o| o.seq == db.version()) {
             break;

@@ -144,8 +144,33 @@ fn a_target_archiving_another_database_is_refused_before_anything_is_created() {
         &[("ECSDB_ADMIN_PASSWORD", "admin-password-1")],
     );
     assert!(!ok);
-    assert!(err.contains("archive to another prefix"), "{err}");
+    assert!(err.contains("use another target"), "{err}");
     assert!(!fresh.exists(), "a refused start created {}", fresh.display());
+    // A target holding only another database's backups: the same.
+    let t2 = t.path().join("backups-only");
+    let mut s = spawn(tempfile::tempdir().unwrap(), &[], Some(&config(&t2, "archive = false\n")));
+    let admin = s.admin();
+    assert_eq!(s.call("POST", "/v1/admin/backups", Some(&admin), None).status, 201);
+    sigterm(&mut s);
+    std::fs::write(&cfg, config(&t2, "archive = false\n")).unwrap();
+    let (ok, _, err) = ecsdb(
+        &["serve", "--config", cfg.to_str().unwrap(), "--data-dir", fresh.to_str().unwrap(), "--bind", "127.0.0.1:0"],
+        &[("ECSDB_ADMIN_PASSWORD", "admin-password-1")],
+    );
+    assert!(!ok && err.contains("use another target"), "{err}");
+    assert!(!fresh.exists());
+}
+
+#[test]
+fn verify_against_an_unreachable_target_is_an_outage_not_damage() {
+    let cfg = "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9\"\nmax_retries = 0\nretry_timeout_secs = 1\nrequest_timeout_secs = 1\n[backup]\narchive = false\n";
+    let s =
+        spawn(tempfile::tempdir().unwrap(), &[("AWS_ACCESS_KEY_ID", "k"), ("AWS_SECRET_ACCESS_KEY", "s")], Some(cfg));
+    let admin = s.admin();
+    let r = s.call("POST", "/v1/admin/backups/backup_1/verify", Some(&admin), None);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "target_unavailable");
+    assert_eq!(s.call("POST", "/v1/admin/backups", Some(&admin), None).status, 502);
 }
 
 #[test]

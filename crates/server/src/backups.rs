@@ -93,21 +93,26 @@ impl Backups {
     /// here (the archiver retries).
     pub fn precheck(c: &ServerConfig) -> Result<(), String> {
         let Some(url) = c.backup.target_url(&c.storage) else { return Ok(()) };
-        if !c.backup.archive {
-            return Ok(());
-        }
-        let target = Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?;
-        let Ok(Some(theirs)) = ecsdb_backup::archive::identity(&target) else { return Ok(()) };
+        let target = Arc::new(Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?);
+        // Whose target is it: its archive's identity, else its backups'.
+        let theirs = ecsdb_backup::archive::identity(&target).ok().flatten().or_else(|| {
+            Manager::new(target.clone(), c.backup.clone())
+                .list()
+                .ok()?
+                .into_iter()
+                .find_map(|l| l.manifest.map(|m| m.database_id))
+        });
+        let Some(theirs) = theirs else { return Ok(()) };
         let dir = &c.db.database.data_dir;
         let ours = std::fs::read_to_string(dir.join(ecsdb_backup::state::DATABASE_ID_FILE)).ok();
         match ours.as_deref().map(str::trim) {
             Some(id) if id == theirs => Ok(()),
             Some(id) => Err(format!(
-                "[backup] archive: {url} archives the log of database {theirs}; {} is database {id} (a restored copy is a new database): archive to another prefix",
+                "[backup] target: {url} holds database {theirs}'s backups or archive; {} is database {id} (a restored copy is a new database): use another target or prefix",
                 dir.display()
             )),
             None => Err(format!(
-                "[backup] archive: {url} archives the log of database {theirs}; {} is a new database: archive to another prefix",
+                "[backup] target: {url} holds database {theirs}'s backups or archive; {} is a new database: use another target or prefix",
                 dir.display()
             )),
         }
@@ -296,6 +301,10 @@ pub async fn verify(
         let r = ecsdb_backup::verify::verify_backup(&backups.manager, &id, deep, &quiet);
         if r.problems.iter().any(|p| p.starts_with("no backup ")) {
             return Err(ApiError::not_found(r.problems.join("; ")));
+        }
+        // Not damage: the target could not be asked.
+        if r.unavailable {
+            return Err(ApiError::new(StatusCode::BAD_GATEWAY, "target_unavailable", r.problems.join("; ")));
         }
         audit(&p, "verify_backup", &json!({"id": id, "deep": deep, "ok": r.ok}));
         Ok(Json(json!(r)))
