@@ -366,35 +366,34 @@ fn gaps_foreign_snapshots_and_a_wiped_target() {
     std::thread::sleep(Duration::from_millis(100));
     std::fs::remove_dir_all(t.path().join("a/archive")).unwrap();
     commit_n(&db, 2);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = work.path().join(format!("w{}", Instant::now().elapsed().as_nanos()));
-        let r = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet);
-        if r.as_ref().is_ok_and(|o| o.seq == db.version()) {
-            break;
-        }
-        let _ = std::fs::remove_dir_all(&out);
-        assert!(Instant::now() < deadline, "the archive never came back: {:?} {r:?}", archiver.status());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    restores_newest(&target, &db, &archiver, &work.path().join("w"));
     // Only the log chunks go (the identity stays): noticed too.
     for c in ecsdb_backup::archive::list_chunks(&target).unwrap() {
         target.delete(&c.key).unwrap();
     }
     commit_n(&db, 2);
+    restores_newest(&target, &db, &archiver, &work.path().join("c"));
+    archiver.stop();
+    db.close().unwrap();
+}
+
+/// Wait until the archive restores `db`'s newest state (into `dir`).
+fn restores_newest(
+    target: &Arc<Target>,
+    db: &ecsdb::Database,
+    archiver: &ecsdb_backup::Archiver,
+    dir: &std::path::Path,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = work.path().join(format!("c{}", Instant::now().elapsed().as_nanos()));
-        let r = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet);
+        let _ = std::fs::remove_dir_all(dir);
+        let r = ecsdb_backup::restore::restore(target, &req(None, Point::Latest, dir), &quiet);
         if r.as_ref().is_ok_and(|o| o.seq == db.version()) {
-            break;
+            return;
         }
-        let _ = std::fs::remove_dir_all(&out);
         assert!(Instant::now() < deadline, "the archive never came back: {:?} {r:?}", archiver.status());
         std::thread::sleep(Duration::from_millis(50));
     }
-    archiver.stop();
-    db.close().unwrap();
 }
 
 #[test]
