@@ -179,13 +179,11 @@ impl Target {
 
     /// Store `data` under `key` (atomically: readers see all or nothing).
     pub fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        if let Some(dir) = &self.local {
+            return put_local(&dir.join(key), &data);
+        }
         let path = self.path(key);
         let len = data.len();
-        // Folders owner-only before anything (even a partial upload's
-        // temporary file) is written into them.
-        if let Some(parent) = self.local.as_ref().and_then(|d| d.join(key).parent().map(std::path::Path::to_path_buf)) {
-            create_private_dir(&parent)?;
-        }
         self.block_on(async {
             if len > self.part_size {
                 let upload = self.store.put_multipart(&path).await?;
@@ -196,11 +194,7 @@ impl Target {
                 self.store.put(&path, data.into()).await.map(|_| ())
             }
         })
-        .map_err(|e| self.err(key, &e))?;
-        if let Some(dir) = &self.local {
-            make_durable(&dir.join(key))?;
-        }
-        Ok(())
+        .map_err(|e| self.err(key, &e))
     }
 
     /// The bytes under `key`.
@@ -310,23 +304,34 @@ pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<()> {
     }
 }
 
-/// Owner-only permissions, file and directory synced.
-fn make_durable(path: &std::path::Path) -> Result<()> {
+/// A local object: folders 0700, the bytes into a 0600 temporary file
+/// beside it (named with `#`, which listings skip, as an interrupted
+/// write's leftovers are), fsynced, renamed into place, the folder fsynced.
+fn put_local(path: &std::path::Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let parent = path.parent().unwrap_or(std::path::Path::new("."));
+    create_private_dir(parent)?;
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default();
+    // Digits only after the `#`: what listings treat as a partial write.
+    let tmp = parent.join(format!("{name}#{}{n:012}", std::process::id()));
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
     }
-    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(io(path))?;
-    if let Some(parent) = path.parent() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
-        }
-        std::fs::File::open(parent).and_then(|f| f.sync_all()).map_err(io(parent))?;
+    let written = o.open(&tmp).and_then(|mut f| {
+        f.write_all(data)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(path)(e));
     }
-    Ok(())
+    std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))
 }
 
 #[cfg(test)]
@@ -349,6 +354,9 @@ mod tests {
         t.delete("backups/b1/manifest.json").unwrap();
         assert_eq!(t.list("backups/").unwrap().len(), 1);
         assert!(t.list("nothing/").unwrap().is_empty());
+        // A write interrupted before its rename is not an object.
+        std::fs::write(d.path().join("t/backups/b1/snapshot.snap#123000000000001"), b"partial").unwrap();
+        assert_eq!(t.list("backups/").unwrap().len(), 1);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

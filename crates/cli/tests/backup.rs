@@ -134,6 +134,7 @@ fn a_target_archiving_another_database_is_refused_before_anything_is_created() {
     let t = tempfile::tempdir().unwrap();
     let target = t.path().join("target");
     let mut s = spawn(tempfile::tempdir().unwrap(), &[], Some(&config(&target, "")));
+    s.admin(); // serving (its signal handler is in place)
     sigterm(&mut s);
     assert!(target.join("archive/IDENTITY").exists());
     let cfg = t.path().join("c.toml");

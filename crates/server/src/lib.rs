@@ -156,27 +156,37 @@ fn require_system_tables(c: &ServerConfig, db: Database) -> Result<Database, Str
 }
 
 /// Resolves on Ctrl-C or SIGTERM (shared with processes that embed the
-/// server's pieces, like the game server).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// server's pieces, like the game server). The handlers are installed when
+/// this is called (inside a runtime), not when the future is first polled:
+/// a signal that arrives right after start-up is not the default kill.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested: draining requests");
     }
-    tracing::info!("shutdown requested: draining requests");
 }
 
 fn conn_limits(c: &ServerConfig) -> serve::ConnLimits {
@@ -306,6 +316,8 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
     let state =
         Arc::new(app::AppState::new(db.clone(), tokens, c.clone(), Arc::new(limits::SystemClock), backups.clone()));
     rt.block_on(async {
+        // Before anyone is told where we listen.
+        let stop = shutdown_signal();
         let listener =
             tokio::net::TcpListener::bind(&c.server.bind).await.map_err(|e| format!("bind {}: {e}", c.server.bind))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -351,7 +363,7 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
         let app = app::router(state.clone());
         let st = state.clone();
         serve::serve(listener, app, conn_limits(&c), async move {
-            shutdown_signal().await;
+            stop.await;
             // Stream connections close now rather than at the drain's end.
             let _ = st.stopping.send(true);
         })
