@@ -181,6 +181,8 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let served = rt.block_on(async {
+        // Signal handlers before anyone is told where we listen.
+        let stop = ecsdb_server::shutdown_signal();
         let main_addr = format!("{}:{}", cfg.host, cfg.port);
         let main = tokio::net::TcpListener::bind(&main_addr).await.map_err(|e| format!("cannot listen on {main_addr}: {e}"))?;
         let ws = if cfg.ws_port != 0 && cfg.ws_port != cfg.port {
@@ -223,7 +225,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
                 .await;
             }));
         }
-        ecsdb_server::shutdown_signal().await;
+        stop.await;
         tracing::info!("stopping: closing connections, saving players' positions");
         game.close_all();
         let _ = stop_tx.send(true);
