@@ -78,6 +78,8 @@ enum Command {
     /// Schema migrations: `plan` (changes nothing) or `apply` a migration file.
     #[command(subcommand)]
     Migrate(commands::migrate::Action),
+    /// Make a running replica the primary of a new epoch (failover).
+    Promote(commands::promote::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -94,6 +96,18 @@ struct ServeArgs {
     /// Schema file (default: the bundled RPG example).
     #[arg(long)]
     schema: Option<std::path::PathBuf>,
+    /// Run as a read-only replica of this primary (`http://host:port`; also
+    /// `[replication] primary` or `ECSDB_REPLICA_OF`).
+    #[arg(long = "replica-of")]
+    replica_of: Option<String>,
+    /// The replica's API key, with the `replicate` permission (default:
+    /// `ECSDB_REPLICA_KEY`).
+    #[arg(long = "replica-key")]
+    replica_key: Option<String>,
+    /// The URL other nodes reach this one at (default `http://` + the
+    /// listen address; also `[replication] advertise_url`).
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 fn serve(a: &ServeArgs) -> ExitCode {
@@ -102,6 +116,9 @@ fn serve(a: &ServeArgs) -> ExitCode {
         data_dir: a.data_dir.clone(),
         bind: a.bind.clone(),
         schema_file: a.schema.clone(),
+        replica_of: a.replica_of.clone(),
+        replica_key: a.replica_key.clone(),
+        advertise: a.advertise.clone(),
     };
     match ecsdb_server::run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,5 +145,6 @@ fn main() -> ExitCode {
         Command::Import(a) => commands::transfer::import(a),
         Command::Export(a) => commands::transfer::export(a),
         Command::Migrate(a) => commands::migrate::run(a),
+        Command::Promote(a) => commands::promote::run(a),
     }
 }

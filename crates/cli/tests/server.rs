@@ -60,7 +60,7 @@ fn auth_matrix_covers_every_route() {
             let allowed = match access {
                 Access::Read | Access::Authenticated | Access::Public => true,
                 Access::Write => perms.contains('w'),
-                Access::Admin => perms.contains('a'),
+                Access::Admin | Access::Replicate => perms.contains('a'),
             };
             // Logging out would end the session the rest of the matrix uses.
             if path == "/v1/auth/logout" {

@@ -112,6 +112,32 @@ pub struct ReplicationSection {
     /// Memory all stream subscriptions together may hold (their rows and
     /// pending updates), MiB.
     pub max_stream_memory_mb: u64,
+    /// Run as a read-only replica of this primary (`http://host:port`); the
+    /// key comes from `ECSDB_REPLICA_KEY` or `--replica-key`.
+    pub primary: Option<String>,
+    /// This node's name in the primary's replica list (default: its
+    /// advertised URL).
+    pub replica_id: Option<String>,
+    /// The URL other nodes reach this one at (default `http://` + the
+    /// server's bind address).
+    pub advertise_url: Option<String>,
+    /// Synchronous replication: a commit is acknowledged only once this many
+    /// replicas hold it durably (0 = asynchronous).
+    pub sync_replicas: u32,
+    /// How long a commit waits for `sync_replicas` acknowledgements, ms.
+    pub sync_timeout_ms: u64,
+    /// What a commit does when the wait times out: `"fail"` (an error; the
+    /// commit is on this node but unconfirmed) or `"async"` (acknowledge it
+    /// anyway, counted and logged).
+    pub sync_fallback: String,
+    /// `/health` degrades when a connected replica lags more than this, ms.
+    pub max_lag_ms: u64,
+    /// Most MiB of commit log kept for replicas that lag; beyond it the
+    /// log is released and such a replica bootstraps again.
+    pub max_retained_log_mb: u64,
+    /// A replica that hears nothing from its primary for this long
+    /// reconnects (the primary sends a heartbeat every fifth of it), ms.
+    pub peer_timeout_ms: u64,
 }
 
 impl ReplicationSection {
@@ -140,6 +166,15 @@ impl Default for ReplicationSection {
             allowed_ips: Vec::new(),
             max_subscriptions: 64,
             max_stream_memory_mb: 1024,
+            primary: None,
+            replica_id: None,
+            advertise_url: None,
+            sync_replicas: 0,
+            sync_timeout_ms: 5_000,
+            sync_fallback: "fail".into(),
+            max_lag_ms: 5_000,
+            max_retained_log_mb: 1024,
+            peer_timeout_ms: 5_000,
         }
     }
 }
@@ -232,6 +267,11 @@ impl DatabaseConfig {
         range("replication.max_clients", u64::from(self.replication.max_clients), 1, 1_000_000);
         range("replication.max_subscriptions", u64::from(self.replication.max_subscriptions), 1, 10_000);
         range("replication.max_stream_memory_mb", self.replication.max_stream_memory_mb, 1, 1 << 24);
+        range("replication.sync_replicas", u64::from(self.replication.sync_replicas), 0, 64);
+        range("replication.sync_timeout_ms", self.replication.sync_timeout_ms, 1, 3_600_000);
+        range("replication.max_lag_ms", self.replication.max_lag_ms, 1, 86_400_000);
+        range("replication.max_retained_log_mb", self.replication.max_retained_log_mb, 1, 1 << 24);
+        range("replication.peer_timeout_ms", self.replication.peer_timeout_ms, 100, 3_600_000);
         range("persistence.snapshot_interval_secs", p.snapshot_interval_secs, 1, 31_536_000);
         range("persistence.max_wal_size_mb", p.max_wal_size_mb, 1, 1 << 24);
         range("persistence.wal_archive_max_mb", p.wal_archive_max_mb, 0, 1 << 24);
@@ -256,6 +296,25 @@ impl DatabaseConfig {
         let g = m.buffer_growth_factor;
         if !g.is_finite() || g <= 1.0 || g > 16.0 {
             problems.push(format!("memory.buffer_growth_factor = {g} must be a number greater than 1 and at most 16"));
+        }
+        if !["fail", "async"].contains(&self.replication.sync_fallback.as_str()) {
+            problems.push(format!(
+                "replication.sync_fallback must be \"fail\" or \"async\", not \"{}\"",
+                self.replication.sync_fallback
+            ));
+        }
+        for (key, url) in [
+            ("replication.primary", &self.replication.primary),
+            ("replication.advertise_url", &self.replication.advertise_url),
+        ] {
+            if let Some(u) = url
+                && !is_base_url(u)
+            {
+                problems.push(format!("{key} `{u}` is not a URL like http://host:port"));
+            }
+        }
+        if self.replication.primary.is_some() && self.replication.sync_replicas > 0 {
+            problems.push("replication.sync_replicas applies to a primary; a replica (replication.primary is set) cannot require it".into());
         }
         if !["zstd", "none"].contains(&self.replication.delta_compression.as_str()) {
             problems.push(format!(
@@ -289,7 +348,8 @@ impl DatabaseConfig {
     /// Apply `ECSDB_*` environment overrides (pass `std::env::vars()`; tests
     /// pass a map). Recognized: `ECSDB_DATA_DIR`, `ECSDB_SCHEMA_FILE`,
     /// `ECSDB_MAX_MEMORY_MB`, `ECSDB_WAL_ENABLED`, `ECSDB_WAL_SYNC`,
-    /// `ECSDB_REPLICATION_ENABLED`, `ECSDB_REPLICATION_BIND`, `ECSDB_PROFILE`.
+    /// `ECSDB_REPLICATION_ENABLED`, `ECSDB_REPLICATION_BIND`, `ECSDB_REPLICA_OF`,
+    /// `ECSDB_PROFILE`.
     /// Other `ECSDB_*` variables belong to the server and are ignored here.
     pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<(), DbError> {
         fn flag(k: &str, v: &str) -> Result<bool, DbError> {
@@ -315,6 +375,7 @@ impl DatabaseConfig {
                 }
                 "ECSDB_REPLICATION_ENABLED" => self.replication.enabled = flag(&k, &v)?,
                 "ECSDB_REPLICATION_BIND" => self.replication.bind = v,
+                "ECSDB_REPLICA_OF" => self.replication.primary = Some(v).filter(|v| !v.is_empty()),
                 "ECSDB_PROFILE" => self.profile = Some(v),
                 _ => {}
             }
@@ -332,6 +393,13 @@ impl DatabaseConfig {
         (self.memory.max_capacity_mb > 0)
             .then(|| usize::try_from(self.memory.max_capacity_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX))
     }
+}
+
+/// `http://host:port` (a trailing `/` allowed): where another node listens.
+pub fn is_base_url(u: &str) -> bool {
+    u.strip_prefix("http://").map(|r| r.strip_suffix('/').unwrap_or(r)).is_some_and(|host| {
+        !host.is_empty() && !host.contains(['/', ' ', '?', '#', '@']) && host.chars().all(|c| c.is_ascii_graphic())
+    })
 }
 
 /// `3600`, `45s`, `30m`, `24h`, `7d` → seconds (more than 0, at most

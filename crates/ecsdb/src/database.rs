@@ -60,6 +60,11 @@ pub(crate) struct Inner {
     pub(crate) recovery: Option<RecoveryReport>,
     /// Committed change sets to subscribers (see `feed.rs`).
     pub(crate) feed: crate::feed::Feed,
+    /// Why writes are refused (a replica, a fenced primary); `None` = writable.
+    pub(crate) read_only: parking_lot::RwLock<Option<String>>,
+    /// Log holds by holder (the archiver, replication): the log keeps every
+    /// commit after the smallest.
+    pub(crate) holds: Mutex<Vec<(String, u64)>>,
 }
 
 impl Drop for Inner {
@@ -252,6 +257,8 @@ impl DatabaseBuilder {
                 durability,
                 recovery,
                 feed: crate::feed::Feed::default(),
+                read_only: parking_lot::RwLock::new(None),
+                holds: Mutex::new(Vec::new()),
             }),
         };
         db.start_background();
@@ -351,8 +358,13 @@ pub fn is_data_dir_entry(name: &str) -> bool {
         "database_id",
         "database_id.tmp",
         ".health-probe",
+        "replication.json",
+        "replication.json.tmp",
     ];
-    OURS.contains(&name) || name.starts_with("pre-restore-") || name.starts_with("pre-rebuild-")
+    OURS.contains(&name)
+        || name.starts_with("pre-restore-")
+        || name.starts_with("pre-rebuild-")
+        || name.starts_with("pre-bootstrap-")
 }
 
 /// A data directory holds data and secrets: make an existing one that
@@ -424,6 +436,12 @@ fn ensure_schema_file(fs: &dyn Vfs, dir: &Path, schema: &Schema) -> Result<()> {
         return write_schema_history(fs, dir, &stored);
     }
     write_schema_file(fs, dir, schema)
+}
+
+/// Write `<dir>/schema.toml` (and its history copy) for a data directory
+/// being assembled from elsewhere (a replica's bootstrap), atomically.
+pub fn install_schema_file(dir: &Path, schema: &Schema) -> Result<()> {
+    write_schema_file(&OsFs, dir, schema)
 }
 
 /// Write `<dir>/schema.toml` atomically (temp file, fsync, rename, fsync
@@ -558,9 +576,111 @@ impl Database {
     /// segments to `wal_archive/` instead of deleting them, and pruning
     /// spares them.
     pub fn hold_log_after(&self, seq: u64) {
-        if let Some(d) = &self.inner.durability {
-            d.store.hold_log_after(seq);
+        self.hold_log_for("archive", seq);
+    }
+
+    /// As [`Database::hold_log_after`], for one of several holders: the log
+    /// keeps every commit after the smallest hold (`u64::MAX` lifts this
+    /// holder's).
+    pub fn hold_log_for(&self, holder: &str, seq: u64) {
+        let mut holds = self.inner.holds.lock();
+        match holds.iter_mut().find(|h| h.0 == holder) {
+            Some(h) => h.1 = seq,
+            None => holds.push((holder.to_string(), seq)),
         }
+        let min = holds.iter().map(|h| h.1).min().unwrap_or(u64::MAX);
+        if let Some(d) = &self.inner.durability {
+            d.store.hold_log_after(min);
+        }
+    }
+
+    /// Refuse writes (`Some(reason)`: every transaction and migration fails
+    /// with [`DbError::ReadOnly`] carrying it) or accept them again (`None`).
+    /// Replicated commits ([`Database::apply_replicated`]) still apply.
+    pub fn set_read_only(&self, reason: Option<String>) {
+        *self.inner.read_only.write() = reason;
+    }
+
+    /// Why writes are refused, if they are.
+    pub fn read_only(&self) -> Option<String> {
+        self.inner.read_only.read().clone()
+    }
+
+    /// Apply commits made elsewhere (a replica following its primary), in
+    /// sequence order, each at its own sequence number: logged, applied
+    /// through the same checks as recovery, and published to subscribers
+    /// like local commits. Not waited on: call [`Database::sync_to`] with
+    /// the last one to make them durable. Returns the sequence reached.
+    ///
+    /// An error leaves the commits before the failing one applied; a commit
+    /// that fails to apply after being logged puts the database in
+    /// fail-stop (its state can no longer be trusted: bootstrap it again).
+    pub fn apply_replicated(&self, records: &[(u64, ChangeSet)]) -> Result<u64> {
+        let mut i = 0;
+        while i < records.len() {
+            if let Some(Ok(ecsdb_core::changeset::Op::Migrate { text })) = records[i].1.iter().next() {
+                let text = std::str::from_utf8(text).map_err(|_| {
+                    DbError::Config(format!("replicated commit {}: migration text is not UTF-8", records[i].0))
+                })?;
+                let at = self.version() + 1;
+                if records[i].0 != at {
+                    return Err(DbError::Sink(format!(
+                        "replicated commit {} arrived where {at} was expected",
+                        records[i].0
+                    )));
+                }
+                self.migrate_inner(text, true, false)?;
+                i += 1;
+                continue;
+            }
+            let end = records[i..]
+                .iter()
+                .position(|r| matches!(r.1.iter().next(), Some(Ok(ecsdb_core::changeset::Op::Migrate { .. }))))
+                .map_or(records.len(), |p| i + p);
+            self.apply_replicated_run(&records[i..end])?;
+            i = end;
+        }
+        Ok(self.version())
+    }
+
+    fn apply_replicated_run(&self, records: &[(u64, ChangeSet)]) -> Result<()> {
+        if let Some(reason) = self.fail_stopped() {
+            return Err(DbError::FailStop(reason));
+        }
+        let _writer = self.inner.writer.lock();
+        let mut w = self.acquire_write(None).unwrap_or_else(|| unreachable!("no deadline"));
+        for (seq, cs) in records {
+            let seq = *seq;
+            if seq != w.seq() + 1 {
+                return Err(DbError::Sink(format!(
+                    "replicated commit {seq} arrived where {} was expected",
+                    w.seq() + 1
+                )));
+            }
+            if cs.is_empty() {
+                return Err(DbError::Sink(format!("replicated commit {seq} is empty")));
+            }
+            let sinks = &self.inner.sinks;
+            for (k, sink) in sinks.iter().enumerate() {
+                if let Err(e) = sink.append(seq, cs) {
+                    for earlier in sinks[..k].iter().rev() {
+                        if let Err(ae) = earlier.abort(seq) {
+                            self.enter_fail_stop(format!(
+                                "replicated commit {seq} was refused by a commit sink ({e}) and could not be taken back from another ({ae})"
+                            ));
+                        }
+                    }
+                    return Err(DbError::Sink(e));
+                }
+            }
+            if let Err(e) = w.apply(seq, cs) {
+                let reason = format!("replicated commit {seq} could not be applied: {e}");
+                self.enter_fail_stop(reason.clone());
+                return Err(DbError::FailStop(reason));
+            }
+            self.inner.feed.publish(seq, cs);
+        }
+        Ok(())
     }
 
     /// Block until commit `seq` is on stable storage (for a client asking for
@@ -901,6 +1021,9 @@ impl Database {
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
+        if let Some(reason) = self.read_only() {
+            return Err(DbError::ReadOnly(reason));
+        }
         match self.fail_stopped() {
             Some(reason) => Err(DbError::FailStop(reason)),
             None => Ok(()),
@@ -1298,6 +1421,11 @@ impl Transaction<'_> {
                     let reason = format!("commit {} may not be durable: {e}", commit.seq);
                     db.enter_fail_stop(reason.clone());
                     return Err(DbError::FailStop(reason));
+                }
+            }
+            for sink in &db.inner.sinks {
+                if let Err(reason) = sink.wait_replicated(commit.seq) {
+                    return Err(DbError::NotReplicated { seq: commit.seq, reason });
                 }
             }
         }

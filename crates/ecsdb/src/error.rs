@@ -23,6 +23,15 @@ pub enum DbError {
     Sink(String),
     #[error("the database refuses writes after an unrecoverable storage error: {0}")]
     FailStop(String),
+    /// Writes are refused here (a replica, a fenced primary); the reason
+    /// says where they go.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+    /// Commit `seq` is applied and durable on this node, but the replicas
+    /// synchronous replication requires did not confirm it: it is not
+    /// acknowledged (it may or may not survive a failover).
+    #[error("commit {seq} is durable here but not confirmed by the required replicas: {reason}")]
+    NotReplicated { seq: u64, reason: String },
     #[error(
         "no schema given: call schema_file, schema_toml or schema on the builder (an existing data directory brings its own)"
     )]

@@ -58,7 +58,7 @@ mod typed_query;
 pub use config::DatabaseConfig;
 pub use database::{
     CommitInfo, Database, DatabaseBuilder, DatabaseMetrics, EXAMPLE_SCHEMA, ReadView, SCHEMA_FILE_NAME,
-    SCHEMA_HISTORY_DIR, StorageStats, Transaction, is_data_dir_entry,
+    SCHEMA_HISTORY_DIR, StorageStats, Transaction, install_schema_file, is_data_dir_entry,
 };
 /// `#[derive(Component)]`: a struct as a row of a schema table.
 pub use ecsdb_core::batch::{BatchBuilder, Bundle};

@@ -47,13 +47,25 @@ impl Database {
     /// As [`Database::migrate`]; `allow_system` lets the operations touch
     /// system (`_`) tables (the server's own upgrades).
     pub fn migrate_with(&self, text: &str, dry_run: bool, allow_system: bool) -> Result<MigrationOutcome> {
-        let m = Migration::parse(text)?;
         if dry_run {
+            let m = Migration::parse(text)?;
             let w = self.read();
             let plan = w.schema().plan_migration(&m, allow_system)?;
             return Ok(MigrationOutcome { applied: false, seq: None, report: w.check_migration(&plan)? });
         }
-        self.check_writable()?;
+        self.migrate_inner(text, allow_system, true)
+    }
+
+    /// Apply a migration; `local` = a migration of this node (refused when
+    /// read-only, waits for replicas) rather than one replicated from the
+    /// primary.
+    pub(crate) fn migrate_inner(&self, text: &str, allow_system: bool, local: bool) -> Result<MigrationOutcome> {
+        let m = Migration::parse(text)?;
+        if local {
+            self.check_writable()?;
+        } else if let Some(reason) = self.fail_stopped() {
+            return Err(DbError::FailStop(reason));
+        }
         let inner = self.inner();
         let writer = inner.writer.lock();
         let (plan, report, next, seq) = {
@@ -126,6 +138,13 @@ impl Database {
             }
             if let Err(e) = write_schema_file(d.store.fs().as_ref(), d.store.dir(), &plan.schema) {
                 tracing::warn!(error = %e, "migration applied; schema.toml could not be rewritten yet (the next open does it)");
+            }
+        }
+        if local {
+            for sink in &inner.sinks {
+                if let Err(reason) = sink.wait_replicated(seq) {
+                    return Err(DbError::NotReplicated { seq, reason });
+                }
             }
         }
         Ok(MigrationOutcome { applied: true, seq: Some(seq), report })

@@ -23,6 +23,15 @@ pub trait CommitSink: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Block until commit `seq` is held by whatever else must have it before
+    /// it is acknowledged (synchronous replicas). Called after every sink's
+    /// `wait_durable`; an error is the commit's error, with no fail-stop
+    /// (the commit is applied and durable here, just not confirmed).
+    fn wait_replicated(&self, seq: u64) -> Result<(), String> {
+        let _ = seq;
+        Ok(())
+    }
+
     /// Take back commit `seq`, which this sink accepted but a later sink
     /// refused: it will never become visible. Called under the writer lock,
     /// in reverse sink order. An error here poisons the database (fail-stop):

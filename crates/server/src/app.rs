@@ -34,6 +34,8 @@ pub enum Access {
     Read,
     Write,
     Admin,
+    /// A replica's key (`replicate` permission) or an admin.
+    Replicate,
 }
 
 /// Every route and its access rule. The auth middleware enforces this table
@@ -71,6 +73,12 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/admin/backups/{id}/verify", Access::Admin),
     // Authenticates itself: a header on the upgrade, or a first message.
     ("GET", "/v1/stream", Access::Public),
+    ("GET", "/v1/replication/status", Access::Public),
+    ("GET", "/v1/replication/snapshot", Access::Replicate),
+    ("GET", "/v1/replication/stream", Access::Replicate),
+    ("POST", "/v1/replication/fence", Access::Replicate),
+    ("GET", "/v1/admin/replication", Access::Admin),
+    ("POST", "/v1/admin/promote", Access::Admin),
 ];
 
 /// State shared by all handlers.
@@ -102,6 +110,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Backups and log archiving, when `[backup]` names a target.
     pub backups: Option<Arc<crate::backups::Backups>>,
+    /// This node's replication role, its replicas or its primary.
+    pub replication: Arc<crate::replication::Replication>,
 }
 
 impl AppState {
@@ -111,6 +121,7 @@ impl AppState {
         config: ServerConfig,
         clock: Arc<dyn crate::limits::Clock>,
         backups: Option<Arc<crate::backups::Backups>>,
+        replication: Arc<crate::replication::Replication>,
     ) -> AppState {
         let rl = &config.rate_limit;
         AppState {
@@ -130,6 +141,7 @@ impl AppState {
             stream_clients: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::channel(false).0,
             backups,
+            replication,
             db,
             tokens,
             config,
@@ -197,6 +209,12 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/admin/streams", get(crate::stream::clients))
         .route("/v1/admin/migrations", post(handlers::migrate))
         .route("/v1/stream", get(crate::stream::stream))
+        .route("/v1/replication/status", get(crate::replication::primary::status))
+        .route("/v1/replication/snapshot", get(crate::replication::primary::snapshot))
+        .route("/v1/replication/stream", get(crate::replication::primary::stream))
+        .route("/v1/replication/fence", post(crate::replication::primary::fence))
+        .route("/v1/admin/replication", get(crate::replication::primary::admin_status))
+        .route("/v1/admin/promote", post(crate::replication::primary::promote))
         .fallback(handlers::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(axum::extract::DefaultBodyLimit::max(cfg.server.body_limit_bytes))
@@ -407,6 +425,8 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
         Access::Read => Some(Perms::READ),
         Access::Write => Some(Perms::WRITE),
         Access::Admin => Some(Perms::ADMIN),
+        Access::Replicate if principal.perms.has(Perms::ADMIN) => None,
+        Access::Replicate => Some(Perms::REPLICATE),
         Access::Public | Access::Authenticated => None,
     };
     if let Some(bit) = need

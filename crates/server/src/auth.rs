@@ -189,6 +189,7 @@ pub fn require(p: &Principal, bit: u8) -> ApiResult<()> {
         let what = match bit {
             Perms::ADMIN => "admin",
             Perms::WRITE => "write",
+            Perms::REPLICATE => "replicate",
             _ => "read",
         };
         Err(ApiError::forbidden(format!("`{}` lacks the {what} permission", p.name)))

@@ -12,11 +12,13 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429).
     pub retry_after: Option<u64>,
+    /// Where writes go (a refusal by a replica or a fenced node).
+    pub primary: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError { status, code, message: message.into(), retry_after: None, primary: None }
     }
     pub fn bad_request(m: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", m)
@@ -55,6 +57,18 @@ impl From<ecsdb::DbError> for ApiError {
                 format!("{e} (server.query_timeout_ms); nothing was changed"),
             ),
             DbError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+            DbError::ReadOnly(reason) => {
+                let mut a = ApiError::new(StatusCode::CONFLICT, "read_only", format!("{reason}; nothing was changed"));
+                a.primary = crate::replication::primary_named_in(reason);
+                a
+            }
+            DbError::NotReplicated { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replication_timeout",
+                format!(
+                    "{e}; the write is applied here, so treat its outcome as unknown (read it back before retrying)"
+                ),
+            ),
             DbError::Engine(EngineError::UniqueViolation { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, "unique_violation", format!("{e}; nothing was changed"))
             }
@@ -78,7 +92,10 @@ impl From<ecsdb::DbError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(p) = self.primary {
+            body["error"]["primary"] = serde_json::Value::String(p);
+        }
         let mut r = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after
             && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())

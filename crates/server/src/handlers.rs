@@ -166,7 +166,7 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn metrics(State(st): State<Shared>) -> Response {
-    let text = st.metrics.render(&st.db, &st.hub, st.backups.as_deref());
+    let text = st.metrics.render(&st.db, &st.hub, st.backups.as_deref(), &st.replication);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -22,6 +22,74 @@ pub struct Check {
     pub detail: String,
 }
 
+/// Replication: a replica connected and caught up within `max_lag_ms`; a
+/// primary's connected replicas within it and enough of them for
+/// `sync_replicas`; a fenced node is degraded (it refuses writes).
+fn replication_check(st: &Shared) -> Option<Check> {
+    use crate::replication::Role;
+    let r = &st.replication;
+    let s = r.snapshot_state();
+    let max = r.config.max_lag_ms as f64;
+    match s.role {
+        Role::Fenced => Some(Check {
+            name: "replication",
+            healthy: false,
+            critical: false,
+            detail: format!(
+                "fenced: a newer primary exists (epoch {}); this node refuses writes",
+                s.fenced_by.unwrap_or(s.epoch)
+            ),
+        }),
+        Role::Replica => {
+            let f = r.follower.lock().clone();
+            let lag_ms = if f.behind_since_unix_ms == 0 {
+                0
+            } else {
+                crate::replication::now_ms().saturating_sub(f.behind_since_unix_ms)
+            };
+            let healthy = f.connected && (lag_ms as f64) <= max;
+            Some(Check {
+                name: "replication",
+                healthy,
+                critical: false,
+                detail: if f.connected {
+                    format!(
+                        "replica at commit {} of the primary's {} ({} ms behind; degraded above {} ms)",
+                        f.applied_seq, f.primary_seq, lag_ms, r.config.max_lag_ms
+                    )
+                } else {
+                    format!("replica not connected to its primary (at commit {})", f.applied_seq)
+                },
+            })
+        }
+        Role::Primary => {
+            let reps = r.registry.report(st.db.version());
+            let connected: Vec<_> = reps.iter().filter(|x| x.connected).collect();
+            if reps.is_empty() && r.config.sync_replicas == 0 {
+                return None;
+            }
+            let slow: Vec<_> = connected.iter().filter(|x| x.lag_ms > max).map(|x| x.id.clone()).collect();
+            let short = connected.len() < r.config.sync_replicas as usize;
+            Some(Check {
+                name: "replication",
+                healthy: slow.is_empty() && !short,
+                critical: false,
+                detail: if short {
+                    format!(
+                        "{} replica(s) connected; replication.sync_replicas requires {}: commits wait and then fail",
+                        connected.len(),
+                        r.config.sync_replicas
+                    )
+                } else if !slow.is_empty() {
+                    format!("replica(s) lagging more than {} ms: {}", r.config.max_lag_ms, slow.join(", "))
+                } else {
+                    format!("{} of {} known replica(s) connected, none lagging", connected.len(), reps.len())
+                },
+            })
+        }
+    }
+}
+
 pub fn checks(st: &Shared) -> Vec<Check> {
     let mut v = Vec::new();
     let dir = st.config.db.database.data_dir.clone();
@@ -107,6 +175,9 @@ pub fn checks(st: &Shared) -> Vec<Check> {
                 )
             },
         });
+    }
+    if let Some(c) = replication_check(st) {
+        v.push(c);
     }
     let m = st.db.metrics();
     if let Some(limit) = m.memory_limit_bytes {

@@ -25,6 +25,7 @@ pub mod hashers;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod replication;
 pub mod serve;
 pub mod stream;
 pub mod strict_json;
@@ -46,6 +47,12 @@ pub struct ServeOptions {
     pub data_dir: Option<PathBuf>,
     pub bind: Option<String>,
     pub schema_file: Option<PathBuf>,
+    /// `--replica-of URL`: run as a replica of this primary.
+    pub replica_of: Option<String>,
+    /// `--replica-key KEY` (else `ECSDB_REPLICA_KEY`).
+    pub replica_key: Option<String>,
+    /// `--advertise URL`: where other nodes reach this one.
+    pub advertise: Option<String>,
 }
 
 /// Load config: file, then environment, then command-line options.
@@ -63,6 +70,12 @@ pub fn load_config(opts: &ServeOptions) -> Result<ServerConfig, String> {
     }
     if let Some(s) = &opts.schema_file {
         c.db.database.schema_file = Some(s.clone());
+    }
+    if let Some(p) = &opts.replica_of {
+        c.db.replication.primary = Some(p.clone());
+    }
+    if let Some(a) = &opts.advertise {
+        c.db.replication.advertise_url = Some(a.clone());
     }
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
@@ -119,8 +132,14 @@ fn jwt_secret(c: &ServerConfig) -> Result<Vec<u8>, String> {
 /// Without a schema file, an existing data directory is opened with the
 /// schema it keeps (`schema.toml`); a new one gets the bundled example.
 pub fn open_database(c: &ServerConfig) -> Result<Database, String> {
+    open_database_with(c, Vec::new())
+}
+
+/// [`open_database`] with extra commit sinks (replication's).
+pub fn open_database_with(c: &ServerConfig, sinks: Vec<Box<dyn ecsdb::CommitSink>>) -> Result<Database, String> {
+    let replica = c.db.replication.primary.is_some();
     let stored = c.db.database.data_dir.join(ecsdb::SCHEMA_FILE_NAME);
-    if stored.exists() && system::lacks_system_indexes(&stored) {
+    if !replica && stored.exists() && system::lacks_system_indexes(&stored) {
         // A directory made by an older server lacks the system indexes:
         // build them (one logged migration) before the schema is compared.
         let mut own = c.db.clone();
@@ -133,7 +152,13 @@ pub fn open_database(c: &ServerConfig) -> Result<Database, String> {
         db.close().map_err(|e| e.to_string())?;
     }
     let mut builder = Database::builder().config(c.db.clone()).enable_persistence();
-    if c.db.database.schema_file.is_some() || !stored.exists() {
+    for s in sinks {
+        builder = builder.commit_sink(s);
+    }
+    if replica && c.db.database.schema_file.is_some() {
+        tracing::info!("a replica keeps its primary's schema: database.schema_file is ignored");
+    }
+    if !replica && (c.db.database.schema_file.is_some() || !stored.exists()) {
         let user_text = match &c.db.database.schema_file {
             Some(p) => std::fs::read_to_string(p).map_err(|e| format!("schema {}: {e}", p.display()))?,
             None => EXAMPLE_SCHEMA.to_string(),
@@ -228,6 +253,7 @@ fn spawn_stream_listener(listener: std::net::TcpListener, state: &Arc<app::AppSt
 pub struct Running {
     pub addr: SocketAddr,
     pub db: Database,
+    pub replication: Arc<replication::Replication>,
     backups: Option<Arc<backups::Backups>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -242,6 +268,7 @@ impl Running {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.replication.stop.store(true, std::sync::atomic::Ordering::Release);
         let closed = self.db.close().map_err(|e| e.to_string());
         if let Some(b) = &self.backups {
             b.stop();
@@ -250,23 +277,183 @@ impl Running {
     }
 }
 
+/// The replica key: the option, else `ECSDB_REPLICA_KEY`.
+fn replica_key(opt: Option<&str>) -> Option<String> {
+    opt.map(str::to_string).or_else(|| std::env::var("ECSDB_REPLICA_KEY").ok()).filter(|k| !k.trim().is_empty())
+}
+
+/// Where other nodes reach this one.
+fn advertise_url(c: &ServerConfig, addr: SocketAddr) -> String {
+    if let Some(a) = &c.db.replication.advertise_url {
+        return a.trim_end_matches('/').to_string();
+    }
+    if addr.ip().is_unspecified() {
+        tracing::warn!(
+            "server.bind listens on every address: set replication.advertise_url (or --advertise) to the URL other nodes reach this one at"
+        );
+        return format!("http://127.0.0.1:{}", addr.port());
+    }
+    format!("http://{addr}")
+}
+
+/// A replica's data directory, ready to open: bootstrapped from the primary
+/// when empty (or when a re-bootstrap was asked for: the old data is set
+/// aside first). Retries while the primary is unreachable, until `stopping`.
+fn prepare_replica(
+    c: &ServerConfig,
+    key: Option<&str>,
+    again: Option<&str>,
+    stopping: &dyn Fn() -> bool,
+) -> Result<(), String> {
+    let Some(primary) = c.db.replication.primary.as_deref() else { return Ok(()) };
+    let primary = primary.trim_end_matches('/');
+    let key = key.ok_or("a replica needs an API key with the `replicate` permission: --replica-key or ECSDB_REPLICA_KEY (create one on the primary: POST /v1/admin/api-keys {\"name\": \"replica-1\", \"permissions\": [\"replicate\"]})")?;
+    let dir = &c.db.database.data_dir;
+    if let Some(why) = again {
+        let aside = replication::replica::set_aside(dir)?;
+        tracing::warn!(reason = %why, aside = %aside.display(), "bootstrapping again; the old data is set aside");
+    }
+    if !replication::replica::is_empty_data_dir(dir) {
+        if replication::state::load(dir)?.is_none() {
+            return Err(format!(
+                "{} holds a database that did not come from a primary: a replica starts on an empty data directory (move this one aside)",
+                dir.display()
+            ));
+        }
+        return Ok(());
+    }
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match replication::replica::bootstrap(primary, key, dir, c.auth.jwt_secret.is_some()) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.contains("refused") && !e.contains("Connection refused") && !e.contains("not_primary") => {
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bootstrap failed; retrying");
+                if stopping() {
+                    return Err(format!("stopped before the bootstrap finished ({e})"));
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Everything a node serves with, opened.
+struct Node {
+    db: Database,
+    state: Arc<app::AppState>,
+    backups: Option<Arc<backups::Backups>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn open_node(
+    c: &ServerConfig,
+    addr: SocketAddr,
+    key: Option<String>,
+    admin_password: Option<String>,
+) -> Result<(Node, Option<String>), String> {
+    backups::Backups::precheck(c)?;
+    let dir = c.db.database.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let jwt_configured = c.auth.jwt_secret.is_some();
+    let repl = replication::Replication::open(&dir, &c.db.replication, &advertise_url(c, addr), key)?;
+    let db = open_database_with(c, vec![Box::new(replication::ReplicationSink(repl.registry.clone()))])?;
+    if let Some(r) = db.recovery_report() {
+        tracing::info!(seq = r.seq, replayed = r.records_replayed, ms = r.duration_ms, "recovered");
+    }
+    let secret = jwt_secret(c)?;
+    if !jwt_configured {
+        // The replicas need the data directory's own secret for tokens to
+        // work on every node.
+        *repl.jwt_secret_file.lock() = String::from_utf8(secret.clone()).ok();
+    }
+    repl.attach(&db);
+    replication::replica::check_epoch_on_start(&repl);
+    let mut created = None;
+    if repl.role() == replication::Role::Primary {
+        created = auth::ensure_admin(&db, admin_password).map_err(|e| e.message)?;
+    }
+    let tokens = auth::Tokens::new(&secret, c.token_ttl_secs());
+    let backups = backups::Backups::start(&db, c)?;
+    let state = Arc::new(app::AppState::new(
+        db.clone(),
+        tokens,
+        c.clone(),
+        Arc::new(limits::SystemClock),
+        backups.clone(),
+        repl.clone(),
+    ));
+    let mut threads = Vec::new();
+    if repl.role() == replication::Role::Replica {
+        let st = state.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("ecsdb-replica".into())
+                .spawn(move || replication::replica::run(&st))
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    {
+        let st = state.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("ecsdb-repl-retain".into())
+                .spawn(move || replication::registry::retain_loop(&st))
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok((Node { db, state, backups, threads }, created))
+}
+
+impl Node {
+    /// Stop background work, close the database; whether a re-bootstrap
+    /// was asked for.
+    fn close(self) -> Result<Option<String>, String> {
+        let r = self.state.replication.clone();
+        r.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.state.stopping.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        drop(self.state);
+        let closed = self.db.close().map_err(|e| e.to_string());
+        if let Some(b) = &self.backups {
+            b.stop();
+        }
+        closed?;
+        Ok(r.rebootstrap.lock().take())
+    }
+}
+
 /// Start a server with `config` on a background thread; `admin_password`
-/// sets the first admin's password on a new database.
+/// sets the first admin's password on a new database. A replica
+/// (`replication.primary`) bootstraps first; its key comes from
+/// `ECSDB_REPLICA_KEY`.
+#[allow(clippy::needless_pass_by_value)] // kept by value: callers hand their config over
 pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, String> {
+    start_with(&config, admin_password, None)
+}
+
+/// [`start`] with the replica key given.
+pub fn start_with(
+    config: &ServerConfig,
+    admin_password: &str,
+    replica_key_opt: Option<&str>,
+) -> Result<Running, String> {
     config.validate().map_err(|e| e.to_string())?;
-    backups::Backups::precheck(&config)?;
-    let db = open_database(&config)?;
-    let secret = jwt_secret(&config)?;
-    auth::ensure_admin(&db, Some(admin_password.to_string())).map_err(|e| e.message)?;
-    let tokens = auth::Tokens::new(&secret, config.token_ttl_secs());
+    let key = replica_key(replica_key_opt);
+    prepare_replica(config, key.as_deref(), None, &|| false)?;
     let listener =
         std::net::TcpListener::bind(&config.server.bind).map_err(|e| format!("bind {}: {e}", config.server.bind))?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let streams = stream_listener(&config)?;
-    let backups = backups::Backups::start(&db, &config)?;
-    let state =
-        Arc::new(app::AppState::new(db.clone(), tokens, config, Arc::new(limits::SystemClock), backups.clone()));
+    let streams = stream_listener(config)?;
+    let (node, _) = open_node(config, addr, key, Some(admin_password.to_string()))?;
+    let Node { db, state, backups, threads } = node;
+    let replication = state.replication.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("ecsdb-server".into())
@@ -290,94 +477,149 @@ pub fn start(config: ServerConfig, admin_password: &str) -> Result<Running, Stri
                 })
                 .await;
             });
+            for t in threads {
+                let _ = t.join();
+            }
         })
         .map_err(|e| e.to_string())?;
-    Ok(Running { addr, db, backups, stop: Some(tx), thread: Some(thread) })
+    Ok(Running { addr, db, replication, backups, stop: Some(tx), thread: Some(thread) })
 }
 
 /// Run the server until SIGTERM/SIGINT; then drain, close the database and
-/// return.
+/// return. A replica that must bootstrap again stops serving, sets its
+/// data aside, bootstraps and serves again on the same address.
 pub fn run(opts: &ServeOptions) -> Result<(), String> {
     let c = load_config(opts)?;
     init_logging(&c);
-    backups::Backups::precheck(&c)?;
-    let db = open_database(&c)?;
-    if let Some(r) = db.recovery_report() {
-        tracing::info!(seq = r.seq, replayed = r.records_replayed, ms = r.duration_ms, "recovered");
-    }
-    let secret = jwt_secret(&c)?;
-    if let Some(pw) = auth::ensure_admin(&db, std::env::var("ECSDB_ADMIN_PASSWORD").ok()).map_err(|e| e.message)? {
-        say!("created user `admin` with password: {pw}");
-        say!("(shown once; set ECSDB_ADMIN_PASSWORD to choose it, change it with POST /v1/admin/users/admin/password)");
-    }
-    let tokens = auth::Tokens::new(&secret, c.token_ttl_secs());
+    let key = replica_key(opts.replica_key.as_deref());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let backups = backups::Backups::start(&db, &c)?;
-    let state =
-        Arc::new(app::AppState::new(db.clone(), tokens, c.clone(), Arc::new(limits::SystemClock), backups.clone()));
-    rt.block_on(async {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    {
         // Before anyone is told where we listen.
-        let stop = shutdown_signal();
-        let listener =
-            tokio::net::TcpListener::bind(&c.server.bind).await.map_err(|e| format!("bind {}: {e}", c.server.bind))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let schema = db.schema();
-        let durability = if !c.db.transactions.wal_enabled {
-            "commit log DISABLED (development only)"
-        } else if c.db.wal_sync_on_commit() {
-            "sync (fsync before acknowledging)"
-        } else {
-            "async (background fsync)"
-        };
-        if let Some(mb) = &c.metrics.bind {
-            let ml = tokio::net::TcpListener::bind(mb).await.map_err(|e| format!("bind {mb}: {e}"))?;
-            say!("metrics on http://{}/metrics", ml.local_addr().map_err(|e| e.to_string())?);
-            let st = state.clone();
-            let metrics_app =
-                axum::Router::new().route("/metrics", axum::routing::get(handlers::metrics)).with_state(st);
-            tokio::spawn(async move {
-                let _ = axum::serve(ml, metrics_app).await;
-            });
+        let _g = rt.enter();
+        let sig = shutdown_signal();
+        rt.spawn(async move {
+            sig.await;
+            let _ = stop_tx.send(true);
+        });
+    }
+    let stopping = {
+        let rx = stop_rx.clone();
+        move || *rx.borrow()
+    };
+    let listener = std::net::TcpListener::bind(&c.server.bind).map_err(|e| format!("bind {}: {e}", c.server.bind))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut again: Option<String> = None;
+    let mut first = true;
+    loop {
+        prepare_replica(&c, key.as_deref(), again.as_deref(), &stopping)?;
+        if stopping() {
+            return Ok(());
         }
-        say!("ecsdb {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
-        if let Some(l) = stream_listener(&c)? {
-            say!("streams also on ws://{}/v1/stream ([replication] bind)", l.local_addr().map_err(|e| e.to_string())?);
-            spawn_stream_listener(l, &state)?;
-        }
-        say!("data directory: {}", c.db.database.data_dir.display());
-        say!(
-            "schema: {} v{} ({} tables)",
-            schema.name,
-            schema.version,
-            schema.tables.iter().filter(|t| !t.name.starts_with('_')).count()
-        );
-        say!("durability: {durability}");
-        if let Some(b) = &backups {
+        let (node, created) = open_node(&c, addr, key.clone(), std::env::var("ECSDB_ADMIN_PASSWORD").ok())?;
+        if let Some(pw) = created {
+            say!("created user `admin` with password: {pw}");
             say!(
-                "backups: {}{}",
-                b.target_url(),
-                if b.archive_status().is_some() { " (commit log archived continuously)" } else { "" }
+                "(shown once; set ECSDB_ADMIN_PASSWORD to choose it, change it with POST /v1/admin/users/admin/password)"
             );
         }
-        let _ = std::io::stdout().flush();
-        let app = app::router(state.clone());
-        let st = state.clone();
-        serve::serve(listener, app, conn_limits(&c), async move {
-            stop.await;
-            // Stream connections close now rather than at the drain's end.
-            let _ = st.stopping.send(true);
-        })
-        .await;
-        Ok::<(), String>(())
-    })?;
-    drop(state);
-    // Requests are drained: close (every commit durable), then ship the
-    // last commits to the archive.
-    let closed = db.close().map_err(|e| e.to_string());
-    if let Some(b) = &backups {
-        b.stop();
+        let state = node.state.clone();
+        let l = listener.try_clone().map_err(|e| e.to_string())?;
+        let mut stop_rx = stop_rx.clone();
+        let mut restart = state.replication.restart.subscribe();
+        let announce = first;
+        first = false;
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+            if announce {
+                announce_start(&c, &state, addr).await?;
+            }
+            let app = app::router(state.clone());
+            let st = state.clone();
+            serve::serve(listener, app, conn_limits(&c), async move {
+                tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => {}
+                    _ = restart.wait_for(|s| *s) => {}
+                }
+                // Stream connections close now rather than at the drain's end.
+                let _ = st.stopping.send(true);
+            })
+            .await;
+            Ok::<(), String>(())
+        })?;
+        drop(state);
+        // Requests are drained: close (every commit durable), then ship the
+        // last commits to the archive.
+        match node.close()? {
+            Some(why) if !stopping() => again = Some(why),
+            _ => break,
+        }
     }
-    closed?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The start-up lines (and the listeners only the first run opens).
+async fn announce_start(c: &ServerConfig, state: &Arc<app::AppState>, addr: SocketAddr) -> Result<(), String> {
+    let db = &state.db;
+    let schema = db.schema();
+    let durability = if !c.db.transactions.wal_enabled {
+        "commit log DISABLED (development only)"
+    } else if c.db.wal_sync_on_commit() {
+        "sync (fsync before acknowledging)"
+    } else {
+        "async (background fsync)"
+    };
+    if let Some(mb) = &c.metrics.bind {
+        let ml = tokio::net::TcpListener::bind(mb).await.map_err(|e| format!("bind {mb}: {e}"))?;
+        say!("metrics on http://{}/metrics", ml.local_addr().map_err(|e| e.to_string())?);
+        let st = state.clone();
+        let metrics_app = axum::Router::new().route("/metrics", axum::routing::get(handlers::metrics)).with_state(st);
+        tokio::spawn(async move {
+            let _ = axum::serve(ml, metrics_app).await;
+        });
+    }
+    say!("ecsdb {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    if let Some(l) = stream_listener(c)? {
+        say!("streams also on ws://{}/v1/stream ([replication] bind)", l.local_addr().map_err(|e| e.to_string())?);
+        spawn_stream_listener(l, state)?;
+    }
+    say!("data directory: {}", c.db.database.data_dir.display());
+    say!(
+        "schema: {} v{} ({} tables)",
+        schema.name,
+        schema.version,
+        schema.tables.iter().filter(|t| !t.name.starts_with('_')).count()
+    );
+    say!("durability: {durability}");
+    let r = state.replication.snapshot_state();
+    match r.role {
+        replication::Role::Primary => say!(
+            "replication: primary, epoch {}{}",
+            r.epoch,
+            if c.db.replication.sync_replicas > 0 {
+                format!(" ({} synchronous replica(s) required)", c.db.replication.sync_replicas)
+            } else {
+                String::new()
+            }
+        ),
+        replication::Role::Replica => {
+            say!("replication: replica of {} (epoch {})", r.primary.as_deref().unwrap_or("?"), r.epoch);
+        }
+        replication::Role::Fenced => say!(
+            "replication: FENCED former primary (epoch {}); writes refused, current primary {}",
+            r.epoch,
+            r.primary.as_deref().unwrap_or("unknown")
+        ),
+    }
+    if let Some(b) = &state.backups {
+        say!(
+            "backups: {}{}",
+            b.target_url(),
+            if b.archive_status().is_some() { " (commit log archived continuously)" } else { "" }
+        );
+    }
+    let _ = std::io::stdout().flush();
     Ok(())
 }

@@ -17,6 +17,12 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// `replica="<id>"`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub replica: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
@@ -60,6 +66,12 @@ pub struct Metrics {
     archive_lag_commits: Gauge,
     archive_shipped: Gauge,
     archive_failures: Counter,
+    replication_lag_seconds: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    replication_lag_ops: Family<ReplicaLabels, Gauge>,
+    replication_connected: Gauge,
+    replication_role: Gauge,
+    replication_epoch: Gauge,
+    replication_sync_timeouts: Counter,
 }
 
 fn catch_up(c: &Counter, total: u64) {
@@ -105,11 +117,39 @@ impl Metrics {
             archive_lag_commits: Gauge::default(),
             archive_shipped: Gauge::default(),
             archive_failures: Counter::default(),
+            replication_lag_seconds: Family::default(),
+            replication_lag_ops: Family::default(),
+            replication_connected: Gauge::default(),
+            replication_role: Gauge::default(),
+            replication_epoch: Gauge::default(),
+            replication_sync_timeouts: Counter::default(),
         };
         {
             let mut r = m.registry.lock();
             let p = r.sub_registry_with_prefix("ecsdb");
             p.register("entities", "Live entities", m.entities.clone());
+            p.register(
+                "replication_lag_seconds",
+                "Age of the oldest commit a replica has not acknowledged (on the primary; on a replica, its own)",
+                m.replication_lag_seconds.clone(),
+            );
+            p.register(
+                "replication_lag_ops",
+                "Commits a replica has not acknowledged (on the primary; on a replica, its own)",
+                m.replication_lag_ops.clone(),
+            );
+            p.register(
+                "replication_connected_replicas",
+                "Replicas connected (primary) or 1 if connected to the primary (replica)",
+                m.replication_connected.clone(),
+            );
+            p.register("replication_role", "0 primary, 1 replica, 2 fenced", m.replication_role.clone());
+            p.register("replication_epoch", "The epoch this node is at", m.replication_epoch.clone());
+            p.register(
+                "replication_sync_timeouts",
+                "Commits whose synchronous-replication wait timed out",
+                m.replication_sync_timeouts.clone(),
+            );
             p.register("backups", "Backups taken, by result", m.backups.clone());
             p.register(
                 "backup_last_success_timestamp_seconds",
@@ -175,7 +215,9 @@ impl Metrics {
         db: &ecsdb::Database,
         hub: &crate::stream::Hub,
         backups: Option<&crate::backups::Backups>,
+        replication: &crate::replication::Replication,
     ) -> String {
+        self.render_replication(db, replication);
         if let Some(b) = backups {
             let f = &b.figures;
             catch_up(&self.backups.get_or_create(&ResultLabels { result: "success" }), f.succeeded.load(Relaxed));
@@ -221,6 +263,42 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl Metrics {
+    fn render_replication(&self, db: &ecsdb::Database, r: &crate::replication::Replication) {
+        use crate::replication::Role;
+        let s = r.snapshot_state();
+        self.replication_role.set(match s.role {
+            Role::Primary => 0,
+            Role::Replica => 1,
+            Role::Fenced => 2,
+        });
+        self.replication_epoch.set(s.epoch as i64);
+        catch_up(&self.replication_sync_timeouts, r.registry.sync_timeouts.load(Relaxed));
+        self.replication_lag_seconds.clear();
+        self.replication_lag_ops.clear();
+        if s.role == Role::Replica {
+            let f = r.follower.lock().clone();
+            let label = ReplicaLabels { replica: r.config.replica_id.clone().unwrap_or_else(|| r.advertise.clone()) };
+            let lag_ms = if f.behind_since_unix_ms == 0 {
+                0
+            } else {
+                crate::replication::now_ms().saturating_sub(f.behind_since_unix_ms)
+            };
+            self.replication_lag_seconds.get_or_create(&label).set(lag_ms as f64 / 1000.0);
+            self.replication_lag_ops.get_or_create(&label).set(f.primary_seq.saturating_sub(f.applied_seq) as i64);
+            self.replication_connected.set(i64::from(f.connected));
+            return;
+        }
+        let reps = r.registry.report(db.version());
+        self.replication_connected.set(reps.iter().filter(|x| x.connected).count() as i64);
+        for x in reps {
+            let label = ReplicaLabels { replica: x.id.clone() };
+            self.replication_lag_seconds.get_or_create(&label).set(x.lag_ms / 1000.0);
+            self.replication_lag_ops.get_or_create(&label).set(x.lag_ops as i64);
+        }
     }
 }
 

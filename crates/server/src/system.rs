@@ -116,6 +116,8 @@ impl Perms {
     pub const READ: u8 = 1;
     pub const WRITE: u8 = 2;
     pub const ADMIN: u8 = 4;
+    /// Follow this node as a replica (snapshot and commit stream).
+    pub const REPLICATE: u8 = 8;
     pub fn has(self, bit: u8) -> bool {
         self.0 & bit == bit
     }
@@ -127,8 +129,11 @@ impl Perms {
                 "read" => Self::READ,
                 "write" => Self::WRITE,
                 "admin" => Self::ADMIN,
+                "replicate" => Self::REPLICATE,
                 other => {
-                    return Err(ApiError::bad_request(format!("unknown permission `{other}` (read, write, admin)")));
+                    return Err(ApiError::bad_request(format!(
+                        "unknown permission `{other}` (read, write, admin, replicate)"
+                    )));
                 }
             };
         }
@@ -138,7 +143,7 @@ impl Perms {
         Ok(Perms(p))
     }
     pub fn names(self) -> Vec<&'static str> {
-        [(Self::READ, "read"), (Self::WRITE, "write"), (Self::ADMIN, "admin")]
+        [(Self::READ, "read"), (Self::WRITE, "write"), (Self::ADMIN, "admin"), (Self::REPLICATE, "replicate")]
             .into_iter()
             .filter(|(b, _)| self.has(*b))
             .map(|(_, n)| n)

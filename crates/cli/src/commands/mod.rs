@@ -8,6 +8,7 @@ pub mod fsck;
 pub mod init;
 pub mod inspect;
 pub mod migrate;
+pub mod promote;
 pub mod rebuild;
 pub mod restore;
 pub mod transfer;
