@@ -11,6 +11,7 @@
 //! | [`Fault::Reset`] | connections reset (RST); new ones reset at once |
 //! | [`Fault::Blackhole`] | bytes accepted and thrown away both ways, nothing answers (a dead peer or a silent network) |
 //! | [`Fault::OneWay`] | bytes flow one way only (a one-way partition): the other direction is thrown away |
+//! | [`Fault::Corrupt`] | one byte flipped, once, in the next large enough chunk going one way (a damaged packet the transport did not catch) |
 //!
 //! The proxy runs on a runtime of its own, so blocking tests can use it.
 
@@ -42,6 +43,9 @@ pub enum Fault {
     Blackhole,
     /// Only this direction flows.
     OneWay(Direction),
+    /// Bytes flow, but the last byte of the next chunk of at least this
+    /// many bytes going this way is flipped (once; then the link is clean).
+    Corrupt(Direction, usize),
 }
 
 impl std::str::FromStr for Fault {
@@ -61,7 +65,17 @@ impl std::str::FromStr for Fault {
             ["blackhole"] => Ok(Fault::Blackhole),
             ["one-way", "up"] => Ok(Fault::OneWay(Direction::Up)),
             ["one-way", "down"] => Ok(Fault::OneWay(Direction::Down)),
-            _ => Err(format!("`{s}`: expected heal, delay <ms>, drop, reset, blackhole, one-way up, one-way down")),
+            ["corrupt", dir, min] => {
+                let d = match *dir {
+                    "up" => Direction::Up,
+                    "down" => Direction::Down,
+                    other => return Err(format!("`{other}`: expected up or down")),
+                };
+                min.parse::<usize>().map(|m| Fault::Corrupt(d, m)).map_err(|_| format!("`{min}` is not a byte count"))
+            }
+            _ => Err(format!(
+                "`{s}`: expected heal, delay <ms>, drop, reset, blackhole, one-way up, one-way down, corrupt up|down <min bytes>"
+            )),
         }
     }
 }
@@ -74,6 +88,9 @@ pub struct Counters {
     pub bytes_down: AtomicU64,
     /// Bytes thrown away by a blackhole or a one-way partition.
     pub bytes_discarded: AtomicU64,
+    /// Chunks corrupted.
+    pub corrupted: AtomicU64,
+    corrupt_armed: std::sync::atomic::AtomicBool,
 }
 
 /// A running proxy; dropping it stops it.
@@ -118,6 +135,9 @@ impl Proxy {
 
     /// Put a fault in force (for open and new connections).
     pub fn set(&self, f: Fault) {
+        if matches!(f, Fault::Corrupt(..)) {
+            self.counters.corrupt_armed.store(true, Ordering::Release);
+        }
         self.fault.send_replace(f);
     }
 
@@ -185,6 +205,13 @@ async fn pump(
         let f = *fault.borrow();
         let pass = match f {
             Fault::Heal => true,
+            Fault::Corrupt(d, min) => {
+                if d == dir && n >= min.max(1) && c.corrupt_armed.swap(false, Ordering::AcqRel) {
+                    buf[n - 1] ^= 0x5a;
+                    c.corrupted.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }
             Fault::Delay(d) => {
                 tokio::time::sleep(d).await;
                 true

@@ -124,3 +124,24 @@ fn commands_parse_and_bad_ones_are_named() {
     assert!("delay soon".parse::<Fault>().unwrap_err().contains("soon"));
     assert!("explode".parse::<Fault>().is_err());
 }
+
+#[test]
+fn corrupt_flips_one_byte_once_in_one_direction() {
+    let (up, rx) = echo();
+    let p = Proxy::start("127.0.0.1:0", up).unwrap();
+    let mut c = client(&p);
+    p.set(Fault::Corrupt(Direction::Down, 4));
+    // Too short to be chosen.
+    assert_eq!(roundtrip(&mut c, b"abc").unwrap(), b"abc");
+    // Upstream receives it intact; the echo coming down is damaged.
+    let got = roundtrip(&mut c, b"hello").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"abc");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), b"hello");
+    assert_eq!(&got[..4], b"hell");
+    assert_ne!(got[4], b'o');
+    // Once only.
+    assert_eq!(roundtrip(&mut c, b"again").unwrap(), b"again");
+    assert_eq!(p.counters.corrupted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!("corrupt down 100".parse::<Fault>().unwrap(), Fault::Corrupt(Direction::Down, 100));
+    assert!("corrupt sideways 1".parse::<Fault>().is_err());
+}

@@ -439,5 +439,40 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
         return too_many(retry);
     }
     req.extensions_mut().insert(principal);
-    next.run(req).await
+    let resp = next.run(req).await;
+    if access == Access::Read && resp.status().is_success() {
+        return read_barrier(&st, resp).await;
+    }
+    resp
+}
+
+/// With synchronous replication, a read answers only once every commit it
+/// could have seen is held by the required replicas: a commit is visible
+/// here before it is acknowledged, and a read must not report a write that
+/// a failover could still take back (reads stay linearizable).
+async fn read_barrier(st: &Shared, resp: Response) -> Response {
+    let r = &st.replication;
+    if r.registry.sync_replicas == 0 || r.role() != crate::replication::Role::Primary {
+        return resp;
+    }
+    let seq = st.db.version();
+    let st2 = st.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        let reg = &st2.replication.registry;
+        reg.wait_for(seq, reg.sync_replicas, std::time::Duration::from_millis(st2.replication.config.sync_timeout_ms))
+    })
+    .await;
+    match held {
+        Ok(Ok(())) => resp,
+        Ok(Err(have)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replication_timeout",
+            format!(
+                "the state this read saw (commit {seq}) is held by {have} of the {} replicas replication.sync_replicas requires; retry",
+                r.registry.sync_replicas
+            ),
+        )
+        .into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
 }

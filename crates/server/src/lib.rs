@@ -305,8 +305,14 @@ fn prepare_replica(
     again: Option<&str>,
     stopping: &dyn Fn() -> bool,
 ) -> Result<(), String> {
-    let Some(primary) = c.db.replication.primary.as_deref() else { return Ok(()) };
-    let primary = primary.trim_end_matches('/');
+    let Some(configured) = c.db.replication.primary.as_deref() else { return Ok(()) };
+    // Bootstrapping again: from the primary followed last (a failover may
+    // have moved it away from the configured one).
+    let followed = match again {
+        Some(_) => replication::state::load(&c.db.database.data_dir).ok().flatten().and_then(|s| s.primary),
+        None => None,
+    };
+    let primary = followed.as_deref().unwrap_or(configured).trim_end_matches('/');
     let key = key.ok_or("a replica needs an API key with the `replicate` permission: --replica-key or ECSDB_REPLICA_KEY (create one on the primary: POST /v1/admin/api-keys {\"name\": \"replica-1\", \"permissions\": [\"replicate\"]})")?;
     let dir = &c.db.database.data_dir;
     if let Some(why) = again {
@@ -314,10 +320,21 @@ fn prepare_replica(
         tracing::warn!(reason = %why, aside = %aside.display(), "bootstrapping again; the old data is set aside");
     }
     if !replication::replica::is_empty_data_dir(dir) {
-        if replication::state::load(dir)?.is_none() {
+        let mine = std::fs::read_to_string(dir.join("database_id")).unwrap_or_default();
+        if replication::state::load(dir)?.is_none() || mine.trim().is_empty() {
             return Err(format!(
                 "{} holds a database that did not come from a primary: a replica starts on an empty data directory (move this one aside)",
                 dir.display()
+            ));
+        }
+        if let Ok(s) = replication::replica::peer_status(primary)
+            && let Some(theirs) = s["database_id"].as_str()
+            && theirs != mine.trim()
+        {
+            return Err(format!(
+                "{} holds database {}, and {primary} serves database {theirs}: a replica starts on an empty data directory or one that came from this cluster (move this one aside)",
+                dir.display(),
+                mine.trim()
             ));
         }
         return Ok(());

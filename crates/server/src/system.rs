@@ -262,6 +262,9 @@ fn insert_unique(
     values: &[Value],
     what: &str,
 ) -> ApiResult<EntityId> {
+    // Auth bookkeeping: not held back by synchronous replication (see
+    // `replication::registry::SyncExempt`).
+    let _exempt = crate::replication::registry::SyncExempt::enter();
     let Some(Value::Str(key)) = values.first() else {
         return Err(ApiError::internal("insert_unique needs the key first"));
     };
@@ -328,6 +331,9 @@ pub fn insert_user(db: &Database, username: &str, hash: &str, role: Role) -> Api
 
 /// Set a user's password hash and end all of their sessions, in one commit.
 pub fn set_password_ending_sessions(db: &Database, user: EntityId, username: &str, hash: &str) -> ApiResult<()> {
+    // Auth bookkeeping: not held back by synchronous replication (see
+    // `replication::registry::SyncExempt`).
+    let _exempt = crate::replication::registry::SyncExempt::enter();
     db.write(|t| {
         t.set(user, "_users", "password_hash", &Value::Str(hash.into()))?;
         for s in list_sessions(t).unwrap_or_default() {
@@ -383,6 +389,9 @@ pub fn insert_session(
     password_hash: &str,
     expires_ms: u64,
 ) -> ApiResult<()> {
+    // Auth bookkeeping: not held back by synchronous replication (see
+    // `replication::registry::SyncExempt`).
+    let _exempt = crate::replication::registry::SyncExempt::enter();
     let now = now_ms();
     let mut t = db.transaction()?;
     // The password checked must still be the user's: a password change that
@@ -416,6 +425,9 @@ pub fn insert_session(
 }
 
 pub fn delete_sessions(db: &Database, pred: impl Fn(&Session) -> bool) -> ApiResult<usize> {
+    // Auth bookkeeping: not held back by synchronous replication (see
+    // `replication::registry::SyncExempt`).
+    let _exempt = crate::replication::registry::SyncExempt::enter();
     let (n, _) = db.write(|t| {
         let doomed: Vec<_> = list_sessions(t).unwrap_or_default().into_iter().filter(|s| pred(s)).collect();
         for s in &doomed {
@@ -462,6 +474,9 @@ pub fn insert_api_key(db: &Database, name: &str, key_hash: &str, perms: Perms) -
 }
 
 pub fn delete_api_key(db: &Database, name: &str) -> ApiResult<bool> {
+    // Auth bookkeeping: not held back by synchronous replication (see
+    // `replication::registry::SyncExempt`).
+    let _exempt = crate::replication::registry::SyncExempt::enter();
     let (found, _) = db.write(|t| {
         let id = find_by(t, "_api_keys", "name", name).ok().flatten();
         if let Some(id) = id {

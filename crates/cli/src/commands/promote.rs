@@ -13,6 +13,9 @@ pub struct Args {
     /// An admin API key or token (default: `ECSDB_API_KEY`).
     #[arg(long = "api-key")]
     pub api_key: Option<String>,
+    /// Promote even if another replica holds more commits (they are lost).
+    #[arg(long)]
+    pub force: bool,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -28,7 +31,7 @@ pub fn run(a: &Args) -> ExitCode {
         err!("error: an admin credential is needed: --api-key KEY or ECSDB_API_KEY");
         return ExitCode::from(2);
     };
-    match ecsdb_server::replication::replica::promote(url, &key) {
+    match ecsdb_server::replication::replica::promote(url, &key, a.force) {
         Ok(v) => {
             if a.json {
                 out!("{v}");

@@ -131,9 +131,9 @@ impl Replication {
         };
         if let Some(p) = &config.primary {
             let p = p.trim_end_matches('/').to_string();
-            if node.role == Role::Primary || node.primary.as_deref() != Some(p.as_str()) {
-                // Configured as a replica: a former primary (or a replica
-                // pointed elsewhere) follows the configured primary now.
+            if node.role != Role::Replica || node.primary.as_deref() != Some(p.as_str()) {
+                // Configured as a replica: a former (or fenced) primary, or a
+                // replica pointed elsewhere, follows the configured primary.
                 node.role = Role::Replica;
                 node.fenced_by = None;
                 node.primary = Some(p);

@@ -64,6 +64,7 @@ pub async fn status(State(st): State<Shared>) -> Json<J> {
         "epoch": s.epoch,
         "fenced_by": s.fenced_by,
         "seq": st.db.version(),
+        "database_id": r.database_id,
         "primary": s.primary,
         "advertise": r.advertise,
     }))
@@ -214,11 +215,7 @@ pub async fn stream(
         "replication_stream",
         &json!({"replica": params.replica_id, "after": params.after, "address": peer.to_string()}),
     );
-    let mut peers = node.peers.clone();
-    peers.extend(r.registry.peers());
-    peers.push(r.advertise.clone());
-    peers.sort();
-    peers.dedup();
+    let peers = cluster_peers(&r);
     let hello = json!({
         "type": "hello",
         "epoch": node.epoch,
@@ -293,6 +290,17 @@ async fn serve_replica(st: Shared, socket: WebSocket, params: StreamParams, peer
     tracing::info!(replica = %params.replica_id, "replica disconnected");
 }
 
+/// Every node this primary knows (itself included), for replicas to find
+/// a new primary after a failover.
+fn cluster_peers(r: &Replication) -> Vec<String> {
+    let mut peers = r.snapshot_state().peers;
+    peers.extend(r.registry.peers());
+    peers.push(r.advertise.clone());
+    peers.sort();
+    peers.dedup();
+    peers
+}
+
 fn send(tx: &tokio::sync::mpsc::Sender<Message>, m: Message) -> bool {
     tx.blocking_send(m).is_ok()
 }
@@ -339,6 +347,8 @@ fn run_sender(st: &Shared, conn: u64, after: u64, tx: &tokio::sync::mpsc::Sender
     let heartbeat = Duration::from_millis((r.config.peer_timeout_ms / 5).max(20));
     let mut last = after;
     let mut need_disk = true;
+    let mut told_peers = cluster_peers(r);
+    let mut peers_checked = std::time::Instant::now();
     let closed = |reason: &str| {
         let _ = tx.blocking_send(error_message("closed", reason));
         let _ = tx.blocking_send(Message::Close(None));
@@ -386,6 +396,19 @@ fn run_sender(st: &Shared, conn: u64, after: u64, tx: &tokio::sync::mpsc::Sender
                 }
             }
         }
+        if peers_checked.elapsed() >= heartbeat {
+            // Replicas learn of each other (to find a new primary after a
+            // failover) even while commits never let the stream idle.
+            peers_checked = std::time::Instant::now();
+            let peers = cluster_peers(r);
+            if peers != told_peers {
+                let m = json!({"type": "peers", "peers": peers}).to_string();
+                if !send(tx, Message::Text(m.into())) {
+                    return;
+                }
+                told_peers = peers;
+            }
+        }
         match feed.recv_timeout(heartbeat) {
             Ok(FeedEvent::Commit { seq, changes }) => {
                 if seq <= last {
@@ -427,6 +450,7 @@ fn run_sender(st: &Shared, conn: u64, after: u64, tx: &tokio::sync::mpsc::Sender
                 if !send(tx, Message::Binary(wire::heartbeat(epoch, durable, now_ms()).into())) {
                     return;
                 }
+
                 // Commits made durable but not published in the feed
                 // (none expected) are found by the next disk pass.
                 if durable > last {
@@ -509,19 +533,26 @@ pub fn report(st: &Shared) -> J {
 pub async fn promote(
     State(st): State<Shared>,
     Extension(p): Extension<Principal>,
-    OptionalBody(_b): OptionalBody<PromoteBody>,
+    OptionalBody(b): OptionalBody<PromoteBody>,
 ) -> ApiResult<Json<J>> {
-    let out = blocking(&st, |st| promote_now(st).map_err(|e| ApiError::new(StatusCode::CONFLICT, "cannot_promote", e)))
-        .await?;
+    let force = b.is_some_and(|b| b.force);
+    let out = blocking(&st, move |st| {
+        promote_now(st, force).map_err(|e| ApiError::new(StatusCode::CONFLICT, "cannot_promote", e))
+    })
+    .await?;
     audit(&p, "promote", &out);
     Ok(Json(out))
 }
 
 #[derive(Debug, serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct PromoteBody {}
+pub struct PromoteBody {
+    /// Promote even if another replica holds more commits (they are lost).
+    #[serde(default)]
+    force: bool,
+}
 
-fn promote_now(st: &Shared) -> Result<J, String> {
+fn promote_now(st: &Shared, force: bool) -> Result<J, String> {
     let r = &st.replication;
     let before = r.snapshot_state();
     if before.role == Role::Primary {
@@ -535,6 +566,23 @@ fn promote_now(st: &Shared) -> Result<J, String> {
     }
     let db = &st.db;
     let old_primary = before.primary.clone();
+    if !force {
+        // Promoting a replica that lacks commits another replica holds
+        // would lose them (acknowledged ones, with synchronous replication).
+        let mine = db.version();
+        for peer in before.peers.iter().filter(|p| Some(p.as_str()) != old_primary.as_deref() && **p != r.advertise) {
+            if let Ok(s) = super::replica::peer_status(peer)
+                && s["role"] == "replica"
+                && s["epoch"].as_u64() == Some(before.epoch)
+                && s["seq"].as_u64().is_some_and(|n| n > mine)
+            {
+                return Err(format!(
+                    "the replica {peer} holds commit {} and this one only {mine}: promote {peer} instead (or pass {{\"force\": true}} to lose the commits after {mine})",
+                    s["seq"]
+                ));
+            }
+        }
+    }
     // The follower finishes the frame it is applying (and stops, seeing
     // the new role); everything applied is durable before the epoch changes.
     let seq = {

@@ -301,6 +301,31 @@ impl Registry {
     }
 }
 
+thread_local! {
+    static EXEMPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, commits made on this thread do not wait for synchronous
+/// replicas: the server's own auth bookkeeping (logins, logouts, users, API
+/// keys, password changes). A cluster must be able to let its admin in and
+/// create the replicas' keys before any replica exists; a session lost in a
+/// failover means logging in again. User data always waits.
+#[derive(Debug)]
+pub struct SyncExempt(bool);
+
+impl SyncExempt {
+    pub fn enter() -> SyncExempt {
+        SyncExempt(EXEMPT.with(|e| e.replace(true)))
+    }
+}
+
+impl Drop for SyncExempt {
+    fn drop(&mut self) {
+        let before = self.0;
+        EXEMPT.with(|e| e.set(before));
+    }
+}
+
 /// The commit sink that notes commit times and, with `sync_replicas`,
 /// holds each commit's acknowledgement until enough replicas have it.
 #[derive(Debug)]
@@ -314,7 +339,7 @@ impl ecsdb::CommitSink for ReplicationSink {
 
     fn wait_replicated(&self, seq: u64) -> Result<(), String> {
         let reg = &self.0;
-        if reg.sync_replicas == 0 {
+        if reg.sync_replicas == 0 || EXEMPT.with(std::cell::Cell::get) {
             return Ok(());
         }
         match reg.wait_for(seq, reg.sync_replicas, reg.sync_timeout) {

@@ -454,6 +454,16 @@ fn follow(st: &Shared, primary: &str) -> Stop {
                             r.follower.lock().primary_seq = ps;
                         }
                     }
+                    Some("peers") => {
+                        let peers: Vec<String> = serde_json::from_value(v["peers"].clone()).unwrap_or_default();
+                        let _ = r.update(|s| {
+                            for p in &peers {
+                                if *p != r.advertise {
+                                    s.add_peer(p);
+                                }
+                            }
+                        });
+                    }
                     Some("error") => {
                         let m = v["message"].as_str().unwrap_or("").to_string();
                         return if v["code"] == "bootstrap_required" {
@@ -569,11 +579,11 @@ pub fn check_epoch_on_start(r: &Replication) {
 
 /// `POST <url>/v1/admin/promote` with an admin credential (the CLI's
 /// `ecsdb promote`).
-pub fn promote(url: &str, key: &str) -> Result<J, String> {
+pub fn promote(url: &str, key: &str, force: bool) -> Result<J, String> {
     let mut r = agent(Duration::from_mins(1))
         .post(&format!("{url}/v1/admin/promote"))
         .header("authorization", &format!("Bearer {key}"))
-        .send_json(json!({}))
+        .send_json(json!({"force": force}))
         .map_err(|e| format!("{url}: {e}"))?;
     let status = r.status().as_u16();
     let body = r.body_mut().read_to_string().unwrap_or_default();

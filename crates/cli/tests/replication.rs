@@ -1,0 +1,683 @@
+//! Replication with real processes on loopback: bootstrap, catch-up,
+//! restarts mid-stream, re-bootstrap after the log was trimmed, refused
+//! writes, a damaged stream record, partitions through the fault proxy,
+//! and failover under synchronous writers with a linearizability check.
+#![allow(clippy::unwrap_used, clippy::many_single_char_names)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ecsdb_faultproxy::{Direction, Fault, Proxy};
+use serde_json::{Value as J, json};
+
+const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+const ADMIN_PW: &str = "admin-password-1";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .new_agent()
+}
+
+/// One `ecsdb serve` process on a fixed port (so it can be restarted at
+/// the same address).
+struct Node {
+    child: Option<Child>,
+    port: u16,
+    data: std::path::PathBuf,
+    config: Option<String>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Resp {
+    status: u16,
+    body: J,
+}
+
+impl Node {
+    fn new(dir: &std::path::Path, name: &str, config: Option<&str>) -> Node {
+        Node {
+            child: None,
+            port: free_port(),
+            data: dir.join(name),
+            config: config.map(str::to_string),
+            env: Vec::new(),
+            args: Vec::new(),
+            log: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn replica_of(mut self, primary: &str, key: &str) -> Node {
+        self.args = vec!["--replica-of".into(), primary.into()];
+        self.env.push(("ECSDB_REPLICA_KEY".into(), key.into()));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecsdb"));
+        cmd.args(["serve", "--data-dir", self.data.to_str().unwrap(), "--bind", &format!("127.0.0.1:{}", self.port)]);
+        cmd.args(&self.args);
+        if let Some(c) = &self.config {
+            let p = self.data.with_extension("toml");
+            std::fs::write(&p, c).unwrap();
+            cmd.args(["--config", p.to_str().unwrap()]);
+        }
+        cmd.env("ECSDB_ADMIN_PASSWORD", ADMIN_PW).env("ECSDB_JWT_SECRET", SECRET).env("ECSDB_LOG_LEVEL", "warn");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Start and wait until it listens.
+    fn start(&mut self) {
+        let mut child = self.command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(l);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("durability:") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("{} exited before listening: {:?}", self.url(), self.log.lock().unwrap()),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    /// Run to completion (a start expected to fail): exit code and stderr.
+    fn run_failing(&self) -> (i32, String) {
+        let out = self.command().stdout(Stdio::null()).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&J>) -> Resp {
+        let url = format!("{}{path}", self.url());
+        let a = agent();
+        let res = if method == "GET" {
+            let mut r = a.get(&url);
+            if let Some(t) = token {
+                r = r.header("authorization", &format!("Bearer {t}"));
+            }
+            r.call()
+        } else {
+            let mut r = a.post(&url);
+            if let Some(t) = token {
+                r = r.header("authorization", &format!("Bearer {t}"));
+            }
+            r.send_json(body.cloned().unwrap_or_else(|| json!({})))
+        };
+        match res {
+            Ok(mut res) => {
+                let status = res.status().as_u16();
+                let text = res.body_mut().read_to_string().unwrap_or_default();
+                Resp { status, body: serde_json::from_str(&text).unwrap_or(J::String(text)) }
+            }
+            Err(e) => Resp { status: 0, body: J::String(e.to_string()) },
+        }
+    }
+
+    fn token(&self) -> String {
+        let r = self.call("POST", "/v1/auth/login", None, Some(&json!({"username": "admin", "password": ADMIN_PW})));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["token"].as_str().unwrap().to_string()
+    }
+
+    fn seq(&self, t: &str) -> u64 {
+        self.call("GET", "/v1/stats", Some(t), None).body["sequence"].as_u64().unwrap_or(0)
+    }
+
+    fn replication(&self, t: &str) -> J {
+        self.call("GET", "/v1/admin/replication", Some(t), None).body
+    }
+
+    /// Every user row, in id order (the compared state).
+    fn rows(&self, t: &str) -> J {
+        let r = self.call(
+            "POST",
+            "/v1/query",
+            Some(t),
+            Some(&json!({"with": ["player"], "select": ["player.name", "player.level", "transform.position"], "limit": 100_000})),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let mut rows = r.body["rows"].as_array().cloned().unwrap_or_default();
+        rows.sort_by_key(|r| r["id"].as_u64());
+        J::Array(rows)
+    }
+}
+
+const MIGRATION: &str = "[migration]\nfrom_version = \"2.1.0\"\nto_version = \"2.2.0\"\n\n[[operations]]\ntype = \"add_field\"\ntable = \"player\"\nfield = { name = \"title\", type = \"u32\" }\ndefault_value = 7\n";
+
+fn replicate_key(p: &Node, t: &str, name: &str) -> String {
+    let r = p.call("POST", "/v1/admin/api-keys", Some(t), Some(&json!({"name": name, "permissions": ["replicate"]})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["key"].as_str().unwrap().to_string()
+}
+
+fn spawn_entities(p: &Node, t: &str, n: usize, tag: &str) -> u64 {
+    let ops: Vec<J> = (0..n)
+        .map(|i| {
+            json!({"op": "create", "components": {
+                "entities": {"entity_type": 1},
+                "player": {"name": format!("{tag}-{i}"), "level": 1},
+                "transform": {"position": [i as f32, 1.0, 2.0]}
+            }})
+        })
+        .collect();
+    let r = p.call("POST", "/v1/transactions", Some(t), Some(&json!({"ops": ops})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["seq"].as_u64().unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Wait until `r` holds exactly `p`'s commits and rows.
+fn caught_up(p: &Node, r: &Node, t: &str) {
+    let want = p.seq(t);
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let at = r.seq(t);
+        if at == want && p.rows(t) == r.rows(t) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {} to hold {}'s commit {want} and rows (at {at}): {} {:?}",
+            r.url(),
+            p.url(),
+            r.replication(t),
+            r.log.lock().unwrap().iter().rev().take(12).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bootstrap_follow_refuse_writes_and_share_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Node::new(dir.path(), "p", None);
+    p.start();
+    let t = p.token();
+    spawn_entities(&p, &t, 50, "before");
+    let key = replicate_key(&p, &t, "replica-1");
+    // A key without the replicate permission cannot bootstrap.
+    let reader = p.call("POST", "/v1/admin/api-keys", Some(&t), Some(&json!({"name": "ro", "permissions": ["read"]})));
+    let bad = Node::new(dir.path(), "bad", None).replica_of(&p.url(), reader.body["key"].as_str().unwrap());
+    let (code, err) = bad.run_failing();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refused") && err.contains("replicate"), "{err}");
+    // A directory holding another database is not overwritten.
+    let mut other = Node::new(dir.path(), "other", None);
+    other.start();
+    other.stop();
+    let (code, err) = Node::new(dir.path(), "other", None).replica_of(&p.url(), &key).run_failing();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("serves database"), "{err}");
+
+    let mut r = Node::new(dir.path(), "r", None).replica_of(&p.url(), &key);
+    r.start();
+    caught_up(&p, &r, &t);
+    spawn_entities(&p, &t, 30, "after");
+    caught_up(&p, &r, &t);
+    // Users made on the primary log in there and their tokens work here.
+    let u = p.call(
+        "POST",
+        "/v1/admin/users",
+        Some(&t),
+        Some(&json!({"username": "ann", "password": "password-123", "role": "ReadOnly"})),
+    );
+    assert_eq!(u.status, 201, "{}", u.body);
+    let ann = p.call("POST", "/v1/auth/login", None, Some(&json!({"username": "ann", "password": "password-123"})));
+    let ann = ann.body["token"].as_str().unwrap().to_string();
+    wait_until("ann's session on the replica", Duration::from_secs(10), || {
+        r.call("GET", "/v1/stats", Some(&ann), None).status == 200
+    });
+    // Writes (and logins, which write a session) are refused, naming the primary.
+    for (path, body) in [
+        ("/v1/entities", json!({"components": {"entities": {"entity_type": 1}}})),
+        ("/v1/auth/login", json!({"username": "admin", "password": ADMIN_PW})),
+        ("/v1/admin/migrations", json!({"migration": MIGRATION})),
+    ] {
+        let w = r.call("POST", path, if path.contains("login") { None } else { Some(&t) }, Some(&body));
+        assert_eq!(w.status, 409, "{path}: {}", w.body);
+        assert_eq!(w.body["error"]["code"], "read_only", "{path}: {}", w.body);
+        assert_eq!(w.body["error"]["primary"], json!(p.url()), "{path}: {}", w.body);
+    }
+    // A migration replicates: the replica's schema follows, and the
+    // commits after it (under the new schema) apply.
+    let m = p.call("POST", "/v1/admin/migrations", Some(&t), Some(&json!({"migration": MIGRATION})));
+    assert_eq!(m.status, 200, "{}", m.body);
+    spawn_entities(&p, &t, 3, "migrated");
+    caught_up(&p, &r, &t);
+    let schema = r.call("GET", "/v1/schema", Some(&t), None).body.to_string();
+    assert!(schema.contains("title"), "{schema}");
+    let restarted_schema = std::fs::read_to_string(r.data.join("schema.toml")).unwrap();
+    assert!(restarted_schema.contains("title"), "{restarted_schema}");
+    // The primary's figures.
+    let rep = p.replication(&t);
+    assert_eq!(rep["role"], "primary");
+    let one = &rep["replicas"][0];
+    assert_eq!(one["connected"], true, "{rep}");
+    assert_eq!(one["acked_seq"], json!(p.seq(&t)), "{rep}");
+    assert_eq!(one["lag_ops"], 0, "{rep}");
+    assert_eq!(one["advertise"], json!(r.url()), "{rep}");
+    assert!(one["acks_measured"].as_u64().unwrap() > 0, "{rep}");
+    let metrics = p.call("GET", "/metrics", None, None).body;
+    let m = metrics.as_str().unwrap();
+    assert!(m.contains(&format!("ecsdb_replication_lag_ops{{replica=\"{}\"}} 0", r.url())), "{m}");
+    assert!(m.contains("ecsdb_replication_lag_seconds{replica="), "{m}");
+    let mine = r.replication(&t);
+    assert_eq!(mine["role"], "replica");
+    assert_eq!(mine["follower"]["connected"], true, "{mine}");
+    let h = r.call("GET", "/health", None, None).body;
+    assert!(h.to_string().contains("replica at commit"), "{h}");
+    // A replica does not serve replicas: it names its primary.
+    let s = r.call("GET", "/v1/replication/snapshot", Some(&key), None);
+    assert_eq!((s.status, s.body["error"]["code"].as_str()), (409, Some("not_primary")), "{}", s.body);
+    // Promoting the primary is refused.
+    let pr = p.call("POST", "/v1/admin/promote", Some(&t), None);
+    assert_eq!(pr.status, 409, "{}", pr.body);
+}
+
+#[test]
+fn catch_up_after_downtime_and_restarts_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Node::new(dir.path(), "p", None);
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "r");
+    let mut r = Node::new(dir.path(), "r", None).replica_of(&p.url(), &key);
+    r.start();
+    spawn_entities(&p, &t, 10, "a");
+    caught_up(&p, &r, &t);
+    // Down while the primary commits: it catches up from the log.
+    r.kill();
+    for i in 0..20 {
+        spawn_entities(&p, &t, 5, &format!("down{i}"));
+    }
+    let down = p.replication(&t);
+    assert_eq!(down["replicas"][0]["connected"], false, "{down}");
+    assert!(down["replicas"][0]["lag_ops"].as_u64().unwrap() >= 20, "{down}");
+    r.start();
+    caught_up(&p, &r, &t);
+    // Killed again and again while a writer keeps committing.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let url = p.url();
+        let t = t.clone();
+        std::thread::spawn(move || {
+            let a = agent();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"components": {"entities": {"entity_type": 1}, "player": {"name": format!("w{n}")}}});
+                let _ = a
+                    .post(&format!("{url}/v1/entities"))
+                    .header("authorization", &format!("Bearer {t}"))
+                    .send_json(body);
+                n += 1;
+            }
+        })
+    };
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        r.kill();
+        std::thread::sleep(Duration::from_millis(200));
+        r.start();
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    caught_up(&p, &r, &t);
+}
+
+#[test]
+fn a_replica_behind_a_trimmed_log_bootstraps_again_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tiny segments and log bound: the log is released soon after.
+    let cfg = "[persistence]\nwal_segment_mb = 1\nwal_archive_enabled = false\nsnapshot_interval_ops = 100000000\n[replication]\nmax_retained_log_mb = 1\n";
+    let mut p = Node::new(dir.path(), "p", Some(cfg));
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "r");
+    let mut r = Node::new(dir.path(), "r", None).replica_of(&p.url(), &key);
+    r.start();
+    caught_up(&p, &r, &t);
+    r.kill();
+    // About 3 MB of log, then checkpoints delete what no one holds.
+    for i in 0..30 {
+        spawn_entities(&p, &t, 400, &format!("bulk{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..2 {
+        let c = p.call("POST", "/v1/admin/checkpoint", Some(&t), None);
+        assert_eq!(c.status, 200, "{}", c.body);
+    }
+    let rep = p.replication(&t);
+    assert_eq!(rep["replicas"][0]["released"], true, "{rep}");
+    r.start();
+    caught_up(&p, &r, &t);
+    let aside: Vec<String> = std::fs::read_dir(&r.data)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+        .filter(|n| n.starts_with("pre-bootstrap-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the old data is set aside once");
+}
+
+#[test]
+fn a_damaged_stream_record_is_refused_and_partitions_heal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Node::new(dir.path(), "p", None);
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "r");
+    let proxy = Proxy::start("127.0.0.1:0", format!("127.0.0.1:{}", p.port).parse().unwrap()).unwrap();
+    let via = format!("http://{}", proxy.addr());
+    let mut r = Node::new(dir.path(), "r", Some("[replication]\npeer_timeout_ms = 800\n")).replica_of(&via, &key);
+    r.start();
+    caught_up(&p, &r, &t);
+
+    // One flipped byte in a records frame: refused whole, reconnect, converge.
+    proxy.set(Fault::Corrupt(Direction::Down, 4000));
+    spawn_entities(&p, &t, 200, "big");
+    wait_until("the corruption", Duration::from_secs(10), || proxy.counters.corrupted.load(Ordering::Relaxed) == 1);
+    caught_up(&p, &r, &t);
+    let logged = r.log.lock().unwrap().join("\n");
+    assert!(logged.contains("damaged frame"), "{logged}");
+    let rrep = r.replication(&t);
+    assert!(rrep["follower"]["reconnects"].as_u64().unwrap() >= 1, "{rrep}");
+
+    // A silent network: the replica notices within its timeout, reports it,
+    // and catches up when the network heals.
+    proxy.set(Fault::Blackhole);
+    spawn_entities(&p, &t, 5, "dark");
+    wait_until("the replica to notice", Duration::from_secs(10), || {
+        r.replication(&t)["follower"]["connected"] == false
+    });
+    let h = r.call("GET", "/health", None, None).body;
+    assert_eq!(h["status"], "degraded", "{h}");
+    proxy.set(Fault::Heal);
+    caught_up(&p, &r, &t);
+
+    // One-way partition (nothing reaches the replica), then resets.
+    proxy.set(Fault::OneWay(Direction::Up));
+    spawn_entities(&p, &t, 5, "oneway");
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.set(Fault::Heal);
+    caught_up(&p, &r, &t);
+    proxy.set(Fault::Reset);
+    spawn_entities(&p, &t, 5, "reset");
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.set(Fault::Heal);
+    caught_up(&p, &r, &t);
+    // Slow network: still converges.
+    proxy.set(Fault::Delay(Duration::from_millis(30)));
+    spawn_entities(&p, &t, 5, "slow");
+    caught_up(&p, &r, &t);
+}
+
+/// `player.level` of a `GET /v1/entities/{id}` answer.
+fn level_of(body: &J) -> Option<i64> {
+    body["player"]["level"].as_i64().or_else(|| body["components"]["player"]["level"].as_i64())
+}
+
+/// One client operation on a register (an entity's `level`).
+#[derive(Debug, Clone)]
+struct Op {
+    key: usize,
+    write: bool,
+    value: i64,
+    start: Instant,
+    end: Instant,
+    /// The write was acknowledged (`false`: failed or unknown outcome).
+    ok: bool,
+}
+
+/// Linearizability of single-writer registers whose writer writes
+/// increasing values (each key has one writer thread): a history is
+/// linearizable iff every read returns a value whose write began before
+/// the read ended, no older than any write acknowledged before the read
+/// began, and reads never go backwards in real time. Unacknowledged writes
+/// may or may not take effect.
+fn check_linearizable(history: &[Op], keys: usize) -> Result<(), String> {
+    for k in 0..keys {
+        let ops: Vec<&Op> = history.iter().filter(|o| o.key == k).collect();
+        let writes: Vec<&&Op> = ops.iter().filter(|o| o.write).collect();
+        let reads: Vec<&&Op> = ops.iter().filter(|o| !o.write && o.ok).collect();
+        for r in &reads {
+            if r.value != 0 && !writes.iter().any(|w| w.value == r.value && w.start < r.end) {
+                return Err(format!("key {k}: read {} before any write of it began", r.value));
+            }
+            if let Some(w) = writes.iter().filter(|w| w.ok && w.end < r.start).map(|w| w.value).max()
+                && r.value < w
+            {
+                return Err(format!(
+                    "key {k}: read {} after write {w} was acknowledged (a lost or stale write)",
+                    r.value
+                ));
+            }
+            for r2 in &reads {
+                if r2.end < r.start && r2.value > r.value {
+                    return Err(format!("key {k}: read {} after an earlier read saw {}", r.value, r2.value));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_checker_refuses_lost_and_stale_histories() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let w = |v, s, e, ok| Op { key: 0, write: true, value: v, start: at(s), end: at(e), ok };
+    let r = |v, s, e| Op { key: 0, write: false, value: v, start: at(s), end: at(e), ok: true };
+    assert!(check_linearizable(&[w(1, 0, 10, true), r(1, 20, 30)], 1).is_ok());
+    assert!(check_linearizable(&[w(1, 0, 10, true), r(0, 20, 30)], 1).is_err(), "lost write");
+    assert!(check_linearizable(&[w(1, 0, 10, false), r(0, 20, 30)], 1).is_ok(), "unknown may be lost");
+    assert!(check_linearizable(&[r(1, 0, 5), w(1, 10, 20, true)], 1).is_err(), "read from the future");
+    assert!(check_linearizable(&[w(1, 0, 10, true), w(2, 11, 30, true), r(2, 12, 13), r(1, 14, 15)], 1).is_err());
+}
+
+#[test]
+fn failover_under_synchronous_writers_loses_no_acknowledged_write() {
+    const KEYS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let sync = "[replication]\nsync_replicas = 1\nsync_timeout_ms = 3000\n";
+    let mut p = Node::new(dir.path(), "p", Some(sync));
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "r");
+    // Without a replica, a synchronous commit waits and then fails clearly.
+    let lone = p.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 1}}})));
+    assert_eq!(lone.status, 503, "{}", lone.body);
+    assert_eq!(lone.body["error"]["code"], "replication_timeout", "{}", lone.body);
+    let h = p.call("GET", "/health", None, None).body;
+    assert!(h.to_string().contains("sync_replicas requires 1"), "{h}");
+    let mut r1 = Node::new(dir.path(), "r1", Some(sync)).replica_of(&p.url(), &key);
+    let mut r2 = Node::new(dir.path(), "r2", Some(sync)).replica_of(&p.url(), &key);
+    // A replica configured with sync_replicas is refused at start (it is a
+    // primary's setting) — so the replicas run without it.
+    let (code, err) = r1.run_failing();
+    assert_eq!(code, 1);
+    assert!(err.contains("sync_replicas"), "{err}");
+    r1.config = None;
+    r2.config = None;
+    r2.env.push(("ECSDB_LOG_LEVEL".into(), "info,ecsdb_server::app=warn".into()));
+    r1.start();
+    r2.start();
+    caught_up(&p, &r1, &t);
+    caught_up(&p, &r2, &t);
+    // One register (entity) per writer.
+    let mut ids = Vec::new();
+    for k in 0..KEYS {
+        let c = p.call(
+            "POST",
+            "/v1/entities",
+            Some(&t),
+            Some(&json!({"components": {"entities": {"entity_type": 1}, "player": {"name": format!("k{k}"), "level": 0}}})),
+        );
+        assert_eq!(c.status, 201, "{}", c.body);
+        ids.push(c.body["id"].as_u64().unwrap());
+    }
+    let history = Arc::new(Mutex::new(Vec::<Op>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (k, id) in ids.iter().copied().enumerate() {
+        let (hist, halt, url, tok) = (history.clone(), stop.clone(), p.url(), t.clone());
+        threads.push(std::thread::spawn(move || {
+            let (history, stop, t) = (hist, halt, tok);
+            let a = agent();
+            let mut v = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                v += 1;
+                let start = Instant::now();
+                let res = a
+                    .post(&format!("{url}/v1/transactions"))
+                    .header("authorization", &format!("Bearer {t}"))
+                    .send_json(json!({"ops": [{"op": "set", "id": id, "components": {"player": {"level": v}}}]}));
+                let ok = matches!(&res, Ok(r) if r.status() == 200);
+                history.lock().unwrap().push(Op { key: k, write: true, value: v, start, end: Instant::now(), ok });
+                if res.is_err() {
+                    return; // the primary is gone
+                }
+            }
+        }));
+        let (history, stop, url, t) = (history.clone(), stop.clone(), p.url(), t.clone());
+        threads.push(std::thread::spawn(move || {
+            let a = agent();
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let Ok(mut res) =
+                    a.get(&format!("{url}/v1/entities/{id}")).header("authorization", &format!("Bearer {t}")).call()
+                else {
+                    return;
+                };
+                let body: J = res.body_mut().read_json().unwrap_or(J::Null);
+                if let Some(v) = level_of(&body) {
+                    history.lock().unwrap().push(Op {
+                        key: k,
+                        write: false,
+                        value: v,
+                        start,
+                        end: Instant::now(),
+                        ok: true,
+                    });
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // The primary dies mid-stream.
+    p.kill();
+    stop.store(true, Ordering::Relaxed);
+    for th in threads {
+        th.join().unwrap();
+    }
+    // The procedure: once the replicas report the primary gone, promote the
+    // one holding the most commits (the other is refused unless forced).
+    for r in [&r1, &r2] {
+        wait_until("the replicas to notice", Duration::from_secs(15), || {
+            r.replication(&t)["follower"]["connected"] == false
+        });
+    }
+    if r2.seq(&t) > r1.seq(&t) {
+        std::mem::swap(&mut r1, &mut r2);
+        let refused = r2.call("POST", "/v1/admin/promote", Some(&t), None);
+        assert_eq!(refused.status, 409, "{}", refused.body);
+        assert!(refused.body.to_string().contains("promote"), "{}", refused.body);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb"))
+        .args(["promote", "--url", &r1.url(), "--api-key", &t])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("epoch 2"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Every acknowledged write is on the new primary; reads after the
+    // failover join the history.
+    let mut h = history.lock().unwrap().clone();
+    let acked = h.iter().filter(|o| o.write && o.ok).count();
+    assert!(acked > 20, "too few writes acknowledged to mean anything: {acked}");
+    for (k, id) in ids.iter().enumerate() {
+        let start = Instant::now();
+        let g = r1.call("GET", &format!("/v1/entities/{id}"), Some(&t), None);
+        assert_eq!(g.status, 200, "{}", g.body);
+        let v = level_of(&g.body).unwrap();
+        h.push(Op { key: k, write: false, value: v, start, end: Instant::now(), ok: true });
+    }
+    check_linearizable(&h, KEYS).unwrap();
+    // The new primary takes writes (the other replica acknowledges them:
+    // it found the new primary by itself).
+    let w = r1.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 2}}})));
+    assert_eq!(w.status, 201, "{}", w.body);
+    caught_up(&r1, &r2, &t);
+    assert_eq!(r2.replication(&t)["primary"], json!(r1.url()));
+    // The old primary, restarted, learns of epoch 2 and refuses writes.
+    p.config = None;
+    p.start();
+    let w = p.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 3}}})));
+    assert_eq!(w.status, 409, "{}", w.body);
+    assert_eq!(w.body["error"]["primary"], json!(r1.url()), "{}", w.body);
+    let s = p.call("GET", "/v1/replication/status", None, None).body;
+    assert_eq!(s["role"], "fenced", "{s}");
+    // Restarted as a replica of the new primary, it follows (bootstrapping
+    // again if it held commits the new history lacks).
+    p.stop();
+    let key2 = replicate_key(&r1, &t, "old-primary");
+    let port = p.port;
+    drop(p);
+    let mut p = Node::new(dir.path(), "p", None).replica_of(&r1.url(), &key2);
+    p.port = port;
+    p.start();
+    caught_up(&r1, &p, &t);
+}
