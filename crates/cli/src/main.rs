@@ -80,6 +80,9 @@ enum Command {
     Migrate(commands::migrate::Action),
     /// Make a running replica the primary of a new epoch (failover).
     Promote(commands::promote::Args),
+    /// Replication: `status` of a node (role, epoch, position, lag).
+    #[command(subcommand)]
+    Replication(commands::replication::Action),
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,5 +149,6 @@ fn main() -> ExitCode {
         Command::Export(a) => commands::transfer::export(a),
         Command::Migrate(a) => commands::migrate::run(a),
         Command::Promote(a) => commands::promote::run(a),
+        Command::Replication(a) => commands::replication::run(a),
     }
 }

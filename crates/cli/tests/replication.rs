@@ -681,3 +681,47 @@ fn failover_under_synchronous_writers_loses_no_acknowledged_write() {
     p.start();
     caught_up(&r1, &p, &t);
 }
+
+#[test]
+fn failover_procedure_runs_as_written() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/OPERATIONS.md")).unwrap();
+    let failover = doc.split("### Failover").nth(1).expect("the failover section");
+    let block = failover.split("```sh tested\n").nth(1).and_then(|r| r.split("```").next()).expect("the tested block");
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Node::new(dir.path(), "p", None);
+    p.start();
+    let t = p.token();
+    let admin_key = p.call(
+        "POST",
+        "/v1/admin/api-keys",
+        Some(&t),
+        Some(&json!({"name": "ops", "permissions": ["admin", "read", "write"]})),
+    );
+    let admin_key = admin_key.body["key"].as_str().unwrap().to_string();
+    let key = replicate_key(&p, &t, "r");
+    let mut r1 = Node::new(dir.path(), "r1", None).replica_of(&p.url(), &key);
+    let mut r2 = Node::new(dir.path(), "r2", None).replica_of(&p.url(), &key);
+    r1.start();
+    r2.start();
+    spawn_entities(&p, &t, 20, "x");
+    caught_up(&p, &r1, &t);
+    caught_up(&p, &r2, &t);
+    p.kill();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_ecsdb")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("sh")
+        .args(["-euc", block])
+        .env("PATH", path)
+        .env("REPLICA1", r1.url())
+        .env("REPLICA2", r2.url())
+        .env("ADMIN_KEY", &admin_key)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("is now the primary at epoch 2"), "{text}");
+    let (new, other) = if r1.replication(&t)["role"] == "primary" { (&r1, &r2) } else { (&r2, &r1) };
+    let w = new.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 1}}})));
+    assert_eq!(w.status, 201, "{}", w.body);
+    caught_up(new, other, &t);
+}

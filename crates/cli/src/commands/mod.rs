@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod migrate;
 pub mod promote;
 pub mod rebuild;
+pub mod replication;
 pub mod restore;
 pub mod transfer;
 pub mod verify;

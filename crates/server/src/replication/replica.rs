@@ -592,3 +592,20 @@ pub fn promote(url: &str, key: &str, force: bool) -> Result<J, String> {
     }
     serde_json::from_str(&body).map_err(|e| format!("{url}: {e}"))
 }
+
+/// A node's replication report: `GET /v1/admin/replication` with a
+/// credential, else the public `GET /v1/replication/status`.
+pub fn status_report(url: &str, key: Option<&str>) -> Result<J, String> {
+    let Some(k) = key else { return peer_status(url) };
+    let mut r = agent(Duration::from_secs(10))
+        .get(&format!("{url}/v1/admin/replication"))
+        .header("authorization", &format!("Bearer {k}"))
+        .call()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    if status != 200 {
+        return Err(format!("{url}: {}", error_text(status, &body).1));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("{url}: {e}"))
+}
