@@ -16,8 +16,19 @@ use serde_json::{Value as J, json};
 const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 const ADMIN_PW: &str = "admin-password-1";
 
+/// A free port below the kernel's ephemeral range (32768+), so that no
+/// port-0 listener (a proxy, another test's client) can take it between
+/// now and the node's start.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 500) * 20;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(base + n % 2_000).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn agent() -> ureq::Agent {
@@ -724,4 +735,149 @@ fn failover_procedure_runs_as_written() {
     let w = new.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 1}}})));
     assert_eq!(w.status, 201, "{}", w.body);
     caught_up(new, other, &t);
+}
+
+/// SIGSTOP / SIGCONT a node (a replica that stops answering).
+fn signal(n: &Node, sig: &str) {
+    let pid = n.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+}
+
+#[test]
+fn a_synchronous_primary_never_reports_what_a_failover_could_lose() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = "[replication]\nsync_replicas = 1\nsync_timeout_ms = 1000\n";
+    let mut p = Node::new(dir.path(), "p", Some(sync));
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "r");
+    let mut r = Node::new(dir.path(), "r", None).replica_of(&p.url(), &key);
+    r.start();
+    let c = p.call(
+        "POST",
+        "/v1/entities",
+        Some(&t),
+        Some(&json!({"components": {"entities": {"entity_type": 1}, "player": {"name": "e", "level": 5}}})),
+    );
+    assert_eq!(c.status, 201, "{}", c.body);
+    let id = c.body["id"].as_u64().unwrap();
+    caught_up(&p, &r, &t);
+    // The replica stops answering: a write is applied here but unconfirmed.
+    signal(&r, "-STOP");
+    let set = json!({"ops": [{"op": "set", "id": id, "components": {"player": {"level": 7}}}]});
+    let w = p.call("POST", "/v1/transactions", Some(&t), Some(&set));
+    assert_eq!((w.status, w.body["error"]["code"].as_str()), (503, Some("replication_timeout")), "{}", w.body);
+    // Retrying it changes nothing, and must not be acknowledged either.
+    let again = p.call("POST", "/v1/transactions", Some(&t), Some(&set));
+    assert_eq!(again.status, 503, "a retried write was acknowledged: {}", again.body);
+    // Nor may a check, a read or a not-found report the unconfirmed state.
+    let check =
+        json!({"ops": [{"op": "check", "id": id, "filters": [{"field": "player.level", "op": "eq", "value": 7}]}]});
+    let ck = p.call("POST", "/v1/transactions", Some(&t), Some(&check));
+    assert_eq!(ck.status, 503, "{}", ck.body);
+    let g = p.call("GET", &format!("/v1/entities/{id}"), Some(&t), None);
+    assert_eq!(g.status, 503, "{}", g.body);
+    let d = p.call("POST", "/v1/transactions", Some(&t), Some(&json!({"ops": [{"op": "delete", "id": id}]})));
+    assert_eq!(d.status, 503, "{}", d.body);
+    let g = p.call("GET", &format!("/v1/entities/{id}"), Some(&t), None);
+    assert_eq!(g.status, 503, "a not-found of an unconfirmed delete: {}", g.body);
+    signal(&r, "-CONT");
+    caught_up(&p, &r, &t);
+    assert_eq!(p.call("GET", &format!("/v1/entities/{id}"), Some(&t), None).status, 404);
+}
+
+#[test]
+fn a_fake_replica_cannot_confirm_what_it_was_not_sent_nor_fence_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = "[replication]\nsync_replicas = 1\nsync_timeout_ms = 800\n";
+    let mut p = Node::new(dir.path(), "p", Some(sync));
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "fake");
+    let id = p.call("GET", "/v1/replication/status", None, None).body["database_id"].as_str().unwrap().to_string();
+    // Acknowledging commits it was never sent confirms nothing.
+    let url =
+        format!("ws://127.0.0.1:{}/v1/replication/stream?after=0&epoch=1&database_id={id}&replica_id=fake", p.port);
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let (mut ws, _) = tungstenite::connect(req).unwrap();
+    ws.send(tungstenite::Message::Text(json!({"type": "ack", "seq": 999_999_999u64}).to_string().into())).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let w = p.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 1}}})));
+    assert_eq!(w.status, 503, "a fake acknowledgement confirmed a write: {}", w.body);
+    let rep = p.replication(&t);
+    assert!(rep["replicas"][0]["acked_seq"].as_u64().unwrap() < 999_999_999, "{rep}");
+    drop(ws);
+    // Claims of a newer epoch that no node confirms fence nothing.
+    let f = p.call(
+        "POST",
+        "/v1/replication/fence",
+        Some(&key),
+        Some(&json!({"epoch": 99, "primary": "http://127.0.0.1:1"})),
+    );
+    assert_eq!((f.status, f.body["error"]["code"].as_str()), (409, Some("fence_unverified")), "{}", f.body);
+    let url = format!("ws://127.0.0.1:{}/v1/replication/stream?after=0&epoch=99&database_id={id}&replica_id=f", p.port);
+    let mut req = tungstenite::client::IntoClientRequest::into_client_request(url.as_str()).unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    match tungstenite::connect(req) {
+        Err(tungstenite::Error::Http(refusal)) => assert_eq!(refusal.status().as_u16(), 409),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(p.call("GET", "/v1/replication/status", None, None).body["role"], "primary");
+    // Config: a bad or self-pointing --replica-of, an oversized replica_id.
+    let bad = Node::new(dir.path(), "bad", None).replica_of("garbage", &key);
+    let (code, err) = bad.run_failing();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("replication.primary") && !err.contains("invalid configuration: invalid configuration"),
+        "{err}"
+    );
+    let mut me = Node::new(dir.path(), "me", None);
+    let own = me.url();
+    me = me.replica_of(&own, &key);
+    let (code, err) = me.run_failing();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("this server itself"), "{err}");
+    let long = Node::new(dir.path(), "long", Some(&format!("[replication]\nreplica_id = \"{}\"\n", "x".repeat(300))))
+        .replica_of(&p.url(), &key);
+    let (code, err) = long.run_failing();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("replica_id"), "{err}");
+}
+
+#[test]
+fn a_primary_cut_off_during_a_failover_fences_itself_when_the_partition_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Node::new(dir.path(), "a", None);
+    let mut b = Node::new(dir.path(), "b", None);
+    // Each reaches the other only through a proxy.
+    let to_a = Proxy::start("127.0.0.1:0", format!("127.0.0.1:{}", a.port).parse().unwrap()).unwrap();
+    let to_b = Proxy::start("127.0.0.1:0", format!("127.0.0.1:{}", b.port).parse().unwrap()).unwrap();
+    a.args = vec!["--advertise".into(), format!("http://{}", to_a.addr())];
+    a.start();
+    let t = a.token();
+    let key = replicate_key(&a, &t, "b");
+    b = b.replica_of(&format!("http://{}", to_a.addr()), &key);
+    b.args.extend(["--advertise".into(), format!("http://{}", to_b.addr())]);
+    b.start();
+    spawn_entities(&a, &t, 5, "x");
+    caught_up(&a, &b, &t);
+    to_a.set(Fault::Blackhole);
+    to_b.set(Fault::Blackhole);
+    let pr = b.call("POST", "/v1/admin/promote", Some(&t), None);
+    assert_eq!(pr.status, 200, "{}", pr.body);
+    // Both take writes while cut off from each other...
+    assert_eq!(
+        a.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 1}}}))).status,
+        201
+    );
+    to_a.set(Fault::Heal);
+    to_b.set(Fault::Heal);
+    // ...until they can talk: the old primary asks its peers and stops.
+    wait_until("the old primary to fence itself", Duration::from_secs(20), || {
+        a.call("GET", "/v1/replication/status", None, None).body["role"] == "fenced"
+    });
+    let w = a.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 1}}})));
+    assert_eq!(w.status, 409, "{}", w.body);
+    assert_eq!(w.body["error"]["primary"], json!(format!("http://{}", to_b.addr())), "{}", w.body);
 }

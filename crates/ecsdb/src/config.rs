@@ -313,6 +313,11 @@ impl DatabaseConfig {
                 problems.push(format!("{key} `{u}` is not a URL like http://host:port"));
             }
         }
+        if let Some(id) = &self.replication.replica_id
+            && (id.is_empty() || id.len() > 256 || id.chars().any(char::is_control))
+        {
+            problems.push("replication.replica_id must be 1 to 256 characters, without control characters".into());
+        }
         if self.replication.primary.is_some() && self.replication.sync_replicas > 0 {
             problems.push("replication.sync_replicas applies to a primary; a replica (replication.primary is set) cannot require it".into());
         }

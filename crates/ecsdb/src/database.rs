@@ -1415,18 +1415,21 @@ impl Transaction<'_> {
         drop(guard);
         // Other writers may start while this one waits for its fsync (group commit).
         drop(self.writer.take());
-        if !commit.changes.is_empty() {
-            for sink in &db.inner.sinks {
-                if let Err(e) = sink.wait_durable(commit.seq) {
-                    let reason = format!("commit {} may not be durable: {e}", commit.seq);
+        // A transaction that changed nothing still reports on a state (its
+        // checks passed, its writes were already there): it answers once
+        // that state is as durable and replicated as its own commit would be.
+        for sink in &db.inner.sinks {
+            if let Err(e) = sink.wait_durable(commit.seq) {
+                let reason = format!("commit {} may not be durable: {e}", commit.seq);
+                if !commit.changes.is_empty() {
                     db.enter_fail_stop(reason.clone());
-                    return Err(DbError::FailStop(reason));
                 }
+                return Err(DbError::FailStop(reason));
             }
-            for sink in &db.inner.sinks {
-                if let Err(reason) = sink.wait_replicated(commit.seq) {
-                    return Err(DbError::NotReplicated { seq: commit.seq, reason });
-                }
+        }
+        for sink in &db.inner.sinks {
+            if let Err(reason) = sink.wait_replicated(commit.seq) {
+                return Err(DbError::NotReplicated { seq: commit.seq, reason });
             }
         }
         Ok(CommitInfo { seq: commit.seq, changes: commit.changes })

@@ -440,16 +440,18 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
     }
     req.extensions_mut().insert(principal);
     let resp = next.run(req).await;
-    if access == Access::Read && resp.status().is_success() {
+    if matches!(access, Access::Read | Access::Write) && resp.status() != StatusCode::SERVICE_UNAVAILABLE {
         return read_barrier(&st, resp).await;
     }
     resp
 }
 
-/// With synchronous replication, a read answers only once every commit it
-/// could have seen is held by the required replicas: a commit is visible
-/// here before it is acknowledged, and a read must not report a write that
-/// a failover could still take back (reads stay linearizable).
+/// With synchronous replication, an answer about the data (a read, a
+/// not-found, a failed check, a write that changed nothing) goes out only
+/// once every commit it could have seen is held by the required replicas: a
+/// commit is visible here before it is acknowledged, and no answer may
+/// report a write that a failover could still take back (linearizable).
+/// With `sync_fallback = "async"` the answer goes out after the timeout.
 async fn read_barrier(st: &Shared, resp: Response) -> Response {
     let r = &st.replication;
     if r.registry.sync_replicas == 0 || r.role() != crate::replication::Role::Primary {
@@ -464,6 +466,7 @@ async fn read_barrier(st: &Shared, resp: Response) -> Response {
     .await;
     match held {
         Ok(Ok(())) => resp,
+        Ok(Err(_)) if r.config.sync_fallback == "async" => resp,
         Ok(Err(have)) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "replication_timeout",

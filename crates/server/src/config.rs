@@ -212,7 +212,10 @@ impl ServerConfig {
                 _ => {}
             }
         }
-        self.db.apply_env(vars).map_err(|e| ConfigError(e.to_string()))?;
+        self.db.apply_env(vars).map_err(|e| match e {
+            ecsdb::DbError::Config(m) => ConfigError(m),
+            other => ConfigError(other.to_string()),
+        })?;
         self.validate()
     }
 
@@ -268,6 +271,21 @@ impl ServerConfig {
         if let Err(e) = self.backup.validate(&self.storage) {
             p.push(e.to_string());
         }
+        match self.db.validate() {
+            Err(ecsdb::DbError::Config(m)) => p.push(m),
+            Err(e) => p.push(e.to_string()),
+            Ok(()) => {}
+        }
+        if let Some(primary) = &self.db.replication.primary
+            && let Ok(bind) = self.server.bind.parse::<std::net::SocketAddr>()
+        {
+            let host = primary.trim_start_matches("http://").trim_end_matches('/');
+            let me = [Some(bind.to_string()), self.db.replication.advertise_url.clone()];
+            if me.iter().flatten().any(|m| m.trim_start_matches("http://").trim_end_matches('/') == host) {
+                p.push(format!("replication.primary `{primary}` is this server itself (server.bind / advertise_url)"));
+            }
+        }
+        p.dedup();
         if p.is_empty() { Ok(()) } else { Err(ConfigError(p.join("; "))) }
     }
 

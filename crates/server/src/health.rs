@@ -42,11 +42,7 @@ fn replication_check(st: &Shared) -> Option<Check> {
         }),
         Role::Replica => {
             let f = r.follower.lock().clone();
-            let lag_ms = if f.behind_since_unix_ms == 0 {
-                0
-            } else {
-                crate::replication::now_ms().saturating_sub(f.behind_since_unix_ms)
-            };
+            let lag_ms = f.lag_ms(crate::replication::now_ms());
             let healthy = f.connected && (lag_ms as f64) <= max;
             Some(Check {
                 name: "replication",
@@ -68,7 +64,12 @@ fn replication_check(st: &Shared) -> Option<Check> {
             if reps.is_empty() && r.config.sync_replicas == 0 {
                 return None;
             }
-            let slow: Vec<_> = connected.iter().filter(|x| x.lag_ms > max).map(|x| x.id.clone()).collect();
+            let mut slow: Vec<_> = connected.iter().filter(|x| x.lag_ms > max).map(|x| x.id.clone()).collect();
+            // A replica gone (not released) is degraded too: the log is
+            // kept for it and it is not a copy any more.
+            slow.extend(
+                reps.iter().filter(|x| !x.connected && !x.released).map(|x| format!("{} (disconnected)", x.id)),
+            );
             let short = connected.len() < r.config.sync_replicas as usize;
             Some(Check {
                 name: "replication",
@@ -81,7 +82,7 @@ fn replication_check(st: &Shared) -> Option<Check> {
                         r.config.sync_replicas
                     )
                 } else if !slow.is_empty() {
-                    format!("replica(s) lagging more than {} ms: {}", r.config.max_lag_ms, slow.join(", "))
+                    format!("replica(s) lagging more than {} ms or gone: {}", r.config.max_lag_ms, slow.join(", "))
                 } else {
                     format!("{} of {} known replica(s) connected, none lagging", connected.len(), reps.len())
                 },

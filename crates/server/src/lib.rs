@@ -151,7 +151,12 @@ pub fn open_database_with(c: &ServerConfig, sinks: Vec<Box<dyn ecsdb::CommitSink
         }
         db.close().map_err(|e| e.to_string())?;
     }
-    let mut builder = Database::builder().config(c.db.clone()).enable_persistence();
+    let mut own = c.db.clone();
+    if replica {
+        // The primary's schema (in the data directory) rules.
+        own.database.schema_file = None;
+    }
+    let mut builder = Database::builder().config(own).enable_persistence();
     for s in sinks {
         builder = builder.commit_sink(s);
     }

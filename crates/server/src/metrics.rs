@@ -282,11 +282,7 @@ impl Metrics {
         if s.role == Role::Replica {
             let f = r.follower.lock().clone();
             let label = ReplicaLabels { replica: r.config.replica_id.clone().unwrap_or_else(|| r.advertise.clone()) };
-            let lag_ms = if f.behind_since_unix_ms == 0 {
-                0
-            } else {
-                crate::replication::now_ms().saturating_sub(f.behind_since_unix_ms)
-            };
+            let lag_ms = f.lag_ms(crate::replication::now_ms());
             self.replication_lag_seconds.get_or_create(&label).set(lag_ms as f64 / 1000.0);
             self.replication_lag_ops.get_or_create(&label).set(f.primary_seq.saturating_sub(f.applied_seq) as i64);
             self.replication_connected.set(i64::from(f.connected));

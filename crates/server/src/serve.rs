@@ -82,6 +82,9 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, shutd
             },
             () = &mut shutdown => break,
         };
+        // Small writes (stream deltas, replication frames and acknowledgements)
+        // go out at once rather than waiting on the peer's delayed ACK.
+        let _ = stream.set_nodelay(true);
         let Some(slot) = per_ip.take(peer.ip(), limits.per_ip) else {
             tracing::warn!(client = %peer.ip(), max = limits.per_ip, "connection refused: too many open connections from this address");
             drop(stream);

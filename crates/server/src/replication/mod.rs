@@ -84,6 +84,20 @@ pub struct FollowerStatus {
     pub bootstraps: u64,
 }
 
+impl FollowerStatus {
+    /// How far behind the primary this replica is, in ms: since it first
+    /// heard of a commit it lacks; while disconnected, at least since it
+    /// last heard from the primary (it cannot know what it misses).
+    pub fn lag_ms(&self, now: u64) -> u64 {
+        let behind = if self.behind_since_unix_ms == 0 { 0 } else { now.saturating_sub(self.behind_since_unix_ms) };
+        if self.connected || self.last_contact_unix_ms == 0 {
+            behind
+        } else {
+            behind.max(now.saturating_sub(self.last_contact_unix_ms))
+        }
+    }
+}
+
 /// A server's replication side (every node has one).
 #[derive(Debug)]
 pub struct Replication {

@@ -184,10 +184,33 @@ pub async fn stream(
         ));
     }
     if params.epoch > r.epoch() && r.role() == Role::Primary {
-        // A replica has seen a newer epoch: another node was promoted.
-        let newer = params.advertise.clone();
-        let _ = r.fence(params.epoch, None);
-        tracing::warn!(replica = %params.replica_id, epoch = params.epoch, via = ?newer, "a replica knows a newer epoch: fenced");
+        // A replica has seen a newer epoch: another node was promoted — if
+        // a node this primary knows confirms it (a claim alone fences nothing).
+        let (r2, claimed) = (r.clone(), params.epoch);
+        let found = tokio::task::spawn_blocking(move || {
+            let s = r2.snapshot_state();
+            super::replica::find_primary(&s.peers, &r2.advertise, claimed)
+        })
+        .await
+        .ok()
+        .flatten();
+        match found {
+            Some((url, epoch)) => {
+                let _ = r.fence(epoch, Some(&url));
+                tracing::warn!(replica = %params.replica_id, epoch, primary = %url, "a newer primary exists: fenced");
+            }
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "epoch_unverified",
+                    format!(
+                        "the replica reports epoch {}, newer than this primary's {}, but no node this primary knows is the primary of that epoch",
+                        params.epoch,
+                        r.epoch()
+                    ),
+                ));
+            }
+        }
     }
     if r.role() != Role::Primary {
         return Err(not_primary(&r));
@@ -321,19 +344,18 @@ fn ship<'a>(
     for (seq, payload) in records {
         f.push(seq, payload);
         if f.bytes() >= FRAME_BYTES {
-            let last = f.last;
+            // Noted first: its acknowledgement may arrive before `send` returns.
+            st.replication.registry.sent(conn, f.last);
             if !send(tx, Message::Binary(std::mem::replace(&mut f, RecordsFrame::new(epoch)).finish().into())) {
                 return false;
             }
-            st.replication.registry.sent(conn, last);
         }
     }
     if !f.is_empty() {
-        let last = f.last;
+        st.replication.registry.sent(conn, f.last);
         if !send(tx, Message::Binary(f.finish().into())) {
             return false;
         }
-        st.replication.registry.sent(conn, last);
     }
     true
 }
@@ -380,13 +402,13 @@ fn run_sender(st: &Shared, conn: u64, after: u64, tx: &tokio::sync::mpsc::Sender
                             }
                             last = cur.last;
                         }
-                        Err(ecsdb_backup::BackupError::NotFound(m)) => {
+                        Err(e) => {
+                            // Gone (released, deleted by a checkpoint) or
+                            // unreadable: a fresh bootstrap is always safe.
+                            tracing::warn!(error = %e, replica_after = last, "a replica needs commits the log no longer holds; it will bootstrap again");
+                            let m = format!("this primary's log no longer holds commit {}: bootstrap again", last + 1);
                             let _ = tx.blocking_send(error_message("bootstrap_required", &m));
                             let _ = tx.blocking_send(Message::Close(None));
-                            return;
-                        }
-                        Err(e) => {
-                            closed(&format!("reading the log: {e}"));
                             return;
                         }
                     }
@@ -468,7 +490,7 @@ fn run_sender(st: &Shared, conn: u64, after: u64, tx: &tokio::sync::mpsc::Sender
 #[serde(deny_unknown_fields)]
 pub struct FenceBody {
     epoch: u64,
-    primary: Option<String>,
+    primary: String,
 }
 
 pub async fn fence(
@@ -476,13 +498,36 @@ pub async fn fence(
     Extension(p): Extension<Principal>,
     crate::handlers::Body(b): crate::handlers::Body<FenceBody>,
 ) -> ApiResult<Json<J>> {
-    if let Some(u) = &b.primary
-        && !ecsdb::config::is_base_url(u)
-    {
-        return Err(ApiError::bad_request(format!("`primary` `{u}` is not a URL like http://host:port")));
+    if !ecsdb::config::is_base_url(&b.primary) {
+        return Err(ApiError::bad_request(format!("`primary` `{}` is not a URL like http://host:port", b.primary)));
     }
     let r = st.replication.clone();
-    let fenced = blocking(&st, move |_| r.fence(b.epoch, b.primary.as_deref()).map_err(ApiError::internal)).await?;
+    let (epoch, primary) = (b.epoch, b.primary.trim_end_matches('/').to_string());
+    let fenced = blocking(&st, move |_| {
+        if epoch <= r.epoch() || r.role() != Role::Primary {
+            return Ok(false);
+        }
+        // Only a primary that answers for itself can fence this one.
+        let s = super::replica::peer_status(&primary).map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "fence_unverified",
+                format!("cannot confirm {primary} is a primary: {e}"),
+            )
+        })?;
+        if s["role"] != "primary" || s["epoch"].as_u64().is_none_or(|e| e < epoch) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "fence_unverified",
+                format!(
+                    "{primary} is not the primary of epoch {epoch} (it reports {} at epoch {})",
+                    s["role"], s["epoch"]
+                ),
+            ));
+        }
+        r.fence(epoch, Some(&primary)).map_err(ApiError::internal)
+    })
+    .await?;
     audit(&p, "replication_fence", &json!({"epoch": b.epoch, "fenced": fenced}));
     let s = st.replication.snapshot_state();
     Ok(Json(json!({"fenced": fenced, "role": s.role.name(), "epoch": s.epoch})))
@@ -519,7 +564,7 @@ pub fn report(st: &Shared) -> J {
             "applied_seq": f.applied_seq,
             "primary_seq": f.primary_seq,
             "lag_ops": f.primary_seq.saturating_sub(f.applied_seq),
-            "lag_ms": if f.behind_since_unix_ms == 0 { 0 } else { now.saturating_sub(f.behind_since_unix_ms) },
+            "lag_ms": f.lag_ms(now),
             "last_contact_unix_ms": f.last_contact_unix_ms,
             "last_error": f.last_error,
             "reconnects": f.reconnects,

@@ -24,6 +24,8 @@ use super::now_ms;
 /// Commit times kept for lag figures (older commits count from the oldest
 /// kept, a lower bound).
 const TIMES_KEPT: usize = 1 << 18;
+/// Replicas remembered (connected ones are never forgotten).
+const MAX_REPLICAS: usize = 64;
 /// Latency histogram: buckets of 2^(i/4) microseconds.
 const BUCKETS: usize = 128;
 
@@ -133,6 +135,21 @@ impl Registry {
         let mut r = self.reg.lock();
         r.next_conn += 1;
         let conn = r.next_conn;
+        // Bounded: beyond MAX_REPLICAS entries, disconnected ones are
+        // forgotten, oldest contact first.
+        while r.replicas.len() >= MAX_REPLICAS && !r.replicas.iter().any(|e| e.id == id) {
+            let Some(i) = r
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.conn == 0)
+                .min_by_key(|(_, e)| e.last_contact)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            r.replicas.remove(i);
+        }
         let now = now_ms();
         match r.replicas.iter_mut().find(|e| e.id == id) {
             Some(e) => {
@@ -189,6 +206,9 @@ impl Registry {
         let Some(e) = replicas.iter_mut().find(|e| e.conn == conn) else { return };
         e.last_contact = now;
         e.last_contact_unix_ms = now_ms();
+        // A replica cannot hold what it was never sent: an acknowledgement
+        // beyond it (a faulty or hostile peer) counts only up to it.
+        let seq = seq.min(e.sent);
         if seq > e.acked {
             // Commit → acknowledgement time of each newly acknowledged commit.
             let start = times.partition_point(|t| t.0 <= e.acked);
@@ -403,6 +423,14 @@ pub fn retain_loop(st: &crate::app::Shared) {
         if r.role() != super::Role::Primary {
             st.db.hold_log_for("replication", u64::MAX);
             continue;
+        }
+        if tick.is_multiple_of(60) {
+            // Every ~3 s: a partition may have healed on a failover this
+            // primary slept through; its peers would say so.
+            super::replica::check_epoch_on_start(r);
+            if r.role() != super::Role::Primary {
+                continue;
+            }
         }
         let mut hold = r.registry.oldest_needed();
         while let Some(seq) = hold {

@@ -85,22 +85,6 @@ pub fn find_primary(peers: &[String], me: &str, min_epoch: u64) -> Option<(Strin
     best
 }
 
-/// The newest epoch any of `peers` reports, with the primary it names.
-pub fn newest_epoch(peers: &[String], me: &str) -> Option<(u64, Option<String>)> {
-    let mut best: Option<(u64, Option<String>)> = None;
-    for p in peers.iter().filter(|p| p.as_str() != me) {
-        if let Ok(s) = peer_status(p)
-            && let Some(e) = s["epoch"].as_u64().map(|e| e.max(s["fenced_by"].as_u64().unwrap_or(0)))
-            && best.as_ref().is_none_or(|b| e > b.0)
-        {
-            let primary =
-                if s["role"] == "primary" { Some(p.clone()) } else { s["primary"].as_str().map(str::to_string) };
-            best = Some((e, primary));
-        }
-    }
-    best
-}
-
 /// Whether `dir` holds no database yet.
 pub fn is_empty_data_dir(dir: &Path) -> bool {
     !dir.join(ecsdb::SCHEMA_FILE_NAME).exists()
@@ -567,11 +551,9 @@ pub fn check_epoch_on_start(r: &Replication) {
     if s.role != Role::Primary || s.peers.is_empty() {
         return;
     }
-    if let Some((epoch, primary)) = newest_epoch(&s.peers, &r.advertise)
-        && epoch > s.epoch
-    {
-        match r.fence(epoch, primary.as_deref()) {
-            Ok(_) => tracing::warn!(epoch, "a peer reports a newer epoch: starting fenced (writes refused)"),
+    if let Some((primary, epoch)) = find_primary(&s.peers, &r.advertise, s.epoch + 1) {
+        match r.fence(epoch, Some(&primary)) {
+            Ok(_) => tracing::warn!(epoch, %primary, "a newer primary exists: this node is fenced (writes refused)"),
             Err(e) => tracing::error!(error = %e, "cannot record the fence"),
         }
     }
