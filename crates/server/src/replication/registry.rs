@@ -474,6 +474,11 @@ mod tests {
         let rep = r.report(10);
         assert_eq!(rep[0].lag_ops, 10);
         assert!(rep[0].lag_ms >= 0.0);
+        // Acknowledgements count only up to what was sent.
+        r.sent(c, 7);
+        r.ack(c, 9);
+        assert_eq!(r.report(10)[0].acked_seq, 7);
+        r.sent(c, 10);
         r.ack(c, 7);
         let rep = r.report(10);
         assert_eq!((rep[0].acked_seq, rep[0].lag_ops, rep[0].acks_measured), (7, 3, 7));
@@ -498,6 +503,7 @@ mod tests {
         let e = sink.wait_replicated(1).unwrap_err();
         assert!(e.contains("0 of the 1 replicas"), "{e}");
         let c = reg.connect("a", "x", None, 0, 1);
+        reg.sent(c, 1);
         let r2 = reg.clone();
         let t = std::thread::spawn(move || r2.ack(c, 1));
         // Either already acknowledged or woken by the acknowledgement.
