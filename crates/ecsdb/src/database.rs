@@ -660,19 +660,7 @@ impl Database {
             if cs.is_empty() {
                 return Err(DbError::Sink(format!("replicated commit {seq} is empty")));
             }
-            let sinks = &self.inner.sinks;
-            for (k, sink) in sinks.iter().enumerate() {
-                if let Err(e) = sink.append(seq, cs) {
-                    for earlier in sinks[..k].iter().rev() {
-                        if let Err(ae) = earlier.abort(seq) {
-                            self.enter_fail_stop(format!(
-                                "replicated commit {seq} was refused by a commit sink ({e}) and could not be taken back from another ({ae})"
-                            ));
-                        }
-                    }
-                    return Err(DbError::Sink(e));
-                }
-            }
+            self.offer_to_sinks(seq, cs, "replicated commit")?;
             if let Err(e) = w.apply(seq, cs) {
                 let reason = format!("replicated commit {seq} could not be applied: {e}");
                 self.enter_fail_stop(reason.clone());
@@ -1018,6 +1006,26 @@ impl Database {
         }
         let d = self.inner.durability.as_ref()?;
         d.store.wal().failure().map(|f| format!("the commit log failed: {f}"))
+    }
+
+    /// Offer commit `seq` to every sink in order (under the writer lock).
+    /// If one refuses, the sinks that took it give it back, newest first;
+    /// one that cannot holds a commit the state will not have (fail-stop).
+    pub(crate) fn offer_to_sinks(&self, seq: u64, cs: &ChangeSet, what: &str) -> Result<()> {
+        let sinks = &self.inner.sinks;
+        for (i, sink) in sinks.iter().enumerate() {
+            if let Err(e) = sink.append(seq, cs) {
+                for earlier in sinks[..i].iter().rev() {
+                    if let Err(ae) = earlier.abort(seq) {
+                        self.enter_fail_stop(format!(
+                            "{what} {seq} was refused by a commit sink ({e}) and could not be taken back from another ({ae})"
+                        ));
+                    }
+                }
+                return Err(DbError::Sink(e));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
@@ -1388,24 +1396,12 @@ impl Transaction<'_> {
                 return Err(e.into());
             }
         };
-        if !changes.is_empty() {
-            let sinks = &db.inner.sinks;
-            for (i, sink) in sinks.iter().enumerate() {
-                if let Err(e) = sink.append(seq, changes) {
-                    // Sinks that took the commit give it back, newest first;
-                    // one that cannot holds a commit the state will not have.
-                    for earlier in sinks[..i].iter().rev() {
-                        if let Err(ae) = earlier.abort(seq) {
-                            db.enter_fail_stop(format!(
-                                "commit {seq} was refused by a commit sink ({e}) and could not be taken back from another ({ae})"
-                            ));
-                        }
-                    }
-                    guard.rollback();
-                    db.check_poisoned(&guard);
-                    return Err(DbError::Sink(e));
-                }
-            }
+        if !changes.is_empty()
+            && let Err(e) = db.offer_to_sinks(seq, changes, "commit")
+        {
+            guard.rollback();
+            db.check_poisoned(&guard);
+            return Err(e);
         }
         let commit = guard.finish_commit()?;
         // Still under the write lock: subscribers get commits in order.

@@ -77,19 +77,8 @@ impl Database {
         };
         let mut cs = ChangeSet::new();
         cs.push(Op::Migrate { text: text.as_bytes() });
+        self.offer_to_sinks(seq, &cs, "migration")?;
         let sinks = &inner.sinks;
-        for (i, sink) in sinks.iter().enumerate() {
-            if let Err(e) = sink.append(seq, &cs) {
-                for earlier in sinks[..i].iter().rev() {
-                    if let Err(ae) = earlier.abort(seq) {
-                        self.enter_fail_stop(format!(
-                            "migration {seq} was refused by a commit sink ({e}) and could not be taken back from another ({ae})"
-                        ));
-                    }
-                }
-                return Err(DbError::Sink(e));
-            }
-        }
         for sink in sinks {
             if let Err(e) = sink.wait_durable(seq) {
                 let reason = format!("migration {seq} may not be durable: {e}");

@@ -59,13 +59,7 @@ pub fn send_fence(peer: &str, key: Option<&str>, epoch: u64, me: &str) -> Result
     if let Some(k) = key {
         req = req.header("authorization", &format!("Bearer {k}"));
     }
-    let mut r = req.send_json(json!({"epoch": epoch, "primary": me})).map_err(|e| format!("{peer}: {e}"))?;
-    let status = r.status().as_u16();
-    let body = r.body_mut().read_to_string().unwrap_or_default();
-    if status != 200 {
-        return Err(format!("{peer}: {}", error_text(status, &body).1));
-    }
-    serde_json::from_str(&body).map_err(|e| format!("{peer}: {e}"))
+    answer(peer, req.send_json(json!({"epoch": epoch, "primary": me})))
 }
 
 /// The node among `peers` that is primary at the newest epoch at least
@@ -562,28 +556,25 @@ pub fn check_epoch_on_start(r: &Replication) {
 /// `POST <url>/v1/admin/promote` with an admin credential (the CLI's
 /// `ecsdb promote`).
 pub fn promote(url: &str, key: &str, force: bool) -> Result<J, String> {
-    let mut r = agent(Duration::from_mins(1))
+    let req = agent(Duration::from_mins(1))
         .post(&format!("{url}/v1/admin/promote"))
-        .header("authorization", &format!("Bearer {key}"))
-        .send_json(json!({"force": force}))
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = r.status().as_u16();
-    let body = r.body_mut().read_to_string().unwrap_or_default();
-    if status != 200 {
-        return Err(format!("{url}: {}", error_text(status, &body).1));
-    }
-    serde_json::from_str(&body).map_err(|e| format!("{url}: {e}"))
+        .header("authorization", &format!("Bearer {key}"));
+    answer(url, req.send_json(json!({"force": force})))
 }
 
 /// A node's replication report: `GET /v1/admin/replication` with a
 /// credential, else the public `GET /v1/replication/status`.
 pub fn status_report(url: &str, key: Option<&str>) -> Result<J, String> {
     let Some(k) = key else { return peer_status(url) };
-    let mut r = agent(Duration::from_secs(10))
+    let req = agent(Duration::from_secs(10))
         .get(&format!("{url}/v1/admin/replication"))
-        .header("authorization", &format!("Bearer {k}"))
-        .call()
-        .map_err(|e| format!("{url}: {e}"))?;
+        .header("authorization", &format!("Bearer {k}"));
+    answer(url, req.call())
+}
+
+/// A JSON answer, or the error it carries.
+fn answer(url: &str, res: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<J, String> {
+    let mut r = res.map_err(|e| format!("{url}: {e}"))?;
     let status = r.status().as_u16();
     let body = r.body_mut().read_to_string().unwrap_or_default();
     if status != 200 {
