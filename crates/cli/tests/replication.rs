@@ -555,16 +555,10 @@ fn failover_under_synchronous_writers_loses_no_acknowledged_write() {
     assert_eq!(lone.body["error"]["code"], "replication_timeout", "{}", lone.body);
     let h = p.call("GET", "/health", None, None).body;
     assert!(h.to_string().contains("sync_replicas requires 1"), "{h}");
+    // The same [replication] settings on every node: sync_replicas applies to
+    // whichever is primary.
     let mut r1 = Node::new(dir.path(), "r1", Some(sync)).replica_of(&p.url(), &key);
     let mut r2 = Node::new(dir.path(), "r2", Some(sync)).replica_of(&p.url(), &key);
-    // A replica configured with sync_replicas is refused at start (it is a
-    // primary's setting) — so the replicas run without it.
-    let (code, err) = r1.run_failing();
-    assert_eq!(code, 1);
-    assert!(err.contains("sync_replicas"), "{err}");
-    r1.config = None;
-    r2.config = None;
-    r2.env.push(("ECSDB_LOG_LEVEL".into(), "info,ecsdb_server::app=warn".into()));
     r1.start();
     r2.start();
     caught_up(&p, &r1, &t);
@@ -673,6 +667,13 @@ fn failover_under_synchronous_writers_loses_no_acknowledged_write() {
     assert_eq!(w.status, 201, "{}", w.body);
     caught_up(&r1, &r2, &t);
     assert_eq!(r2.replication(&t)["primary"], json!(r1.url()));
+    // The new primary keeps the guarantee: with its replica stopped, a
+    // write is not acknowledged.
+    signal(&r2, "-STOP");
+    let w = r1.call("POST", "/v1/entities", Some(&t), Some(&json!({"components": {"entities": {"entity_type": 4}}})));
+    signal(&r2, "-CONT");
+    assert_eq!(w.status, 503, "{}", w.body);
+    caught_up(&r1, &r2, &t);
     // The old primary, restarted, learns of epoch 2 and refuses writes.
     p.config = None;
     p.start();

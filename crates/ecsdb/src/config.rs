@@ -318,9 +318,6 @@ impl DatabaseConfig {
         {
             problems.push("replication.replica_id must be 1 to 256 characters, without control characters".into());
         }
-        if self.replication.primary.is_some() && self.replication.sync_replicas > 0 {
-            problems.push("replication.sync_replicas applies to a primary; a replica (replication.primary is set) cannot require it".into());
-        }
         if !["zstd", "none"].contains(&self.replication.delta_compression.as_str()) {
             problems.push(format!(
                 "replication.delta_compression must be \"zstd\" or \"none\", not \"{}\"",

@@ -152,7 +152,7 @@ fn main() {
             let mut t = db.transaction().unwrap();
             let base_i = (done as usize * per_commit) % ids.len();
             for k in 0..per_commit {
-                t.set(ids[(base_i + k) % ids.len()], "body", "level", &ecsdb::Value::U64(v % 1000)).unwrap();
+                t.set(ids[(base_i + k) % ids.len()], "body", "level", &ecsdb::Value::U64(v)).unwrap();
             }
             t.commit().unwrap();
             done += 1;
@@ -172,6 +172,13 @@ fn main() {
             r["lag_p99_ms"].as_f64().unwrap_or(f64::NAN),
             r["acks_measured"]
         );
+        if std::env::var("ECSDB_BENCH_DEBUG").is_ok() {
+            println!("{}", rep["replicas"]);
+        }
+        let f = replica.replication.follower.lock().clone();
+        if f.reconnects > 0 {
+            println!("   (the replica reconnected {} time(s): {:?})", f.reconnects, f.last_error);
+        }
     }
     replica.stop().unwrap();
 

@@ -440,7 +440,12 @@ async fn authorize(State(st): State<Shared>, mut req: Request, next: Next) -> Re
     }
     req.extensions_mut().insert(principal);
     let resp = next.run(req).await;
-    if matches!(access, Access::Read | Access::Write) && resp.status() != StatusCode::SERVICE_UNAVAILABLE {
+    // Answers about the data: reads, writes, and a migration (its dry run
+    // reports on the data too). Not auth bookkeeping (users and keys are
+    // made before any replica exists) nor replication's own routes.
+    if (matches!(access, Access::Read | Access::Write) || route == "/v1/admin/migrations")
+        && resp.status() != StatusCode::SERVICE_UNAVAILABLE
+    {
         return read_barrier(&st, resp).await;
     }
     resp

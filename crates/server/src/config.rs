@@ -279,9 +279,21 @@ impl ServerConfig {
         if let Some(primary) = &self.db.replication.primary
             && let Ok(bind) = self.server.bind.parse::<std::net::SocketAddr>()
         {
+            use std::net::ToSocketAddrs;
             let host = primary.trim_start_matches("http://").trim_end_matches('/');
             let me = [Some(bind.to_string()), self.db.replication.advertise_url.clone()];
-            if me.iter().flatten().any(|m| m.trim_start_matches("http://").trim_end_matches('/') == host) {
+            // By name, or by address (`localhost` is 127.0.0.1; a node bound to
+            // every address is any local address at its port).
+            let resolves_to_me = bind.port() != 0
+                && host.to_socket_addrs().is_ok_and(|mut addrs| {
+                    addrs.any(|a| {
+                        a.port() == bind.port()
+                            && (a.ip() == bind.ip() || (bind.ip().is_unspecified() && a.ip().is_loopback()))
+                    })
+                });
+            if resolves_to_me
+                || me.iter().flatten().any(|m| m.trim_start_matches("http://").trim_end_matches('/') == host)
+            {
                 p.push(format!("replication.primary `{primary}` is this server itself (server.bind / advertise_url)"));
             }
         }

@@ -393,6 +393,13 @@ fn open_node(
         *repl.jwt_secret_file.lock() = String::from_utf8(secret.clone()).ok();
     }
     repl.attach(&db);
+    {
+        let mut f = repl.follower.lock();
+        f.applied_seq = db.version();
+        f.primary_seq = db.version();
+        // Lag while never connected counts from now.
+        f.last_contact_unix_ms = replication::now_ms();
+    }
     replication::replica::check_epoch_on_start(&repl);
     let mut created = None;
     if repl.role() == replication::Role::Primary {

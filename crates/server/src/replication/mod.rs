@@ -81,7 +81,6 @@ pub struct FollowerStatus {
     pub behind_since_unix_ms: u64,
     pub last_error: Option<String>,
     pub reconnects: u64,
-    pub bootstraps: u64,
 }
 
 impl FollowerStatus {
@@ -145,12 +144,21 @@ impl Replication {
         };
         if let Some(p) = &config.primary {
             let p = p.trim_end_matches('/').to_string();
-            if node.role != Role::Replica || node.primary.as_deref() != Some(p.as_str()) {
+            if node.role != Role::Replica || node.configured.as_deref() != Some(p.as_str()) {
                 // Configured as a replica: a former (or fenced) primary, or a
-                // replica pointed elsewhere, follows the configured primary.
+                // replica the operator pointed elsewhere, follows the
+                // configured primary. The same configuration does not undo a
+                // failover the replica followed by itself.
+                // Just bootstrapped (nothing configured recorded yet): keep
+                // the primary it bootstrapped from, which may be one it
+                // followed after a failover.
+                let fresh = node.role == Role::Replica && node.configured.is_none() && node.primary.is_some();
+                if !fresh {
+                    node.primary = Some(p.clone());
+                }
                 node.role = Role::Replica;
                 node.fenced_by = None;
-                node.primary = Some(p);
+                node.configured = Some(p);
                 state::store(data_dir, &node)?;
             }
         } else if node.role == Role::Replica {

@@ -568,7 +568,6 @@ pub fn report(st: &Shared) -> J {
             "last_contact_unix_ms": f.last_contact_unix_ms,
             "last_error": f.last_error,
             "reconnects": f.reconnects,
-            "bootstraps": f.bootstraps,
         });
     }
     out
@@ -616,15 +615,23 @@ fn promote_now(st: &Shared, force: bool) -> Result<J, String> {
         // would lose them (acknowledged ones, with synchronous replication).
         let mine = db.version();
         for peer in before.peers.iter().filter(|p| Some(p.as_str()) != old_primary.as_deref() && **p != r.advertise) {
-            if let Ok(s) = super::replica::peer_status(peer)
-                && s["role"] == "replica"
-                && s["epoch"].as_u64() == Some(before.epoch)
-                && s["seq"].as_u64().is_some_and(|n| n > mine)
-            {
-                return Err(format!(
-                    "the replica {peer} holds commit {} and this one only {mine}: promote {peer} instead (or pass {{\"force\": true}} to lose the commits after {mine})",
-                    s["seq"]
-                ));
+            match super::replica::peer_status(peer) {
+                Ok(s)
+                    if s["role"] == "replica"
+                        && s["epoch"].as_u64() == Some(before.epoch)
+                        && s["seq"].as_u64().is_some_and(|n| n > mine) =>
+                {
+                    return Err(format!(
+                        "the replica {peer} holds commit {} and this one only {mine}: promote {peer} instead (or pass {{\"force\": true}} to lose the commits after {mine})",
+                        s["seq"]
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot compare positions with {peer} ({e}): it may hold commits this replica lacks. Bring it back, or pass {{\"force\": true}} if it is gone for good"
+                    ));
+                }
             }
         }
     }

@@ -175,6 +175,7 @@ pub fn bootstrap(primary: &str, key: &str, dir: &Path, keep_jwt: bool) -> Result
         history: Vec::new(),
         primary: Some(primary.trim_end_matches('/').to_string()),
         peers: Vec::new(),
+        configured: None,
     };
     node.adopt_history(&history);
     if node.history.is_empty() {
@@ -292,7 +293,7 @@ pub fn run(st: &Shared) {
                 if failures >= 3 {
                     // The primary may be gone: is another node primary now?
                     let s = r.snapshot_state();
-                    if let Some((p, _)) = find_primary(&s.peers, &r.advertise, s.epoch + 1)
+                    if let Some((p, _)) = find_primary(&s.peers, &r.advertise, s.epoch)
                         && p != primary
                     {
                         let _ = r.update(|s| s.primary = Some(p.clone()));

@@ -56,9 +56,17 @@ pub struct NodeState {
     /// The primary (a replica's) or the newer primary (a fenced node's).
     pub primary: Option<String>,
     /// Other nodes of the cluster (advertised URLs), for epoch checks and
-    /// for finding a new primary after a failover.
+    /// for finding a new primary after a failover (at most [`MAX_PEERS`]).
     pub peers: Vec<String>,
+    /// The primary the configuration named when this state was last
+    /// started (a different one in the configuration is the operator's
+    /// choice; the same one does not undo a failover the replica followed).
+    #[serde(default)]
+    pub configured: Option<String>,
 }
+
+/// Peers remembered.
+pub const MAX_PEERS: usize = 32;
 
 impl NodeState {
     pub fn new_primary() -> NodeState {
@@ -69,6 +77,7 @@ impl NodeState {
             history: vec![EpochStart { epoch: 1, after_seq: 0 }],
             primary: None,
             peers: Vec::new(),
+            configured: None,
         }
     }
 
@@ -102,7 +111,7 @@ impl NodeState {
 
     pub fn add_peer(&mut self, url: &str) -> bool {
         let url = url.trim_end_matches('/');
-        if url.is_empty() || self.peers.iter().any(|p| p == url) {
+        if url.is_empty() || self.peers.iter().any(|p| p == url) || self.peers.len() >= MAX_PEERS {
             return false;
         }
         self.peers.push(url.to_string());
