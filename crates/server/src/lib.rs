@@ -443,7 +443,7 @@ impl Node {
     fn close(self) -> Result<Option<String>, String> {
         let r = self.state.replication.clone();
         r.stop.store(true, std::sync::atomic::Ordering::Release);
-        let _ = self.state.stopping.send(true);
+        self.state.stopping.send_replace(true);
         for t in self.threads {
             let _ = t.join();
         }
@@ -502,7 +502,8 @@ pub fn start_with(
                 let app = app::router(state.clone());
                 serve::serve(listener, app, limits, async move {
                     let _ = rx.await;
-                    let _ = state.stopping.send(true);
+                    // Stored even with no receiver: background threads read it.
+                    state.stopping.send_replace(true);
                 })
                 .await;
             });
@@ -572,7 +573,7 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
                     _ = restart.wait_for(|s| *s) => {}
                 }
                 // Stream connections close now rather than at the drain's end.
-                let _ = st.stopping.send(true);
+                st.stopping.send_replace(true);
             })
             .await;
             Ok::<(), String>(())
