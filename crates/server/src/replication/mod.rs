@@ -118,6 +118,8 @@ pub struct Replication {
     /// Bumped when this node stops being a primary: open streams close.
     pub generation: AtomicU64,
     pub stop: AtomicBool,
+    /// One bootstrap snapshot built at a time.
+    pub snapshots: tokio::sync::Semaphore,
     /// Held by the follower while it applies a frame (promotion waits).
     pub follower_apply: Mutex<()>,
     db: Mutex<Option<Database>>,
@@ -188,6 +190,7 @@ impl Replication {
             restart: tokio::sync::watch::channel(false).0,
             generation: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            snapshots: tokio::sync::Semaphore::new(1),
             follower_apply: Mutex::new(()),
             db: Mutex::new(None),
             jwt_secret_file: Mutex::new(None),

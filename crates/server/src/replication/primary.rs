@@ -31,6 +31,9 @@ use crate::handlers::{OptionalBody, audit, blocking};
 
 /// A frame is cut at about this many bytes.
 const FRAME_BYTES: usize = 1 << 20;
+/// Replication streams served at once (each has a sender thread and a
+/// commit-feed queue).
+const MAX_STREAMS: usize = 32;
 /// Commits read from the log files per pass.
 const DISK_BATCH: u64 = 20_000;
 
@@ -80,6 +83,8 @@ pub async fn snapshot(State(st): State<Shared>, Extension(p): axum::Extension<Pr
     if st.replication.role() != Role::Primary {
         return Err(not_primary(&st.replication));
     }
+    // One snapshot in memory at a time: concurrent bootstraps queue.
+    let _one = st.replication.snapshots.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
     let (bytes, seq) = blocking(&st, |st| {
         let image = st.db.capture_snapshot();
         st.db.sync_to(image.seq)?;
@@ -232,6 +237,13 @@ pub async fn stream(
             params.after,
             st.db.version()
         )));
+    }
+    if r.registry.connected() >= MAX_STREAMS {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_replicas",
+            format!("this primary already streams to {MAX_STREAMS} replicas"),
+        ));
     }
     audit(
         &p,

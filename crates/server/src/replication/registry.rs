@@ -282,6 +282,11 @@ impl Registry {
         }
     }
 
+    /// Replicas connected now.
+    pub fn connected(&self) -> usize {
+        self.reg.lock().replicas.iter().filter(|e| e.conn != 0).count()
+    }
+
     /// The oldest commit some replica still needs (`None` = no replica).
     pub fn oldest_needed(&self) -> Option<u64> {
         self.reg.lock().replicas.iter().filter(|e| !e.released).map(|e| e.acked).min()
