@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as J, json};
-use support::{send, start, until, ws_connect};
+use support::{drained, send, start, until, ws_connect};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "remote-test-secret-0123456789abcdef";
@@ -143,7 +143,7 @@ fn remote_mode_mirrors_survives_kill_9_outages_and_stops_on_refusal() {
     let mut ws = ws_connect(&g.ws_url(), Some(&token)).unwrap();
     until(&mut ws, WAIT, |m| m["type"] == "welcome");
     send(&mut ws, &json!({"type": "input", "x": -0.6, "y": 0.8}));
-    until(&mut ws, WAIT, |m| m["type"] == "you" && m["hunger"].as_f64().unwrap() < 99.0);
+    until(&mut ws, WAIT, |m| m["type"] == "you" && drained(m));
     send(&mut ws, &json!({"type": "input", "x": 0, "y": 0}));
     let mut last = J::Null;
     let me = loop {

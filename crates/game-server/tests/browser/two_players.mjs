@@ -91,9 +91,12 @@ try {
   }), idA);
   if (sampled < 2) throw new Error("fewer than two snapshots of a moving player (no interpolation possible)");
 
-  // The HUD: hunger drains (0.5/s), the tick counter advances.
+  // The HUD: hunger (0.5/s) and thirst (0.8/s) drain, the tick counter
+  // advances. A player standing on berries eats (hunger stays full) and one
+  // in water drinks, but scenery is placed so no player touches both.
   const tick0 = Number(await a.textContent("#hud-tick"));
-  await waitFor(a, () => Number(document.getElementById("hud-hunger").textContent) < 100, null, "hunger to drain on the HUD");
+  await waitFor(a, () => Number(document.getElementById("hud-hunger").textContent) < 100
+    || Number(document.getElementById("hud-thirst").textContent) < 100, null, "hunger or thirst to drain on the HUD");
   await waitFor(a, (t0) => Number(document.getElementById("hud-tick").textContent) > t0, tick0, "the HUD's tick to advance");
   const hud = await a.evaluate(() => ({
     level: document.getElementById("hud-level").textContent,

@@ -192,6 +192,13 @@ pub fn until(ws: &mut Ws, wait: Duration, mut f: impl FnMut(&J) -> bool) -> J {
     }
 }
 
+/// Whether a player's vitals (a `you` message or `/me`) show the drain:
+/// hunger or thirst below full. One of them can stay full while the player
+/// stands on berries or in water, never both (scenery is placed apart).
+pub fn drained(m: &J) -> bool {
+    ["hunger", "thirst"].iter().any(|k| m[*k].as_f64().is_some_and(|v| v < 100.0))
+}
+
 pub fn send(ws: &mut Ws, m: &J) {
     ws.send(Message::Text(m.to_string().into())).unwrap();
 }
