@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use ecsdb::Database;
 use ecsdb::storage::fs::OsFs;
@@ -40,6 +40,8 @@ use crate::target::Target;
 use crate::verify::Report;
 
 pub const IDENTITY_KEY: &str = "archive/IDENTITY";
+/// The epoch of the primary that archives here (replicated databases).
+pub const EPOCH_KEY: &str = "archive/EPOCH";
 const LOG_PREFIX: &str = "archive/log/";
 const SNAP_PREFIX: &str = "archive/snapshots/";
 /// Commit times kept for commits not yet shipped (beyond: the time of
@@ -157,6 +159,38 @@ pub fn list_snapshots_on(target: &Target) -> Result<Vec<SnapRef>> {
 struct Identity {
     database_id: String,
     created_at: String,
+}
+
+/// Where the archiving node's history branched off: a replicated
+/// database's primary is at `epoch`, which began after commit `after_seq`
+/// (epoch 1 began at 0: the first primary's history has no branch).
+///
+/// A promoted replica's commits up to `after_seq` are the former
+/// primary's; the former primary may have archived commits past it that
+/// the new primary never had. The archive records the epoch of the primary
+/// archiving to it (`archive/EPOCH`): a primary of a newer epoch continues
+/// an archive only if it ends at or before `after_seq` (else it would join
+/// two histories), and a primary of an older epoch (fenced, or cut off)
+/// stops archiving there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Branch {
+    pub epoch: u64,
+    pub after_seq: u64,
+}
+
+/// The epoch recorded on the target, if any.
+pub fn archived_epoch(target: &Target) -> Result<Option<Branch>> {
+    match target.get_opt(EPOCH_KEY)? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice::<Branch>(&b)
+            .map(Some)
+            .map_err(|e| BackupError::Corrupt(format!("{EPOCH_KEY}: unreadable ({e})"))),
+    }
+}
+
+/// The last commit the archive holds (0: none).
+pub fn archived_upto(target: &Target) -> Result<u64> {
+    Ok(list_chunks(target)?.last().map_or(0, |c| c.last))
 }
 
 /// The hex id of the database whose log is archived on the target.
@@ -364,6 +398,8 @@ struct Shared {
 pub struct Archiver {
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
+    /// Stop without shipping again (a node that is no longer primary).
+    abandon: Arc<AtomicBool>,
     handle: Mutex<Option<std::thread::JoinHandle<()>>>,
     db: Database,
 }
@@ -391,11 +427,29 @@ struct Worker {
     merged_key: Option<String>,
     level: Option<i32>,
     last_logged_error: Option<String>,
+    /// This node's place in a replicated history (see [`Branch`]).
+    branch: Option<Branch>,
+    /// The last refusal was the branch check's (not a configuration error).
+    branch_refused: bool,
 }
 
 impl Archiver {
     /// Check the target and start shipping `db`'s log to it.
     pub fn start(db: &Database, target: Arc<Target>, settings: &BackupSettings) -> Result<Archiver> {
+        Archiver::start_on_branch(db, target, settings, None)
+    }
+
+    /// [`Archiver::start`] for the primary of a replicated database, at
+    /// `branch`. An archive this primary must not continue (see [`Branch`])
+    /// is not a refusal to start: the archiver keeps the log, reports the
+    /// conflict as its error and tries again every pass (moving the archive
+    /// aside lets it go on).
+    pub fn start_on_branch(
+        db: &Database,
+        target: Arc<Target>,
+        settings: &BackupSettings,
+        branch: Option<Branch>,
+    ) -> Result<Archiver> {
         let dir = db
             .data_dir()
             .ok_or_else(|| BackupError::Config("archiving needs a durable database (a data directory)".into()))?
@@ -442,22 +496,34 @@ impl Archiver {
             merged_key: None,
             level: settings.compress.then_some(settings.compression_level),
             last_logged_error: None,
+            branch,
+            branch_refused: false,
         };
         // A target that belongs to another database is a configuration
         // error: refuse now. One that cannot be reached is retried by the
         // thread (the database serves meanwhile, keeping its log).
         match w.init() {
             Ok(()) | Err(BackupError::Target { .. }) => {}
+            Err(e) if w.branch_refused => {
+                tracing::error!(target = %w.target.url(), error = %e, "log archiving refused; retrying");
+                w.shared.lock().status.last_error = Some(e.to_string());
+                w.last_logged_error = Some(e.to_string());
+            }
             Err(e) => return Err(e),
         }
         let interval = Duration::from_millis(settings.archive_interval_ms);
         let st = stop.clone();
+        let abandon = Arc::new(AtomicBool::new(false));
+        let ab = abandon.clone();
         let handle = std::thread::Builder::new()
             .name("ecsdb-archiver".into())
             .spawn(move || {
                 let mut next = Instant::now();
                 loop {
                     let stopping = st.load(Ordering::Acquire);
+                    if ab.load(Ordering::Acquire) {
+                        return;
+                    }
                     w.pass();
                     if stopping {
                         return;
@@ -475,7 +541,7 @@ impl Archiver {
                 }
             })
             .map_err(|e| BackupError::Config(format!("cannot start the archiver thread: {e}")))?;
-        Ok(Archiver { shared, stop, handle: Mutex::new(Some(handle)), db: db.clone() })
+        Ok(Archiver { shared, stop, abandon, handle: Mutex::new(Some(handle)), db: db.clone() })
     }
 
     /// The archiver's figures now.
@@ -491,6 +557,18 @@ impl Archiver {
             oldest.map_or(0.0, |t| now_ms().saturating_sub(t) as f64 / 1000.0)
         };
         s
+    }
+
+    /// Stop at once, shipping nothing more (a primary that learned of a
+    /// newer epoch: what it has not shipped may not be in the history the
+    /// new primary goes on with). The log stays held until the database
+    /// closes.
+    pub fn abandon(&self) {
+        self.abandon.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.lock().take() {
+            let _ = h.join();
+        }
     }
 
     /// Ship what is durable one last time and stop.
@@ -515,7 +593,8 @@ impl Worker {
             return Ok(());
         }
         let ours = hex(&self.database_id);
-        let target = &self.target;
+        let target = self.target.clone();
+        let target = &*target;
         match identity(target)? {
             Some(id) if id != ours => {
                 return Err(BackupError::Conflict(format!(
@@ -533,7 +612,8 @@ impl Worker {
         // After the target lost its archive, what is there now (chunks
         // shipped since) is not a log to build on: start again from the
         // newest snapshot.
-        let shipped = if self.lost { 0 } else { list_chunks(target)?.last().map_or(0, |c| c.last) };
+        let shipped = if self.lost { 0 } else { archived_upto(target)? };
+        self.check_branch(shipped)?;
         let durable = self.db.storage_stats().map_or(0, |s| s.durable_seq);
         if shipped > durable.max(self.db.version()) {
             return Err(BackupError::Conflict(format!(
@@ -586,14 +666,60 @@ impl Worker {
         Ok(())
     }
 
+    /// Whether this primary may continue an archive ending at `shipped`
+    /// (see [`Branch`]); records its epoch on the target when it may.
+    fn check_branch(&mut self, shipped: u64) -> Result<()> {
+        self.branch_refused = false;
+        let Some(b) = self.branch else { return Ok(()) };
+        let url = self.target.url().to_string();
+        let marked = archived_epoch(&self.target)?;
+        let refuse = |w: &mut Worker, msg: String| {
+            w.branch_refused = true;
+            Err(BackupError::Conflict(msg))
+        };
+        match marked {
+            Some(m) if m.epoch > b.epoch => {
+                return refuse(
+                    self,
+                    format!(
+                        "{url} is archived by the primary of epoch {}; this node is at epoch {} (a former primary): it archives no more",
+                        m.epoch, b.epoch
+                    ),
+                );
+            }
+            Some(m) if m.epoch == b.epoch => return Ok(()),
+            _ => {}
+        }
+        if b.epoch > 1 && shipped > b.after_seq && !self.lost {
+            return refuse(
+                self,
+                format!(
+                    "{url} holds commits up to {shipped}, past commit {} where epoch {} (this primary's) began: they come from the former primary and are not in this database's history. Archive to another prefix (the old archive can still be restored to recover them), or move its archive/ aside",
+                    b.after_seq, b.epoch
+                ),
+            );
+        }
+        let body = serde_json::to_vec_pretty(&b).map_err(|e| BackupError::Config(e.to_string()))?;
+        self.target.put(EPOCH_KEY, body)?;
+        Ok(())
+    }
+
     /// Every so often, check the target still holds this archive (a wiped
-    /// bucket would otherwise take shipped chunks without a base).
+    /// bucket would otherwise take shipped chunks without a base), and
+    /// that no newer primary archives to it.
     fn check_target(&mut self) -> Result<()> {
         self.passes_since_check += 1;
         if !self.initialized || self.passes_since_check < 20 {
             return Ok(());
         }
         self.passes_since_check = 0;
+        if let Some(b) = self.branch
+            && archived_epoch(&self.target)?.is_some_and(|m| m.epoch > b.epoch)
+        {
+            // Checked (and refused) again by `init` on every pass from now.
+            self.initialized = false;
+            return self.init();
+        }
         // The chunks this run's log rests on: the last merged one and the
         // oldest one shipped since. Gone because retention trimmed them (a
         // backup or archived snapshot at or after their last commit) is fine.

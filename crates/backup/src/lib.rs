@@ -25,7 +25,7 @@ pub mod state;
 pub mod target;
 pub mod verify;
 
-pub use archive::{ArchiveStatus, Archiver};
+pub use archive::{ArchiveStatus, Archiver, Branch};
 pub use config::{BackupSettings, S3Settings, StorageSettings};
 pub use error::{BackupError, Result};
 pub use manager::{Listed, Manager};

@@ -450,3 +450,75 @@ fn interrupted_uploads_are_listed_and_cleaned_and_targets_hold_one_database() {
     db.close().unwrap();
     other.close().unwrap();
 }
+
+fn wait_status(a: &ecsdb_backup::Archiver, what: &str, f: impl Fn(&ecsdb_backup::ArchiveStatus) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = a.status();
+        if f(&s) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A replicated database's archive follows its epochs: a promoted primary
+/// continues it only when it ends where the new epoch began (else it would
+/// join the former primary's lost commits to the new history), and a
+/// primary of an older epoch stops archiving there.
+#[test]
+fn the_archive_follows_the_primary_of_the_newest_epoch() {
+    use ecsdb_backup::Branch;
+    let t = tempfile::tempdir().unwrap();
+    let target = Arc::new(Target::open(t.path().to_str().unwrap(), &StorageSettings::default()).unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let db = open_db(&work.path().join("db"));
+    let s = BackupSettings { archive_interval_ms: 20, ..settings() };
+    let first = Branch { epoch: 1, after_seq: 0 };
+    let a = ecsdb_backup::Archiver::start_on_branch(&db, target.clone(), &s, Some(first)).unwrap();
+    commit_n(&db, 10);
+    wait_status(&a, "commit 10 archived", |s| s.shipped_seq == 10);
+    a.abandon();
+    assert_eq!(ecsdb_backup::archive::archived_epoch(&target).unwrap(), Some(first));
+
+    // Epoch 2 began after commit 7: commits 8..=10 on the target are not
+    // in its history. Refused, reported, retried; nothing shipped.
+    commit_n(&db, 2);
+    let a = ecsdb_backup::Archiver::start_on_branch(&db, target.clone(), &s, Some(Branch { epoch: 2, after_seq: 7 }))
+        .unwrap();
+    wait_status(&a, "the refusal", |s| s.last_error.as_deref().is_some_and(|e| e.contains("past commit 7")));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(ecsdb_backup::archive::archived_upto(&target).unwrap(), 10);
+    assert_eq!(ecsdb_backup::archive::archived_epoch(&target).unwrap(), Some(first));
+    a.abandon();
+
+    // Epoch 2 began after commit 10: it continues the archive and says so.
+    let second = Branch { epoch: 2, after_seq: 10 };
+    let a = ecsdb_backup::Archiver::start_on_branch(&db, target.clone(), &s, Some(second)).unwrap();
+    commit_n(&db, 3);
+    wait_status(&a, "commit 15 archived", |s| s.shipped_seq == 15 && s.last_error.is_none());
+    assert_eq!(ecsdb_backup::archive::archived_epoch(&target).unwrap(), Some(second));
+    // Restarted in the same epoch: it goes on.
+    a.stop();
+    let a = ecsdb_backup::Archiver::start_on_branch(&db, target.clone(), &s, Some(second)).unwrap();
+    commit_n(&db, 1);
+    wait_status(&a, "commit 16 archived", |s| s.shipped_seq == 16 && s.last_error.is_none());
+
+    // The former primary (epoch 1) may not archive there any more.
+    let old = ecsdb_backup::Archiver::start_on_branch(&db, target.clone(), &s, Some(first)).unwrap();
+    wait_status(&old, "the old epoch's refusal", |s| {
+        s.last_error.as_deref().is_some_and(|e| e.contains("archived by the primary of epoch 2"))
+    });
+    old.abandon();
+
+    // A newer primary takes the archive over while this one runs: it stops
+    // shipping (within 20 passes) and says why.
+    target.put(ecsdb_backup::archive::EPOCH_KEY, br#"{"epoch": 3, "after_seq": 16}"#.to_vec()).unwrap();
+    wait_status(&a, "the newer epoch noticed", |s| s.last_error.as_deref().is_some_and(|e| e.contains("epoch 3")));
+    commit_n(&db, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ecsdb_backup::archive::archived_upto(&target).unwrap(), 16);
+    a.abandon();
+    db.close().unwrap();
+}

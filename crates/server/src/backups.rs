@@ -2,6 +2,13 @@
 //! the archiver shipping the commit log, the scheduler taking full backups
 //! every `[backup] interval` (then applying retention), one backup at a
 //! time, and the figures `/metrics` and `/health` report.
+//!
+//! In a replicated cluster only the primary archives and takes scheduled
+//! backups (every node may share one configuration and one target). A
+//! replica keeps its log from where the archive ends, so that promoted it
+//! continues the archive without a gap; promotion starts its archiver, and
+//! a primary that learns of a newer epoch stops shipping at once (see
+//! [`ecsdb_backup::Branch`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ecsdb::Database;
 use ecsdb_backup::manager::quiet;
-use ecsdb_backup::{ArchiveStatus, Archiver, BackupError, Kind, Manager, Manifest, Target};
+use ecsdb_backup::{ArchiveStatus, Archiver, BackupError, BackupSettings, Branch, Kind, Manager, Manifest, Target};
 use parking_lot::Mutex;
 
 use crate::config::ServerConfig;
@@ -24,11 +31,28 @@ pub struct Figures {
     pub last_duration_ms: AtomicU64,
 }
 
+/// How often a replica looks where the archive ends.
+const FOLLOW_EVERY: Duration = Duration::from_secs(5);
+
 /// Backups of one server.
 #[derive(Debug)]
 pub struct Backups {
     pub manager: Manager,
-    archiver: Option<Archiver>,
+    target: Arc<Target>,
+    settings: BackupSettings,
+    /// `[backup] archive` is on and there is a commit log to ship.
+    archive_wanted: bool,
+    archiver: Mutex<Option<Archiver>>,
+    /// The branch the archiver was last started for (not retried for the
+    /// same one after a refusal), and why it could not start.
+    started_for: Mutex<Option<Branch>>,
+    start_error: Mutex<Option<String>>,
+    /// This node is the primary: it archives and takes scheduled backups.
+    active: AtomicBool,
+    /// A replica: when it last looked where the archive ends.
+    followed: Mutex<Option<Instant>>,
+    /// A replica: the log it keeps for the archive, bounded by this.
+    follow_limit_bytes: u64,
     /// Held while a backup runs: one at a time.
     running: Mutex<()>,
     pub figures: Figures,
@@ -37,8 +61,10 @@ pub struct Backups {
 }
 
 impl Backups {
-    /// Set up what `[backup]` asks for (`None` without a target).
-    pub fn start(db: &Database, c: &ServerConfig) -> Result<Option<Arc<Backups>>, String> {
+    /// Set up what `[backup]` asks for (`None` without a target). `branch`:
+    /// this node is the primary there (it archives); `None`: a replica or
+    /// a fenced node (it does not).
+    pub fn start(db: &Database, c: &ServerConfig, branch: Option<Branch>) -> Result<Option<Arc<Backups>>, String> {
         let Some(url) = c.backup.target_url(&c.storage) else { return Ok(None) };
         let target = Arc::new(Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?);
         if c.backup.archive && !db.logs_commits() {
@@ -46,14 +72,29 @@ impl Backups {
                 "[backup] archive is on but the commit log is disabled (transactions.wal_enabled = false): nothing can be archived; only backups are taken"
             );
         }
-        let archiver = if c.backup.archive && db.logs_commits() {
-            Some(Archiver::start(db, target.clone(), &c.backup).map_err(|e| format!("[backup] archive: {e}"))?)
-        } else {
-            None
+        let archive_wanted = c.backup.archive && db.logs_commits();
+        let archiver = match branch {
+            Some(b) if archive_wanted => Some(
+                Archiver::start_on_branch(db, target.clone(), &c.backup, Some(b))
+                    .map_err(|e| format!("[backup] archive: {e}"))?,
+            ),
+            _ => None,
         };
+        if branch.is_none() && archive_wanted {
+            // Until the archive's end is known, a replica keeps its log.
+            db.hold_log_after(0);
+        }
         let b = Arc::new(Backups {
-            manager: Manager::new(target, c.backup.clone()),
-            archiver,
+            manager: Manager::new(target.clone(), c.backup.clone()),
+            target,
+            settings: c.backup.clone(),
+            archive_wanted,
+            archiver: Mutex::new(archiver),
+            started_for: Mutex::new(branch),
+            start_error: Mutex::new(None),
+            active: AtomicBool::new(branch.is_some()),
+            followed: Mutex::new(None),
+            follow_limit_bytes: c.db.replication.max_retained_log_mb.saturating_mul(1 << 20),
             running: Mutex::new(()),
             figures: Figures::default(),
             stop: Arc::new(AtomicBool::new(false)),
@@ -75,6 +116,9 @@ impl Backups {
                         }
                         next = Instant::now() + Duration::from_secs(every);
                         let Some(b) = weak.upgrade() else { return };
+                        if !b.active.load(Ordering::Acquire) {
+                            continue; // a replica: the primary takes them
+                        }
                         match b.create(&db, Kind::Full) {
                             Ok(m) => tracing::info!(id = %m.id, seq = m.end_seq, ms = m.duration_ms, "scheduled backup taken"),
                             Err(e) => tracing::error!(error = %e, "scheduled backup failed"),
@@ -150,7 +194,93 @@ impl Backups {
 
     /// The archiver's figures, when archiving.
     pub fn archive_status(&self) -> Option<ArchiveStatus> {
-        self.archiver.as_ref().map(Archiver::status)
+        self.archiver.lock().as_ref().map(Archiver::status)
+    }
+
+    /// Why archiving could not start on this node (after a promotion).
+    pub fn archive_start_error(&self) -> Option<String> {
+        self.start_error.lock().clone()
+    }
+
+    /// Whether this node archives and takes scheduled backups.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Follow this node's role (called every half second or so, and on
+    /// promotion): a primary at `branch` archives; a node that is not one
+    /// (`None`) stops shipping at once and, as a replica, keeps its log
+    /// from where the archive ends.
+    pub fn follow_role(&self, db: &Database, branch: Option<Branch>) {
+        match branch {
+            Some(b) => {
+                self.active.store(true, Ordering::Release);
+                if !self.archive_wanted || self.archiver.lock().is_some() {
+                    return;
+                }
+                let mut tried = self.started_for.lock();
+                if *tried == Some(b) {
+                    return; // refused for this branch already
+                }
+                *tried = Some(b);
+                match Archiver::start_on_branch(db, self.target.clone(), &self.settings, Some(b)) {
+                    Ok(a) => {
+                        tracing::info!(epoch = b.epoch, target = %self.target.url(), "this node archives the commit log now");
+                        *self.archiver.lock() = Some(a);
+                        *self.start_error.lock() = None;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "[backup] archive: cannot archive on this node");
+                        *self.start_error.lock() = Some(e.to_string());
+                    }
+                }
+            }
+            None => {
+                self.active.store(false, Ordering::Release);
+                *self.started_for.lock() = None;
+                if let Some(a) = self.archiver.lock().take() {
+                    tracing::warn!("this node is no longer the primary: it stops archiving");
+                    a.abandon();
+                }
+                if self.archive_wanted {
+                    self.follow_archive(db);
+                }
+            }
+        }
+    }
+
+    /// A replica keeps the commits the archive does not hold yet (so that,
+    /// promoted, it continues the archive), within
+    /// `replication.max_retained_log_mb`.
+    fn follow_archive(&self, db: &Database) {
+        {
+            let mut f = self.followed.lock();
+            if f.is_some_and(|t| t.elapsed() < FOLLOW_EVERY) {
+                return;
+            }
+            *f = Some(Instant::now());
+        }
+        let Some(dir) = db.data_dir() else { return };
+        let ours = std::fs::read_to_string(dir.join(ecsdb_backup::state::DATABASE_ID_FILE)).unwrap_or_default();
+        let end = match ecsdb_backup::archive::identity(&self.target) {
+            Ok(Some(id)) if id == ours.trim() => ecsdb_backup::archive::archived_upto(&self.target),
+            Ok(_) => Ok(u64::MAX), // no archive of this database there
+            Err(e) => Err(e),
+        };
+        match end {
+            Ok(end) if end != u64::MAX
+                && crate::replication::registry::log_bytes_after(dir, end) > self.follow_limit_bytes =>
+            {
+                tracing::warn!(
+                    archived_to = end,
+                    limit_mb = self.follow_limit_bytes >> 20,
+                    "the archive is far behind: this replica no longer keeps its log for it (replication.max_retained_log_mb)"
+                );
+                db.hold_log_after(u64::MAX);
+            }
+            Ok(end) => db.hold_log_after(end),
+            Err(e) => tracing::debug!(error = %e, "the archive's end is unknown (the log stays held)"),
+        }
     }
 
     /// Stop the scheduler; ship the last durable commits and stop the archiver.
@@ -159,7 +289,7 @@ impl Backups {
         if let Some(h) = self.scheduler.lock().take() {
             let _ = h.join();
         }
-        if let Some(a) = &self.archiver {
+        if let Some(a) = self.archiver.lock().take() {
             a.stop();
         }
     }
@@ -274,6 +404,8 @@ pub async fn list(State(st): State<Shared>) -> ApiResult<Json<J>> {
             "target": backups.target_url(),
             "backups": items,
             "archive": backups.archive_status(),
+            "archive_start_error": backups.archive_start_error(),
+            "archiving_here": backups.is_active() && backups.archive_status().is_some(),
         })))
     })
     .await

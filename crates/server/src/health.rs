@@ -148,6 +148,15 @@ pub fn checks(st: &Shared) -> Vec<Check> {
             detail: format!("{} of {} bytes", s.wal_size_bytes, max),
         });
     }
+    if let Some(e) = st.backups.as_ref().and_then(|b| b.archive_start_error()) {
+        tracing::warn!(error = %e, "health: log archiving could not start on this node");
+        v.push(Check {
+            name: "archive",
+            healthy: false,
+            critical: false,
+            detail: "archiving could not start on this node (see the server log)".into(),
+        });
+    }
     if let Some(a) = st.backups.as_ref().and_then(|b| b.archive_status()) {
         // Errors name the target and object: fine for the server log, not
         // for unauthenticated readers.

@@ -406,7 +406,7 @@ fn open_node(
         created = auth::ensure_admin(&db, admin_password).map_err(|e| e.message)?;
     }
     let tokens = auth::Tokens::new(&secret, c.token_ttl_secs());
-    let backups = backups::Backups::start(&db, c)?;
+    let backups = backups::Backups::start(&db, c, repl.archive_branch())?;
     let state = Arc::new(app::AppState::new(
         db.clone(),
         tokens,
@@ -647,7 +647,13 @@ async fn announce_start(c: &ServerConfig, state: &Arc<app::AppState>, addr: Sock
         say!(
             "backups: {}{}",
             b.target_url(),
-            if b.archive_status().is_some() { " (commit log archived continuously)" } else { "" }
+            if b.archive_status().is_some() {
+                " (commit log archived continuously)"
+            } else if !b.is_active() {
+                " (the primary archives and takes scheduled backups; a promoted replica takes over)"
+            } else {
+                ""
+            }
         );
     }
     let _ = std::io::stdout().flush();

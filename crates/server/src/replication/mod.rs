@@ -211,6 +211,16 @@ impl Replication {
         self.node.lock().role
     }
 
+    /// Where this node's history branched, when it is the primary (it
+    /// archives the log then; see [`ecsdb_backup::Branch`]).
+    pub fn archive_branch(&self) -> Option<ecsdb_backup::Branch> {
+        let s = self.node.lock();
+        (s.role == Role::Primary).then(|| ecsdb_backup::Branch {
+            epoch: s.epoch,
+            after_seq: s.history.iter().rev().find(|h| h.epoch == s.epoch).map_or(0, |h| h.after_seq),
+        })
+    }
+
     pub fn epoch(&self) -> u64 {
         self.node.lock().epoch
     }

@@ -389,7 +389,7 @@ impl ecsdb::CommitSink for ReplicationSink {
 
 /// Bytes of log segments (in `wal/` and `wal_archive/`) holding commits
 /// after `seq`.
-fn log_bytes_after(dir: &std::path::Path, seq: u64) -> u64 {
+pub fn log_bytes_after(dir: &std::path::Path, seq: u64) -> u64 {
     use ecsdb::storage::fs::{OsFs, Vfs};
     let mut segs = Vec::new();
     for sub in ["wal", "wal_archive"] {
@@ -424,6 +424,9 @@ pub fn retain_loop(st: &crate::app::Shared) {
         tick += 1;
         if !tick.is_multiple_of(10) {
             continue;
+        }
+        if let Some(b) = &st.backups {
+            b.follow_role(&st.db, r.archive_branch());
         }
         if r.role() != super::Role::Primary {
             st.db.hold_log_for("replication", u64::MAX);
