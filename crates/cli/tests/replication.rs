@@ -882,3 +882,89 @@ fn a_primary_cut_off_during_a_failover_fences_itself_when_the_partition_heals() 
     assert_eq!(w.status, 409, "{}", w.body);
     assert_eq!(w.body["error"]["primary"], json!(format!("http://{}", to_b.addr())), "{}", w.body);
 }
+
+/// The archive's figures as `GET /v1/admin/backups` gives them.
+fn backups_of(n: &Node, t: &str) -> J {
+    let r = n.call("GET", "/v1/admin/backups", Some(t), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+/// Every node shares one configuration and one backup target: only the
+/// primary archives (and takes scheduled backups); a replica keeps its log
+/// until the archive holds it, so that, promoted, it continues the archive
+/// without a gap, and the archive restores to its newest commit. The old
+/// primary, restarted fenced, archives no more.
+#[test]
+fn one_backup_target_for_the_cluster_and_the_archive_goes_on_after_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let bk = dir.path().join("bk");
+    // The archiver ships when it starts and then only a minute later: the
+    // commits below stay unarchived while the replica checkpoints.
+    let cfg = format!(
+        "[persistence]\nwal_segment_mb = 1\nwal_archive_enabled = false\nsnapshot_interval_ops = 100000000\n[backup]\ntarget = \"{}\"\narchive_interval_ms = 60000\narchive_rpo_ms = 120000\ninterval = \"1s\"\n",
+        bk.display()
+    );
+    let mut p = Node::new(dir.path(), "p", Some(&cfg));
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "r");
+    // Restarted, the primary archives what it has (the replica's snapshot
+    // holds these commits, not its log).
+    p.stop();
+    p.start();
+    let mut r = Node::new(dir.path(), "r", Some(&cfg)).replica_of(&p.url(), &key);
+    r.start();
+    for i in 0..30 {
+        spawn_entities(&p, &t, 400, &format!("bulk{i}"));
+    }
+    caught_up(&p, &r, &t);
+    let pb = backups_of(&p, &t);
+    assert_eq!(pb["archiving_here"], true, "{pb}");
+    let rb = backups_of(&r, &t);
+    assert_eq!(rb["archiving_here"], false, "{rb}");
+    assert!(rb["archive"].is_null(), "{rb}");
+    // Scheduled backups (every second) are the primary's alone: the
+    // replica's clock passes too, but it takes none.
+    std::thread::sleep(Duration::from_millis(2500));
+    let marker: J = serde_json::from_slice(&std::fs::read(bk.join("archive/EPOCH")).unwrap()).unwrap();
+    assert_eq!(marker["epoch"], 1, "{marker}");
+    // The replica's checkpoint keeps the log the archive lacks.
+    let c = r.call("POST", "/v1/admin/checkpoint", Some(&t), None);
+    assert_eq!(c.status, 200, "{}", c.body);
+    let before = p.seq(&t);
+    p.kill();
+    let pr = r.call("POST", "/v1/admin/promote", Some(&t), Some(&json!({})));
+    assert_eq!(pr.status, 200, "{}", pr.body);
+    // Promoted: it archives from where the former primary stopped, with no gap.
+    wait_until("the promoted node to archive", Duration::from_secs(20), || {
+        let b = backups_of(&r, &t);
+        b["archiving_here"] == true && b["archive"]["shipped_seq"].as_u64() == Some(before)
+    });
+    let b = backups_of(&r, &t);
+    assert!(b["archive"]["gap"].is_null() && b["archive"]["last_error"].is_null(), "{b}");
+    assert!(b["archive_start_error"].is_null(), "{b}");
+    let marker: J = serde_json::from_slice(&std::fs::read(bk.join("archive/EPOCH")).unwrap()).unwrap();
+    assert_eq!(marker["epoch"], 2, "{marker}");
+    spawn_entities(&r, &t, 10, "after");
+    let last = r.seq(&t);
+    let rows = r.rows(&t);
+    // The former primary comes back fenced: it archives nothing.
+    p.start();
+    wait_until("the old primary to be fenced", Duration::from_secs(20), || p.replication(&t)["role"] == "fenced");
+    let ob = backups_of(&p, &t);
+    assert_eq!(ob["archiving_here"], false, "{ob}");
+    p.stop();
+    // Stopping ships the rest; the archive restores to the newest commit.
+    r.stop();
+    let restored = dir.path().join("restored");
+    let out = Command::new(env!("CARGO_BIN_EXE_ecsdb"))
+        .args(["restore", "--from", bk.to_str().unwrap(), "--data-dir", restored.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut c = Node::new(dir.path(), "restored", None);
+    c.start();
+    assert_eq!(c.seq(&t), last);
+    assert_eq!(c.rows(&t), rows);
+}

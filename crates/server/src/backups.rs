@@ -212,39 +212,36 @@ impl Backups {
     /// (`None`) stops shipping at once and, as a replica, keeps its log
     /// from where the archive ends.
     pub fn follow_role(&self, db: &Database, branch: Option<Branch>) {
-        match branch {
-            Some(b) => {
-                self.active.store(true, Ordering::Release);
-                if !self.archive_wanted || self.archiver.lock().is_some() {
-                    return;
-                }
-                let mut tried = self.started_for.lock();
-                if *tried == Some(b) {
-                    return; // refused for this branch already
-                }
-                *tried = Some(b);
-                match Archiver::start_on_branch(db, self.target.clone(), &self.settings, Some(b)) {
-                    Ok(a) => {
-                        tracing::info!(epoch = b.epoch, target = %self.target.url(), "this node archives the commit log now");
-                        *self.archiver.lock() = Some(a);
-                        *self.start_error.lock() = None;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "[backup] archive: cannot archive on this node");
-                        *self.start_error.lock() = Some(e.to_string());
-                    }
-                }
+        let Some(b) = branch else {
+            self.active.store(false, Ordering::Release);
+            *self.started_for.lock() = None;
+            if let Some(a) = self.archiver.lock().take() {
+                tracing::warn!("this node is no longer the primary: it stops archiving");
+                a.abandon();
             }
-            None => {
-                self.active.store(false, Ordering::Release);
-                *self.started_for.lock() = None;
-                if let Some(a) = self.archiver.lock().take() {
-                    tracing::warn!("this node is no longer the primary: it stops archiving");
-                    a.abandon();
-                }
-                if self.archive_wanted {
-                    self.follow_archive(db);
-                }
+            if self.archive_wanted {
+                self.follow_archive(db);
+            }
+            return;
+        };
+        self.active.store(true, Ordering::Release);
+        if !self.archive_wanted || self.archiver.lock().is_some() {
+            return;
+        }
+        let mut tried = self.started_for.lock();
+        if *tried == Some(b) {
+            return; // refused for this branch already
+        }
+        *tried = Some(b);
+        match Archiver::start_on_branch(db, self.target.clone(), &self.settings, Some(b)) {
+            Ok(a) => {
+                tracing::info!(epoch = b.epoch, target = %self.target.url(), "this node archives the commit log now");
+                *self.archiver.lock() = Some(a);
+                *self.start_error.lock() = None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "[backup] archive: cannot archive on this node");
+                *self.start_error.lock() = Some(e.to_string());
             }
         }
     }
@@ -268,8 +265,9 @@ impl Backups {
             Err(e) => Err(e),
         };
         match end {
-            Ok(end) if end != u64::MAX
-                && crate::replication::registry::log_bytes_after(dir, end) > self.follow_limit_bytes =>
+            Ok(end)
+                if end != u64::MAX
+                    && crate::replication::registry::log_bytes_after(dir, end) > self.follow_limit_bytes =>
             {
                 tracing::warn!(
                     archived_to = end,
