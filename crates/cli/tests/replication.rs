@@ -947,6 +947,18 @@ fn one_backup_target_for_the_cluster_and_the_archive_goes_on_after_a_failover() 
     let marker: J = serde_json::from_slice(&std::fs::read(bk.join("archive/EPOCH")).unwrap()).unwrap();
     assert_eq!(marker["epoch"], 2, "{marker}");
     spawn_entities(&r, &t, 10, "after");
+    // A new replica of the promoted node bootstraps from the target up to
+    // where the failover began (past it the target could hold the former
+    // primary's commits) and takes the rest from the new primary's log.
+    let key4 = replicate_key(&r, &t, "r4");
+    let mut r4 = Node::new(dir.path(), "r4", Some(&cfg)).replica_of(&r.url(), &key4);
+    r4.env.push(("ECSDB_LOG_LEVEL".into(), "info".into()));
+    r4.start();
+    caught_up(&r, &r4, &t);
+    let log = r4.log.lock().unwrap().join("\n");
+    let line = log.lines().find(|l| l.contains("bootstrapped from")).unwrap_or_default();
+    assert!(line.contains("from the backup target") && line.contains(&format!(" seq={before} ")), "{line}");
+    r4.stop();
     let last = r.seq(&t);
     let rows = r.rows(&t);
     // The former primary comes back fenced: it archives nothing.
@@ -967,4 +979,74 @@ fn one_backup_target_for_the_cluster_and_the_archive_goes_on_after_a_failover() 
     c.start();
     assert_eq!(c.seq(&t), last);
     assert_eq!(c.rows(&t), rows);
+}
+
+/// A replica with the cluster's backup target bootstraps from it (a full
+/// backup plus the archived log after it), takes the rest from the
+/// primary's log and serves the same rows. A target that cannot serve is
+/// named: with `bootstrap_from = "backup"` the start is refused, with
+/// `"auto"` the primary's snapshot is taken instead.
+#[test]
+fn a_replica_bootstraps_from_the_backup_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let bk = dir.path().join("bk");
+    let cfg = |target: &std::path::Path, from: &str| {
+        format!(
+            "[backup]\ntarget = \"{}\"\narchive_interval_ms = 100\n[replication]\nbootstrap_from = \"{from}\"\n",
+            target.display()
+        )
+    };
+    let mut p = Node::new(dir.path(), "p", Some(&cfg(&bk, "auto")));
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "r");
+    spawn_entities(&p, &t, 200, "base");
+    let b = p.call("POST", "/v1/admin/backups", Some(&t), None);
+    assert!(b.status == 200 || b.status == 201, "{}", b.body);
+    spawn_entities(&p, &t, 50, "archived");
+    let archived = p.seq(&t);
+    wait_until("the archive to hold the primary's commits", Duration::from_secs(20), || {
+        backups_of(&p, &t)["archive"]["shipped_seq"].as_u64() >= Some(archived)
+    });
+    spawn_entities(&p, &t, 10, "after");
+
+    let mut r = Node::new(dir.path(), "r", Some(&cfg(&bk, "backup"))).replica_of(&p.url(), &key);
+    r.env.push(("ECSDB_LOG_LEVEL".into(), "info".into()));
+    r.start();
+    caught_up(&p, &r, &t);
+    let log = r.log.lock().unwrap().join("\n");
+    assert!(log.contains("bootstrapped from the backup target"), "{log}");
+    assert!(!log.contains("bootstrapped from the primary's snapshot"), "{log}");
+    // From the full backup, with the archived commits after it replayed.
+    let line = log.lines().find(|l| l.contains("bootstrapped from")).unwrap_or_default();
+    let replayed: u64 = line
+        .split("replayed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(line.contains("base=backup") && replayed >= 1, "{line}");
+    // It follows like any replica.
+    spawn_entities(&p, &t, 5, "later");
+    caught_up(&p, &r, &t);
+
+    // A target with nothing of this database.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let refused = Node::new(dir.path(), "r2", Some(&cfg(&empty, "backup"))).replica_of(&p.url(), &key);
+    let (code, err) = refused.run_failing();
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("cannot bootstrap from the backup target") && err.contains("holds no backup or archive"),
+        "{err}"
+    );
+    let mut auto = Node::new(dir.path(), "r3", Some(&cfg(&empty, "auto"))).replica_of(&p.url(), &key);
+    auto.env.push(("ECSDB_LOG_LEVEL".into(), "info".into()));
+    auto.start();
+    caught_up(&p, &auto, &t);
+    let log = auto.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("taking the primary's snapshot") && log.contains("bootstrapped from the primary's snapshot"),
+        "{log}"
+    );
 }

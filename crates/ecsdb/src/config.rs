@@ -138,6 +138,11 @@ pub struct ReplicationSection {
     /// A replica that hears nothing from its primary for this long
     /// reconnects (the primary sends a heartbeat every fifth of it), ms.
     pub peer_timeout_ms: u64,
+    /// Where a new replica's state comes from: `"auto"` (the backup target
+    /// when one is configured and holds a usable state the primary's log
+    /// continues, else the primary), `"primary"` (the primary's snapshot
+    /// stream) or `"backup"` (the backup target only).
+    pub bootstrap_from: String,
 }
 
 impl ReplicationSection {
@@ -175,6 +180,7 @@ impl Default for ReplicationSection {
             max_lag_ms: 5_000,
             max_retained_log_mb: 1024,
             peer_timeout_ms: 5_000,
+            bootstrap_from: "auto".into(),
         }
     }
 }
@@ -296,6 +302,12 @@ impl DatabaseConfig {
         let g = m.buffer_growth_factor;
         if !g.is_finite() || g <= 1.0 || g > 16.0 {
             problems.push(format!("memory.buffer_growth_factor = {g} must be a number greater than 1 and at most 16"));
+        }
+        if !["auto", "primary", "backup"].contains(&self.replication.bootstrap_from.as_str()) {
+            problems.push(format!(
+                "replication.bootstrap_from must be \"auto\", \"primary\" or \"backup\", not \"{}\"",
+                self.replication.bootstrap_from
+            ));
         }
         if !["fail", "async"].contains(&self.replication.sync_fallback.as_str()) {
             problems.push(format!(

@@ -75,6 +75,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/stream", Access::Public),
     ("GET", "/v1/replication/status", Access::Public),
     ("GET", "/v1/replication/snapshot", Access::Replicate),
+    ("GET", "/v1/replication/bootstrap", Access::Replicate),
     ("GET", "/v1/replication/stream", Access::Replicate),
     ("POST", "/v1/replication/fence", Access::Replicate),
     ("GET", "/v1/admin/replication", Access::Admin),
@@ -211,6 +212,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/stream", get(crate::stream::stream))
         .route("/v1/replication/status", get(crate::replication::primary::status))
         .route("/v1/replication/snapshot", get(crate::replication::primary::snapshot))
+        .route("/v1/replication/bootstrap", get(crate::replication::primary::bootstrap_info))
         .route("/v1/replication/stream", get(crate::replication::primary::stream))
         .route("/v1/replication/fence", post(crate::replication::primary::fence))
         .route("/v1/admin/replication", get(crate::replication::primary::admin_status))

@@ -271,6 +271,11 @@ impl ServerConfig {
         if let Err(e) = self.backup.validate(&self.storage) {
             p.push(e.to_string());
         }
+        if self.db.replication.bootstrap_from == "backup" && self.backup.target_url(&self.storage).is_none() {
+            p.push(
+                "replication.bootstrap_from = \"backup\" needs a backup target (backup.target or ECSDB_BACKUP_TARGET) to bootstrap from".into(),
+            );
+        }
         match self.db.validate() {
             Err(ecsdb::DbError::Config(m)) => p.push(m),
             Err(e) => p.push(e.to_string()),

@@ -344,9 +344,38 @@ fn prepare_replica(
         }
         return Ok(());
     }
+    // `replication.bootstrap_from`: the backup target first when one is
+    // configured (not for "primary"); the primary's snapshot when the
+    // target cannot serve (not for "backup").
+    let target = match c.backup.target_url(&c.storage) {
+        Some(url) if c.db.replication.bootstrap_from != "primary" => Some(std::sync::Arc::new(
+            ecsdb_backup::Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?,
+        )),
+        _ => None,
+    };
+    let only_backup = c.db.replication.bootstrap_from == "backup";
+    let keep_jwt = c.auth.jwt_secret.is_some();
+    let level = c.db.persistence.snapshot_compression_level;
     let mut wait = std::time::Duration::from_millis(200);
     loop {
-        match replication::replica::bootstrap(primary, key, dir, c.auth.jwt_secret.is_some()) {
+        let attempt = match &target {
+            Some(t) => match replication::replica::bootstrap_from_backup(primary, key, dir, keep_jwt, t, level) {
+                Ok(seq) => Ok(seq),
+                Err(e) if only_backup && !e.transient => {
+                    return Err(format!(
+                        "cannot bootstrap from the backup target (replication.bootstrap_from = \"backup\"): {}",
+                        e.message
+                    ));
+                }
+                Err(e) if only_backup => Err(e.message),
+                Err(e) => {
+                    tracing::warn!(reason = %e.message, "not bootstrapping from the backup target: taking the primary's snapshot");
+                    replication::replica::bootstrap(primary, key, dir, keep_jwt)
+                }
+            },
+            None => replication::replica::bootstrap(primary, key, dir, keep_jwt),
+        };
+        match attempt {
             Ok(_) => return Ok(()),
             Err(e) if e.contains("refused") && !e.contains("Connection refused") && !e.contains("not_primary") => {
                 return Err(e);

@@ -105,17 +105,60 @@ pub async fn snapshot(State(st): State<Shared>, Extension(p): axum::Extension<Pr
     put("x-ecsdb-epoch", r.epoch().to_string());
     put("x-ecsdb-database-id", r.database_id.clone());
     put("x-ecsdb-history", history_header(r));
-    let mut peers = r.snapshot_state().peers;
-    peers.extend(r.registry.peers());
-    peers.push(r.advertise.clone());
-    peers.sort();
-    peers.dedup();
-    put("x-ecsdb-peers", serde_json::to_string(&peers).unwrap_or_default());
+    put("x-ecsdb-peers", serde_json::to_string(&known_nodes(r)).unwrap_or_default());
     if let Some(s) = r.jwt_secret_file.lock().clone() {
         put("x-ecsdb-jwt-secret", s);
     }
     put("content-type", "application/octet-stream".into());
     Ok((h, bytes).into_response())
+}
+
+/// Every node this primary knows of, itself included (a new replica's peers).
+fn known_nodes(r: &Replication) -> Vec<String> {
+    let mut peers = r.snapshot_state().peers;
+    peers.extend(r.registry.peers());
+    peers.push(r.advertise.clone());
+    peers.sort();
+    peers.dedup();
+    peers
+}
+
+/// The first commit the log files still hold, if any.
+fn log_first(dir: &std::path::Path) -> Option<u64> {
+    ["wal_archive", "wal"]
+        .iter()
+        .filter_map(|sub| ecsdb::storage::store::list_segments(&ecsdb::storage::fs::OsFs, &dir.join(sub)).ok())
+        .flatten()
+        .map(|(first, _)| first)
+        .min()
+}
+
+/// `GET /v1/replication/bootstrap`: what a replica bootstrapping from the
+/// backup target needs from the primary (everything the snapshot route's
+/// headers carry, without the snapshot): the database id, epoch history,
+/// nodes, token secret, the durable sequence, and the first commit the
+/// primary's log still holds (a restored state must reach it).
+pub async fn bootstrap_info(State(st): State<Shared>, Extension(p): Extension<Principal>) -> ApiResult<Json<J>> {
+    if st.replication.role() != Role::Primary {
+        return Err(not_primary(&st.replication));
+    }
+    let out = blocking(&st, |st| {
+        let r = &st.replication;
+        let seq = st.db.storage_stats().map_or_else(|| st.db.version(), |s| s.durable_seq);
+        let log_from = st.db.data_dir().and_then(log_first).unwrap_or(seq + 1);
+        Ok(json!({
+            "database_id": r.database_id,
+            "epoch": r.epoch(),
+            "history": r.snapshot_state().history,
+            "peers": known_nodes(r),
+            "jwt_secret": r.jwt_secret_file.lock().clone(),
+            "seq": seq,
+            "log_from": log_from,
+        }))
+    })
+    .await?;
+    audit(&p, "replication_bootstrap_info", &json!({"seq": out["seq"], "log_from": out["log_from"]}));
+    Ok(Json(out))
 }
 
 use axum::Extension;

@@ -99,18 +99,22 @@ fn sync_dir(d: &Path) -> Result<(), String> {
     std::fs::File::open(d).and_then(|f| f.sync_all()).map_err(|e| format!("{}: {e}", d.display()))
 }
 
+/// What a new replica takes from its primary besides the state.
+struct Meta {
+    seq: u64,
+    epoch: u64,
+    database_id: String,
+    history: Vec<EpochStart>,
+    peers: Vec<String>,
+    jwt: Option<String>,
+}
+
 /// Fill the empty data directory `dir` from `primary`'s snapshot: the
 /// snapshot (checked block by block before it is kept), the schema, the
 /// database id, the JWT secret (unless configured) and the replication
 /// state. Returns the snapshot's sequence.
 pub fn bootstrap(primary: &str, key: &str, dir: &Path, keep_jwt: bool) -> Result<u64, String> {
     let started = Instant::now();
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    }
     let mut resp = agent(Duration::from_mins(2))
         .get(&format!("{primary}/v1/replication/snapshot"))
         .header("authorization", &format!("Bearer {key}"))
@@ -129,31 +133,195 @@ pub fn bootstrap(primary: &str, key: &str, dir: &Path, keep_jwt: bool) -> Result
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| format!("bootstrap from {primary}: header {k} missing"))
     };
-    let seq = num("x-ecsdb-seq")?;
-    let epoch = num("x-ecsdb-epoch")?;
-    let database_id = get("x-ecsdb-database-id")
-        .and_then(|s| ecsdb_backup::state::parse_id(&s))
-        .ok_or_else(|| format!("bootstrap from {primary}: no database id"))?;
-    let history: Vec<EpochStart> = get("x-ecsdb-history")
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .ok_or_else(|| format!("bootstrap from {primary}: no epoch history"))?;
-    let peers: Vec<String> = get("x-ecsdb-peers").and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-    let jwt = get("x-ecsdb-jwt-secret");
-    let tmp = dir.join("bootstrap.tmp");
-    let mut f = private_file(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let meta = Meta {
+        seq: num("x-ecsdb-seq")?,
+        epoch: num("x-ecsdb-epoch")?,
+        database_id: get("x-ecsdb-database-id").ok_or_else(|| format!("bootstrap from {primary}: no database id"))?,
+        history: get("x-ecsdb-history")
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| format!("bootstrap from {primary}: no epoch history"))?,
+        peers: get("x-ecsdb-peers").and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+        jwt: get("x-ecsdb-jwt-secret"),
+    };
     let mut body = resp.body_mut().as_reader();
     let mut bytes = Vec::new();
     body.read_to_end(&mut bytes).map_err(|e| format!("bootstrap from {primary}: reading the snapshot: {e}"))?;
-    f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    drop(f);
-    let info = ecsdb::storage::snapshot::verify(&tmp, &bytes)
-        .map_err(|e| format!("the snapshot from {primary} is damaged: {e}"))?;
-    if info.seq != seq {
-        return Err(format!("the snapshot from {primary} is at commit {}, not {seq} as announced", info.seq));
+    install(dir, primary, &bytes, &meta, keep_jwt, &format!("the snapshot from {primary}"))?;
+    tracing::info!(
+        seq = meta.seq,
+        bytes = bytes.len(),
+        ms = started.elapsed().as_millis() as u64,
+        primary,
+        "bootstrapped from the primary's snapshot"
+    );
+    Ok(meta.seq)
+}
+
+/// Why a bootstrap from the backup target did not happen: `transient`
+/// (the target or the primary could not be reached: try again) or not
+/// (the target cannot serve this replica: use the primary, or give up).
+#[derive(Debug)]
+pub struct NotFromBackup {
+    pub transient: bool,
+    pub message: String,
+}
+
+fn not_from_backup(transient: bool, message: String) -> NotFromBackup {
+    NotFromBackup { transient, message }
+}
+
+/// `GET <primary>/v1/replication/bootstrap`.
+fn bootstrap_info(primary: &str, key: &str) -> Result<J, NotFromBackup> {
+    let mut r = agent(Duration::from_secs(30))
+        .get(&format!("{primary}/v1/replication/bootstrap"))
+        .header("authorization", &format!("Bearer {key}"))
+        .call()
+        .map_err(|e| not_from_backup(true, format!("{primary}: {e}")))?;
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    if status != 200 {
+        let (code, msg, _) = error_text(status, &body);
+        // Another node may be the primary by now: not for the target to fix.
+        let transient = code == "not_primary" || status >= 500;
+        return Err(not_from_backup(transient, format!("{primary} answered {msg}")));
     }
-    let schema = ecsdb::storage::snapshot::embedded_schema(&tmp, &bytes)
-        .map_err(|e| format!("the snapshot from {primary}: {e}"))?
-        .ok_or_else(|| format!("the snapshot from {primary} carries no schema"))?;
+    serde_json::from_str(&body).map_err(|e| not_from_backup(true, format!("{primary}: {e}")))
+}
+
+/// Fill the empty data directory `dir` from the backup target (a full
+/// backup or an archived snapshot, and the archived log after it) instead
+/// of the primary's snapshot, taking from the primary only what the target
+/// does not hold (database id, epochs, nodes, token secret). The state
+/// must be this database's, in the primary's history, and reach the first
+/// commit the primary's log still holds, or nothing is written.
+///
+/// In the primary's history for certain is every commit up to the first
+/// failover it records (after it, a former primary's commits may be on the
+/// target): past it the replica takes the rest from the primary's log.
+pub fn bootstrap_from_backup(
+    primary: &str,
+    key: &str,
+    dir: &Path,
+    keep_jwt: bool,
+    target: &std::sync::Arc<ecsdb_backup::Target>,
+    level: i32,
+) -> Result<u64, NotFromBackup> {
+    use ecsdb_backup::{Point, Request, archive};
+    let started = Instant::now();
+    let info = bootstrap_info(primary, key)?;
+    let bad = |what: &str| not_from_backup(false, format!("{primary}'s bootstrap answer: {what}"));
+    let num = |k: &str| info[k].as_u64().ok_or_else(|| bad(&format!("no `{k}`")));
+    let meta = Meta {
+        seq: num("seq")?,
+        epoch: num("epoch")?,
+        database_id: info["database_id"].as_str().ok_or_else(|| bad("no `database_id`"))?.to_string(),
+        history: serde_json::from_value(info["history"].clone()).map_err(|e| bad(&format!("`history`: {e}")))?,
+        peers: serde_json::from_value(info["peers"].clone()).unwrap_or_default(),
+        jwt: info["jwt_secret"].as_str().map(str::to_string),
+    };
+    let log_from = num("log_from")?;
+    let url = target.url().to_string();
+    let unreachable = |e: ecsdb_backup::BackupError| match e {
+        e @ ecsdb_backup::BackupError::Target { .. } => not_from_backup(true, e.to_string()),
+        e => not_from_backup(false, format!("{url}: {e}")),
+    };
+    // Whose target is it, and what does it reach?
+    let manager = ecsdb_backup::Manager::new(target.clone(), ecsdb_backup::BackupSettings::default());
+    let ours = |id: &str| id == meta.database_id;
+    let archived = archive::identity(target).map_err(unreachable)?;
+    if let Some(id) = archived.as_deref().filter(|id| !ours(id)) {
+        return Err(not_from_backup(
+            false,
+            format!("{url} archives database {id}; the primary serves database {}", meta.database_id),
+        ));
+    }
+    let mut avail = if archived.is_some() {
+        archive::archived_upto(target)
+            .map_err(unreachable)?
+            .max(archive::list_snapshots_on(target).map_err(unreachable)?.last().map_or(0, |s| s.seq))
+    } else {
+        0
+    };
+    for l in manager.list().map_err(unreachable)? {
+        if let Some(m) = l.manifest.filter(|m| ours(&m.database_id)) {
+            avail = avail.max(m.end_seq);
+        }
+    }
+    if avail == 0 {
+        return Err(not_from_backup(
+            false,
+            format!("{url} holds no backup or archive of database {}", meta.database_id),
+        ));
+    }
+    let branch_point = meta.history.iter().filter(|h| h.epoch > 1).map(|h| h.after_seq).min();
+    let point = avail.min(branch_point.unwrap_or(u64::MAX)).min(meta.seq);
+    if point + 1 < log_from {
+        let why = match branch_point {
+            Some(b) if b < avail => {
+                format!(" (its state past commit {b}, where the first failover began, may not be the primary's)")
+            }
+            _ => String::new(),
+        };
+        return Err(not_from_backup(
+            false,
+            format!(
+                "{url} reaches commit {point}{why} and the primary's log starts at commit {log_from}: a replica could not continue from there"
+            ),
+        ));
+    }
+    let req = Request { backup: None, point: Point::Seq(point), data_dir: dir.to_path_buf(), force: false };
+    let (world, outcome) =
+        ecsdb_backup::restore::build(target, &req, &ecsdb_backup::manager::quiet).map_err(unreachable)?;
+    if outcome.seq != point {
+        return Err(not_from_backup(
+            false,
+            format!("{url}: the restore stopped at commit {}, not {point}", outcome.seq),
+        ));
+    }
+    let image = ecsdb::storage::snapshot::capture(&world);
+    drop(world);
+    let bytes = ecsdb::storage::snapshot::encode(&image, level).map_err(|e| not_from_backup(false, e.to_string()))?;
+    drop(image);
+    let primary_seq = meta.seq;
+    let meta = Meta { seq: point, ..meta };
+    install(dir, primary, &bytes, &meta, keep_jwt, &format!("the state restored from {url}"))
+        .map_err(|e| not_from_backup(false, e))?;
+    tracing::info!(
+        seq = point,
+        base = %outcome.base,
+        replayed = outcome.commits_replayed,
+        primary_seq,
+        ms = started.elapsed().as_millis() as u64,
+        target = %url,
+        "bootstrapped from the backup target; the primary's log continues it"
+    );
+    Ok(point)
+}
+
+/// Install a bootstrap's state in `dir`: the snapshot `bytes` (checked
+/// block by block before it is kept), its schema, the database id, the JWT
+/// secret (unless configured) and the replication state.
+fn install(dir: &Path, primary: &str, bytes: &[u8], meta: &Meta, keep_jwt: bool, what: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let database_id = ecsdb_backup::state::parse_id(&meta.database_id)
+        .ok_or_else(|| format!("bootstrap from {primary}: `{}` is not a database id", meta.database_id))?;
+    let seq = meta.seq;
+    let tmp = dir.join("bootstrap.tmp");
+    let mut f = private_file(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    drop(f);
+    let info = ecsdb::storage::snapshot::verify(&tmp, bytes).map_err(|e| format!("{what} is damaged: {e}"))?;
+    if info.seq != seq {
+        return Err(format!("{what} is at commit {}, not {seq} as announced", info.seq));
+    }
+    let schema = ecsdb::storage::snapshot::embedded_schema(&tmp, bytes)
+        .map_err(|e| format!("{what}: {e}"))?
+        .ok_or_else(|| format!("{what} carries no schema"))?;
     ecsdb::install_schema_file(dir, &schema).map_err(|e| e.to_string())?;
     let snaps = dir.join("snapshots");
     std::fs::create_dir_all(&snaps).map_err(|e| format!("{}: {e}", snaps.display()))?;
@@ -161,7 +329,7 @@ pub fn bootstrap(primary: &str, key: &str, dir: &Path, keep_jwt: bool) -> Result
     std::fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     sync_dir(&snaps)?;
     ecsdb_backup::state::write_id(dir, &database_id).map_err(|e| e.to_string())?;
-    if let Some(secret) = jwt.filter(|_| !keep_jwt) {
+    if let Some(secret) = meta.jwt.as_ref().filter(|_| !keep_jwt) {
         let p = dir.join("jwt_secret");
         let t = dir.join("jwt_secret.tmp");
         let mut f = private_file(&t).map_err(|e| format!("{}: {e}", t.display()))?;
@@ -170,30 +338,22 @@ pub fn bootstrap(primary: &str, key: &str, dir: &Path, keep_jwt: bool) -> Result
     }
     let mut node = NodeState {
         role: Role::Replica,
-        epoch,
+        epoch: meta.epoch,
         fenced_by: None,
         history: Vec::new(),
         primary: Some(primary.trim_end_matches('/').to_string()),
         peers: Vec::new(),
         configured: None,
     };
-    node.adopt_history(&history);
+    node.adopt_history(&meta.history);
     if node.history.is_empty() {
-        node.history.push(EpochStart { epoch, after_seq: 0 });
+        node.history.push(EpochStart { epoch: meta.epoch, after_seq: 0 });
     }
-    for p in &peers {
+    for p in &meta.peers {
         node.add_peer(p);
     }
     state::store(dir, &node)?;
-    sync_dir(dir)?;
-    tracing::info!(
-        seq,
-        bytes = bytes.len(),
-        ms = started.elapsed().as_millis() as u64,
-        primary,
-        "bootstrapped from the primary's snapshot"
-    );
-    Ok(seq)
+    sync_dir(dir)
 }
 
 /// Move a replica's data aside before bootstrapping it again (one set kept:
