@@ -572,7 +572,14 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
     let mut again: Option<String> = None;
     let mut first = true;
     loop {
-        prepare_replica(&c, key.as_deref(), again.as_deref(), &stopping)?;
+        {
+            // While a replica bootstraps, its port answers that it does.
+            let _answering = match &c.db.replication.primary {
+                Some(p) => Some(replication::bootstrapping::answer(&rt, &listener, p)?),
+                None => None,
+            };
+            prepare_replica(&c, key.as_deref(), again.as_deref(), &stopping)?;
+        }
         if stopping() {
             return Ok(());
         }

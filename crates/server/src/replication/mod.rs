@@ -26,6 +26,7 @@
 //! Only commits durable on the primary are shipped, so a replica never
 //! holds a commit its primary could lose in a crash.
 
+pub mod bootstrapping;
 pub mod primary;
 pub mod registry;
 pub mod replica;
