@@ -143,7 +143,7 @@ fn remote_mode_mirrors_survives_kill_9_outages_and_stops_on_refusal() {
     let mut ws = ws_connect(&g.ws_url(), Some(&token)).unwrap();
     until(&mut ws, WAIT, |m| m["type"] == "welcome");
     send(&mut ws, &json!({"type": "input", "x": -0.6, "y": 0.8}));
-    until(&mut ws, WAIT, |m| m["type"] == "you" && drained(m));
+    until(&mut ws, WAIT, |m| m["type"] == "you" && drained(m, 99.0));
     send(&mut ws, &json!({"type": "input", "x": 0, "y": 0}));
     let mut last = J::Null;
     let me = loop {

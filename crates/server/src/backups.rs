@@ -207,8 +207,8 @@ impl Backups {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Follow this node's role (called every half second or so, and on
-    /// promotion): a primary at `branch` archives; a node that is not one
+    /// Follow this node's role (called every half second): a primary at
+    /// `branch` archives; a node that is not one
     /// (`None`) stops shipping at once and, as a replica, keeps its log
     /// from where the archive ends.
     pub fn follow_role(&self, db: &Database, branch: Option<Branch>) {

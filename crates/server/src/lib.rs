@@ -454,6 +454,24 @@ fn open_node(
                 .map_err(|e| e.to_string())?,
         );
     }
+    if let Some(b) = backups.clone() {
+        // Archiving follows the role (a promotion starts it within half a
+        // second; a fence stops it). Its own thread: starting an archiver
+        // talks to the target, which may be slow or down.
+        let st = state.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("ecsdb-backup-role".into())
+                .spawn(move || {
+                    let r = &st.replication;
+                    while !r.stop.load(std::sync::atomic::Ordering::Acquire) && !*st.stopping.borrow() {
+                        b.follow_role(&st.db, r.archive_branch());
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                    }
+                })
+                .map_err(|e| e.to_string())?,
+        );
+    }
     {
         let st = state.clone();
         threads.push(

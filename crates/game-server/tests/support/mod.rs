@@ -193,10 +193,11 @@ pub fn until(ws: &mut Ws, wait: Duration, mut f: impl FnMut(&J) -> bool) -> J {
 }
 
 /// Whether a player's vitals (a `you` message or `/me`) show the drain:
-/// hunger or thirst below full. One of them can stay full while the player
-/// stands on berries or in water, never both (scenery is placed apart).
-pub fn drained(m: &J) -> bool {
-    ["hunger", "thirst"].iter().any(|k| m[*k].as_f64().is_some_and(|v| v < 100.0))
+/// hunger or thirst below `below`. One of them can stay full while the
+/// player stands on berries or in water, never both (scenery is placed
+/// apart). Below 99 takes at least two vitals steps (two seconds).
+pub fn drained(m: &J, below: f64) -> bool {
+    ["hunger", "thirst"].iter().any(|k| m[*k].as_f64().is_some_and(|v| v < below))
 }
 
 pub fn send(ws: &mut Ws, m: &J) {

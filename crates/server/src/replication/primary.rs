@@ -710,9 +710,6 @@ fn promote_now(st: &Shared, force: bool) -> Result<J, String> {
     };
     let s = r.snapshot_state();
     tracing::warn!(epoch = s.epoch, after_seq = seq, "promoted: this node is the primary");
-    if let Some(b) = &st.backups {
-        b.follow_role(db, r.archive_branch());
-    }
     // Tell the old primary and the other nodes (best effort: an old
     // primary that is down learns it from them when it starts).
     let mut told = Vec::new();

@@ -425,9 +425,6 @@ pub fn retain_loop(st: &crate::app::Shared) {
         if !tick.is_multiple_of(10) {
             continue;
         }
-        if let Some(b) = &st.backups {
-            b.follow_role(&st.db, r.archive_branch());
-        }
         if r.role() != super::Role::Primary {
             st.db.hold_log_for("replication", u64::MAX);
             continue;
