@@ -178,6 +178,35 @@ pub struct Branch {
     pub after_seq: u64,
 }
 
+/// Whether the state after commit `seq` is the same in the histories `x`
+/// and `y` (either unknown: assumed). Histories of one epoch are one;
+/// otherwise they share every commit up to where the newer epoch began.
+pub fn shares(seq: u64, x: Option<Branch>, y: Option<Branch>) -> bool {
+    match (x, y) {
+        (Some(x), Some(y)) if x.epoch != y.epoch => seq <= if x.epoch > y.epoch { x.after_seq } else { y.after_seq },
+        _ => true,
+    }
+}
+
+/// How far the archive, written on history `archive`, continues a base at
+/// commit `seq` on history `base`: `None` all of it, `Some(n)` its commits
+/// up to `n` only (`Some(seq)`: none).
+pub fn continues_to(seq: u64, base: Option<Branch>, archive: Option<Branch>) -> Option<u64> {
+    match (base, archive) {
+        (Some(b), Some(a)) if b.epoch != a.epoch => {
+            if !shares(seq, Some(b), Some(a)) {
+                Some(seq)
+            } else if b.epoch > a.epoch {
+                // An older history: the base's only up to where its epoch began.
+                Some(b.after_seq.max(seq))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The epoch recorded on the target, if any.
 pub fn archived_epoch(target: &Target) -> Result<Option<Branch>> {
     match target.get_opt(EPOCH_KEY)? {
@@ -690,11 +719,13 @@ impl Worker {
             Some(m) if m.epoch == b.epoch => return Ok(()),
             _ => {}
         }
-        if b.epoch > 1 && shipped > b.after_seq && !self.lost {
+        let snapshot = if self.lost { 0 } else { list_snapshots_on(&self.target)?.last().map_or(0, |s| s.seq) };
+        let past = shipped.max(snapshot);
+        if b.epoch > 1 && past > b.after_seq && !self.lost {
             return refuse(
                 self,
                 format!(
-                    "{url} holds commits up to {shipped}, past commit {} where epoch {} (this primary's) began: they come from the former primary and are not in this database's history. Archive to another prefix (the old archive can still be restored to recover them), or move its archive/ aside",
+                    "{url} holds commits up to {past}, past commit {} where epoch {} (this primary's) began: they come from the former primary and are not in this database's history. Archive to another prefix (the old archive can still be restored to recover them), or move its archive/ aside",
                     b.after_seq, b.epoch
                 ),
             );

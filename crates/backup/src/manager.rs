@@ -163,6 +163,19 @@ impl Manager {
 
     /// Take a backup of `db` now.
     pub fn create(&self, db: &Database, kind: Kind, progress: Progress<'_>) -> Result<Manifest> {
+        self.create_on(db, kind, progress, None)
+    }
+
+    /// [`Manager::create`] for a replicated database whose history is
+    /// `branch` (recorded in the manifest). An incremental backup builds
+    /// only on a backup of the same history.
+    pub fn create_on(
+        &self,
+        db: &Database,
+        kind: Kind,
+        progress: Progress<'_>,
+        branch: Option<crate::Branch>,
+    ) -> Result<Manifest> {
         let started = Instant::now();
         let dir = db
             .data_dir()
@@ -191,12 +204,19 @@ impl Manager {
                     .filter(|m| m.database_id == ours)
                     .max_by_key(|m| (m.end_seq, m.created_unix_ms))
                     .cloned();
-                Some(p.ok_or_else(|| {
+                let p = p.ok_or_else(|| {
                     BackupError::Conflict(format!(
                         "no backup of this database on {} for an incremental to build on; create a full backup first",
                         self.target.url()
                     ))
-                })?)
+                })?;
+                if !crate::archive::shares(p.end_seq, p.branch, branch) {
+                    return Err(BackupError::Conflict(format!(
+                        "the newest backup ({}, at commit {}) is of another history (a former primary's commits past a failover): take a full backup",
+                        p.id, p.end_seq
+                    )));
+                }
+                Some(p)
             }
         };
         let id = Self::new_id(&listed);
@@ -307,6 +327,7 @@ impl Manager {
             state_checksum: summary.checksum,
             files,
             duration_ms: 0,
+            branch,
             checksum: String::new(),
         };
         m.duration_ms = started.elapsed().as_millis() as u64;

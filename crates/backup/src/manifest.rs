@@ -72,6 +72,11 @@ pub struct Manifest {
     pub state_checksum: String,
     pub files: Vec<FileEntry>,
     pub duration_ms: u64,
+    /// The history the state is on, in a replicated database: the epoch of
+    /// the node's history and the commit it began after (a restore joins
+    /// it only to log of the same history; see [`crate::Branch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<crate::Branch>,
     /// SHA-256 of this manifest's JSON with this field empty.
     pub checksum: String,
 }
@@ -150,6 +155,7 @@ mod tests {
             state_checksum: "cd".into(),
             files: vec![FileEntry { name: "snapshot.snap".into(), bytes: 5, sha256: "ef".into() }],
             duration_ms: 1,
+            branch: None,
             checksum: String::new(),
         }
     }

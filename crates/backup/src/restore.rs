@@ -70,12 +70,18 @@ pub struct Outcome {
     pub data_dir: PathBuf,
     /// Where existing contents were moved (with `force`).
     pub moved_aside: Option<PathBuf>,
+    /// The archived log past this commit was not used: it is of another
+    /// history than the base's (a former primary's commits past a failover).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_history_after: Option<u64>,
 }
 
 struct Source {
     key: String,
     first: u64,
     last: u64,
+    /// Its commits past this one are of another history than the base's.
+    max: u64,
     /// SHA-256 from a manifest (backup files), checked before use.
     sha256: Option<String>,
 }
@@ -86,6 +92,8 @@ struct Base {
     sha256: Option<String>,
     label: String,
     database_id: Option<String>,
+    /// The history it is on (a replicated database's backups say).
+    branch: Option<crate::Branch>,
     /// The backup it comes from (its files are checked before use), or the
     /// archived snapshot (its record is checked).
     from: BaseFrom,
@@ -177,6 +185,7 @@ fn build_with_base(
                     key: format!("backups/{}/{}", c.id, f.name),
                     first,
                     last,
+                    max: u64::MAX,
                     sha256: Some(f.sha256.clone()),
                 });
             }
@@ -210,6 +219,7 @@ fn build_with_base(
             sha256: Some(snap.sha256.clone()),
             label: format!("backup {}", full.id),
             database_id: Some(full.database_id.clone()),
+            branch: m.branch.or(full.branch),
             from: BaseFrom::Chain,
         }
     } else {
@@ -227,6 +237,7 @@ fn build_with_base(
                     sha256: Some(snap.sha256.clone()),
                     label: format!("backup {}", m.id),
                     database_id: Some(m.database_id.clone()),
+                    branch: m.branch,
                     from: BaseFrom::Backup(Box::new((*m).clone())),
                 },
                 m.created_unix_ms,
@@ -241,6 +252,8 @@ fn build_with_base(
                         sha256: None,
                         label: format!("archived snapshot {}", s.seq),
                         database_id: archive_id.clone(),
+                        // The archive's own: of its history.
+                        branch: None,
                         from: BaseFrom::Archived(s.clone()),
                     },
                     s.created_ms,
@@ -256,6 +269,7 @@ fn build_with_base(
                         key: format!("backups/{}/{}", m.id, f.name),
                         first,
                         last,
+                        max: u64::MAX,
                         sha256: Some(f.sha256.clone()),
                     });
                 }
@@ -314,10 +328,22 @@ fn build_with_base(
             }));
         }
     };
-    if archive_id.is_some() && archive_id == base.database_id {
+    // The archived log continues the base only as far as they share a
+    // history (after a failover the archive may hold a former primary's
+    // commits past where the base's epoch began, or the reverse).
+    let archive_max = if archive_id.is_some() && archive_id == base.database_id {
+        archive::continues_to(base.seq, base.branch, archive::archived_epoch(target)?).unwrap_or(u64::MAX)
+    } else {
+        0
+    };
+    let mut archive_end = 0;
+    if archive_max > 0 {
         for c in archive::list_chunks(target)? {
             let ChunkRef { key, first, last } = c;
-            sources.push(Source { key, first, last, sha256: None });
+            archive_end = archive_end.max(last);
+            if first <= archive_max {
+                sources.push(Source { key, first, last, max: archive_max, sha256: None });
+            }
         }
     }
     // The base.
@@ -362,8 +388,10 @@ fn build_with_base(
         // The source that covers `next` and reaches furthest; the archived
         // log first (it carries each commit's own time, an incremental
         // backup only the time it was taken).
-        let Some(src) =
-            sources.iter().filter(|s| s.first <= next && s.last >= next).max_by_key(|s| (s.sha256.is_none(), s.last))
+        let Some(src) = sources
+            .iter()
+            .filter(|s| s.first <= next && s.last >= next && next <= s.max)
+            .max_by_key(|s| (s.sha256.is_none(), s.last))
         else {
             // Nothing holds the next commit. If later commits are there, the
             // log has a gap: stopping here would silently drop them.
@@ -388,7 +416,9 @@ fn build_with_base(
                 sources.retain(|s| s.sha256.is_some());
                 for c in archive::list_chunks(target)? {
                     let ChunkRef { key, first, last } = c;
-                    sources.push(Source { key, first, last, sha256: None });
+                    if first <= archive_max {
+                        sources.push(Source { key, first, last, max: archive_max, sha256: None });
+                    }
                 }
                 sources.sort_by_key(|s| (s.first, std::cmp::Reverse(s.last)));
                 continue;
@@ -424,6 +454,9 @@ fn build_with_base(
             if seq < next {
                 continue;
             }
+            if seq > src.max {
+                break; // another history from here: see `archive_max`
+            }
             if seq > limit || time_limit.is_some_and(|tl| t > tl) {
                 done = true;
                 break;
@@ -445,14 +478,19 @@ fn build_with_base(
             last_time = Some(t);
         }
     }
+    let other_history = (archive_max != u64::MAX && archive_max != 0 && archive_end > archive_max.max(world.seq()))
+        .then_some(archive_max);
     if let Point::Seq(n) = req.point
         && world.seq() < n
     {
         return Err(BackupError::NotFound(format!(
-            "sequence {n} is not recoverable from {}: the log there ends at {} (from {})",
+            "sequence {n} is not recoverable from {}: the log there ends at {} (from {}){}",
             target.url(),
             world.seq(),
-            base.label
+            base.label,
+            other_history.map_or_else(String::new, |m| format!(
+                "; the archived log past commit {m} is of another history (a former primary's commits past a failover)"
+            ))
         )));
     }
     if let Some(end) = stop_at_backup
@@ -483,6 +521,7 @@ fn build_with_base(
         last_commit_time: last_time.map(rfc3339),
         data_dir: req.data_dir.clone(),
         moved_aside: None,
+        other_history_after: other_history,
     };
     Ok((world, outcome, (replayed == 0).then_some(bytes)))
 }

@@ -522,3 +522,90 @@ fn the_archive_follows_the_primary_of_the_newest_epoch() {
     a.abandon();
     db.close().unwrap();
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else if e.file_name() != "LOCK" {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// `n` commits creating accounts named after `tag` (another history's
+/// commits differ from these).
+fn commit_tagged(db: &ecsdb::Database, n: u64, tag: &str) {
+    for i in 0..n {
+        let mut t = db.transaction().unwrap();
+        let e = t.create_entity().unwrap();
+        t.insert(e, "account", &[ecsdb::Value::U64(1000 + i), ecsdb::Value::Str(format!("{tag} {i}"))]).unwrap();
+        t.commit().unwrap();
+    }
+}
+
+/// After a failover the target holds two histories: the former primary's
+/// archived log past where the new epoch began, and the new primary's
+/// backups. A restore never joins one to the other (a state no node ever
+/// had), and an incremental backup never builds on the other.
+#[test]
+fn a_restore_never_joins_two_histories() {
+    use ecsdb_backup::Branch;
+    let t = tempfile::tempdir().unwrap();
+    let target = Arc::new(Target::open(t.path().to_str().unwrap(), &StorageSettings::default()).unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let (pa, pb) = (work.path().join("a"), work.path().join("b"));
+    // The first primary: 5 commits, then its replica's copy.
+    let a = open_db(&pa);
+    commit_n(&a, 5);
+    ecsdb_backup::state::database_id(&pa).unwrap(); // one database: the copy shares its id
+    a.close().unwrap();
+    drop(a);
+    copy_dir(&pa, &pb);
+    let a = open_db(&pa);
+    let s = BackupSettings { archive_interval_ms: 20, ..settings() };
+    let first = Branch { epoch: 1, after_seq: 0 };
+    let second = Branch { epoch: 2, after_seq: 5 };
+    let m = Manager::new(target.clone(), settings());
+    let arch = ecsdb_backup::Archiver::start_on_branch(&a, target.clone(), &s, Some(first)).unwrap();
+    // The former primary goes on alone to 10, archived (lost in the failover).
+    commit_n(&a, 5);
+    wait_status(&arch, "commit 10 archived", |st| st.shipped_seq == 10);
+    arch.abandon();
+    // The promoted replica (epoch 2 after commit 5) writes its own 6..=8
+    // and backs up; its archiver refuses the archive (it holds 6..=10).
+    let b = open_db(&pb);
+    commit_tagged(&b, 3, "new");
+    let full = m.create_on(&b, Kind::Full, &quiet, Some(second)).unwrap();
+    assert_eq!((full.end_seq, full.branch), (8, Some(second)));
+    commit_tagged(&b, 2, "newer");
+
+    // Latest: the new primary's backup alone (the archive past it is the
+    // other history), and it says so.
+    let out = work.path().join("latest");
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet).unwrap();
+    assert_eq!((o.seq, o.commits_replayed, o.other_history_after), (8, 0, Some(8)), "{o:?}");
+    let restored = ecsdb::Database::open(&out).unwrap();
+    assert_eq!(ecsdb_backup::state::summarize(&restored.read()).checksum, full.state_checksum);
+    drop(restored);
+    // A point past it in the new history is not on the target at all.
+    let out = work.path().join("seq10");
+    let e = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(10), &out), &quiet).unwrap_err();
+    assert!(e.to_string().contains("of another history"), "{e}");
+    // The former primary's history stays restorable from its own base.
+    let old = m.create_on(&a, Kind::Full, &quiet, Some(first));
+    let old = old.unwrap();
+    assert_eq!(old.end_seq, 10);
+    let out = work.path().join("old");
+    let o = ecsdb_backup::restore::restore(&target, &req(Some(&old.id), Point::Latest, &out), &quiet).unwrap();
+    assert_eq!(o.seq, 10);
+    // An incremental of the new primary does not build on the former
+    // primary's newer backup.
+    let e = m.create_on(&b, Kind::Incremental, &quiet, Some(second)).unwrap_err();
+    assert!(e.to_string().contains("of another history"), "{e}");
+    a.close().unwrap();
+    b.close().unwrap();
+}

@@ -53,6 +53,8 @@ pub struct Backups {
     followed: Mutex<Option<Instant>>,
     /// A replica: the log it keeps for the archive, bounded by this.
     follow_limit_bytes: u64,
+    /// The history this node's data is on (recorded in its backups).
+    history: Mutex<Option<Branch>>,
     /// Held while a backup runs: one at a time.
     running: Mutex<()>,
     pub figures: Figures,
@@ -64,7 +66,12 @@ impl Backups {
     /// Set up what `[backup]` asks for (`None` without a target). `branch`:
     /// this node is the primary there (it archives); `None`: a replica or
     /// a fenced node (it does not).
-    pub fn start(db: &Database, c: &ServerConfig, branch: Option<Branch>) -> Result<Option<Arc<Backups>>, String> {
+    pub fn start(
+        db: &Database,
+        c: &ServerConfig,
+        branch: Option<Branch>,
+        history: Branch,
+    ) -> Result<Option<Arc<Backups>>, String> {
         let Some(url) = c.backup.target_url(&c.storage) else { return Ok(None) };
         let target = Arc::new(Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?);
         if c.backup.archive && !db.logs_commits() {
@@ -95,6 +102,7 @@ impl Backups {
             active: AtomicBool::new(branch.is_some()),
             followed: Mutex::new(None),
             follow_limit_bytes: c.db.replication.max_retained_log_mb.saturating_mul(1 << 20),
+            history: Mutex::new(Some(history)),
             running: Mutex::new(()),
             figures: Figures::default(),
             stop: Arc::new(AtomicBool::new(false)),
@@ -172,7 +180,8 @@ impl Backups {
             return Err(BackupError::Conflict("a backup is already running; try again when it is done".into()));
         };
         let started = Instant::now();
-        let r = self.manager.create(db, kind, &quiet);
+        let history = *self.history.lock();
+        let r = self.manager.create_on(db, kind, &quiet, history);
         self.figures.last_duration_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match &r {
             Ok(_) => {
@@ -211,7 +220,8 @@ impl Backups {
     /// `branch` archives; a node that is not one
     /// (`None`) stops shipping at once and, as a replica, keeps its log
     /// from where the archive ends.
-    pub fn follow_role(&self, db: &Database, branch: Option<Branch>) {
+    pub fn follow_role(&self, db: &Database, branch: Option<Branch>, history: Branch) {
+        *self.history.lock() = Some(history);
         let Some(b) = branch else {
             self.active.store(false, Ordering::Release);
             *self.started_for.lock() = None;

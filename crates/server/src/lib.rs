@@ -435,7 +435,7 @@ fn open_node(
         created = auth::ensure_admin(&db, admin_password).map_err(|e| e.message)?;
     }
     let tokens = auth::Tokens::new(&secret, c.token_ttl_secs());
-    let backups = backups::Backups::start(&db, c, repl.archive_branch())?;
+    let backups = backups::Backups::start(&db, c, repl.archive_branch(), repl.history_branch())?;
     let state = Arc::new(app::AppState::new(
         db.clone(),
         tokens,
@@ -465,7 +465,7 @@ fn open_node(
                 .spawn(move || {
                     let r = &st.replication;
                     while !r.stop.load(std::sync::atomic::Ordering::Acquire) && !*st.stopping.borrow() {
-                        b.follow_role(&st.db, r.archive_branch());
+                        b.follow_role(&st.db, r.archive_branch(), r.history_branch());
                         std::thread::sleep(std::time::Duration::from_millis(500));
                     }
                 })

@@ -179,7 +179,9 @@ fn create(t: &TargetArgs, data_dir: Option<&PathBuf>, incremental: bool) -> Exit
     let mgr = Manager::new(target, conf.backup.clone());
     let (pb, progress) = bar();
     let kind = if incremental { Kind::Incremental } else { Kind::Full };
-    let made = mgr.create(&db, kind, &progress as Progress<'_>);
+    // A node of a replicated cluster records the history its data is on.
+    let history = ecsdb_server::replication::state::load(&dir).ok().flatten().map(|s| s.branch());
+    let made = mgr.create_on(&db, kind, &progress as Progress<'_>, history);
     pb.finish_and_clear();
     let _ = db.close();
     match made {
@@ -361,6 +363,11 @@ pub fn restore_from(
                     o.commits_replayed,
                     o.last_commit_time.as_ref().map_or_else(String::new, |t| format!(", the last made at {t}"))
                 );
+                if let Some(m) = o.other_history_after {
+                    out!(
+                        "note: the archived log past commit {m} is of another history than this base (a former primary's commits past a failover): not used"
+                    );
+                }
             }
             ExitCode::SUCCESS
         }

@@ -216,10 +216,12 @@ impl Replication {
     /// archives the log then; see [`ecsdb_backup::Branch`]).
     pub fn archive_branch(&self) -> Option<ecsdb_backup::Branch> {
         let s = self.node.lock();
-        (s.role == Role::Primary).then(|| ecsdb_backup::Branch {
-            epoch: s.epoch,
-            after_seq: s.history.iter().rev().find(|h| h.epoch == s.epoch).map_or(0, |h| h.after_seq),
-        })
+        (s.role == Role::Primary).then(|| s.branch())
+    }
+
+    /// The history this node's data is on (recorded in its backups).
+    pub fn history_branch(&self) -> ecsdb_backup::Branch {
+        self.node.lock().branch()
     }
 
     pub fn epoch(&self) -> u64 {

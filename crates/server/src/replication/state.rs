@@ -87,6 +87,15 @@ impl NodeState {
         self.history.iter().find(|h| h.epoch > epoch).map(|h| h.after_seq)
     }
 
+    /// The history this node's data is on: its epoch and the commit that
+    /// epoch began after.
+    pub fn branch(&self) -> ecsdb_backup::Branch {
+        ecsdb_backup::Branch {
+            epoch: self.epoch,
+            after_seq: self.history.iter().rev().find(|h| h.epoch == self.epoch).map_or(0, |h| h.after_seq),
+        }
+    }
+
     /// Take on a newer epoch begun after `after_seq`.
     pub fn enter_epoch(&mut self, epoch: u64, after_seq: u64) {
         if epoch > self.epoch {
