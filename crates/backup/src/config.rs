@@ -44,6 +44,20 @@ impl Default for StorageSettings {
     }
 }
 
+impl StorageSettings {
+    /// These settings for a quick look that must not hold a start up for
+    /// minutes (whose target is it, what does it hold): one retry, five
+    /// seconds in all (the configured budget when shorter).
+    #[must_use]
+    pub fn quick(&self) -> StorageSettings {
+        let mut s = self.clone();
+        s.s3.max_retries = Some(self.s3.max_retries.unwrap_or(5).min(1));
+        s.s3.retry_timeout_secs = Some(self.s3.retry_timeout_secs.unwrap_or(60).min(5));
+        s.s3.request_timeout_secs = Some(self.s3.request_timeout_secs.unwrap_or(30).min(5));
+        s
+    }
+}
+
 /// `[storage.s3]`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]

@@ -1040,6 +1040,20 @@ fn a_replica_bootstraps_from_the_backup_target() {
         err.contains("cannot bootstrap from the backup target") && err.contains("holds no backup or archive"),
         "{err}"
     );
+    // Another database's target is refused before anything is written,
+    // whichever source is asked for.
+    let other_bk = dir.path().join("other-bk");
+    let mut q = Node::new(dir.path(), "q", Some(&cfg(&other_bk, "auto")));
+    q.start();
+    wait_until("the other database's archive", Duration::from_secs(20), || other_bk.join("archive/IDENTITY").exists());
+    q.stop();
+    for from in ["auto", "backup", "primary"] {
+        let n = Node::new(dir.path(), &format!("r-{from}"), Some(&cfg(&other_bk, from))).replica_of(&p.url(), &key);
+        let (code, err) = n.run_failing();
+        assert_ne!(code, 0, "{err}");
+        assert!(err.contains("holds database") && err.contains("use another target or prefix"), "{from}: {err}");
+        assert!(!n.data.join("database_id").exists() && !n.data.join("snapshots").exists(), "{from}: data written");
+    }
     let mut auto = Node::new(dir.path(), "r3", Some(&cfg(&empty, "auto"))).replica_of(&p.url(), &key);
     auto.env.push(("ECSDB_LOG_LEVEL".into(), "info".into()));
     auto.start();

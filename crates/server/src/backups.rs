@@ -144,8 +144,18 @@ impl Backups {
     /// start leaves nothing behind. An unreachable target is not refused
     /// here (the archiver retries).
     pub fn precheck(c: &ServerConfig) -> Result<(), String> {
+        let dir = &c.db.database.data_dir;
+        let ours = std::fs::read_to_string(dir.join(ecsdb_backup::state::DATABASE_ID_FILE)).ok();
+        Backups::check_owner(c, ours.as_deref().map(str::trim))
+    }
+
+    /// Refuse a target holding another database's backups or archive than
+    /// `ours` (`None`: a new database). A quick look: a target that does
+    /// not answer within seconds is not refused here.
+    pub fn check_owner(c: &ServerConfig, ours: Option<&str>) -> Result<(), String> {
         let Some(url) = c.backup.target_url(&c.storage) else { return Ok(()) };
-        let target = Arc::new(Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?);
+        let target =
+            Arc::new(Target::open(&url, &c.storage.quick()).map_err(|e| format!("[backup] target: {e}"))?);
         // Whose target is it: its archive's identity, else its backups'.
         let theirs = ecsdb_backup::archive::identity(&target).ok().flatten().or_else(|| {
             Manager::new(target.clone(), c.backup.clone())
@@ -156,8 +166,7 @@ impl Backups {
         });
         let Some(theirs) = theirs else { return Ok(()) };
         let dir = &c.db.database.data_dir;
-        let ours = std::fs::read_to_string(dir.join(ecsdb_backup::state::DATABASE_ID_FILE)).ok();
-        match ours.as_deref().map(str::trim) {
+        match ours {
             Some(id) if id == theirs => Ok(()),
             Some(id) => Err(format!(
                 "[backup] target: {url} holds database {theirs}'s backups or archive; {} is database {id} (a restored copy is a new database): use another target or prefix",

@@ -347,10 +347,13 @@ fn prepare_replica(
     // `replication.bootstrap_from`: the backup target first when one is
     // configured (not for "primary"); the primary's snapshot when the
     // target cannot serve (not for "backup").
+    let open = |s: &ecsdb_backup::StorageSettings, url: &str| {
+        ecsdb_backup::Target::open(url, s).map(std::sync::Arc::new).map_err(|e| format!("[backup] target: {e}"))
+    };
     let target = match c.backup.target_url(&c.storage) {
-        Some(url) if c.db.replication.bootstrap_from != "primary" => Some(std::sync::Arc::new(
-            ecsdb_backup::Target::open(&url, &c.storage).map_err(|e| format!("[backup] target: {e}"))?,
-        )),
+        Some(url) if c.db.replication.bootstrap_from != "primary" => {
+            Some((open(&c.storage, &url)?, open(&c.storage.quick(), &url)?))
+        }
         _ => None,
     };
     let only_backup = c.db.replication.bootstrap_from == "backup";
@@ -358,8 +361,18 @@ fn prepare_replica(
     let level = c.db.persistence.snapshot_compression_level;
     let mut wait = std::time::Duration::from_millis(200);
     loop {
+        // A target of another database is refused before anything is
+        // written (the check the server makes at start, with the id the
+        // primary serves).
+        if let Ok(s) = replication::replica::peer_status(primary)
+            && let Some(id) = s["database_id"].as_str()
+        {
+            backups::Backups::check_owner(c, Some(id))?;
+        }
         let attempt = match &target {
-            Some(t) => match replication::replica::bootstrap_from_backup(primary, key, dir, keep_jwt, t, level) {
+            Some((t, quick)) => match replication::replica::bootstrap_from_backup(
+                primary, key, dir, keep_jwt, t, quick, level,
+            ) {
                 Ok(seq) => Ok(seq),
                 Err(e) if only_backup && !e.transient => {
                     return Err(format!(

@@ -204,6 +204,7 @@ pub fn bootstrap_from_backup(
     dir: &Path,
     keep_jwt: bool,
     target: &std::sync::Arc<ecsdb_backup::Target>,
+    quick: &std::sync::Arc<ecsdb_backup::Target>,
     level: i32,
 ) -> Result<u64, NotFromBackup> {
     use ecsdb_backup::{Point, Request, archive};
@@ -225,10 +226,11 @@ pub fn bootstrap_from_backup(
         e @ ecsdb_backup::BackupError::Target { .. } => not_from_backup(true, e.to_string()),
         e => not_from_backup(false, format!("{url}: {e}")),
     };
-    // Whose target is it, and what does it reach?
-    let manager = ecsdb_backup::Manager::new(target.clone(), ecsdb_backup::BackupSettings::default());
+    // Whose target is it, and what does it reach? (A quick look: a target
+    // that does not answer is not waited for long.)
+    let manager = ecsdb_backup::Manager::new(quick.clone(), ecsdb_backup::BackupSettings::default());
     let ours = |id: &str| id == meta.database_id;
-    let archived = archive::identity(target).map_err(unreachable)?;
+    let archived = archive::identity(quick).map_err(unreachable)?;
     if let Some(id) = archived.as_deref().filter(|id| !ours(id)) {
         return Err(not_from_backup(
             false,
@@ -236,9 +238,9 @@ pub fn bootstrap_from_backup(
         ));
     }
     let mut avail = if archived.is_some() {
-        archive::archived_upto(target)
+        archive::archived_upto(quick)
             .map_err(unreachable)?
-            .max(archive::list_snapshots_on(target).map_err(unreachable)?.last().map_or(0, |s| s.seq))
+            .max(archive::list_snapshots_on(quick).map_err(unreachable)?.last().map_or(0, |s| s.seq))
     } else {
         0
     };
