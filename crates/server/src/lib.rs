@@ -606,10 +606,18 @@ pub fn run(opts: &ServeOptions) -> Result<(), String> {
         {
             // While a replica bootstraps, its port answers that it does.
             let _answering = match &c.db.replication.primary {
-                Some(p) => Some(replication::bootstrapping::answer(&rt, &listener, p)?),
+                Some(p) => Some(replication::bootstrapping::answer(&rt, &listener, p, conn_limits(&c))?),
                 None => None,
             };
-            prepare_replica(&c, key.as_deref(), again.as_deref(), &stopping)?;
+            match prepare_replica(&c, key.as_deref(), again.as_deref(), &stopping) {
+                // Asked to stop mid-bootstrap: a clean stop (nothing was
+                // installed; the next start bootstraps again).
+                Err(e) if stopping() => {
+                    tracing::info!(reason = %e, "stopped while bootstrapping");
+                    return Ok(());
+                }
+                r => r?,
+            }
         }
         if stopping() {
             return Ok(());

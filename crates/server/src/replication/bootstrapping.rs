@@ -5,7 +5,8 @@
 //! `/v1/replication/status` says `bootstrapping` (so no node takes it for
 //! a primary or a more advanced replica), and every other request gets 503
 //! `bootstrapping` with `Retry-After`. Every answer closes its connection,
-//! so the real server takes over the port cleanly.
+//! so the real server takes over the port cleanly; the server's connection
+//! limits (header timeout, connections per address) apply as they do later.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -66,18 +67,24 @@ pub struct Answering {
     rt: tokio::runtime::Handle,
 }
 
-/// Start answering on a clone of `listener` on `rt`.
-pub fn answer(rt: &tokio::runtime::Runtime, listener: &TcpListener, primary: &str) -> Result<Answering, String> {
+/// Start answering on a clone of `listener` on `rt`, within `limits`
+/// (their drain is cut to two seconds: the answers are immediate).
+pub fn answer(
+    rt: &tokio::runtime::Runtime,
+    listener: &TcpListener,
+    primary: &str,
+    mut limits: crate::serve::ConnLimits,
+) -> Result<Answering, String> {
     let l = listener.try_clone().map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(primary.to_string());
+    limits.drain = limits.drain.min(Duration::from_secs(2));
     let task = rt.spawn(async move {
         let Ok(l) = tokio::net::TcpListener::from_std(l) else { return };
-        let _ = axum::serve(l, app.into_make_service())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
+        crate::serve::serve(l, app, limits, async {
+            let _ = rx.await;
+        })
+        .await;
     });
     Ok(Answering { stop: Some(tx), task: Some(task), rt: rt.handle().clone() })
 }
@@ -90,7 +97,7 @@ impl Drop for Answering {
         if let Some(t) = self.task.take() {
             // Connections close after each answer; a client that keeps one
             // open without asking anything is not waited for long.
-            let _ = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), t).await });
+            let _ = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), t).await });
         }
     }
 }
@@ -106,7 +113,31 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
-        let a = answer(&rt, &l, "http://primary:8080").unwrap();
+        let limits = crate::serve::ConnLimits {
+            header_timeout: Duration::from_millis(300),
+            per_ip: 4,
+            drain: Duration::from_secs(10),
+        };
+        let a = answer(&rt, &l, "http://primary:8080", limits).unwrap();
+        // Half-sent requests are cut off at the header timeout, and one
+        // address gets at most `per_ip` connections.
+        let idle: Vec<std::net::TcpStream> = (0..6)
+            .map(|_| {
+                let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                std::io::Write::write_all(&mut c, b"GET /health HTTP/1.1\r\n").unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                c
+            })
+            .collect();
+        for mut c in idle {
+            let mut buf = Vec::new();
+            // Closed by the server: at the header timeout, or at once (over the limit).
+            let r = std::io::Read::read_to_end(&mut c, &mut buf);
+            assert!(
+                r.as_ref().map_or_else(|e| e.kind() == std::io::ErrorKind::ConnectionReset, |_| true),
+                "still open after the header timeout: {r:?}"
+            );
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let mut h = agent.get(&format!("{url}/health")).call().unwrap();
         assert_eq!(h.status(), 503);

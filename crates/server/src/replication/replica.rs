@@ -455,11 +455,15 @@ pub fn run(st: &Shared) {
                 if failures >= 3 {
                     // The primary may be gone: is another node primary now?
                     let s = r.snapshot_state();
-                    if let Some((p, _)) = find_primary(&s.peers, &r.advertise, s.epoch)
+                    if let Some((p, epoch)) = find_primary(&s.peers, &r.advertise, s.epoch)
                         && p != primary
                     {
                         let _ = r.update(|s| s.primary = Some(p.clone()));
-                        tracing::warn!(from = %primary, to = %p, "following the primary of a newer epoch");
+                        if epoch > s.epoch {
+                            tracing::warn!(from = %primary, to = %p, epoch, "following the primary of a newer epoch");
+                        } else {
+                            tracing::warn!(from = %primary, to = %p, epoch, "the primary does not answer at its address: following it at another it is known by");
+                        }
                         failures = 0;
                         continue;
                     }
