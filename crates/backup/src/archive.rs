@@ -460,6 +460,9 @@ struct Worker {
     branch: Option<Branch>,
     /// The last refusal was the branch check's (not a configuration error).
     branch_refused: bool,
+    /// The target holds no state to replay the archived log onto (no
+    /// archived snapshot, no full backup): one is made and shipped.
+    base_missing: bool,
 }
 
 impl Archiver {
@@ -527,6 +530,7 @@ impl Archiver {
             last_logged_error: None,
             branch,
             branch_refused: false,
+            base_missing: false,
         };
         // A target that belongs to another database is a configuration
         // error: refuse now. One that cannot be reached is retried by the
@@ -652,6 +656,14 @@ impl Worker {
             )));
         }
         self.shipped_snapshot = list_snapshots_on(target)?.last().map_or(0, |s| s.seq);
+        // Without a base on the target the archived log restores nothing.
+        self.base_missing = self.shipped_snapshot == 0 && {
+            let m = crate::manager::Manager::new(self.target.clone(), BackupSettings::default());
+            !m.list()?
+                .iter()
+                .filter_map(|l| l.manifest.as_ref())
+                .any(|m| m.kind == crate::manifest::Kind::Full && m.database_id == hex(&self.database_id))
+        };
         // The commits after what the target holds must still be in the log
         // files; when they are not (archiving starts on a database whose old
         // log is gone, or the target lost its archive), the archive starts
@@ -907,7 +919,13 @@ impl Worker {
 
     fn ship_snapshot(&mut self) -> Result<()> {
         let Some(dir) = self.db.data_dir() else { return Ok(()) };
-        let snaps = list_snapshots(&OsFs, &dir.join("snapshots")).map_err(ecsdb::DbError::from)?;
+        let mut snaps = list_snapshots(&OsFs, &dir.join("snapshots")).map_err(ecsdb::DbError::from)?;
+        if snaps.is_empty() && self.base_missing {
+            // A new database's first snapshot is minutes away: make one now,
+            // so that the archive restores from its first pass on.
+            self.db.checkpoint()?;
+            snaps = list_snapshots(&OsFs, &dir.join("snapshots")).map_err(ecsdb::DbError::from)?;
+        }
         let Some((seq, path)) = snaps.into_iter().next() else { return Ok(()) };
         if seq <= self.shipped_snapshot {
             return Ok(());
@@ -929,6 +947,7 @@ impl Worker {
         self.target.put(&key, bytes)?;
         self.target.put(&format!("{}.json", key.strip_suffix(".snap").unwrap_or(&key)), record)?;
         self.shipped_snapshot = seq;
+        self.base_missing = false;
         self.shared.lock().status.snapshots_shipped += 1;
         Ok(())
     }

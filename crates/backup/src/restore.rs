@@ -146,6 +146,8 @@ fn build_with_base(
     let listed = mgr.list()?;
     let manifests: Vec<&Manifest> = listed.iter().filter_map(|l| l.manifest.as_ref()).collect();
     let archive_id = archive::identity(target)?;
+    // The archive's history (the epoch of the primary archiving there).
+    let archive_branch = if archive_id.is_some() { archive::archived_epoch(target)? } else { None };
     let mut sources: Vec<Source> = Vec::new();
     let mut stop_at_backup: Option<u64> = None;
     let base = if let Some(id) = &req.backup {
@@ -252,8 +254,7 @@ fn build_with_base(
                         sha256: None,
                         label: format!("archived snapshot {}", s.seq),
                         database_id: archive_id.clone(),
-                        // The archive's own: of its history.
-                        branch: None,
+                        branch: archive_branch,
                         from: BaseFrom::Archived(s.clone()),
                     },
                     s.created_ms,
@@ -275,10 +276,18 @@ fn build_with_base(
                 }
             }
         }
-        let fits = |b: &(Base, u64)| match req.point {
-            Point::Latest => true,
-            Point::Seq(n) => b.0.seq <= n,
-            Point::Time(t) => b.1 <= t,
+        // After a failover the target may hold two histories: the newest
+        // epoch's is the database's; a base of an older one is used only
+        // up to where the newer epoch began (a former primary's state past
+        // it is restored by naming its backup).
+        let newest = bases.iter().filter_map(|b| b.0.branch).chain(archive_branch).max_by_key(|b| b.epoch);
+        let fits = |b: &(Base, u64)| {
+            archive::shares(b.0.seq, b.0.branch, newest)
+                && match req.point {
+                    Point::Latest => true,
+                    Point::Seq(n) => b.0.seq <= n,
+                    Point::Time(t) => b.1 <= t,
+                }
         };
         let mut candidates: Vec<Base> = bases.into_iter().filter(fits).map(|b| b.0).collect();
         candidates.sort_by_key(|b| std::cmp::Reverse((b.seq, b.sha256.is_some())));
@@ -332,7 +341,7 @@ fn build_with_base(
     // history (after a failover the archive may hold a former primary's
     // commits past where the base's epoch began, or the reverse).
     let archive_max = if archive_id.is_some() && archive_id == base.database_id {
-        archive::continues_to(base.seq, base.branch, archive::archived_epoch(target)?).unwrap_or(u64::MAX)
+        archive::continues_to(base.seq, base.branch, archive_branch).unwrap_or(u64::MAX)
     } else {
         0
     };

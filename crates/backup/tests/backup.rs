@@ -609,3 +609,27 @@ fn a_restore_never_joins_two_histories() {
     a.close().unwrap();
     b.close().unwrap();
 }
+
+/// A new database archived to an empty target: no snapshot and no backup
+/// yet, but the archive restores from its first pass on (the archiver
+/// makes and ships a base).
+#[test]
+fn a_new_database_s_archive_restores_from_its_first_pass() {
+    let t = tempfile::tempdir().unwrap();
+    let target = Arc::new(Target::open(t.path().to_str().unwrap(), &StorageSettings::default()).unwrap());
+    let work = tempfile::tempdir().unwrap();
+    let db = open_db(&work.path().join("db"));
+    commit_n(&db, 12);
+    let s = BackupSettings { archive_interval_ms: 20, ..settings() };
+    let a = ecsdb_backup::Archiver::start(&db, target.clone(), &s).unwrap();
+    wait_status(&a, "a base and the log shipped", |st| st.shipped_seq == 12 && st.snapshots_shipped == 1);
+    commit_n(&db, 3);
+    wait_status(&a, "commit 15 archived", |st| st.shipped_seq == 15);
+    // The machine is lost: what the target holds is all there is.
+    a.abandon();
+    let out = work.path().join("restored");
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet).unwrap();
+    assert_eq!(o.seq, 15, "{o:?}");
+    assert_eq!(checksum_of(&out).1, ecsdb_backup::state::summarize(&db.read()).checksum);
+    db.close().unwrap();
+}

@@ -154,8 +154,7 @@ impl Backups {
     /// not answer within seconds is not refused here.
     pub fn check_owner(c: &ServerConfig, ours: Option<&str>) -> Result<(), String> {
         let Some(url) = c.backup.target_url(&c.storage) else { return Ok(()) };
-        let target =
-            Arc::new(Target::open(&url, &c.storage.quick()).map_err(|e| format!("[backup] target: {e}"))?);
+        let target = Arc::new(Target::open(&url, &c.storage.quick()).map_err(|e| format!("[backup] target: {e}"))?);
         // Whose target is it: its archive's identity, else its backups'.
         let theirs = ecsdb_backup::archive::identity(&target).ok().flatten().or_else(|| {
             Manager::new(target.clone(), c.backup.clone())

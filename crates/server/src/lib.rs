@@ -370,22 +370,22 @@ fn prepare_replica(
             backups::Backups::check_owner(c, Some(id))?;
         }
         let attempt = match &target {
-            Some((t, quick)) => match replication::replica::bootstrap_from_backup(
-                primary, key, dir, keep_jwt, t, quick, level,
-            ) {
-                Ok(seq) => Ok(seq),
-                Err(e) if only_backup && !e.transient => {
-                    return Err(format!(
-                        "cannot bootstrap from the backup target (replication.bootstrap_from = \"backup\"): {}",
-                        e.message
-                    ));
+            Some((t, quick)) => {
+                match replication::replica::bootstrap_from_backup(primary, key, dir, keep_jwt, t, quick, level) {
+                    Ok(seq) => Ok(seq),
+                    Err(e) if only_backup && !e.transient => {
+                        return Err(format!(
+                            "cannot bootstrap from the backup target (replication.bootstrap_from = \"backup\"): {}",
+                            e.message
+                        ));
+                    }
+                    Err(e) if only_backup => Err(e.message),
+                    Err(e) => {
+                        tracing::warn!(reason = %e.message, "not bootstrapping from the backup target: taking the primary's snapshot");
+                        replication::replica::bootstrap(primary, key, dir, keep_jwt)
+                    }
                 }
-                Err(e) if only_backup => Err(e.message),
-                Err(e) => {
-                    tracing::warn!(reason = %e.message, "not bootstrapping from the backup target: taking the primary's snapshot");
-                    replication::replica::bootstrap(primary, key, dir, keep_jwt)
-                }
-            },
+            }
             None => replication::replica::bootstrap(primary, key, dir, keep_jwt),
         };
         match attempt {
