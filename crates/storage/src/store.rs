@@ -531,24 +531,30 @@ impl Store {
     /// Keep `wal_archive/` within `archive_max_bytes`: remove the oldest
     /// archived segments, but only those whose every commit is at or below
     /// the oldest retained snapshot (recovery can fall back to that snapshot
-    /// and needs the log after it).
+    /// and needs the log after it) and not held. Without archiving, the
+    /// directory holds only segments kept for a hold: each goes as soon as
+    /// it is neither held nor needed.
     fn prune_archive(&self) -> Result<(), StorageError> {
-        if self.opts.archive_max_bytes == 0 {
-            return Ok(());
-        }
+        let keep_bytes = match (self.opts.archive, self.opts.archive_max_bytes) {
+            (false, _) => 0,
+            (true, 0) => return Ok(()),
+            (true, max) => max,
+        };
         let dir = self.dir.join("wal_archive");
         let segs = list_segments(self.fs.as_ref(), &dir)?;
+        let live_first = list_segments(self.fs.as_ref(), &self.dir.join("wal"))?.first().map(|(f, _)| *f);
         let mut total: u64 = segs.iter().filter_map(|(_, p)| self.fs.file_len(p).ok()).sum();
         let oldest_snapshot =
             list_snapshots(self.fs.as_ref(), &self.dir.join("snapshots"))?.last().map_or(0, |(s, _)| *s);
         let mut removed = false;
         for (i, (_, p)) in segs.iter().enumerate() {
-            if total <= self.opts.archive_max_bytes {
+            if total <= keep_bytes && self.opts.archive {
                 break;
             }
-            // The segment's commits end just before the next one starts.
-            let needed =
-                segs.get(i + 1).is_none_or(|(next, _)| next - 1 > oldest_snapshot || next - 1 > self.log_hold());
+            // The segment's commits end just before the next one starts
+            // (for the newest archived one, the oldest in `wal/`).
+            let next = segs.get(i + 1).map(|(n, _)| *n).or(live_first);
+            let needed = next.is_none_or(|next| next - 1 > oldest_snapshot || next - 1 > self.log_hold());
             if needed {
                 break;
             }

@@ -45,3 +45,36 @@ fn the_archive_is_pruned_down_to_what_snapshots_need() {
     assert_eq!(recovered.seq(), 30);
     assert_eq!(recovered.entity_count(), 30);
 }
+
+/// Without `wal_archive`, segments kept only for a log hold (a backup
+/// target not holding them yet) go once the hold lifts, at the next
+/// checkpoint.
+#[test]
+fn held_segments_go_once_released_when_archiving_is_off() {
+    let fs = Arc::new(SimFs::new());
+    let schema =
+        Arc::new(Schema::from_toml_str("[tables.t]\n[[tables.t.fields]]\nname = \"v\"\ntype = \"u8\"\n").unwrap());
+    let opts = StoreOptions { archive: false, retention: 1, ..StoreOptions::default() };
+    let vfs: Arc<dyn Vfs> = fs.clone();
+    let (store, mut w, _) = Store::open(vfs.clone(), Path::new("/db"), &schema, opts.clone()).unwrap();
+    store.hold_log_after(0);
+    let round = |store: &Store, w: &mut World| {
+        for _ in 0..5 {
+            commit(store, w);
+        }
+        let image = store.begin_checkpoint(w).unwrap();
+        store.finish_checkpoint(&image).unwrap();
+    };
+    for _ in 0..3 {
+        round(&store, &mut w);
+    }
+    let held = list_segments(fs.as_ref(), Path::new("/db/wal_archive")).unwrap();
+    assert!(held.len() >= 2, "held segments are kept: {held:?}");
+    store.hold_log_after(u64::MAX);
+    round(&store, &mut w);
+    let left = list_segments(fs.as_ref(), Path::new("/db/wal_archive")).unwrap();
+    assert!(left.is_empty(), "released segments stay: {left:?}");
+    drop(store);
+    let (_, recovered, _) = Store::open(vfs, Path::new("/db"), &schema, opts).unwrap();
+    assert_eq!(recovered.seq(), 20);
+}
