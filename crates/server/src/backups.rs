@@ -80,15 +80,10 @@ impl Backups {
             );
         }
         let archive_wanted = c.backup.archive && db.logs_commits();
-        let archiver = match branch {
-            Some(b) if archive_wanted => Some(
-                Archiver::start_on_branch(db, target.clone(), &c.backup, Some(b))
-                    .map_err(|e| format!("[backup] archive: {e}"))?,
-            ),
-            _ => None,
-        };
-        if branch.is_none() && archive_wanted {
-            // Until the archive's end is known, a replica keeps its log.
+        if archive_wanted {
+            // Until the target has been looked at, the log stays. The
+            // archiver itself starts on the role thread (`follow_role`): a
+            // slow target does not hold the server's start up.
             db.hold_log_after(0);
         }
         let b = Arc::new(Backups {
@@ -96,8 +91,8 @@ impl Backups {
             target,
             settings: c.backup.clone(),
             archive_wanted,
-            archiver: Mutex::new(archiver),
-            started_for: Mutex::new(branch),
+            archiver: Mutex::new(None),
+            started_for: Mutex::new(None),
             start_error: Mutex::new(None),
             active: AtomicBool::new(branch.is_some()),
             followed: Mutex::new(None),
@@ -222,6 +217,11 @@ impl Backups {
     /// Whether this node archives and takes scheduled backups.
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// Whether this node ships the commit log (or is about to).
+    pub fn archives(&self) -> bool {
+        self.archive_wanted && self.is_active()
     }
 
     /// Follow this node's role (called every half second): a primary at

@@ -722,7 +722,7 @@ async fn announce_start(c: &ServerConfig, state: &Arc<app::AppState>, addr: Sock
         say!(
             "backups: {}{}",
             b.target_url(),
-            if b.archive_status().is_some() {
+            if b.archives() {
                 " (commit log archived continuously)"
             } else if !b.is_active() {
                 " (the primary archives and takes scheduled backups; a promoted replica takes over)"
