@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use ecsdb_faultproxy::{Direction, Fault, Proxy};
 use serde_json::{Value as J, json};
+use tungstenite::client::IntoClientRequest;
 
 const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 const ADMIN_PW: &str = "admin-password-1";
@@ -763,6 +764,29 @@ fn a_synchronous_primary_never_reports_what_a_failover_could_lose() {
     assert_eq!(c.status, 201, "{}", c.body);
     let id = c.body["id"].as_u64().unwrap();
     caught_up(&p, &r, &t);
+    // A live subscriber on the primary.
+    let addr = p.url().trim_start_matches("http://").to_string();
+    let mut req = format!("ws://{addr}/v1/stream").into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+    let tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mut ws, _) = tungstenite::client(req, tcp).unwrap();
+    let sub = json!({"type": "subscribe", "id": "q", "query": {"with": ["player"]}});
+    ws.send(tungstenite::Message::Text(sub.to_string().into())).unwrap();
+    let frame = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| -> Option<J> {
+        loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Text(x)) => return Some(serde_json::from_str(&x).unwrap()),
+                Ok(tungstenite::Message::Binary(b)) => {
+                    return Some(serde_json::from_slice(&zstd::decode_all(&b[..]).unwrap()).unwrap());
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    let init = frame(&mut ws).unwrap();
+    assert_eq!(init["type"], "initial", "{init}");
     // The replica stops answering: a write is applied here but unconfirmed.
     signal(&r, "-STOP");
     let set = json!({"ops": [{"op": "set", "id": id, "components": {"player": {"level": 7}}}]});
@@ -782,7 +806,14 @@ fn a_synchronous_primary_never_reports_what_a_failover_could_lose() {
     assert_eq!(d.status, 503, "{}", d.body);
     let g = p.call("GET", &format!("/v1/entities/{id}"), Some(&t), None);
     assert_eq!(g.status, 503, "a not-found of an unconfirmed delete: {}", g.body);
+    // Nor does the subscriber see them...
+    ws.get_ref().set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    assert_eq!(frame(&mut ws), None, "a subscriber saw an unconfirmed commit");
     signal(&r, "-CONT");
+    // ...until the replica holds them.
+    ws.get_ref().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let d = frame(&mut ws).unwrap();
+    assert_eq!(d["type"], "delta", "{d}");
     caught_up(&p, &r, &t);
     assert_eq!(p.call("GET", &format!("/v1/entities/{id}"), Some(&t), None).status, 404);
 }

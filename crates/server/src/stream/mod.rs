@@ -406,6 +406,9 @@ async fn write_frames(
             Message::Binary(b) => b.len(),
             _ => 0,
         };
+        if len > 0 && !confirmed(&st, &rx).await {
+            return;
+        }
         match tokio::time::timeout(WRITE_STALL, sink.send(msg)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return,
@@ -422,6 +425,43 @@ async fn write_frames(
         if closing {
             let _ = sink.close().await;
             return;
+        }
+    }
+}
+
+/// With synchronous replication, a frame goes out only once the replicas
+/// hold every commit it could reflect (the state up to the head now): a
+/// commit is visible here before it is acknowledged, and a subscriber must
+/// not see a write a failover could take back. Waits while they do not
+/// (the client sees a pause, as readers see 503s); with
+/// `sync_fallback = "async"`, at most the timeout. `false`: the connection
+/// ended meanwhile.
+async fn confirmed(st: &Shared, rx: &mpsc::Receiver<Frame>) -> bool {
+    let r = &st.replication;
+    let k = r.registry.sync_replicas;
+    if k == 0 || r.role() != crate::replication::Role::Primary {
+        return true;
+    }
+    let seq = st.db.version();
+    if r.registry.wait_for(seq, k, Duration::ZERO).is_ok() {
+        return true;
+    }
+    let fallback = r.config.sync_fallback == "async";
+    // Waits in steps (to notice a closed connection or a stop).
+    let timeout =
+        Duration::from_millis(if fallback { r.config.sync_timeout_ms } else { r.config.sync_timeout_ms.min(1_000) });
+    loop {
+        let st2 = st.clone();
+        let held = tokio::task::spawn_blocking(move || st2.replication.registry.wait_for(seq, k, timeout)).await.ok();
+        match held {
+            Some(Ok(())) => return true,
+            _ if fallback => return true,
+            // Fenced meanwhile: what it did not confirm may be lost for
+            // good; the subscriber reconnects to the new primary.
+            _ if rx.is_closed() || *st.stopping.borrow() || r.role() != crate::replication::Role::Primary => {
+                return false;
+            }
+            _ => {}
         }
     }
 }
