@@ -264,6 +264,7 @@ pub fn verify(target: &Target, progress: Progress<'_>) -> Result<Report> {
         bytes_checked: 0,
         deep: None,
         unavailable: false,
+        incomplete: false,
     };
     let chunks = list_chunks(target)?;
     let snaps = list_snapshots_on(target)?;
@@ -482,6 +483,29 @@ impl Archiver {
         settings: &BackupSettings,
         branch: Option<Branch>,
     ) -> Result<Archiver> {
+        Archiver::start_with(db, target, settings, branch, true)
+    }
+
+    /// [`Archiver::start_on_branch`] without looking at the target first:
+    /// the thread does it on its first pass, so a slow target never holds
+    /// the caller up; what it would have refused (another database's
+    /// archive) is reported as the archiver's error, and nothing is shipped.
+    pub fn start_deferred(
+        db: &Database,
+        target: Arc<Target>,
+        settings: &BackupSettings,
+        branch: Option<Branch>,
+    ) -> Result<Archiver> {
+        Archiver::start_with(db, target, settings, branch, false)
+    }
+
+    fn start_with(
+        db: &Database,
+        target: Arc<Target>,
+        settings: &BackupSettings,
+        branch: Option<Branch>,
+        check_now: bool,
+    ) -> Result<Archiver> {
         let dir = db
             .data_dir()
             .ok_or_else(|| BackupError::Config("archiving needs a durable database (a data directory)".into()))?
@@ -535,7 +559,7 @@ impl Archiver {
         // A target that belongs to another database is a configuration
         // error: refuse now. One that cannot be reached is retried by the
         // thread (the database serves meanwhile, keeping its log).
-        match w.init() {
+        match if check_now { w.init() } else { Ok(()) } {
             Ok(()) | Err(BackupError::Target { .. }) => {}
             Err(e) if w.branch_refused => {
                 tracing::error!(target = %w.target.url(), error = %e, "log archiving refused; retrying");

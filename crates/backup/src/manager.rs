@@ -430,8 +430,15 @@ impl Manager {
         for id in &order {
             self.delete_folder(id)?;
         }
-        // The archive only needs to reach back to the oldest full backup kept.
-        let oldest_kept = fulls.iter().filter(|m| !doomed.contains(&m.id)).map(|m| m.start_seq).min();
+        // The archive only needs to reach back to the oldest full backup kept
+        // of its own history (after a failover a former primary's backups
+        // are not a base for the archive the new primary writes).
+        let archived = crate::archive::archived_epoch(&self.target)?;
+        let oldest_kept = fulls
+            .iter()
+            .filter(|m| !doomed.contains(&m.id) && crate::archive::shares(m.end_seq, m.branch, archived))
+            .map(|m| m.start_seq)
+            .min();
         if let Some(floor) = oldest_kept {
             crate::archive::trim(&self.target, floor)?;
         }

@@ -82,6 +82,8 @@ struct Source {
     last: u64,
     /// Its commits past this one are of another history than the base's.
     max: u64,
+    /// The history it is of (its backup's; the archive's).
+    branch: Option<crate::Branch>,
     /// SHA-256 from a manifest (backup files), checked before use.
     sha256: Option<String>,
 }
@@ -150,6 +152,9 @@ fn build_with_base(
     let archive_branch = if archive_id.is_some() { archive::archived_epoch(target)? } else { None };
     let mut sources: Vec<Source> = Vec::new();
     let mut stop_at_backup: Option<u64> = None;
+    // The history restored: the named backup's, else the newest epoch's
+    // on the target (after a failover it may hold a former primary's too).
+    let history: Option<crate::Branch>;
     let base = if let Some(id) = &req.backup {
         check_id(id)?;
         let m = match listed.iter().find(|l| &l.id == id) {
@@ -188,6 +193,7 @@ fn build_with_base(
                     first,
                     last,
                     max: u64::MAX,
+                    branch: c.branch,
                     sha256: Some(f.sha256.clone()),
                 });
             }
@@ -221,7 +227,10 @@ fn build_with_base(
             sha256: Some(snap.sha256.clone()),
             label: format!("backup {}", full.id),
             database_id: Some(full.database_id.clone()),
-            branch: m.branch.or(full.branch),
+            branch: {
+                history = m.branch.or(full.branch);
+                history
+            },
             from: BaseFrom::Chain,
         }
     } else {
@@ -271,6 +280,7 @@ fn build_with_base(
                         first,
                         last,
                         max: u64::MAX,
+                        branch: m.branch,
                         sha256: Some(f.sha256.clone()),
                     });
                 }
@@ -280,7 +290,13 @@ fn build_with_base(
         // epoch's is the database's; a base of an older one is used only
         // up to where the newer epoch began (a former primary's state past
         // it is restored by naming its backup).
-        let newest = bases.iter().filter_map(|b| b.0.branch).chain(archive_branch).max_by_key(|b| b.epoch);
+        let newest = manifests
+            .iter()
+            .filter(|m| Some(&m.database_id) == db.as_ref())
+            .filter_map(|m| m.branch)
+            .chain(archive_branch)
+            .max_by_key(|b| b.epoch);
+        history = newest;
         let fits = |b: &(Base, u64)| {
             archive::shares(b.0.seq, b.0.branch, newest)
                 && match req.point {
@@ -340,18 +356,28 @@ fn build_with_base(
     // The archived log continues the base only as far as they share a
     // history (after a failover the archive may hold a former primary's
     // commits past where the base's epoch began, or the reverse).
-    let archive_max = if archive_id.is_some() && archive_id == base.database_id {
-        archive::continues_to(base.seq, base.branch, archive_branch).unwrap_or(u64::MAX)
-    } else {
-        0
+    // A source's commits are usable while they continue the base and are
+    // of the history restored.
+    let usable_to = |branch: Option<crate::Branch>| {
+        let continues = archive::continues_to(base.seq, base.branch, branch).unwrap_or(u64::MAX);
+        let in_history = match (branch, history) {
+            (Some(b), Some(h)) if b.epoch < h.epoch => h.after_seq.max(base.seq),
+            _ => u64::MAX,
+        };
+        continues.min(in_history)
     };
+    for s in &mut sources {
+        s.max = usable_to(s.branch);
+    }
+    let archive_max =
+        if archive_id.is_some() && archive_id == base.database_id { usable_to(archive_branch) } else { 0 };
     let mut archive_end = 0;
     if archive_max > 0 {
         for c in archive::list_chunks(target)? {
             let ChunkRef { key, first, last } = c;
             archive_end = archive_end.max(last);
             if first <= archive_max {
-                sources.push(Source { key, first, last, max: archive_max, sha256: None });
+                sources.push(Source { key, first, last, max: archive_max, branch: archive_branch, sha256: None });
             }
         }
     }
@@ -426,7 +452,14 @@ fn build_with_base(
                 for c in archive::list_chunks(target)? {
                     let ChunkRef { key, first, last } = c;
                     if first <= archive_max {
-                        sources.push(Source { key, first, last, max: archive_max, sha256: None });
+                        sources.push(Source {
+                            key,
+                            first,
+                            last,
+                            max: archive_max,
+                            branch: archive_branch,
+                            sha256: None,
+                        });
                     }
                 }
                 sources.sort_by_key(|s| (s.first, std::cmp::Reverse(s.last)));

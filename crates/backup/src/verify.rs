@@ -31,6 +31,9 @@ pub struct Report {
     /// The target could not be reached for some of it (the problems say
     /// what): not evidence of damage.
     pub unavailable: bool,
+    /// A backup interrupted before its manifest was written: never used
+    /// (retention removes it a day later), not damage to what is there.
+    pub incomplete: bool,
 }
 
 impl Report {
@@ -43,6 +46,7 @@ impl Report {
             bytes_checked: 0,
             deep: None,
             unavailable: false,
+            incomplete: false,
         }
     }
 }
@@ -59,6 +63,7 @@ pub fn verify_backup(m: &Manager, id: &str, deep: bool, progress: Progress<'_>) 
         Err(BackupError::NotFound(_)) => {
             let any = m.target.list(&format!("backups/{id}/")).is_ok_and(|v| !v.is_empty())
                 || m.target.local_folders("backups/").is_some_and(|f| f.iter().any(|x| x == id));
+            r.incomplete = any;
             r.problems.push(if any {
                 format!("backups/{id}/manifest.json is missing: the backup is incomplete (interrupted?)")
             } else {

@@ -562,6 +562,10 @@ fn a_restore_never_joins_two_histories() {
     let a = open_db(&pa);
     commit_n(&a, 5);
     ecsdb_backup::state::database_id(&pa).unwrap(); // one database: the copy shares its id
+    // A full backup of the shared history, before the split.
+    let m = Manager::new(target.clone(), settings());
+    let shared = m.create_on(&a, Kind::Full, &quiet, Some(Branch { epoch: 1, after_seq: 0 })).unwrap();
+    assert_eq!(shared.end_seq, 5);
     a.close().unwrap();
     drop(a);
     copy_dir(&pa, &pb);
@@ -569,16 +573,32 @@ fn a_restore_never_joins_two_histories() {
     let s = BackupSettings { archive_interval_ms: 20, ..settings() };
     let first = Branch { epoch: 1, after_seq: 0 };
     let second = Branch { epoch: 2, after_seq: 5 };
-    let m = Manager::new(target.clone(), settings());
     let arch = ecsdb_backup::Archiver::start_on_branch(&a, target.clone(), &s, Some(first)).unwrap();
-    // The former primary goes on alone to 10, archived (lost in the failover).
+    // The former primary goes on alone to 10, archived with a snapshot at
+    // 10 (all lost in the failover).
     commit_n(&a, 5);
-    wait_status(&arch, "commit 10 archived", |st| st.shipped_seq == 10);
+    a.checkpoint().unwrap();
+    wait_status(&arch, "commit 10 and its snapshot archived", |st| st.shipped_seq == 10 && st.snapshots_shipped >= 1);
     arch.abandon();
     // The promoted replica (epoch 2 after commit 5) writes its own 6..=8
     // and backs up; its archiver refuses the archive (it holds 6..=10).
     let b = open_db(&pb);
-    commit_tagged(&b, 3, "new");
+    commit_tagged(&b, 2, "new");
+    let at7 = ecsdb_backup::state::summarize(&b.read()).checksum;
+    commit_tagged(&b, 1, "new!");
+    // First only an incremental on the shared backup: the restore builds
+    // the new history from the shared base and it (not from the former
+    // primary's newer archived snapshot, nor with its archived log).
+    let inc = m.create_on(&b, Kind::Incremental, &quiet, Some(second)).unwrap();
+    assert_eq!(inc.end_seq, 8);
+    let out = work.path().join("inc-latest");
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Latest, &out), &quiet).unwrap();
+    assert_eq!((o.seq, o.base_seq), (8, 5), "{o:?}");
+    assert_eq!(checksum_of(&out).1, inc.state_checksum);
+    let out = work.path().join("inc-7");
+    let o = ecsdb_backup::restore::restore(&target, &req(None, Point::Seq(7), &out), &quiet).unwrap();
+    assert_eq!(o.seq, 7, "{o:?}");
+    assert_eq!(checksum_of(&out).1, at7, "seq 7 of the new history");
     let full = m.create_on(&b, Kind::Full, &quiet, Some(second)).unwrap();
     assert_eq!((full.end_seq, full.branch), (8, Some(second)));
     commit_tagged(&b, 2, "newer");

@@ -336,6 +336,12 @@ fn kill_9_during_a_backup_leaves_nothing_incomplete_that_verifies() {
                 &[],
             );
             assert!(!e.0, "restoring an incomplete backup must fail");
+            // Named, it does not verify; checking the whole target, it is
+            // listed as skipped, not as damage.
+            let (ok, text, err) = ecsdb(&["backup", "verify", &l.id, "--target", target.to_str().unwrap()], &[]);
+            assert!(!ok, "{text}{err}");
+            let (ok, text, err) = ecsdb(&["backup", "verify", "--target", target.to_str().unwrap()], &[]);
+            assert!(ok && text.contains("incomplete"), "{text}{err}");
         }
     }
     sigterm(&mut s);

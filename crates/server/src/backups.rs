@@ -31,6 +31,9 @@ pub struct Figures {
     pub last_duration_ms: AtomicU64,
 }
 
+/// How long a stop waits for the archiver's last pass.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// How often a replica looks where the archive ends.
 const FOLLOW_EVERY: Duration = Duration::from_secs(5);
 
@@ -151,13 +154,15 @@ impl Backups {
         let Some(url) = c.backup.target_url(&c.storage) else { return Ok(()) };
         let target = Arc::new(Target::open(&url, &c.storage.quick()).map_err(|e| format!("[backup] target: {e}"))?);
         // Whose target is it: its archive's identity, else its backups'.
-        let theirs = ecsdb_backup::archive::identity(&target).ok().flatten().or_else(|| {
-            Manager::new(target.clone(), c.backup.clone())
+        let theirs = match ecsdb_backup::archive::identity(&target) {
+            Ok(Some(id)) => Some(id),
+            Ok(None) => Manager::new(target.clone(), c.backup.clone())
                 .list()
-                .ok()?
-                .into_iter()
-                .find_map(|l| l.manifest.map(|m| m.database_id))
-        });
+                .ok()
+                .and_then(|l| l.into_iter().find_map(|l| l.manifest.map(|m| m.database_id))),
+            // Not answering: not refused here (one look, not two).
+            Err(_) => None,
+        };
         let Some(theirs) = theirs else { return Ok(()) };
         let dir = &c.db.database.data_dir;
         match ours {
@@ -251,7 +256,7 @@ impl Backups {
             return; // refused for this branch already
         }
         *tried = Some(b);
-        match Archiver::start_on_branch(db, self.target.clone(), &self.settings, Some(b)) {
+        match Archiver::start_deferred(db, self.target.clone(), &self.settings, Some(b)) {
             Ok(a) => {
                 tracing::info!(epoch = b.epoch, target = %self.target.url(), "this node archives the commit log now");
                 *self.archiver.lock() = Some(a);
@@ -306,7 +311,20 @@ impl Backups {
             let _ = h.join();
         }
         if let Some(a) = self.archiver.lock().take() {
-            a.stop();
+            // Its last pass ships what is durable; a target that does not
+            // answer is not waited for long (what it did not get stays in
+            // the local log, held, and ships on the next start).
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let stopper = std::thread::Builder::new().name("ecsdb-archiver-stop".into()).spawn(move || {
+                a.stop();
+                let _ = tx.send(());
+            });
+            if stopper.is_ok() && rx.recv_timeout(STOP_WAIT).is_err() {
+                tracing::warn!(
+                    secs = STOP_WAIT.as_secs(),
+                    "the archiver's last pass did not finish (the target is slow or silent): the commits it did not ship stay in the log and ship on the next start"
+                );
+            }
         }
     }
 }

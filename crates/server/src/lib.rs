@@ -380,6 +380,7 @@ fn prepare_replica(
                         ));
                     }
                     Err(e) if only_backup => Err(e.message),
+                    Err(e) if stopping() => Err(format!("stopped before the bootstrap finished ({})", e.message)),
                     Err(e) => {
                         tracing::warn!(reason = %e.message, "not bootstrapping from the backup target: taking the primary's snapshot");
                         replication::replica::bootstrap(primary, key, dir, keep_jwt)

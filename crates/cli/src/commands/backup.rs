@@ -278,7 +278,9 @@ fn verify(t: &TargetArgs, id: Option<&str>, deep: bool) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let ok = reports.iter().all(|r| r.ok);
+    // Checking everything, an interrupted backup (never used, removed a
+    // day later) is listed but is not damage; named, it is not usable.
+    let ok = reports.iter().all(|r| r.ok || (id.is_none() && r.incomplete));
     if t.json {
         json_out(&serde_json::json!({"ok": ok, "reports": reports}));
     } else {
@@ -290,6 +292,11 @@ fn verify(t: &TargetArgs, id: Option<&str>, deep: bool) -> ExitCode {
                     r.files_checked,
                     size(r.bytes_checked),
                     if r.deep == Some(true) { ", restored and compared" } else { "" }
+                );
+            } else if r.incomplete && id.is_none() {
+                out!(
+                    "skipped  {}: incomplete (interrupted before its manifest; never used, removed by retention a day later)",
+                    r.id
                 );
             } else {
                 out!("DAMAGED  {}:", r.id);
