@@ -1095,3 +1095,32 @@ fn a_replica_bootstraps_from_the_backup_target() {
         "{log}"
     );
 }
+
+/// A replica that never heard of the replica promoted after its primary
+/// died (it joined first, and its stream never broke to learn of later
+/// nodes) follows the new primary when the promotion tells it.
+#[test]
+fn a_replica_told_of_the_new_primary_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Node::new(dir.path(), "p", None);
+    p.start();
+    let t = p.token();
+    let key = replicate_key(&p, &t, "r");
+    let mut r1 = Node::new(dir.path(), "r1", None).replica_of(&p.url(), &key);
+    r1.start();
+    spawn_entities(&p, &t, 5, "a");
+    caught_up(&p, &r1, &t);
+    let mut r2 = Node::new(dir.path(), "r2", None).replica_of(&p.url(), &key);
+    r2.start();
+    spawn_entities(&p, &t, 5, "b");
+    caught_up(&p, &r1, &t);
+    caught_up(&p, &r2, &t);
+    let peers = r1.replication(&t)["peers"].to_string();
+    assert!(!peers.contains(&r2.url()), "r1 already knows r2: {peers}");
+    p.kill();
+    let pr = r2.call("POST", "/v1/admin/promote", Some(&t), Some(&json!({})));
+    assert_eq!(pr.status, 200, "{}", pr.body);
+    let w = spawn_entities(&r2, &t, 3, "c");
+    wait_until("r1 to follow the new primary", Duration::from_secs(20), || r1.seq(&t) >= w);
+    caught_up(&r2, &r1, &t);
+}

@@ -559,10 +559,11 @@ pub async fn fence(
     let r = st.replication.clone();
     let (epoch, primary) = (b.epoch, b.primary.trim_end_matches('/').to_string());
     let fenced = blocking(&st, move |_| {
-        if epoch <= r.epoch() || r.role() != Role::Primary {
+        if epoch <= r.epoch() || r.role() == Role::Fenced {
             return Ok(false);
         }
-        // Only a primary that answers for itself can fence this one.
+        // Only a primary that answers for itself can fence this one (or
+        // lead this replica).
         let s = super::replica::peer_status(&primary).map_err(|e| {
             ApiError::new(
                 StatusCode::CONFLICT,
@@ -579,6 +580,20 @@ pub async fn fence(
                     s["role"], s["epoch"]
                 ),
             ));
+        }
+        if r.role() == Role::Replica {
+            // A replica told of the new primary follows it (it may not have
+            // known that node: its own primary is gone).
+            let known = r.snapshot_state().primary.as_deref() == Some(primary.as_str());
+            if !known {
+                r.update(|s| {
+                    s.add_peer(&primary);
+                    s.primary = Some(primary.clone());
+                })
+                .map_err(ApiError::internal)?;
+                tracing::warn!(epoch, primary = %primary, "told of a newer primary: following it");
+            }
+            return Ok(false);
         }
         r.fence(epoch, Some(&primary)).map_err(ApiError::internal)
     })
