@@ -238,7 +238,8 @@ impl Backups {
         let Some(b) = branch else {
             self.active.store(false, Ordering::Release);
             *self.started_for.lock() = None;
-            if let Some(a) = self.archiver.lock().take() {
+            let running = self.archiver.lock().take();
+            if let Some(a) = running {
                 tracing::warn!("this node is no longer the primary: it stops archiving");
                 a.abandon();
             }
@@ -310,7 +311,8 @@ impl Backups {
         if let Some(h) = self.scheduler.lock().take() {
             let _ = h.join();
         }
-        if let Some(a) = self.archiver.lock().take() {
+        let running = self.archiver.lock().take();
+        if let Some(a) = running {
             // Its last pass ships what is durable; a target that does not
             // answer is not waited for long (what it did not get stays in
             // the local log, held, and ships on the next start).
