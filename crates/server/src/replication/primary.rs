@@ -571,6 +571,13 @@ pub async fn fence(
                 format!("cannot confirm {primary} is a primary: {e}"),
             )
         })?;
+        if s["database_id"].as_str() != Some(r.database_id.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "fence_unverified",
+                format!("{primary} serves database {}, not this one ({})", s["database_id"], r.database_id),
+            ));
+        }
         if s["role"] != "primary" || s["epoch"].as_u64().is_none_or(|e| e < epoch) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

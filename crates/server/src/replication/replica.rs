@@ -282,7 +282,8 @@ pub fn bootstrap_from_backup(
     }
     let image = ecsdb::storage::snapshot::capture(&world);
     drop(world);
-    let bytes = ecsdb::storage::snapshot::encode(&image, level).map_err(|e| not_from_backup(false, e.to_string()))?;
+    let bytes = ecsdb::storage::snapshot::encode(&image, level)
+        .map_err(|e| not_from_backup(false, format!("encoding the state restored from {url}: {e}")))?;
     drop(image);
     let primary_seq = meta.seq;
     let meta = Meta { seq: point, ..meta };
