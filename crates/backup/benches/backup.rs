@@ -12,40 +12,13 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ecsdb::{Component, Database, DatabaseConfig};
+use ecsdb::{Database, DatabaseConfig};
 use ecsdb_backup::manager::quiet;
 use ecsdb_backup::{BackupSettings, Kind, Manager, Point, Request, StorageSettings, Target};
 
-const SCHEMA: &str = r#"
-[database]
-version = "1.0.0"
-[tables.body]
-[[tables.body.fields]]
-name = "pos"
-type = "[f32; 3]"
-[[tables.body.fields]]
-name = "vel"
-type = "[f32; 3]"
-[[tables.body.fields]]
-name = "hp"
-type = "u32"
-[[tables.body.fields]]
-name = "level"
-type = "u32"
-[[tables.body.fields]]
-name = "score"
-type = "u64"
-"#;
-
-#[derive(Component, Clone, Copy)]
-#[ecsdb(table = "body")]
-struct Body {
-    pos: [f32; 3],
-    vel: [f32; 3],
-    hp: u32,
-    level: u32,
-    score: u64,
-}
+#[path = "../../../benches/shared/body.rs"]
+mod body;
+use body::{Body, SCHEMA};
 
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1_048_576.0 / secs

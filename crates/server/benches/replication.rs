@@ -16,41 +16,12 @@
 
 use std::time::{Duration, Instant};
 
-use ecsdb::Component;
 use ecsdb_server::ServerConfig;
 use serde_json::{Value as J, json};
 
-const SCHEMA: &str = r#"
-[database]
-name = "bench"
-version = "1.0.0"
-[tables.body]
-[[tables.body.fields]]
-name = "pos"
-type = "[f32; 3]"
-[[tables.body.fields]]
-name = "vel"
-type = "[f32; 3]"
-[[tables.body.fields]]
-name = "hp"
-type = "u32"
-[[tables.body.fields]]
-name = "level"
-type = "u32"
-[[tables.body.fields]]
-name = "score"
-type = "u64"
-"#;
-
-#[derive(Component, Clone, Copy)]
-#[ecsdb(table = "body")]
-struct Body {
-    pos: [f32; 3],
-    vel: [f32; 3],
-    hp: u32,
-    level: u32,
-    score: u64,
-}
+#[path = "../../../benches/shared/body.rs"]
+mod body;
+use body::{Body, SCHEMA};
 
 fn config(dir: &std::path::Path, schema: &std::path::Path) -> ServerConfig {
     let mut c = ServerConfig::default();
