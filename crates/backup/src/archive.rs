@@ -976,3 +976,34 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: Option<Branch> = Some(Branch { epoch: 1, after_seq: 0 });
+    const TWO: Option<Branch> = Some(Branch { epoch: 2, after_seq: 10 });
+
+    #[test]
+    fn histories_share_commits_up_to_where_the_newer_began() {
+        // One epoch, or an unknown history: one history.
+        assert!(shares(50, ONE, ONE) && shares(50, None, TWO) && shares(50, TWO, None));
+        // Two epochs: the same up to the newer one's start, either way round.
+        assert!(shares(10, ONE, TWO) && shares(10, TWO, ONE));
+        assert!(!shares(11, ONE, TWO) && !shares(11, TWO, ONE));
+    }
+
+    #[test]
+    fn the_archive_continues_a_base_only_within_their_shared_history() {
+        // Same history: all of it.
+        assert_eq!(continues_to(30, TWO, TWO), None);
+        // A newer archive continues a base from before its branch point.
+        assert_eq!(continues_to(8, ONE, TWO), None);
+        // ... and nothing of a base past it.
+        assert_eq!(continues_to(12, ONE, TWO), Some(12));
+        // An older archive continues a newer base up to the branch point.
+        assert_eq!(continues_to(8, TWO, ONE), Some(10));
+        // ... and nothing past the base when the base is past it.
+        assert_eq!(continues_to(12, TWO, ONE), Some(12));
+    }
+}
