@@ -195,6 +195,13 @@ fn bad_input_is_400_names_the_problem_and_changes_nothing() {
     assert!(r.body["error"]["message"].as_str().unwrap().contains("invalid JSON"));
     let r = s.raw_post("/v1/entities", &t, "text/plain", "{}");
     assert_eq!(r.status, 415);
+    // The refused body is read, so the client's pooled connection stays
+    // good for its next request.
+    for _ in 0..20 {
+        assert_eq!(s.raw_post("/v1/entities", &t, "text/plain", "{\"components\": {}}").status, 415);
+        let ok = s.call("POST", "/v1/query", Some(&t), Some(&json!({"with": ["player"], "limit": 1})));
+        assert_eq!(ok.status, 200, "{}", ok.body);
+    }
     // A transaction failing at its last op changes nothing.
     let r = s.call(
         "POST",

@@ -43,6 +43,18 @@ impl<T: DeserializeOwned> FromRequest<Shared> for Body<T> {
         // The body must arrive within the request timeout; database work
         // has deadlines of its own and is never cut off half-way.
         let limit = std::time::Duration::from_millis(state.config.server.request_timeout_ms);
+        if !is_json(req.headers()) {
+            // Read the body before refusing it: a connection whose request
+            // body is left unread is closed after the answer, and a client
+            // that pooled it fails its next request.
+            let max = state.config.server.body_limit_bytes;
+            let _ = tokio::time::timeout(limit, axum::body::to_bytes(req.into_body(), max)).await;
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
         match tokio::time::timeout(limit, Json::<crate::strict_json::StrictValue>::from_request(req, state)).await {
             Ok(Ok(Json(v))) => {
                 T::deserialize(v.0).map(Body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -55,6 +67,14 @@ impl<T: DeserializeOwned> FromRequest<Shared> for Body<T> {
             )),
         }
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`, or an
+/// `application/*+json` type), as axum's JSON extractor requires.
+fn is_json(h: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = h.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// A JSON body that may be left out (no bytes at all): `None`.
